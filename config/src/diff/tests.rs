@@ -1,0 +1,140 @@
+use super::*;
+use crate::parse;
+
+const BASE: &str = r#"
+listen: 0.0.0.0:8080
+models:
+  - name: chat-small
+    stable: { endpoints: ["http://10.0.0.1:8000"], engine: vllm, revision: v1 }
+    candidate: { endpoints: ["http://10.0.0.2:8000"], engine: vllm, revision: v2 }
+    weight: 10%
+    shadow: { sample: 5% }
+  - name: embed
+    stable: { endpoints: ["http://10.0.1.1:8000"] }
+"#;
+
+fn config(yaml: &str) -> Config {
+    parse(yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
+}
+
+/// The changes from `BASE` to `BASE` with `from` replaced by `to`, one line each.
+fn lines_after(from: &str, to: &str) -> Vec<String> {
+    assert!(BASE.contains(from), "{from:?} not in BASE");
+    let new = config(&BASE.replacen(from, to, 1));
+    diff(&config(BASE), &new)
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn equal_configs_have_no_changes() {
+    assert_eq!(diff(&config(BASE), &config(BASE)), Vec::new());
+}
+
+#[test]
+fn changes_one_line_each() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("weight: 10%", "weight: 30%", &["models[chat-small].weight: 10% -> 30%"]),
+        (
+            "listen: 0.0.0.0:8080",
+            "listen: 0.0.0.0:9000",
+            &["listen: 0.0.0.0:8080 -> 0.0.0.0:9000 (restart required)"],
+        ),
+        (
+            "listen: 0.0.0.0:8080",
+            "listen: 0.0.0.0:8080\nworkers: 2\nlimits: { max_body: 1MiB }\ndrain_timeout: 5s",
+            &[
+                "workers: 0 -> 2 (restart required)",
+                "limits.max_body: 64MiB -> 1MiB",
+                "drain_timeout: 30s -> 5s",
+            ],
+        ),
+        (
+            "revision: v2",
+            "revision: v3",
+            &["models[chat-small].candidate.revision: v2 -> v3"],
+        ),
+        (
+            r#"endpoints: ["http://10.0.0.1:8000"], engine: vllm, revision: v1"#,
+            r#"endpoints: ["http://10.0.0.1:8000", "http://10.0.0.3:8000"], engine: sglang, revision: v1"#,
+            &[
+                "models[chat-small].stable.endpoints: [http://10.0.0.1:8000] -> [http://10.0.0.1:8000, http://10.0.0.3:8000]",
+                "models[chat-small].stable.engine: vllm -> sglang",
+            ],
+        ),
+        (
+            "    candidate: { endpoints: [\"http://10.0.0.2:8000\"], engine: vllm, revision: v2 }\n    weight: 10%\n    shadow: { sample: 5% }\n",
+            "",
+            &[
+                "models[chat-small].candidate: removed (vllm v2 [http://10.0.0.2:8000])",
+                "models[chat-small].weight: 10% -> 0%",
+                "models[chat-small].shadow: removed (sample 5%)",
+            ],
+        ),
+        (
+            "shadow: { sample: 5% }",
+            "shadow: { sample: 20%, timeout: 5s }\n    cohort: { header: x-user-id }\n    affinity: true",
+            &[
+                "models[chat-small].cohort: random -> header x-user-id",
+                "models[chat-small].shadow.sample: 5% -> 20%",
+                "models[chat-small].shadow.timeout: 60s -> 5s",
+                "models[chat-small].affinity: added (load_factor 1.25)",
+            ],
+        ),
+        (
+            "  - name: embed\n    stable: { endpoints: [\"http://10.0.1.1:8000\"] }\n",
+            "  - name: rerank\n    default: true\n    stable: { endpoints: [\"http://10.0.2.1:8000\"], engine: tgi }\n",
+            &[
+                "models[embed]: removed (stable openai [http://10.0.1.1:8000])",
+                "models[rerank]: added (stable tgi [http://10.0.2.1:8000])",
+            ],
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert_eq!(lines_after(from, to), *want, "{from:?} -> {to:?}");
+    }
+}
+
+#[test]
+fn candidate_added_and_restart_flags() {
+    let old = config(BASE);
+    let new = config(&BASE.replacen(
+        "    stable: { endpoints: [\"http://10.0.1.1:8000\"] }\n",
+        "    stable: { endpoints: [\"http://10.0.1.1:8000\"] }\n    candidate: { endpoints: [\"http://10.0.1.2:8000\"], revision: r2 }\n    weight: 1%\n",
+        1,
+    ));
+    let changes = diff(&old, &new);
+    let lines: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "models[embed].candidate: added (openai r2 [http://10.0.1.2:8000])",
+            "models[embed].weight: 0% -> 1%",
+        ]
+    );
+    assert!(changes.iter().all(|c| !c.restart_required));
+    assert_eq!(
+        changes[1].kind,
+        ChangeKind::Changed {
+            old: "0%".to_owned(),
+            new: "1%".to_owned()
+        }
+    );
+}
+
+#[test]
+fn reordering_models_is_not_a_change() {
+    let reordered = r#"
+listen: 0.0.0.0:8080
+models:
+  - name: embed
+    stable: { endpoints: ["http://10.0.1.1:8000"] }
+  - name: chat-small
+    stable: { endpoints: ["http://10.0.0.1:8000"], engine: vllm, revision: v1 }
+    candidate: { endpoints: ["http://10.0.0.2:8000"], engine: vllm, revision: v2 }
+    weight: 10%
+    shadow: { sample: 5% }
+"#;
+    assert_eq!(diff(&config(BASE), &config(reordered)), Vec::new());
+}

@@ -1,0 +1,222 @@
+//! rollgate configuration.
+//!
+//! YAML is read into serde-facing `Raw*` types (see `raw.rs`), then converted into the validated
+//! types below. After conversion invalid states are unrepresentable: weights are [`Ppm`],
+//! durations are [`Duration`], endpoints are parsed. Validation collects every error with its
+//! path instead of stopping at the first one.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod backend;
+mod diff;
+mod error;
+mod raw;
+mod units;
+mod validate;
+
+pub use diff::{diff, Change, ChangeKind};
+pub use error::{ConfigError, Errors, ParseError};
+pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
+
+/// Parses and validates a YAML config document, collecting every error.
+pub fn parse(yaml: &str) -> Result<Config, Errors> {
+    validate::parse(yaml)
+}
+
+/// One validated configuration. Immutable; a reload builds a new one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Data-plane listen address (HTTP/1.1 and h2c; TLS when `tls` is set).
+    pub listen: SocketAddr,
+    /// Data-plane worker threads (one runtime and one listener each); 0 = one per core.
+    pub workers: usize,
+    pub tls: Option<Tls>,
+    pub admin: Admin,
+    pub limits: Limits,
+    pub upstream: Upstream,
+    pub ejection: Ejection,
+    pub routing: Routing,
+    /// How long SIGTERM waits for in-flight requests and streams before exiting.
+    pub drain_timeout: Duration,
+    pub models: Vec<Model>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// Admin listener: `/metrics`, `/status`, `/healthz`.
+    pub listen: SocketAddr,
+}
+
+/// Limits applied to every downstream request before anything is forwarded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Total bytes of all request header names and values (431 above it). Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Number of request headers (431 above it). Default 100.
+    pub max_headers: usize,
+    /// Request body bytes (413 above it). Default 64 MiB.
+    pub max_body: u64,
+    /// Bytes of a JSON body read to find `model` (and a cohort body field). Default 64 KiB.
+    pub model_prefix: usize,
+    /// Time allowed to receive a full request head (slowloris). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Keep-alive connections idle longer than this are closed. Default 120 s.
+    pub client_idle_timeout: Duration,
+}
+
+/// Timeouts and pool settings for connections to model servers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    /// TCP connect timeout. Default 2 s.
+    pub connect_timeout: Duration,
+    /// Time from sending the request to receiving the response head. Default 300 s.
+    pub response_timeout: Duration,
+    /// Longest silence between two response body frames (failure after a 200). Default 60 s.
+    pub idle_timeout: Duration,
+    /// Pooled upstream connections idle longer than this are closed. Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per endpoint per worker. Default 128.
+    pub pool_max_idle: usize,
+}
+
+/// Passive health: endpoints that fail repeatedly are taken out for a while.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ejection {
+    /// Consecutive connect failures or 5xx responses that eject an endpoint. Default 5.
+    pub consecutive_failures: u32,
+    /// First ejection time; doubles on each repeat ejection. Default 5 s.
+    pub base: Duration,
+    /// Upper bound for the ejection time. Default 60 s.
+    pub max: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// Add `x-rollgate-variant` to responses. Default true.
+    pub variant_header: bool,
+    /// Honour the tester override request header `x-rollgate-variant: stable|candidate`.
+    /// Default false.
+    pub allow_override: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// Matched exactly against the request's model.
+    pub name: String,
+    /// Takes requests that name no model. At most one model is the default.
+    pub default: bool,
+    pub stable: Backend,
+    pub candidate: Option<Backend>,
+    /// Candidate share. Zero when there is no candidate.
+    pub weight: Ppm,
+    pub cohort: Cohort,
+    /// Mirror a sample to the candidate. Requires a candidate.
+    pub shadow: Option<Shadow>,
+    /// Consistent hashing of the cohort key onto endpoints (prefix/KV-cache warmth).
+    pub affinity: Option<Affinity>,
+}
+
+/// A pool of endpoints serving one model revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// At least one; no duplicates.
+    pub endpoints: Vec<Endpoint>,
+    pub engine: Engine,
+    /// Free-form revision label (model version, image tag); shown in status.
+    pub revision: Option<String>,
+}
+
+/// One model-server address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Normalised `http://host:port` (no path, no trailing slash).
+    pub url: String,
+    /// `host:port`, used as the upstream `Host` and to connect.
+    pub authority: String,
+}
+
+/// The model server's engine: selects metric names and behaviours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Engine {
+    Vllm,
+    Sglang,
+    Tgi,
+    Triton,
+    /// Any other OpenAI-compatible server.
+    Openai,
+}
+
+/// How a request's cohort key is found. No key → a random cohort per request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Cohort {
+    /// Every request gets a random cohort.
+    Random,
+    /// A request header, lowercased (e.g. `x-user-id`).
+    Header(String),
+    /// The bearer token / `x-api-key` (hashed, never logged).
+    ApiKey,
+    /// A top-level string field of the JSON body (e.g. `user`), read from the model prefix.
+    BodyField(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shadow {
+    /// Share of requests mirrored to the candidate.
+    pub sample: Ppm,
+    /// Mirrored requests in flight per model; more are dropped and counted. Default 64.
+    pub max_inflight: usize,
+    /// Mirrored request bodies larger than this are abandoned and counted. Default 64 MiB.
+    pub max_body: u64,
+    /// Request bytes queued for one mirrored request when the shadow reads slower than the
+    /// primary; past it the mirror is abandoned and counted. Default 4 MiB.
+    pub buffer: usize,
+    /// Whole mirrored exchange deadline. Default 60 s.
+    pub timeout: Duration,
+    /// Response bytes kept per side (primary and shadow) for scoring. Default 256 KiB.
+    pub capture: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Affinity {
+    /// Bounded load: an endpoint is skipped when its outstanding requests exceed
+    /// `load_factor × average + 1`. Default 1.25; must be ≥ 1.
+    pub load_factor: f64,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// The model a request names, by exact name.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+
+    /// The model marked `default: true`, if any.
+    pub fn default_model(&self) -> Option<&Model> {
+        self.models.iter().find(|m| m.default)
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Vllm => "vllm",
+            Engine::Sglang => "sglang",
+            Engine::Tgi => "tgi",
+            Engine::Triton => "triton",
+            Engine::Openai => "openai",
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! The serde-facing shape of the config file.
+//!
+//! Every section is a `Raw*` struct with `deny_unknown_fields`, and every key in it is a
+//! [`Field`]: `None` when the key is absent, otherwise a [`Parsed`] that holds the value when it
+//! is usable and the errors found inside it either way. Reading a `Parsed` never fails, so one
+//! serde pass reads a document with many mistakes and keeps all of them where they happened; an
+//! unknown key is found by asking serde about each key on its own. The `TryFrom` impls in
+//! `validate` then apply defaults and cross-field rules and collect the errors with their paths.
+//!
+//! Scalars are read into their units here (sizes, durations, ratios, addresses, endpoints), so
+//! a bad value is reported at its own key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::{
+    parse_duration, parse_ppm, parse_size, ConfigError, Endpoint, Engine, ParseError, Ppm,
+};
+
+/// One key of a raw section: `None` when absent (or `null`).
+pub(crate) type Field<T> = Option<Parsed<T>>;
+
+/// A value as read: the value when usable, and every error found in it, with paths relative to
+/// it (an empty path is the value itself).
+#[derive(Debug)]
+pub(crate) struct Parsed<T> {
+    pub value: Option<T>,
+    pub errors: Vec<ConfigError>,
+}
+
+/// Reads a value of this type from YAML, recording problems instead of failing.
+pub(crate) trait FromYaml: Sized {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self>;
+}
+
+/// A byte count, from `65536`, `64KiB` or `64MB`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Bytes(pub u64);
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub listen: Field<SocketAddr>,
+    pub workers: Field<usize>,
+    pub tls: Field<RawTls>,
+    pub admin: Field<RawAdmin>,
+    pub limits: Field<RawLimits>,
+    pub upstream: Field<RawUpstream>,
+    pub ejection: Field<RawEjection>,
+    pub routing: Field<RawRouting>,
+    pub drain_timeout: Field<Duration>,
+    pub models: Field<Vec<Parsed<RawModel>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub cert: Field<PathBuf>,
+    pub key: Field<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: Field<SocketAddr>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_header_bytes: Field<Bytes>,
+    pub max_headers: Field<usize>,
+    pub max_body: Field<Bytes>,
+    pub model_prefix: Field<Bytes>,
+    pub header_read_timeout: Field<Duration>,
+    pub client_idle_timeout: Field<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub connect_timeout: Field<Duration>,
+    pub response_timeout: Field<Duration>,
+    pub idle_timeout: Field<Duration>,
+    pub pool_idle_timeout: Field<Duration>,
+    pub pool_max_idle: Field<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEjection {
+    pub consecutive_failures: Field<u32>,
+    pub base: Field<Duration>,
+    pub max: Field<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRouting {
+    pub variant_header: Field<bool>,
+    pub allow_override: Field<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawModel {
+    pub name: Field<String>,
+    pub default: Field<bool>,
+    pub stable: Field<RawBackend>,
+    pub candidate: Field<RawBackend>,
+    pub weight: Field<Ppm>,
+    pub cohort: Field<RawCohort>,
+    pub shadow: Field<RawShadow>,
+    pub affinity: Field<RawAffinity>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBackend {
+    pub endpoints: Field<Vec<Parsed<Endpoint>>>,
+    pub engine: Field<Engine>,
+    pub revision: Field<String>,
+}
+
+/// Exactly one key; checked in `validate`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCohort {
+    pub header: Field<String>,
+    pub api_key: Field<bool>,
+    pub body_field: Field<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShadow {
+    pub sample: Field<Ppm>,
+    pub max_inflight: Field<usize>,
+    pub max_body: Field<Bytes>,
+    pub buffer: Field<Bytes>,
+    pub timeout: Field<Duration>,
+    pub capture: Field<Bytes>,
+}
+
+/// `affinity: true` (defaults), `affinity: false` (off) or `affinity: { load_factor: 1.5 }`.
+#[derive(Debug)]
+pub(crate) enum RawAffinity {
+    Enabled(bool),
+    Options(RawAffinityOptions),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAffinityOptions {
+    pub load_factor: Field<f64>,
+}
+
+/// What a value is, for messages: `a list`, `the string "abc"`.
+pub(crate) fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "nothing (null)".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(s) => format!("the string {s:?}"),
+        Value::Sequence(_) => "a list".to_owned(),
+        Value::Mapping(_) => "a mapping".to_owned(),
+        Value::Tagged(t) => format!("a value tagged {}", t.tag),
+    }
+}
+
+/// Reads a section: each key is checked against the struct's keys on its own, so every unknown
+/// key is reported (serde stops at the first), then the known keys are read in one go.
+fn read_section<T>(value: Value, errors: &mut Vec<ConfigError>) -> Option<T>
+where
+    T: for<'de> Deserialize<'de>,
+{
+    let map = match value {
+        Value::Mapping(map) => map,
+        other => {
+            errors.push(ConfigError::new(
+                "",
+                format!("expected a mapping, found {}", describe(&other)),
+            ));
+            return None;
+        }
+    };
+    let mut known = Mapping::new();
+    for (key, value) in map {
+        let Some(name) = key.as_str() else {
+            errors.push(ConfigError::new(
+                "",
+                format!("keys must be strings, found {}", describe(&key)),
+            ));
+            continue;
+        };
+        let probe = Mapping::from_iter([(key.clone(), Value::Null)]);
+        match T::deserialize(Value::Mapping(probe)) {
+            Ok(_) => {
+                known.insert(key, value);
+            }
+            Err(e) => errors.push(ConfigError::new(
+                name,
+                e.to_string().replace("unknown field", "unknown key"),
+            )),
+        }
+    }
+    T::deserialize(Value::Mapping(known))
+        .map_err(|e| errors.push(ConfigError::new("", e.to_string())))
+        .ok()
+}
+
+/// A leaf read that either works or says why not, at the value's own path.
+fn leaf<T>(result: Result<T, String>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    result
+        .map_err(|message| errors.push(ConfigError::new("", message)))
+        .ok()
+}
+
+/// The text of a scalar for unit parsing; YAML numbers count (`weight: 0.1`, `max_body: 1024`).
+fn scalar_text(value: &Value, what: &str) -> Result<String, String> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Ok(u.to_string()),
+            (None, Some(i), _) => Ok(i.to_string()),
+            // `f64`'s Display never uses an exponent, so the exact decimal reader takes it.
+            (None, None, Some(f)) if f.is_finite() => Ok(f.to_string()),
+            _ => Err(format!("expected {what}, found {}", describe(value))),
+        },
+        other => Err(format!("expected {what}, found {}", describe(other))),
+    }
+}
+
+// === impl Parsed ===
+
+impl<T: FromYaml> Parsed<T> {
+    pub(crate) fn read(value: Value) -> Self {
+        let mut errors = Vec::new();
+        let value = T::from_yaml(value, &mut errors);
+        Parsed { value, errors }
+    }
+}
+
+impl<'de, T: FromYaml> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Value::deserialize(deserializer).map(Parsed::read)
+    }
+}
+
+// === impl FromYaml ===
+
+macro_rules! sections {
+    ($($t:ty),* $(,)?) => {$(
+        impl FromYaml for $t {
+            fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+                read_section(value, errors)
+            }
+        }
+    )*};
+}
+
+sections!(
+    RawConfig,
+    RawTls,
+    RawAdmin,
+    RawLimits,
+    RawUpstream,
+    RawEjection,
+    RawRouting,
+    RawModel,
+    RawBackend,
+    RawCohort,
+    RawShadow,
+    RawAffinityOptions,
+);
+
+/// Items keep their index even when some are unusable, so later errors point at the right one.
+impl<T: FromYaml> FromYaml for Vec<Parsed<T>> {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        match value {
+            Value::Sequence(items) => Some(items.into_iter().map(Parsed::read).collect()),
+            other => leaf(
+                Err(format!("expected a list, found {}", describe(&other))),
+                errors,
+            ),
+        }
+    }
+}
+
+impl FromYaml for RawAffinity {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        match value {
+            Value::Bool(on) => Some(RawAffinity::Enabled(on)),
+            map @ Value::Mapping(_) => read_section(map, errors).map(RawAffinity::Options),
+            other => {
+                let found = describe(&other);
+                leaf(
+                    Err(format!("expected true, false or a mapping, found {found}")),
+                    errors,
+                )
+            }
+        }
+    }
+}
+
+impl FromYaml for String {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = match value {
+            Value::String(s) => Ok(s),
+            scalar @ (Value::Number(_) | Value::Bool(_)) => Err(format!(
+                "expected a string, found {}; quote it",
+                describe(&scalar)
+            )),
+            other => Err(format!("expected a string, found {}", describe(&other))),
+        };
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for PathBuf {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        String::from_yaml(value, errors).map(PathBuf::from)
+    }
+}
+
+impl FromYaml for bool {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = match value {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!(
+                "expected true or false, found {}",
+                describe(&other)
+            )),
+        };
+        leaf(result, errors)
+    }
+}
+
+/// Counts: non-negative integers.
+fn count(value: &Value) -> Result<u64, String> {
+    value.as_u64().ok_or_else(|| {
+        format!(
+            "expected a non-negative whole number, found {}",
+            describe(value)
+        )
+    })
+}
+
+impl FromYaml for usize {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result =
+            count(&value).and_then(|n| usize::try_from(n).map_err(|_| format!("{n} is too large")));
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for u32 {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result =
+            count(&value).and_then(|n| u32::try_from(n).map_err(|_| format!("{n} is too large")));
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for f64 {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = value
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .ok_or_else(|| format!("expected a number, found {}", describe(&value)));
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for SocketAddr {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let hint = "expected ip:port, e.g. 0.0.0.0:8080 or [::]:8080";
+        let result = match &value {
+            Value::String(s) => s
+                .parse()
+                .map_err(|_| format!("`{s}` is not an address; {hint}")),
+            other => Err(format!("{hint}, found {}", describe(other))),
+        };
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for Bytes {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = scalar_text(&value, "a size such as 64KiB")
+            .and_then(|text| parse_size(&text).map_err(|e| e.to_string()));
+        leaf(result.map(Bytes), errors)
+    }
+}
+
+impl FromYaml for Duration {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = scalar_text(&value, "a duration such as 10s")
+            .and_then(|text| parse_duration(&text).map_err(|e| e.to_string()));
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for Ppm {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = scalar_text(&value, "a ratio such as 10%")
+            .and_then(|text| parse_ppm(&text).map_err(|e| e.to_string()));
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for Endpoint {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = match &value {
+            Value::String(s) => s.parse().map_err(|e: ParseError| e.to_string()),
+            other => Err(format!(
+                "expected an endpoint such as http://10.0.0.1:8000, found {}",
+                describe(other)
+            )),
+        };
+        leaf(result, errors)
+    }
+}
+
+impl FromYaml for Engine {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = match &value {
+            Value::String(s) => s.parse().map_err(|e: ParseError| e.to_string()),
+            other => Err(format!(
+                "expected an engine name, found {}",
+                describe(other)
+            )),
+        };
+        leaf(result, errors)
+    }
+}

@@ -1,0 +1,417 @@
+//! Raw sections to validated config: defaults, ranges and rules across fields.
+//!
+//! Every `TryFrom` here returns all of its errors with paths relative to the section; the
+//! caller puts them under the section's key, so paths compose from the root down
+//! (`models[2]` + `stable` + `endpoints[1]`). Rules that look at another key only look at
+//! whether it is present, not whether it is valid, so one mistake is reported once.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::raw::{
+    Bytes, Field, Parsed, RawAdmin, RawConfig, RawEjection, RawLimits, RawModel, RawRouting,
+    RawTls, RawUpstream,
+};
+use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
+
+mod model;
+
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors found while converting one raw section, with paths relative to it.
+#[derive(Debug, Default)]
+pub(crate) struct Collect(Errors);
+
+/// Reads, converts and validates a YAML document, collecting every error.
+pub(crate) fn parse(yaml: &str) -> Result<Config, Errors> {
+    let mut value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| syntax(&e))?;
+    value.apply_merge().map_err(|e| syntax(&e))?;
+    if value.is_null() {
+        // An empty document is an empty mapping: it reports the missing required keys.
+        value = Value::Mapping(Mapping::new());
+    }
+    let mut c = Collect::default();
+    let config = c
+        .item("", Parsed::<RawConfig>::read(value))
+        .and_then(|raw| c.convert("", raw));
+    c.finish(config)
+}
+
+/// One error for the whole document, with its line and column.
+fn syntax(error: &serde_yaml_ng::Error) -> Errors {
+    let mut message = format!("invalid YAML: {error}");
+    if let Some(at) = error.location().filter(|_| !message.contains(" at line ")) {
+        message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
+    }
+    ConfigError::new("", message).into()
+}
+
+/// Converts the models; rules that span models (unique names, one default) report on the
+/// later model, right after its own errors.
+fn models(c: &mut Collect, field: Field<Vec<Parsed<RawModel>>>) -> Option<Vec<Model>> {
+    let items = c.required("models", field)?;
+    if items.is_empty() {
+        c.error("models", "at least one model is required");
+        return None;
+    }
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut default: Option<(usize, String)> = None;
+    let mut models = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("models[{i}]");
+        let name = raw_name(&item).unwrap_or_default().to_owned();
+        let is_default = raw_default(&item);
+        models.push(c.item(&key, item).and_then(|raw| c.convert(&key, raw)));
+        if let Some(first) = names.get(&name) {
+            let message = format!("duplicate model name `{name}` (also models[{first}])");
+            c.error(&format!("{key}.name"), message);
+        } else if !name.is_empty() {
+            names.insert(name.clone(), i);
+        }
+        match &default {
+            Some((first, first_name)) if is_default => c.error(
+                &format!("{key}.default"),
+                format!("models[{first}] (`{first_name}`) is already the default; at most one model may be default"),
+            ),
+            None if is_default => default = Some((i, name)),
+            _ => {}
+        }
+    }
+    models.into_iter().collect()
+}
+
+fn raw_name(item: &Parsed<RawModel>) -> Option<&str> {
+    item.value.as_ref()?.name.as_ref()?.value.as_deref()
+}
+
+fn raw_default(item: &Parsed<RawModel>) -> bool {
+    let default = item.value.as_ref().and_then(|m| m.default.as_ref());
+    default.and_then(|d| d.value).unwrap_or(false)
+}
+
+// === impl Collect ===
+
+impl Collect {
+    /// The value of a key when present and usable; errors found reading it go under `key`.
+    pub(crate) fn take<T>(&mut self, key: &str, field: Field<T>) -> Option<T> {
+        self.item(key, field?)
+    }
+
+    /// Like [`Collect::take`], for a value that is always there (a list item, the root).
+    pub(crate) fn item<T>(&mut self, key: &str, parsed: Parsed<T>) -> Option<T> {
+        self.0.extend_under(key, parsed.errors);
+        parsed.value
+    }
+
+    /// Like [`Collect::take`]; an absent key is an error.
+    pub(crate) fn required<T>(&mut self, key: &str, field: Field<T>) -> Option<T> {
+        if field.is_none() {
+            self.error(key, "required key is missing");
+        }
+        self.take(key, field)
+    }
+
+    /// Converts a raw section, keeping its errors under `key`.
+    pub(crate) fn convert<R, T>(&mut self, key: &str, raw: R) -> Option<T>
+    where
+        T: TryFrom<R, Error = Errors>,
+    {
+        T::try_from(raw)
+            .map_err(|e| self.0.extend_under(key, e))
+            .ok()
+    }
+
+    /// A section with defaults: when absent (or unusable) it converts from an empty section.
+    pub(crate) fn section<R, T>(&mut self, key: &str, field: Field<R>) -> Option<T>
+    where
+        R: Default,
+        T: TryFrom<R, Error = Errors>,
+    {
+        let raw = self.take(key, field).unwrap_or_default();
+        self.convert(key, raw)
+    }
+
+    /// A value that must not be zero (timeouts, counts, sizes).
+    pub(crate) fn positive<T>(&mut self, key: &str, field: Field<T>, default: T) -> T
+    where
+        T: Default + PartialEq,
+    {
+        match self.take(key, field) {
+            Some(v) if v == T::default() => {
+                self.error(key, "must be greater than 0");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+
+    /// A non-zero byte size that must fit in memory (`usize`).
+    pub(crate) fn size(&mut self, key: &str, field: Field<Bytes>, default: usize) -> usize {
+        let Bytes(bytes) = self.positive(key, field, Bytes(default as u64));
+        usize::try_from(bytes).unwrap_or_else(|_| {
+            self.error(key, format!("{bytes} bytes is too large for this platform"));
+            default
+        })
+    }
+
+    pub(crate) fn error(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(ConfigError::new(key, message));
+    }
+
+    /// The value when nothing was wrong; otherwise every error.
+    pub(crate) fn finish<T>(mut self, value: Option<T>) -> Result<T, Errors> {
+        match value {
+            Some(value) if self.0.is_empty() => Ok(value),
+            _ => {
+                if self.0.is_empty() {
+                    // Unusable values always carry an error; this keeps `Err` non-empty regardless.
+                    self.error("", "invalid configuration");
+                }
+                Err(self.0)
+            }
+        }
+    }
+}
+
+// === impl Config ===
+
+impl TryFrom<RawConfig> for Config {
+    type Error = Errors;
+
+    fn try_from(raw: RawConfig) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let listen = c.required("listen", raw.listen);
+        let workers = c.take("workers", raw.workers).unwrap_or(0);
+        let tls = c.take("tls", raw.tls).and_then(|tls| c.convert("tls", tls));
+        let admin: Option<Admin> = c.section("admin", raw.admin);
+        let limits = c.section("limits", raw.limits);
+        let upstream = c.section("upstream", raw.upstream);
+        let ejection = c.section("ejection", raw.ejection);
+        let routing = c.section("routing", raw.routing);
+        let drain_timeout = c
+            .take("drain_timeout", raw.drain_timeout)
+            .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        let models = models(&mut c, raw.models);
+        if let (Some(listen), Some(admin)) = (listen, &admin) {
+            if admin.listen == listen && listen.port() != 0 {
+                c.error(
+                    "admin.listen",
+                    format!("{listen} is also the data-plane `listen` address"),
+                );
+            }
+        }
+        let config = (|| {
+            Some(Config {
+                listen: listen?,
+                workers,
+                tls,
+                admin: admin?,
+                limits: limits?,
+                upstream: upstream?,
+                ejection: ejection?,
+                routing: routing?,
+                drain_timeout,
+                models: models?,
+            })
+        })();
+        c.finish(config)
+    }
+}
+
+// === impl Tls ===
+
+impl TryFrom<RawTls> for Tls {
+    type Error = Errors;
+
+    fn try_from(raw: RawTls) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let cert = tls_path(&mut c, "cert", raw.cert);
+        let key = tls_path(&mut c, "key", raw.key);
+        c.finish(cert.zip(key).map(|(cert, key)| Tls { cert, key }))
+    }
+}
+
+fn tls_path(c: &mut Collect, key: &str, field: Field<PathBuf>) -> Option<PathBuf> {
+    let path = c.required(key, field)?;
+    if path.as_os_str().is_empty() {
+        c.error(key, "must not be empty");
+    }
+    Some(path)
+}
+
+// === impl Admin ===
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+impl TryFrom<RawAdmin> for Admin {
+    type Error = Errors;
+
+    fn try_from(raw: RawAdmin) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let listen = c
+            .take("listen", raw.listen)
+            .unwrap_or(Admin::default().listen);
+        c.finish(Some(Admin { listen }))
+    }
+}
+
+// === impl Limits ===
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            max_body: 64 << 20,
+            model_prefix: 64 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            client_idle_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl TryFrom<RawLimits> for Limits {
+    type Error = Errors;
+
+    fn try_from(raw: RawLimits) -> Result<Self, Errors> {
+        let d = Limits::default();
+        let mut c = Collect::default();
+        let limits = Limits {
+            max_header_bytes: c.size("max_header_bytes", raw.max_header_bytes, d.max_header_bytes),
+            max_headers: c.positive("max_headers", raw.max_headers, d.max_headers),
+            max_body: c.positive("max_body", raw.max_body, Bytes(d.max_body)).0,
+            model_prefix: c.size("model_prefix", raw.model_prefix, d.model_prefix),
+            header_read_timeout: c.positive(
+                "header_read_timeout",
+                raw.header_read_timeout,
+                d.header_read_timeout,
+            ),
+            client_idle_timeout: c.positive(
+                "client_idle_timeout",
+                raw.client_idle_timeout,
+                d.client_idle_timeout,
+            ),
+        };
+        c.finish(Some(limits))
+    }
+}
+
+// === impl Upstream ===
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle: 128,
+        }
+    }
+}
+
+impl TryFrom<RawUpstream> for Upstream {
+    type Error = Errors;
+
+    fn try_from(raw: RawUpstream) -> Result<Self, Errors> {
+        let d = Upstream::default();
+        let mut c = Collect::default();
+        let upstream = Upstream {
+            connect_timeout: c.positive("connect_timeout", raw.connect_timeout, d.connect_timeout),
+            response_timeout: c.positive(
+                "response_timeout",
+                raw.response_timeout,
+                d.response_timeout,
+            ),
+            idle_timeout: c.positive("idle_timeout", raw.idle_timeout, d.idle_timeout),
+            pool_idle_timeout: c.positive(
+                "pool_idle_timeout",
+                raw.pool_idle_timeout,
+                d.pool_idle_timeout,
+            ),
+            // 0 turns pooling off.
+            pool_max_idle: c
+                .take("pool_max_idle", raw.pool_max_idle)
+                .unwrap_or(d.pool_max_idle),
+        };
+        c.finish(Some(upstream))
+    }
+}
+
+// === impl Ejection ===
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base: Duration::from_secs(5),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl TryFrom<RawEjection> for Ejection {
+    type Error = Errors;
+
+    fn try_from(raw: RawEjection) -> Result<Self, Errors> {
+        let d = Ejection::default();
+        let mut c = Collect::default();
+        let ejection = Ejection {
+            consecutive_failures: c.positive(
+                "consecutive_failures",
+                raw.consecutive_failures,
+                d.consecutive_failures,
+            ),
+            base: c.positive("base", raw.base, d.base),
+            max: c.positive("max", raw.max, d.max),
+        };
+        if ejection.max < ejection.base {
+            let (max, base) = (ejection.max, ejection.base);
+            c.error("max", format!("{max:?} is shorter than base ({base:?})"));
+        }
+        c.finish(Some(ejection))
+    }
+}
+
+// === impl Routing ===
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            variant_header: true,
+            allow_override: false,
+        }
+    }
+}
+
+impl TryFrom<RawRouting> for Routing {
+    type Error = Errors;
+
+    fn try_from(raw: RawRouting) -> Result<Self, Errors> {
+        let d = Routing::default();
+        let mut c = Collect::default();
+        let routing = Routing {
+            variant_header: c
+                .take("variant_header", raw.variant_header)
+                .unwrap_or(d.variant_header),
+            allow_override: c
+                .take("allow_override", raw.allow_override)
+                .unwrap_or(d.allow_override),
+        };
+        c.finish(Some(routing))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,259 @@
+//! One model: its backends, split, cohort, shadow and affinity.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use super::Collect;
+use crate::raw::{
+    Bytes, Parsed, RawAffinity, RawAffinityOptions, RawBackend, RawCohort, RawModel, RawShadow,
+};
+use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Errors, Model, Ppm, Shadow};
+
+const DEFAULT_LOAD_FACTOR: f64 = 1.25;
+
+// === impl Model ===
+
+impl TryFrom<RawModel> for Model {
+    type Error = Errors;
+
+    fn try_from(raw: RawModel) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let has_candidate = raw.candidate.is_some();
+        let has_shadow = raw.shadow.is_some();
+        let name = c.required("name", raw.name);
+        if let Some(name) = &name {
+            check_name(&mut c, name);
+        }
+        let default = c.take("default", raw.default).unwrap_or(false);
+        let stable = c
+            .required("stable", raw.stable)
+            .and_then(|b| c.convert("stable", b));
+        let candidate: Option<Backend> = c
+            .take("candidate", raw.candidate)
+            .and_then(|b| c.convert("candidate", b));
+        let weight = c.take("weight", raw.weight).unwrap_or(Ppm::ZERO);
+        if !weight.is_zero() && !has_candidate {
+            c.error(
+                "weight",
+                format!(
+                    "weight {weight} needs a candidate; add `candidate` or set the weight to 0"
+                ),
+            );
+        }
+        let cohort = c
+            .take("cohort", raw.cohort)
+            .and_then(|r| c.convert("cohort", r));
+        let shadow = c
+            .take("shadow", raw.shadow)
+            .and_then(|r| c.convert("shadow", r));
+        if has_shadow && !has_candidate {
+            c.error(
+                "shadow",
+                "shadow mirrors requests to the candidate; add `candidate` or remove `shadow`",
+            );
+        }
+        let affinity = match c.take("affinity", raw.affinity) {
+            None | Some(RawAffinity::Enabled(false)) => None,
+            Some(RawAffinity::Enabled(true)) => Some(Affinity::default()),
+            Some(RawAffinity::Options(options)) => c.convert("affinity", options),
+        };
+        let model = name.zip(stable).map(|(name, stable)| Model {
+            name,
+            default,
+            stable,
+            candidate,
+            weight,
+            cohort: cohort.unwrap_or(Cohort::Random),
+            shadow,
+            affinity,
+        });
+        c.finish(model)
+    }
+}
+
+fn check_name(c: &mut Collect, name: &str) {
+    if name.is_empty() {
+        c.error("name", "must not be empty");
+    } else if name.trim() != name {
+        c.error(
+            "name",
+            format!("{name:?} has leading or trailing whitespace"),
+        );
+    }
+}
+
+// === impl Backend ===
+
+impl TryFrom<RawBackend> for Backend {
+    type Error = Errors;
+
+    fn try_from(raw: RawBackend) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let endpoints = c
+            .required("endpoints", raw.endpoints)
+            .and_then(|items| endpoints(&mut c, items));
+        let engine = c.take("engine", raw.engine).unwrap_or(Engine::Openai);
+        let revision = c.take("revision", raw.revision);
+        if revision.as_deref() == Some("") {
+            c.error("revision", "must not be empty; leave it out instead");
+        }
+        let backend = endpoints.map(|endpoints| Backend {
+            endpoints,
+            engine,
+            revision,
+        });
+        c.finish(backend)
+    }
+}
+
+/// At least one, and no two with the same (normalised) authority.
+fn endpoints(c: &mut Collect, items: Vec<Parsed<Endpoint>>) -> Option<Vec<Endpoint>> {
+    if items.is_empty() {
+        c.error("endpoints", "at least one endpoint is required");
+        return None;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut endpoints = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("endpoints[{i}]");
+        let Some(endpoint) = c.item(&key, item) else {
+            continue;
+        };
+        if let Some(first) = seen.get(&endpoint.authority) {
+            c.error(
+                &key,
+                format!("duplicate endpoint {endpoint} (same as endpoints[{first}])"),
+            );
+            continue;
+        }
+        seen.insert(endpoint.authority.clone(), i);
+        endpoints.push(endpoint);
+    }
+    Some(endpoints)
+}
+
+// === impl Cohort ===
+
+impl TryFrom<RawCohort> for Cohort {
+    type Error = Errors;
+
+    fn try_from(raw: RawCohort) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let present = [
+            raw.header.is_some(),
+            raw.api_key.is_some(),
+            raw.body_field.is_some(),
+        ];
+        if present.iter().filter(|p| **p).count() != 1 {
+            c.error("", "needs exactly one of header, api_key or body_field (leave cohort out for a random split)");
+        }
+        let mut cohorts = Vec::new();
+        if let Some(header) = c.take("header", raw.header) {
+            cohorts.extend(header_name(&mut c, &header).map(Cohort::Header));
+        }
+        match c.take("api_key", raw.api_key) {
+            Some(true) => cohorts.push(Cohort::ApiKey),
+            Some(false) => c.error(
+                "api_key",
+                "must be true (leave cohort out for a random split)",
+            ),
+            None => {}
+        }
+        if let Some(field) = c.take("body_field", raw.body_field) {
+            if field.is_empty() {
+                c.error("body_field", "must not be empty");
+            } else {
+                cohorts.push(Cohort::BodyField(field));
+            }
+        }
+        c.finish(cohorts.pop())
+    }
+}
+
+/// A header name: an RFC 9110 token, lowercased.
+fn header_name(c: &mut Collect, name: &str) -> Option<String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        c.error("header", format!("{name:?} is not a valid header name"));
+        return None;
+    }
+    Some(name.to_ascii_lowercase())
+}
+
+impl fmt::Display for Cohort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cohort::Random => f.write_str("random"),
+            Cohort::Header(name) => write!(f, "header {name}"),
+            Cohort::ApiKey => f.write_str("api_key"),
+            Cohort::BodyField(field) => write!(f, "body_field {field}"),
+        }
+    }
+}
+
+// === impl Shadow ===
+
+impl Shadow {
+    /// Defaults for everything but the sample, which has none.
+    pub const DEFAULT_MAX_INFLIGHT: usize = 64;
+    pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+    pub const DEFAULT_BUFFER: usize = 4 << 20;
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_CAPTURE: usize = 256 << 10;
+}
+
+impl TryFrom<RawShadow> for Shadow {
+    type Error = Errors;
+
+    fn try_from(raw: RawShadow) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let sample = c.required("sample", raw.sample);
+        let max_inflight = c.positive(
+            "max_inflight",
+            raw.max_inflight,
+            Shadow::DEFAULT_MAX_INFLIGHT,
+        );
+        let Bytes(max_body) = c.positive("max_body", raw.max_body, Bytes(Shadow::DEFAULT_MAX_BODY));
+        let buffer = c.size("buffer", raw.buffer, Shadow::DEFAULT_BUFFER);
+        let timeout = c.positive("timeout", raw.timeout, Shadow::DEFAULT_TIMEOUT);
+        let capture = c.size("capture", raw.capture, Shadow::DEFAULT_CAPTURE);
+        let shadow = sample.map(|sample| Shadow {
+            sample,
+            max_inflight,
+            max_body,
+            buffer,
+            timeout,
+            capture,
+        });
+        c.finish(shadow)
+    }
+}
+
+// === impl Affinity ===
+
+impl Default for Affinity {
+    fn default() -> Self {
+        Self {
+            load_factor: DEFAULT_LOAD_FACTOR,
+        }
+    }
+}
+
+impl TryFrom<RawAffinityOptions> for Affinity {
+    type Error = Errors;
+
+    fn try_from(raw: RawAffinityOptions) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let load_factor = c
+            .take("load_factor", raw.load_factor)
+            .unwrap_or(DEFAULT_LOAD_FACTOR);
+        if load_factor < 1.0 {
+            c.error("load_factor", format!("{load_factor} is below 1"));
+        }
+        c.finish(Some(Affinity { load_factor }))
+    }
+}
+
+#[cfg(test)]
+mod tests;
