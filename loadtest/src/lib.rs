@@ -1,0 +1,3 @@
+//! Load generator and model-server simulator.
+
+pub mod sim;
