@@ -79,7 +79,6 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         max_body: size,
         model_prefix: usize_size,
         header_read_timeout: dur,
-        client_idle_timeout: dur,
     });
     fields!(d, "upstream", old.upstream, new.upstream, {
         connect_timeout: dur,

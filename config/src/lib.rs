@@ -68,10 +68,10 @@ pub struct Limits {
     pub max_body: u64,
     /// Bytes of a JSON body read to find `model` (and a cohort body field). Default 64 KiB.
     pub model_prefix: usize,
-    /// Time allowed to receive a full request head (slowloris). Default 10 s.
+    /// Time allowed to receive a full request head (slowloris). Default 30 s. hyper starts this
+    /// timer whenever it waits for a request head, so it is also how long an idle HTTP/1
+    /// keep-alive connection stays open.
     pub header_read_timeout: Duration,
-    /// Keep-alive connections idle longer than this are closed. Default 120 s.
-    pub client_idle_timeout: Duration,
 }
 
 /// Timeouts and pool settings for connections to model servers.

@@ -77,7 +77,6 @@ pub(crate) struct RawLimits {
     pub max_body: Field<Bytes>,
     pub model_prefix: Field<Bytes>,
     pub header_read_timeout: Field<Duration>,
-    pub client_idle_timeout: Field<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

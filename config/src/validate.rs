@@ -275,8 +275,7 @@ impl Default for Limits {
             max_headers: 100,
             max_body: 64 << 20,
             model_prefix: 64 << 10,
-            header_read_timeout: Duration::from_secs(10),
-            client_idle_timeout: Duration::from_secs(120),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -296,11 +295,6 @@ impl TryFrom<RawLimits> for Limits {
                 "header_read_timeout",
                 raw.header_read_timeout,
                 d.header_read_timeout,
-            ),
-            client_idle_timeout: c.positive(
-                "client_idle_timeout",
-                raw.client_idle_timeout,
-                d.client_idle_timeout,
             ),
         };
         c.finish(Some(limits))

@@ -15,7 +15,6 @@ limits:
   max_body: 16MiB
   model_prefix: 8KiB
   header_read_timeout: 5s
-  client_idle_timeout: 2m
 upstream:
   connect_timeout: 500ms
   response_timeout: 120s
@@ -95,10 +94,7 @@ fn full_example() {
         ),
         (32 << 10, 50, 16 << 20, 8 << 10)
     );
-    assert_eq!(
-        (l.header_read_timeout, l.client_idle_timeout),
-        (Duration::from_secs(5), Duration::from_secs(120))
-    );
+    assert_eq!(l.header_read_timeout, Duration::from_secs(5));
     assert_eq!(config.upstream.connect_timeout, Duration::from_millis(500));
     assert_eq!(config.upstream.pool_max_idle, 0);
     assert_eq!(config.ejection.consecutive_failures, 3);
