@@ -1,0 +1,85 @@
+//! The data plane's public handle: publish snapshots, read observations.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus_client::registry::Registry;
+use rollgate_config::Config;
+
+use crate::endpoint::EndpointRegistry;
+use crate::observe::{ModelObservation, ProxyCollector, StatsRegistry};
+use crate::shadow::{ShadowPair, ShadowPairs};
+use crate::snapshot::Snapshot;
+
+/// Cheap to clone; shared by every worker, the control loop and the admin API.
+#[derive(Clone, Debug)]
+pub struct ProxyHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) stats: Arc<StatsRegistry>,
+    pub(crate) endpoints: EndpointRegistry,
+    pub(crate) pairs: ShadowPairs,
+}
+
+/// Shadow pairs kept for scoring (oldest dropped first).
+pub const SHADOW_PAIRS_KEPT: usize = 1024;
+
+// === impl ProxyHandle ===
+
+impl ProxyHandle {
+    /// Builds the first snapshot and registers the data-plane metrics (`rollgate_proxy_*`).
+    pub fn new(config: Config, revision: &str, registry: &mut Registry) -> ProxyHandle {
+        let stats = Arc::new(StatsRegistry::default());
+        let endpoints = EndpointRegistry::new();
+        let snapshot = Snapshot::build(Arc::new(config), revision, &stats, &endpoints);
+        registry.register_collector(Box::new(ProxyCollector {
+            stats: stats.clone(),
+        }));
+        ProxyHandle {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(snapshot),
+                stats,
+                endpoints,
+                pairs: ShadowPairs::new(SHADOW_PAIRS_KEPT),
+            }),
+        }
+    }
+
+    /// Builds a snapshot from an already validated config and publishes it in one swap.
+    /// Requests in flight finish on the snapshot they started with.
+    pub fn apply(&self, config: Config, revision: &str) -> Arc<Snapshot> {
+        let s = &self.shared;
+        let snapshot = Arc::new(Snapshot::build(
+            Arc::new(config),
+            revision,
+            &s.stats,
+            &s.endpoints,
+        ));
+        s.snapshot.store(snapshot.clone());
+        snapshot
+    }
+
+    /// The snapshot serving now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Cumulative observations of every model ever configured.
+    pub fn observe(&self) -> Vec<ModelObservation> {
+        self.shared
+            .stats
+            .all()
+            .iter()
+            .map(|m| m.observe())
+            .collect()
+    }
+
+    /// Takes the completed shadow pairs collected so far (for scoring).
+    pub fn take_shadow_pairs(&self) -> Vec<ShadowPair> {
+        self.shared.pairs.take()
+    }
+}

@@ -1,0 +1,796 @@
+//! Streaming scan of the top-level fields of a JSON request body.
+//!
+//! The gateway forwards body chunks untouched and shows each one to a [`JsonPrefixScanner`] on the
+//! way, so the model can be resolved from a bounded prefix without buffering the body. The scanner
+//! is a byte-at-a-time state machine: chunks may split anywhere (inside a key, an escape, a
+//! surrogate pair or a UTF-8 sequence), each byte is looked at once, and nothing is allocated per
+//! byte; the only allocations are the wanted field's name and the captured values.
+//!
+//! What it accepts is RFC 8259 JSON, checked as far as it reads: an object at the top (after
+//! optional whitespace and one UTF-8 byte order mark), valid strings (escapes, surrogate pairs,
+//! UTF-8, no raw control characters), numbers and literals, and balanced brackets nested at most
+//! [`MAX_DEPTH`] deep. It stops at [`Progress::Done`], so bytes after that point (including
+//! anything after the closing `}`) are never checked; the upstream server sees the whole body.
+//!
+//! Only the first occurrence of `model` and of the wanted field counts: once a key's first value
+//! is read, later duplicates are skipped. Python's `json` (so vLLM, SGLang) and `serde_json::Value`
+//! keep the last one instead, so a body with two `model` keys can be routed by one and served as
+//! the other; first-wins is what lets the scan stop early, and spotting duplicates would mean
+//! reading the whole body.
+
+use std::fmt;
+
+/// Deepest nesting of objects and arrays accepted, counting the top-level object. Real request
+/// bodies nest a handful of levels (tool schemas perhaps a dozen); the cap keeps the bracket
+/// stack in one `u128` and stops pathological bodies early.
+pub const MAX_DEPTH: u32 = 128;
+
+const MODEL: &[u8] = b"model";
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+/// First allocation for a captured value: model names fit without growing it.
+const VALUE_CAPACITY: usize = 64;
+
+/// Finds the top-level `model` (and optionally one more field) in a JSON body fed chunk by chunk.
+#[derive(Debug)]
+pub struct JsonPrefixScanner {
+    state: State,
+    /// Bit `i` is set when the container at depth `i + 1` is an array, clear for an object.
+    stack: u128,
+    depth: u32,
+    consumed: usize,
+    limit: usize,
+    /// Whether the string being read is an object key (else a value).
+    in_key: bool,
+    /// Where the bytes of the string being read go.
+    sink: Sink,
+    model: Slot,
+    field_name: Option<Box<[u8]>>,
+    field: Slot,
+}
+
+/// What [`JsonPrefixScanner::feed`] needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Neither everything wanted nor the end of the top-level object was reached yet.
+    NeedMore,
+    /// Everything wanted was found or the top-level object ended; stop feeding.
+    Done,
+}
+
+/// Why a body was refused; `Display` is worded for an HTTP 400 response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanError {
+    /// Not JSON at `offset` (0-based, counted from the first byte of the body, BOM included).
+    Malformed { offset: usize, reason: &'static str },
+    /// `limit` bytes were read without finding everything wanted.
+    LimitReached { limit: usize },
+    /// The body (after whitespace and a BOM) does not start with `{`, or is empty.
+    NotAnObject,
+}
+
+/// The JSON type of a top-level value the scanner found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    String,
+    Number,
+    Bool,
+    Null,
+    Object,
+    Array,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of the body, `n` bytes of a byte order mark matched so far.
+    Bom(u8),
+    BeforeObject,
+    /// After `{`: a key or `}`.
+    KeyOrEnd,
+    /// After `,` in an object.
+    Key,
+    Colon,
+    /// After `:`, or after `,` in an array.
+    Value,
+    /// After `[`: a value or `]`.
+    ValueOrEnd,
+    /// After a value: `,` or the closing bracket.
+    AfterValue,
+    Str(Str),
+    Num(Num),
+    Lit {
+        word: &'static [u8],
+        at: usize,
+        kind: ValueKind,
+    },
+    Done,
+    Failed(ScanError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Str {
+    Plain,
+    /// After `\`.
+    Escape,
+    /// Inside `\uXXXX`; `high` is the high surrogate this escape has to complete.
+    Hex {
+        high: Option<u32>,
+        digits: u8,
+        acc: u32,
+    },
+    /// After a high surrogate, expecting the `\` of its low half.
+    LowSlash {
+        high: u32,
+    },
+    /// Expecting the `u` of the low half.
+    LowU {
+        high: u32,
+    },
+    /// Inside a multi-byte UTF-8 sequence: `need` more bytes, the next one in `lo..=hi`.
+    Utf8 {
+        need: u8,
+        lo: u8,
+        hi: u8,
+    },
+}
+
+/// Positions of the JSON number grammar; the terminal ones are `Zero`, `Int`, `Frac`, `ExpInt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Num {
+    Minus,
+    Zero,
+    Int,
+    Dot,
+    Frac,
+    Exp,
+    ExpSign,
+    ExpInt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    Drop,
+    /// A top-level key: match it against the wanted names.
+    Key,
+    /// A top-level value of a wanted key: copy it.
+    Value,
+}
+
+/// One wanted top-level key and what was found for it.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Bytes of the current top-level key that matched the name; `None` once it diverged.
+    matched: Option<usize>,
+    /// The top-level value being read belongs to this slot.
+    capturing: bool,
+    buf: Vec<u8>,
+    found: Option<ValueKind>,
+    text: Option<String>,
+}
+
+// === impl JsonPrefixScanner ===
+
+impl JsonPrefixScanner {
+    /// Scans for `model` and, when given, the top-level `field`; refuses bodies that need more
+    /// than `limit` bytes for it.
+    pub fn new(field: Option<&str>, limit: usize) -> Self {
+        Self {
+            state: State::Bom(0),
+            stack: 0,
+            depth: 0,
+            consumed: 0,
+            limit,
+            in_key: false,
+            sink: Sink::Drop,
+            model: Slot::default(),
+            field_name: field.map(|f| Box::from(f.as_bytes())),
+            field: Slot::default(),
+        }
+    }
+
+    /// Reads the next chunk. After `Done` or an error, further calls return the same answer
+    /// without reading.
+    ///
+    /// # Errors
+    ///
+    /// `Malformed` or `NotAnObject` for the first byte that cannot be JSON here, and
+    /// `LimitReached` once `limit` bytes are read without `Done`.
+    pub fn feed(&mut self, chunk: &[u8]) -> Result<Progress, ScanError> {
+        match self.state {
+            State::Done => return Ok(Progress::Done),
+            State::Failed(e) => return Err(e),
+            _ => {}
+        }
+        let room = self.limit.saturating_sub(self.consumed);
+        let window = chunk.get(..room).unwrap_or(chunk);
+        let mut i = 0;
+        while let Some(rest) = window.get(i..).filter(|r| !r.is_empty()) {
+            let run = self.skip_run(rest);
+            i += run;
+            self.consumed += run;
+            let Some(&b) = window.get(i) else { break };
+            if let Err(e) = self.step(b) {
+                return Err(self.fail(e));
+            }
+            i += 1;
+            self.consumed += 1;
+            if self.state == State::Done {
+                return Ok(Progress::Done);
+            }
+        }
+        if self.consumed >= self.limit {
+            return Err(self.fail(ScanError::LimitReached { limit: self.limit }));
+        }
+        Ok(Progress::NeedMore)
+    }
+
+    /// The body ended.
+    ///
+    /// # Errors
+    ///
+    /// Anything short of `Done`: `NotAnObject` when the body held nothing but whitespace (and a
+    /// BOM), `Malformed` at the body's length when it ended inside the object, or the error
+    /// `feed` already returned.
+    pub fn finish(&mut self) -> Result<(), ScanError> {
+        let e = match self.state {
+            State::Done => return Ok(()),
+            State::Failed(e) => return Err(e),
+            State::Bom(_) | State::BeforeObject => ScanError::NotAnObject,
+            _ => self.malformed("body ended inside the top-level object"),
+        };
+        Err(self.fail(e))
+    }
+
+    /// The unescaped top-level `model`, when its first occurrence is a string. Stays readable
+    /// after an error, so a model found before `LimitReached` can still be used.
+    pub fn model(&self) -> Option<&str> {
+        self.model.text.as_deref()
+    }
+
+    /// The wanted field's first top-level value: unescaped for a string, the source text for a
+    /// number, `true` or `false`; `None` for null, objects, arrays and when not (yet) found.
+    pub fn field(&self) -> Option<&str> {
+        self.field.text.as_deref()
+    }
+
+    /// The JSON type of the wanted field's first value, `None` when not (yet) found.
+    pub fn field_kind(&self) -> Option<ValueKind> {
+        self.field.found
+    }
+
+    /// Bytes read so far, up to and including the one that completed the scan; after an error,
+    /// the offending byte is not counted.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+
+    fn fail(&mut self, e: ScanError) -> ScanError {
+        self.state = State::Failed(e);
+        e
+    }
+
+    fn malformed(&self, reason: &'static str) -> ScanError {
+        ScanError::Malformed {
+            offset: self.consumed,
+            reason,
+        }
+    }
+
+    /// Length of the run at the start of `rest` that needs no state change: whitespace between
+    /// tokens, or plain bytes inside a string. This is where long prompts go by.
+    fn skip_run(&mut self, rest: &[u8]) -> usize {
+        match self.state {
+            State::Str(Str::Plain) => {
+                let run = rest.get(..string_run(rest)).unwrap_or_default();
+                // A sequence cut by the chunk end, or an invalid one, is left to `step`, which
+                // carries the first across chunks and reports the second at its exact offset.
+                let n = match std::str::from_utf8(run) {
+                    Ok(_) => run.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                if self.sink != Sink::Drop {
+                    self.emit_all(run.get(..n).unwrap_or_default());
+                }
+                n
+            }
+            State::BeforeObject
+            | State::KeyOrEnd
+            | State::Key
+            | State::Colon
+            | State::Value
+            | State::ValueOrEnd
+            | State::AfterValue => rest.iter().take_while(|&&b| is_ws(b)).count(),
+            _ => 0,
+        }
+    }
+
+    fn step(&mut self, b: u8) -> Result<(), ScanError> {
+        match self.state {
+            State::Bom(n) => self.bom(n, b),
+            State::BeforeObject => self.before_object(b),
+            State::KeyOrEnd if b == b'}' => self.close(b),
+            State::KeyOrEnd | State::Key => match b {
+                b'"' => {
+                    self.begin_key();
+                    Ok(())
+                }
+                _ if is_ws(b) => Ok(()),
+                _ => Err(self.malformed("expected a key")),
+            },
+            State::Colon => match b {
+                b':' => {
+                    self.state = State::Value;
+                    Ok(())
+                }
+                _ if is_ws(b) => Ok(()),
+                _ => Err(self.malformed("expected ':'")),
+            },
+            State::Value => self.begin_value(b),
+            State::ValueOrEnd if b == b']' => self.close(b),
+            State::ValueOrEnd => self.begin_value(b),
+            State::AfterValue => self.after_value(b),
+            State::Str(s) => self.string(s, b),
+            State::Num(n) => self.number(n, b),
+            State::Lit { word, at, kind } => self.literal(word, at, kind, b),
+            // `feed` returns before stepping in these.
+            State::Done | State::Failed(_) => Ok(()),
+        }
+    }
+
+    fn bom(&mut self, n: u8, b: u8) -> Result<(), ScanError> {
+        if BOM.get(usize::from(n)) == Some(&b) {
+            self.state = if n == 2 {
+                State::BeforeObject
+            } else {
+                State::Bom(n + 1)
+            };
+            Ok(())
+        } else if n == 0 {
+            self.before_object(b)
+        } else {
+            Err(ScanError::NotAnObject)
+        }
+    }
+
+    fn before_object(&mut self, b: u8) -> Result<(), ScanError> {
+        match b {
+            b'{' => self.open(false),
+            _ if is_ws(b) => {
+                self.state = State::BeforeObject;
+                Ok(())
+            }
+            _ => Err(ScanError::NotAnObject),
+        }
+    }
+
+    fn open(&mut self, array: bool) -> Result<(), ScanError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.malformed("nested deeper than 128 levels"));
+        }
+        let bit = 1u128 << self.depth;
+        if array {
+            self.stack |= bit;
+            self.state = State::ValueOrEnd;
+        } else {
+            self.stack &= !bit;
+            self.state = State::KeyOrEnd;
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    fn close(&mut self, b: u8) -> Result<(), ScanError> {
+        let array = b == b']';
+        if self.depth == 0 || self.top_is_array() != array {
+            return Err(self.malformed("mismatched closing bracket"));
+        }
+        self.depth -= 1;
+        match self.depth {
+            0 => self.state = State::Done,
+            1 => self.value_done(if array {
+                ValueKind::Array
+            } else {
+                ValueKind::Object
+            }),
+            _ => self.state = State::AfterValue,
+        }
+        Ok(())
+    }
+
+    fn top_is_array(&self) -> bool {
+        self.depth > 0 && self.stack & (1u128 << (self.depth - 1)) != 0
+    }
+
+    fn after_value(&mut self, b: u8) -> Result<(), ScanError> {
+        match b {
+            b',' if self.top_is_array() => self.state = State::Value,
+            b',' => self.state = State::Key,
+            b'}' | b']' => return self.close(b),
+            _ if is_ws(b) => {}
+            _ => return Err(self.malformed("expected ',' or a closing bracket")),
+        }
+        Ok(())
+    }
+
+    fn begin_key(&mut self) {
+        self.in_key = true;
+        self.state = State::Str(Str::Plain);
+        self.sink = Sink::Drop;
+        if self.depth != 1 {
+            return;
+        }
+        self.model.matched = self.model.found.is_none().then_some(0);
+        self.field.matched = (self.field_name.is_some() && self.field.found.is_none()).then_some(0);
+        if self.model.matched.is_some() || self.field.matched.is_some() {
+            self.sink = Sink::Key;
+        }
+    }
+
+    fn end_key(&mut self) {
+        self.state = State::Colon;
+        if self.depth != 1 {
+            return;
+        }
+        self.model.capturing = self.model.matched == Some(MODEL.len());
+        let field_len = self.field_name.as_deref().map(<[u8]>::len);
+        self.field.capturing = self.field.matched.is_some() && self.field.matched == field_len;
+    }
+
+    fn begin_value(&mut self, b: u8) -> Result<(), ScanError> {
+        let (state, capture) = match b {
+            b'"' => {
+                self.in_key = false;
+                self.sink = if self.depth == 1 && self.capturing() {
+                    Sink::Value
+                } else {
+                    Sink::Drop
+                };
+                (State::Str(Str::Plain), false)
+            }
+            b'{' => return self.open(false),
+            b'[' => return self.open(true),
+            b'-' => (State::Num(Num::Minus), true),
+            b'0' => (State::Num(Num::Zero), true),
+            b'1'..=b'9' => (State::Num(Num::Int), true),
+            b't' => (literal(b"true", ValueKind::Bool), true),
+            b'f' => (literal(b"false", ValueKind::Bool), true),
+            b'n' => (literal(b"null", ValueKind::Null), true),
+            _ if is_ws(b) => return Ok(()),
+            _ => return Err(self.malformed("expected a value")),
+        };
+        if capture {
+            self.capture_scalar(b);
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    fn capturing(&self) -> bool {
+        self.model.capturing || self.field.capturing
+    }
+
+    /// A byte of a number or literal: kept only for a top-level value of a wanted key.
+    fn capture_scalar(&mut self, b: u8) {
+        if self.depth == 1 {
+            self.model.push(b);
+            self.field.push(b);
+        }
+    }
+
+    /// A top-level value ended: record it for the keys it belongs to, and stop when all are in.
+    fn value_done(&mut self, kind: ValueKind) {
+        self.model.complete(kind, kind == ValueKind::String);
+        let text = matches!(
+            kind,
+            ValueKind::String | ValueKind::Number | ValueKind::Bool
+        );
+        self.field.complete(kind, text);
+        let field_done = self.field_name.is_none() || self.field.found.is_some();
+        self.state = if self.model.found.is_some() && field_done {
+            State::Done
+        } else {
+            State::AfterValue
+        };
+    }
+
+    fn string(&mut self, s: Str, b: u8) -> Result<(), ScanError> {
+        match s {
+            Str::Plain => match b {
+                b'"' => self.end_string(),
+                b'\\' => self.state = State::Str(Str::Escape),
+                0x00..=0x1F => return Err(self.malformed("control character in string")),
+                0x80..=0xFF => return self.utf8_lead(b),
+                _ => self.emit(b),
+            },
+            Str::Escape => return self.escape(b),
+            Str::Hex { high, digits, acc } => {
+                let Some(d) = char::from(b).to_digit(16) else {
+                    return Err(self.malformed("invalid \\u escape"));
+                };
+                let acc = acc << 4 | d;
+                if digits < 3 {
+                    let digits = digits + 1;
+                    self.state = State::Str(Str::Hex { high, digits, acc });
+                } else {
+                    return self.code_unit(high, acc);
+                }
+            }
+            Str::LowSlash { high } if b == b'\\' => self.state = State::Str(Str::LowU { high }),
+            Str::LowU { high } if b == b'u' => self.state = State::Str(hex(Some(high))),
+            Str::LowSlash { .. } | Str::LowU { .. } => {
+                return Err(self.malformed("unpaired surrogate in \\u escape"))
+            }
+            Str::Utf8 { need, lo, hi } => {
+                if !(lo..=hi).contains(&b) {
+                    return Err(self.malformed("invalid UTF-8 in string"));
+                }
+                self.emit(b);
+                self.state = State::Str(match need {
+                    1 => Str::Plain,
+                    _ => Str::Utf8 {
+                        need: need - 1,
+                        lo: 0x80,
+                        hi: 0xBF,
+                    },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn end_string(&mut self) {
+        if self.in_key {
+            self.end_key();
+        } else if self.depth == 1 {
+            self.value_done(ValueKind::String);
+        } else {
+            self.state = State::AfterValue;
+        }
+    }
+
+    fn escape(&mut self, b: u8) -> Result<(), ScanError> {
+        let out = match b {
+            b'"' | b'\\' | b'/' => b,
+            b'b' => 0x08,
+            b'f' => 0x0C,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => {
+                self.state = State::Str(hex(None));
+                return Ok(());
+            }
+            _ => return Err(self.malformed("invalid escape in string")),
+        };
+        self.emit(out);
+        self.state = State::Str(Str::Plain);
+        Ok(())
+    }
+
+    fn code_unit(&mut self, high: Option<u32>, unit: u32) -> Result<(), ScanError> {
+        let low = (0xDC00..=0xDFFF).contains(&unit);
+        let scalar = match high {
+            None if (0xD800..=0xDBFF).contains(&unit) => {
+                self.state = State::Str(Str::LowSlash { high: unit });
+                return Ok(());
+            }
+            None if !low => unit,
+            Some(high) if low => 0x10000 + ((high - 0xD800) << 10 | (unit - 0xDC00)),
+            _ => return Err(self.malformed("unpaired surrogate in \\u escape")),
+        };
+        let Some(c) = char::from_u32(scalar) else {
+            return Err(self.malformed("invalid \\u escape"));
+        };
+        let mut utf8 = [0; 4];
+        self.emit_all(c.encode_utf8(&mut utf8).as_bytes());
+        self.state = State::Str(Str::Plain);
+        Ok(())
+    }
+
+    fn utf8_lead(&mut self, b: u8) -> Result<(), ScanError> {
+        // RFC 3629 table 3-7: the second byte's range rules out overlongs and surrogates.
+        let (need, lo, hi) = match b {
+            0xC2..=0xDF => (1, 0x80, 0xBF),
+            0xE0 => (2, 0xA0, 0xBF),
+            0xE1..=0xEC | 0xEE | 0xEF => (2, 0x80, 0xBF),
+            0xED => (2, 0x80, 0x9F),
+            0xF0 => (3, 0x90, 0xBF),
+            0xF1..=0xF3 => (3, 0x80, 0xBF),
+            0xF4 => (3, 0x80, 0x8F),
+            _ => return Err(self.malformed("invalid UTF-8 in string")),
+        };
+        self.emit(b);
+        self.state = State::Str(Str::Utf8 { need, lo, hi });
+        Ok(())
+    }
+
+    fn emit(&mut self, b: u8) {
+        match self.sink {
+            Sink::Drop => {}
+            Sink::Key => {
+                let field = self.field_name.as_deref().unwrap_or_default();
+                advance(&mut self.model.matched, MODEL, b);
+                advance(&mut self.field.matched, field, b);
+            }
+            Sink::Value => {
+                self.model.push(b);
+                self.field.push(b);
+            }
+        }
+    }
+
+    fn emit_all(&mut self, bytes: &[u8]) {
+        match self.sink {
+            Sink::Value => {
+                self.model.extend(bytes);
+                self.field.extend(bytes);
+            }
+            _ => bytes.iter().for_each(|&b| self.emit(b)),
+        }
+    }
+
+    fn number(&mut self, n: Num, b: u8) -> Result<(), ScanError> {
+        let next = match (n, b) {
+            (Num::Minus, b'0') => Num::Zero,
+            (Num::Minus | Num::Int, b'0'..=b'9') => Num::Int,
+            (Num::Zero, b'0'..=b'9') => return Err(self.malformed("leading zero in number")),
+            (Num::Zero | Num::Int, b'.') => Num::Dot,
+            (Num::Dot | Num::Frac, b'0'..=b'9') => Num::Frac,
+            (Num::Zero | Num::Int | Num::Frac, b'e' | b'E') => Num::Exp,
+            (Num::Exp, b'+' | b'-') => Num::ExpSign,
+            (Num::Exp | Num::ExpSign | Num::ExpInt, b'0'..=b'9') => Num::ExpInt,
+            (Num::Zero | Num::Int | Num::Frac | Num::ExpInt, _) => {
+                // The number ended one byte ago; `b` belongs to what follows it.
+                if self.depth == 1 {
+                    self.value_done(ValueKind::Number);
+                    if self.state == State::Done {
+                        return Ok(());
+                    }
+                }
+                self.state = State::AfterValue;
+                return self.after_value(b);
+            }
+            _ => return Err(self.malformed("invalid number")),
+        };
+        self.capture_scalar(b);
+        self.state = State::Num(next);
+        Ok(())
+    }
+
+    fn literal(
+        &mut self,
+        word: &'static [u8],
+        at: usize,
+        kind: ValueKind,
+        b: u8,
+    ) -> Result<(), ScanError> {
+        if word.get(at) != Some(&b) {
+            return Err(self.malformed("invalid literal"));
+        }
+        self.capture_scalar(b);
+        if at + 1 < word.len() {
+            self.state = State::Lit {
+                word,
+                at: at + 1,
+                kind,
+            };
+        } else if self.depth == 1 {
+            self.value_done(kind);
+        } else {
+            self.state = State::AfterValue;
+        }
+        Ok(())
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// Length of the run at the start of `s` free of quotes, backslashes and control bytes: the
+/// string content that needs no state change apart from UTF-8 checking. Eight bytes at a time,
+/// since prompts are most of what goes by.
+fn string_run(s: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Sets a byte's high bit where that byte of `v` is zero (and maybe in later bytes, which only
+    // sends the search to the byte-wise loop early).
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut n = 0;
+    for word in s.chunks_exact(8) {
+        let Ok(word) = <[u8; 8]>::try_from(word) else {
+            break;
+        };
+        let x = u64::from_le_bytes(word);
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        if (zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | control) != 0
+        {
+            break;
+        }
+        n += 8;
+    }
+    let tail = s.get(n..).unwrap_or_default();
+    n + tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len())
+}
+
+fn hex(high: Option<u32>) -> Str {
+    Str::Hex {
+        high,
+        digits: 0,
+        acc: 0,
+    }
+}
+
+/// After the first byte of `word`.
+fn literal(word: &'static [u8], kind: ValueKind) -> State {
+    State::Lit { word, at: 1, kind }
+}
+
+fn advance(matched: &mut Option<usize>, name: &[u8], b: u8) {
+    *matched = match *matched {
+        Some(i) if name.get(i) == Some(&b) => Some(i + 1),
+        _ => None,
+    };
+}
+
+// === impl ScanError ===
+
+impl fmt::Display for ScanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed { offset, reason } => {
+                write!(f, "malformed JSON body at byte {offset}: {reason}")
+            }
+            Self::LimitReached { limit } => write!(
+                f,
+                "\"model\" (or another required field) not found in the first {limit} bytes of the \
+                 JSON body; send it earlier or use a routing header"
+            ),
+            Self::NotAnObject => f.write_str("request body is not a JSON object"),
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+// === impl Slot ===
+
+impl Slot {
+    fn push(&mut self, b: u8) {
+        if self.capturing {
+            self.reserve();
+            self.buf.push(b);
+        }
+    }
+
+    fn extend(&mut self, bytes: &[u8]) {
+        if self.capturing {
+            self.reserve();
+            self.buf.extend_from_slice(bytes);
+        }
+    }
+
+    fn reserve(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(VALUE_CAPACITY);
+        }
+    }
+
+    /// The value being captured ended; `text` says whether its bytes are worth keeping.
+    fn complete(&mut self, kind: ValueKind, text: bool) {
+        if !self.capturing {
+            return;
+        }
+        self.capturing = false;
+        self.found = Some(kind);
+        let buf = std::mem::take(&mut self.buf);
+        // Strings were checked byte by byte and numbers and literals are ASCII, so this cannot
+        // fail; a failure would leave the value unset rather than panic.
+        self.text = text.then(|| String::from_utf8(buf).ok()).flatten();
+    }
+}
+
+#[cfg(test)]
+mod tests;

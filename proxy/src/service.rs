@@ -1,0 +1,488 @@
+//! One request, start to finish: limits, model resolution, split, endpoint pick, mirror,
+//! upstream exchange, observed response. Runs inline in the downstream connection's task.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use rollgate_config::{Cohort, Config, PPM_MAX};
+use tokio::time::Instant;
+
+use crate::body::{BodyError, Exchange, ObservedBody, RequestBody, ResponseBody, UpstreamBody};
+use crate::endpoint::{EndpointState, Outcome};
+use crate::error::{error_response, Reject, UpstreamError};
+use crate::handle::Shared;
+use crate::observe::StatusClass;
+use crate::pool::Pool;
+use crate::scan::{JsonPrefixScanner, Progress, ScanError};
+use crate::shadow::{is_sse, Capture, Mirror};
+use crate::snapshot::{ModelRoute, Snapshot};
+use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
+
+pub(crate) const MODEL_HEADERS: [&str; 2] = ["x-gateway-model-name", "x-ai-eg-model"];
+static VARIANT_HEADER: HeaderName = HeaderName::from_static("x-rollgate-variant");
+static SHADOW_HEADER: HeaderName = HeaderName::from_static("x-rollgate-shadow");
+static API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
+/// Bounds on reading the unread body of a rejected request (see `drain_later`).
+const DRAIN_MAX_BYTES: usize = 64 << 20;
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connect attempts on different endpoints before answering 502.
+const CONNECT_ATTEMPTS: usize = 3;
+
+/// Per-worker request handler state; owned by one thread (no locks).
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) pool: Rc<Pool>,
+}
+
+/// What resolution found in the request.
+struct Resolved {
+    route: Arc<ModelRoute>,
+    /// Hash of the cohort key (the key itself is never kept: it may be an API key).
+    key: Option<u64>,
+    /// Body frames already read to find the model; replayed upstream first.
+    prefix: VecDeque<http_body::Frame<bytes::Bytes>>,
+    received: u64,
+}
+
+// === impl Worker ===
+
+impl Worker {
+    pub(crate) async fn handle(
+        self: Rc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Infallible> {
+        let snap = self.shared.snapshot.load_full();
+        match self.route(&snap, req).await {
+            Ok(resp) => Ok(resp),
+            Err(rej) => {
+                tracing::debug!(error = %rej, "request rejected");
+                self.shared.stats.rejected(rej.reason());
+                Ok(rej.response())
+            }
+        }
+    }
+
+    async fn route(
+        &self,
+        snap: &Arc<Snapshot>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ResponseBody>, Reject> {
+        let start = Instant::now();
+        let cfg = snap.config();
+        check_headers(req.headers(), cfg)?;
+        if req.method() == Method::GET && req.uri().path() == "/v1/models" {
+            let mut resp = error_response(StatusCode::OK, snap.models_json.clone());
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(resp);
+        }
+        let (mut parts, mut body) = req.into_parts();
+        if content_length(&parts.headers).is_some_and(|n| n > cfg.limits.max_body) {
+            drain_later(body);
+            return Err(Reject::BodyTooLarge(cfg.limits.max_body));
+        }
+        let mut r = match resolve(snap, &parts.headers, &mut body).await {
+            Ok(r) => r,
+            Err(rej) => {
+                drain_later(body);
+                return Err(rej);
+            }
+        };
+        let rest = (!body.is_end_stream()).then_some(body);
+        let prefix = std::mem::take(&mut r.prefix);
+        let body = RequestBody::new(prefix, r.received, rest, cfg.limits.max_body);
+        let variant = pick_variant(&r, &parts.headers, cfg)?;
+        let backend = match variant {
+            Variant::Candidate => r.route.candidate.as_ref().unwrap_or(&r.route.stable),
+            _ => &r.route.stable,
+        };
+        prepare_upstream(&mut parts);
+        let mut body = body;
+        let mut pair = None;
+        if let Some(shadow) = r
+            .route
+            .shadow
+            .as_ref()
+            .filter(|_| variant == Variant::Stable)
+        {
+            if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
+                let mirror = Mirror {
+                    parts: clone_parts(&parts),
+                    endpoints: r.route.clone(),
+                    key: r.key,
+                    pool: self.pool.clone(),
+                    shared: self.shared.clone(),
+                };
+                if let Some((tee, side)) = mirror.start(shadow) {
+                    body.set_tee(tee);
+                    pair = Some((Capture::new(shadow.capture), side));
+                }
+            }
+        }
+        let stats = r.route.stats.clone();
+        let vs = stats.variant(variant);
+        vs.start();
+        let key = r.key.map(u64::to_le_bytes);
+        let key = key.as_ref().map(<[u8; 8]>::as_slice);
+        let sent = self
+            .exchange(&backend.endpoints, key, parts, body, cfg)
+            .await;
+        let (resp, ep_out, conn) = match sent {
+            Ok(x) => x,
+            Err(rej) => {
+                vs.finish(StatusClass::Error, start.elapsed());
+                return Err(rej);
+            }
+        };
+        let status = resp.status().as_u16();
+        let ep = ep_out.endpoint();
+        if status >= 500 {
+            if ep.record(Outcome::Failure, &cfg.ejection, Instant::now()) {
+                stats.ejected(variant == Variant::Candidate);
+            }
+        } else {
+            ep.record(Outcome::Success, &cfg.ejection, Instant::now());
+        }
+        let (mut head, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        if cfg.routing.variant_header {
+            head.headers.insert(
+                VARIANT_HEADER.clone(),
+                HeaderValue::from_static(variant.as_str()),
+            );
+        }
+        let sse = is_sse(&head.headers);
+        let ex = Exchange {
+            stats,
+            variant,
+            start,
+            status,
+            outstanding: ep_out,
+            conn: Some(conn),
+            pool: self.pool.clone(),
+            ejection: cfg.ejection.clone(),
+        };
+        let body = ObservedBody::new(incoming, ex, cfg.upstream.idle_timeout, sse, pair);
+        Ok(Response::from_parts(head, ResponseBody::Upstream(body)))
+    }
+
+    /// Sends the request to an endpoint of the backend, retrying other endpoints on connect
+    /// failures (the body is untouched until a connection exists) and on pooled connections
+    /// found closed (hyper hands the unsent request back).
+    async fn exchange(
+        &self,
+        set: &crate::endpoint::EndpointSet,
+        key: Option<&[u8]>,
+        parts: hyper::http::request::Parts,
+        body: RequestBody,
+        cfg: &Config,
+    ) -> Result<
+        (
+            Response<Incoming>,
+            crate::endpoint::Outstanding,
+            crate::pool::Conn,
+        ),
+        Reject,
+    > {
+        let mut req = Request::from_parts(parts, UpstreamBody::Primary(body));
+        let mut last = None;
+        for _ in 0..CONNECT_ATTEMPTS {
+            let now = Instant::now();
+            let Some(ep) = set.pick(key, now) else { break };
+            let out = ep.acquire();
+            let mut conn = match self.pool.get(ep).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
+                    record_failure(ep, cfg);
+                    last = Some(e);
+                    continue;
+                }
+            };
+            req.headers_mut()
+                .insert(header::HOST, ep.host_header.clone());
+            let send = conn.sender.try_send_request(req);
+            match tokio::time::timeout(cfg.upstream.response_timeout, send).await {
+                Ok(Ok(resp)) => return Ok((resp, out, conn)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) if conn.reused => {
+                        req = back;
+                        continue;
+                    }
+                    _ => {
+                        let err = e.into_error();
+                        if let Some(limit) = body_too_large(&err) {
+                            return Err(Reject::BodyTooLarge(limit));
+                        }
+                        record_failure(ep, cfg);
+                        return Err(Reject::Upstream(UpstreamError::Exchange(err)));
+                    }
+                },
+                Err(_) => {
+                    record_failure(ep, cfg);
+                    return Err(Reject::UpstreamTimeout(cfg.upstream.response_timeout));
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => Reject::Upstream(e),
+            None => Reject::NoEndpoint(String::new()),
+        })
+    }
+}
+
+/// Reads and discards the unread rest of a rejected request's body (bounded in bytes and time)
+/// so that the client receives the error instead of a reset from closing with unread data.
+fn drain_later(mut body: Incoming) {
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::task::spawn_local(async move {
+        let drain = async {
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len());
+                if n > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        // Timing out just means the client was slow; the connection then closes.
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
+    });
+}
+
+fn record_failure(ep: &EndpointState, cfg: &Config) {
+    ep.record(Outcome::Failure, &cfg.ejection, Instant::now());
+}
+
+fn body_too_large(err: &hyper::Error) -> Option<u64> {
+    let mut src = err.source();
+    while let Some(e) = src {
+        if let Some(BodyError::TooLarge(limit)) = e.downcast_ref::<BodyError>() {
+            return Some(*limit);
+        }
+        src = e.source();
+    }
+    None
+}
+
+/// Finds the model (routing header, else the JSON body's prefix) and the cohort key.
+async fn resolve(
+    snap: &Snapshot,
+    headers: &HeaderMap,
+    body: &mut Incoming,
+) -> Result<Resolved, Reject> {
+    let cfg = snap.config();
+    let header_model = MODEL_HEADERS.iter().find_map(|h| headers.get(*h));
+    let header_route = match header_model {
+        Some(v) => {
+            let name = v.to_str().map_err(|_| {
+                Reject::UnknownModel(String::from_utf8_lossy(v.as_bytes()).into_owned())
+            })?;
+            Some(
+                snap.model(name)
+                    .ok_or_else(|| Reject::UnknownModel(name.to_owned()))?
+                    .clone(),
+            )
+        }
+        None => None,
+    };
+    let field = match header_route.as_ref().map(|r| &r.cohort) {
+        Some(Cohort::BodyField(f)) => Some(f.as_str()),
+        Some(_) => None,
+        None => snap.body_field(),
+    };
+    let scan_needed = header_route.is_none() || field.is_some();
+    let mut prefix = VecDeque::new();
+    let mut received = 0u64;
+    let mut scanner = None;
+    if scan_needed && has_body(headers, body) && may_be_json(headers) {
+        let mut sc = JsonPrefixScanner::new(field, cfg.limits.model_prefix);
+        let mut outcome = Ok(());
+        loop {
+            let Some(frame) = body.frame().await else {
+                outcome = sc.finish();
+                break;
+            };
+            let frame = frame.map_err(|e| Reject::Malformed(format!("reading the body: {e}")))?;
+            if let Some(d) = frame.data_ref() {
+                received += d.len() as u64;
+                if received > cfg.limits.max_body {
+                    return Err(Reject::BodyTooLarge(cfg.limits.max_body));
+                }
+                let fed = sc.feed(d);
+                prefix.push_back(frame);
+                match fed {
+                    Ok(Progress::Done) => break,
+                    Ok(Progress::NeedMore) => continue,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                }
+            } else {
+                prefix.push_back(frame);
+            }
+        }
+        match outcome {
+            Ok(()) => scanner = Some(sc),
+            // Not JSON at all (plain HTTP traffic): the request names no model.
+            Err(ScanError::NotAnObject) if header_route.is_none() => {}
+            // The model was found; only the cohort field lies past the prefix.
+            Err(ScanError::LimitReached { .. }) if sc.model().is_some() => scanner = Some(sc),
+            // With the model from a header, the body is the model server's business.
+            Err(e) if header_route.is_none() => return Err(Reject::Malformed(e.to_string())),
+            Err(_) => {}
+        }
+    }
+    let route = match (header_route, scanner.as_ref().and_then(|s| s.model())) {
+        (Some(r), _) => r,
+        (None, Some(name)) => snap
+            .model(name)
+            .ok_or_else(|| Reject::UnknownModel(name.to_owned()))?
+            .clone(),
+        (None, None) => snap.default_model().ok_or(Reject::NoModel)?.clone(),
+    };
+    let key = match &route.cohort {
+        Cohort::Random => None,
+        Cohort::Header(h) => headers.get(h.as_str()).map(|v| hash64(v.as_bytes())),
+        Cohort::ApiKey => api_key(headers).map(hash64),
+        Cohort::BodyField(_) => scanner
+            .as_ref()
+            .and_then(|s| s.field())
+            .map(|f| hash64(f.as_bytes())),
+    };
+    Ok(Resolved {
+        route,
+        key,
+        prefix,
+        received,
+    })
+}
+
+fn pick_variant(r: &Resolved, headers: &HeaderMap, cfg: &Config) -> Result<Variant, Reject> {
+    if cfg.routing.allow_override {
+        if let Some(v) = headers.get(&VARIANT_HEADER) {
+            return match Variant::from_override(v.as_bytes()) {
+                Some(Variant::Candidate) if r.route.candidate.is_none() => Err(Reject::BadOverride),
+                Some(v) => Ok(v),
+                None => Err(Reject::BadOverride),
+            };
+        }
+    }
+    if r.route.weight.get() == 0 {
+        return Ok(Variant::Stable);
+    }
+    let cohort = r.key.map_or_else(random_cohort, cohort_of_hash);
+    Ok(if is_candidate(cohort, r.route.weight) {
+        Variant::Candidate
+    } else {
+        Variant::Stable
+    })
+}
+
+fn check_headers(headers: &HeaderMap, cfg: &Config) -> Result<(), Reject> {
+    let limits = &cfg.limits;
+    if headers.len() > limits.max_headers {
+        return Err(Reject::HeadersTooLarge {
+            limit: limits.max_headers,
+            what: "headers",
+        });
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Reject::HeadersTooLarge {
+            limit: limits.max_header_bytes,
+            what: "bytes",
+        });
+    }
+    Ok(())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn has_body(headers: &HeaderMap, body: &Incoming) -> bool {
+    !body.is_end_stream() && content_length(headers) != Some(0)
+}
+
+/// Bodies worth scanning for a model: anything but multipart uploads and octet streams (curl's
+/// `-d` labels JSON as a form, and many clients send no content type). A body that does not
+/// start with `{` then simply names no model.
+fn may_be_json(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_none_or(|v| {
+        let v = v.as_bytes();
+        !(v.starts_with(b"multipart/") || v.starts_with(b"application/octet-stream"))
+    })
+}
+
+fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let b = v.as_bytes();
+        return Some(b.strip_prefix(b"Bearer ").unwrap_or(b));
+    }
+    headers.get(&API_KEY_HEADER).map(HeaderValue::as_bytes)
+}
+
+/// Origin-form URI, HTTP/1.1, no hop-by-hop or rollgate control headers.
+fn prepare_upstream(parts: &mut hyper::http::request::Parts) {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(&VARIANT_HEADER);
+    parts.headers.remove(&SHADOW_HEADER);
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.remove(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
+            for name in list.split(',') {
+                headers.remove(name.trim());
+            }
+        }
+    }
+    for h in [
+        &header::TE,
+        &header::TRAILER,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(h);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+fn clone_parts(p: &hyper::http::request::Parts) -> hyper::http::request::Parts {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = p.method.clone();
+    parts.uri = p.uri.clone();
+    parts.version = p.version;
+    parts.headers = p.headers.clone();
+    parts
+}
+
+#[cfg(test)]
+mod tests;

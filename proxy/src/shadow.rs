@@ -1,0 +1,397 @@
+//! The mirror pipeline: a sampled request is teed, chunk by chunk as it arrives, into a bounded
+//! queue read by a shadow exchange with the candidate. The primary never waits on it: when the
+//! queue is full the mirror is abandoned and the drop counted. Both answers are captured
+//! (bounded) and kept as a pair for scoring.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::header::{HeaderValue, HOST};
+use hyper::Request;
+use rollgate_config::Shadow;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::body::{BodyError, UpstreamBody};
+use crate::endpoint::{EndpointSet, Outcome};
+use crate::handle::Shared;
+use crate::observe::{ModelStats, ShadowDrop, StatusClass};
+use crate::pool::Pool;
+use crate::split::Variant;
+use crate::sse::SseObserver;
+
+/// Chunks queued per mirrored request, on top of the byte budget (`shadow.buffer`).
+const QUEUE_CHUNKS: usize = 256;
+
+/// The primary side of a mirror: pushes request chunks into the shadow's queue.
+#[derive(Debug)]
+pub(crate) struct ShadowTee {
+    tx: mpsc::Sender<Piece>,
+    queued: Rc<Cell<usize>>,
+    sent: u64,
+    cfg: Shadow,
+    why: Rc<Cell<Option<ShadowDrop>>>,
+    ended: bool,
+}
+
+#[derive(Debug)]
+enum Piece {
+    Data(Bytes),
+    End,
+}
+
+/// The shadow side: the mirrored request body.
+#[derive(Debug)]
+pub(crate) struct ShadowBody {
+    rx: mpsc::Receiver<Piece>,
+    queued: Rc<Cell<usize>>,
+    ended: bool,
+}
+
+/// A bounded copy of a response body.
+#[derive(Debug, Default)]
+pub(crate) struct Capture {
+    buf: BytesMut,
+    limit: usize,
+    overflow: bool,
+}
+
+/// One side's handle on the pair being assembled; whichever side completes second publishes it.
+#[derive(Debug, Clone)]
+pub(crate) struct PairSide {
+    slot: Rc<RefCell<PairSlot>>,
+    primary: bool,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct PairSlot {
+    model: Arc<str>,
+    path: Arc<str>,
+    streamed: bool,
+    primary: Option<Side>,
+    shadow: Option<Side>,
+}
+
+/// One side of a completed pair.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Side {
+    pub status: u16,
+    /// Up to `shadow.capture` bytes of the response body.
+    pub body: Bytes,
+    /// The body was longer than the capture limit.
+    pub overflow: bool,
+    /// The stream broke (error event, truncated, reset, timeout).
+    pub failed: bool,
+}
+
+/// The stable (primary) and candidate (shadow) answers to the same request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShadowPair {
+    pub model: Arc<str>,
+    pub path: Arc<str>,
+    /// The request asked for a stream (SSE bodies are compared after reassembly).
+    pub streamed: bool,
+    pub primary: Side,
+    pub shadow: Side,
+}
+
+/// Completed pairs, bounded; the oldest are dropped.
+#[derive(Debug)]
+pub(crate) struct ShadowPairs {
+    pairs: Mutex<VecDeque<ShadowPair>>,
+    cap: usize,
+}
+
+/// Everything the shadow task needs.
+pub(crate) struct Mirror {
+    pub(crate) parts: hyper::http::request::Parts,
+    pub(crate) endpoints: Arc<crate::snapshot::ModelRoute>,
+    pub(crate) key: Option<u64>,
+    pub(crate) pool: Rc<Pool>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+// === impl ShadowTee ===
+
+impl ShadowTee {
+    /// Queues a chunk; false when the mirror was abandoned (the tee should be dropped).
+    pub(crate) fn send(&mut self, data: &Bytes) -> bool {
+        self.sent += data.len() as u64;
+        if self.sent > self.cfg.max_body {
+            self.why.set(Some(ShadowDrop::BodyTooLarge));
+            return false;
+        }
+        if self.queued.get() + data.len() > self.cfg.buffer {
+            self.why.set(Some(ShadowDrop::Backpressure));
+            return false;
+        }
+        if self.tx.try_send(Piece::Data(data.clone())).is_err() {
+            self.why.set(Some(ShadowDrop::Backpressure));
+            return false;
+        }
+        self.queued.set(self.queued.get() + data.len());
+        true
+    }
+
+    pub(crate) fn end(mut self) {
+        self.ended = true;
+        // A full queue at the very end is still backpressure; the shadow sees a closed channel.
+        if self.tx.try_send(Piece::End).is_err() {
+            self.why.set(Some(ShadowDrop::Backpressure));
+        }
+    }
+}
+
+impl Drop for ShadowTee {
+    fn drop(&mut self) {
+        if !self.ended && self.why.get().is_none() {
+            // Dropped without `end()` and without a reason: the primary body was abandoned.
+            self.why.set(Some(ShadowDrop::PrimaryAborted));
+        }
+    }
+}
+
+// === impl ShadowBody ===
+
+impl Body for ShadowBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Piece::Data(b))) => {
+                self.queued.set(self.queued.get().saturating_sub(b.len()));
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Piece::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(Some(Err(BodyError::MirrorAbandoned))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+// === impl Capture ===
+
+impl Capture {
+    pub(crate) fn new(limit: usize) -> Self {
+        Capture {
+            buf: BytesMut::new(),
+            limit,
+            overflow: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, data: &[u8]) {
+        let room = self.limit.saturating_sub(self.buf.len());
+        if data.len() > room {
+            self.overflow = true;
+        }
+        self.buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+// === impl PairSide ===
+
+impl PairSide {
+    pub(crate) fn complete(self, status: u16, cap: Capture, failed: bool, sse: bool) {
+        let side = Side {
+            status,
+            body: cap.buf.freeze(),
+            overflow: cap.overflow,
+            failed,
+        };
+        let mut slot = self.slot.borrow_mut();
+        slot.streamed |= sse;
+        if self.primary {
+            slot.primary = Some(side);
+        } else {
+            slot.shadow = Some(side);
+        }
+        if let (Some(p), Some(s)) = (slot.primary.take(), slot.shadow.take()) {
+            self.shared.pairs.push(ShadowPair {
+                model: slot.model.clone(),
+                path: slot.path.clone(),
+                streamed: slot.streamed,
+                primary: p,
+                shadow: s,
+            });
+        }
+    }
+}
+
+// === impl ShadowPairs ===
+
+impl ShadowPairs {
+    pub(crate) fn new(cap: usize) -> Self {
+        ShadowPairs {
+            pairs: Mutex::new(VecDeque::new()),
+            cap,
+        }
+    }
+
+    fn push(&self, pair: ShadowPair) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        if pairs.len() >= self.cap {
+            pairs.pop_front();
+        }
+        pairs.push_back(pair);
+    }
+
+    pub(crate) fn take(&self) -> Vec<ShadowPair> {
+        let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        pairs.drain(..).collect()
+    }
+}
+
+// === impl Mirror ===
+
+impl Mirror {
+    /// Admits a mirror (in-flight bound) and spawns its exchange on this worker. Returns the tee
+    /// for the primary body and the primary's side of the pair, or `None` when dropped.
+    pub(crate) fn start(self, cfg: &Shadow) -> Option<(ShadowTee, PairSide)> {
+        let stats = self.endpoints.stats.clone();
+        if stats.shadow_inflight.fetch_add(1, Relaxed) >= cfg.max_inflight as i64 {
+            stats.shadow_inflight.fetch_sub(1, Relaxed);
+            stats.shadow_dropped(ShadowDrop::Inflight);
+            return None;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+        let queued = Rc::new(Cell::new(0));
+        let why = Rc::new(Cell::new(None));
+        let tee = ShadowTee {
+            tx,
+            queued: queued.clone(),
+            sent: 0,
+            cfg: cfg.clone(),
+            why: why.clone(),
+            ended: false,
+        };
+        let body = ShadowBody {
+            rx,
+            queued,
+            ended: false,
+        };
+        let slot = Rc::new(RefCell::new(PairSlot {
+            model: self.endpoints.name.clone(),
+            path: Arc::from(self.parts.uri.path()),
+            streamed: false,
+            primary: None,
+            shadow: None,
+        }));
+        let primary = PairSide {
+            slot: slot.clone(),
+            primary: true,
+            shared: self.shared.clone(),
+        };
+        let shadow = PairSide {
+            slot,
+            primary: false,
+            shared: self.shared.clone(),
+        };
+        let cfg = cfg.clone();
+        tokio::task::spawn_local(async move {
+            let _inflight = InflightGuard(stats.clone());
+            let start = Instant::now();
+            let res = tokio::time::timeout(cfg.timeout, self.exchange(body, &cfg, shadow)).await;
+            let vs = stats.variant(Variant::Shadow);
+            match res {
+                Ok(Ok(status)) => {
+                    vs.start();
+                    vs.finish(StatusClass::of(status), start.elapsed());
+                }
+                Ok(Err(())) => stats.shadow_dropped(why.get().unwrap_or(ShadowDrop::UpstreamError)),
+                Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
+            }
+        });
+        Some((tee, primary))
+    }
+
+    async fn exchange(self, body: ShadowBody, cfg: &Shadow, side: PairSide) -> Result<u16, ()> {
+        let Some(candidate) = self.endpoints.candidate.as_ref() else {
+            return Err(());
+        };
+        let key = self.key.map(u64::to_le_bytes);
+        let ep = pick(&candidate.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).ok_or(())?;
+        let _outstanding = ep.acquire();
+        let mut conn = self.pool.get(ep).await.map_err(|_| ())?;
+        let mut parts = self.parts;
+        parts.headers.insert(HOST, ep.host_header.clone());
+        parts
+            .headers
+            .insert("x-rollgate-shadow", HeaderValue::from_static("1"));
+        let req = Request::from_parts(parts, UpstreamBody::Shadow(body));
+        let resp = conn.sender.send_request(req).await.map_err(|_| ())?;
+        let status = resp.status().as_u16();
+        let sse = is_sse(resp.headers());
+        let mut body = resp.into_body();
+        let mut cap = Capture::new(cfg.capture);
+        let mut obs = sse.then(SseObserver::new);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Some(d) = frame.data_ref() {
+                cap.push(d);
+                if let Some(o) = obs.as_mut() {
+                    o.feed(d);
+                }
+            }
+        }
+        let failed = obs.is_some_and(|o| o.error() || !o.done());
+        let outcome = if status >= 500 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let policy = self.shared.snapshot.load().config().ejection.clone();
+        ep.record(outcome, &policy, Instant::now());
+        self.pool.put(conn);
+        side.complete(status, cap, failed, sse);
+        Ok(status)
+    }
+}
+
+fn pick<'a>(
+    set: &'a EndpointSet,
+    key: Option<&[u8]>,
+) -> Option<&'a Arc<crate::endpoint::EndpointState>> {
+    set.pick(key, Instant::now())
+}
+
+pub(crate) fn is_sse(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
+
+struct InflightGuard(Arc<ModelStats>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.shadow_inflight.fetch_sub(1, Relaxed);
+    }
+}

@@ -1,0 +1,134 @@
+//! A snapshot: one validated config plus everything pre-built from it, swapped atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rollgate_config::{Cohort, Config, Ppm, Shadow};
+
+use crate::endpoint::{EndpointRegistry, EndpointSet};
+use crate::observe::{ModelStats, StatsRegistry};
+
+/// One immutable routing state. Requests read it once (`ArcSwap::load_full`) and finish on it
+/// even if a reload publishes a newer one meanwhile.
+#[derive(Debug)]
+pub struct Snapshot {
+    config: Arc<Config>,
+    revision: Arc<str>,
+    models: HashMap<String, Arc<ModelRoute>>,
+    default: Option<Arc<ModelRoute>>,
+    /// The cohort body field read while looking for the model (see [`Snapshot::body_field`]).
+    body_field: Option<String>,
+    /// Pre-rendered `GET /v1/models` body.
+    pub(crate) models_json: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct ModelRoute {
+    pub(crate) name: Arc<str>,
+    pub(crate) stable: BackendRoute,
+    pub(crate) candidate: Option<BackendRoute>,
+    pub(crate) weight: Ppm,
+    pub(crate) cohort: Cohort,
+    pub(crate) shadow: Option<Shadow>,
+    pub(crate) stats: Arc<ModelStats>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BackendRoute {
+    pub(crate) endpoints: EndpointSet,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    pub(crate) fn build(
+        config: Arc<Config>,
+        revision: &str,
+        stats: &StatsRegistry,
+        endpoints: &EndpointRegistry,
+    ) -> Snapshot {
+        let mut models = HashMap::with_capacity(config.models.len());
+        let mut default = None;
+        for m in &config.models {
+            let affinity = m.affinity.as_ref().map(|a| a.load_factor);
+            let backend = |b: &rollgate_config::Backend| BackendRoute {
+                endpoints: EndpointSet::new(
+                    b.endpoints.iter().map(|e| endpoints.get(e)).collect(),
+                    affinity,
+                ),
+            };
+            let route = Arc::new(ModelRoute {
+                name: Arc::from(m.name.as_str()),
+                stable: backend(&m.stable),
+                candidate: m.candidate.as_ref().map(backend),
+                weight: if m.candidate.is_some() {
+                    m.weight
+                } else {
+                    Ppm::ZERO
+                },
+                cohort: m.cohort.clone(),
+                shadow: m.shadow.clone().filter(|_| m.candidate.is_some()),
+                stats: stats.model(&m.name),
+            });
+            if m.default {
+                default = Some(route.clone());
+            }
+            models.insert(m.name.clone(), route);
+        }
+        let models_json = render_models(&config);
+        let body_field = config.models.iter().find_map(|m| match &m.cohort {
+            Cohort::BodyField(f) => Some(f.clone()),
+            _ => None,
+        });
+        Snapshot {
+            config,
+            revision: Arc::from(revision),
+            models,
+            default,
+            body_field,
+            models_json,
+        }
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The config revision this snapshot was built from (a content hash or a Git commit).
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// The body field scanned for a cohort key when the model itself comes from the body. One
+    /// scan serves every model, so when models name different fields the first one is read
+    /// (a model found through a routing header always gets its own field).
+    pub(crate) fn body_field(&self) -> Option<&str> {
+        self.body_field.as_deref()
+    }
+
+    pub(crate) fn model(&self, name: &str) -> Option<&Arc<ModelRoute>> {
+        self.models.get(name)
+    }
+
+    pub(crate) fn default_model(&self) -> Option<&Arc<ModelRoute>> {
+        self.default.as_ref()
+    }
+}
+
+fn render_models(config: &Config) -> Bytes {
+    let data: Vec<_> = config
+        .models
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "rollgate",
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "object": "list", "data": data });
+    Bytes::from(body.to_string())
+}
