@@ -1,0 +1,209 @@
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use prometheus_client::registry::Registry;
+use rollgate_proxy::ProxyHandle;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::reload::{ReloadTrigger, ReloaderHandle};
+use crate::status::StatusReport;
+
+/// Classic Prometheus text exposition, for scrapers that do not ask for OpenMetrics.
+const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the admin endpoints read.
+#[derive(Clone, Debug)]
+pub struct AdminServer {
+    pub registry: Arc<Registry>,
+    pub proxy: ProxyHandle,
+    pub reloader: ReloaderHandle,
+}
+
+/// Serves the admin API until `shutdown` flips to true.
+pub async fn serve_admin(
+    listener: TcpListener,
+    admin: AdminServer,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let admin = Arc::new(admin);
+    loop {
+        let (stream, _) = tokio::select! {
+            res = listener.accept() => res?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.handle(req).await) }
+            });
+            let res = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The listen address actually bound (for logs and tests).
+pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
+    l.local_addr().ok()
+}
+
+// === impl AdminServer ===
+
+impl AdminServer {
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let om = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .is_some_and(|a| a.as_bytes().windows(11).any(|w| w == b"openmetrics"));
+                self.metrics(om)
+            }
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/status") => {
+                let report = StatusReport::build(&self.proxy, &self.reloader);
+                json(StatusCode::OK, &report)
+            }
+            (&Method::POST, "/reload") => {
+                match self.reloader.reload_now(ReloadTrigger::Admin).await {
+                    Some(outcome) => json(StatusCode::OK, &crate::status::outcome_json(&outcome)),
+                    None => text(StatusCode::SERVICE_UNAVAILABLE, "reloader not running\n"),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/status" | "/reload") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn metrics(&self, openmetrics: bool) -> Response<Full<Bytes>> {
+        let mut out = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("encoding metrics: {e}\n"),
+            );
+        }
+        let (body, ctype) = if openmetrics {
+            (out, OPENMETRICS_CONTENT_TYPE)
+        } else {
+            (to_prometheus_text(&out), PROMETHEUS_CONTENT_TYPE)
+        };
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+        resp
+    }
+}
+
+/// Rewrites OpenMetrics text into the classic Prometheus format: counter families are named
+/// with their `_total` suffix in `# HELP`/`# TYPE` (as the samples are), and `# UNIT`/`# EOF`
+/// lines are dropped. Samples are already identical in both formats.
+pub(crate) fn to_prometheus_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let counter = rest.strip_suffix(" counter");
+            if let Some(h) = help.take() {
+                match counter {
+                    Some(name) => {
+                        let text = h
+                            .strip_prefix("# HELP ")
+                            .and_then(|r| r.strip_prefix(name))
+                            .unwrap_or("");
+                        out.push_str(&format!("# HELP {name}_total{text}\n"));
+                    }
+                    None => {
+                        out.push_str(h);
+                        out.push('\n');
+                    }
+                }
+            }
+            match counter {
+                Some(name) => out.push_str(&format!("# TYPE {name}_total counter\n")),
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(v) {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            resp
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding status: {e}\n"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn counters_get_their_total_names_and_eof_goes() {
+        let om =
+            "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
+                  # HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 2\n# EOF\n";
+        let text = to_prometheus_text(om);
+        assert_eq!(
+            text,
+            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
+             # HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 2\n"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! rollgate's control plane: the reload funnel, the admin API and status. The rollout engine,
+//! signal sources and GitOps publishers will grow here.
+//!
+//! Depends on `config` and on the data plane's public [`rollgate_proxy::ProxyHandle`].
+
+mod admin;
+mod reload;
+mod status;
+
+pub use admin::{local_addr, serve_admin, AdminServer};
+pub use reload::{revision_of, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle};
+pub use status::StatusReport;
