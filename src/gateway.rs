@@ -57,6 +57,11 @@ pub(crate) fn validate(file: &Path) -> ExitCode {
 /// `rollgate run --config FILE`: serve until SIGTERM/SIGINT, then drain and exit 0.
 pub(crate) async fn run(config: PathBuf) -> anyhow::Result<()> {
     let gw = Gateway::start(config).await?;
+    // Handlers before the ready line: until then SIGHUP's default action kills the process,
+    // and SIGTERM would skip the drain.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     #[allow(clippy::print_stdout)]
     {
         println!(
@@ -64,9 +69,6 @@ pub(crate) async fn run(config: PathBuf) -> anyhow::Result<()> {
             gw.data, gw.admin
         );
     }
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = hup.recv() => {

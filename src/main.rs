@@ -30,18 +30,23 @@ enum Command {
     /// Validate a config file: print every error with its path; exit 1 when invalid.
     Validate { file: PathBuf },
     /// Run the OpenAI-compatible model-server simulator.
-    Sim(rollgate_loadtest::sim::SimArgs),
+    Sim(Box<rollgate_loadtest::sim::SimArgs>),
     /// Self-contained demo: two simulators, the gateway in front, live traffic.
     Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo prints its own live table; routine info logs would bury it.
+    init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    });
     let result = match cli.command {
         Command::Validate { file } => return gateway::validate(&file),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(gateway::run(config))),
-        Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(args))),
+        Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
     };
     match result {
@@ -63,11 +68,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: escape codes garble log files and collectors.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

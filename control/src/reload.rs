@@ -4,7 +4,10 @@
 //! invalid file is logged with every error and counted; the last good snapshot keeps serving.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -69,6 +72,10 @@ struct State {
     last_success_unix: AtomicU64,
     last: Mutex<Option<ReloadOutcome>>,
     revision: Mutex<String>,
+    /// Reloads begun and finished; one at a time, so a reload numbered above `started` as read
+    /// at some moment reads the file as it was at that moment or later.
+    started: AtomicU64,
+    finished: AtomicU64,
     done: tokio::sync::Notify,
 }
 
@@ -109,6 +116,7 @@ impl Reloader {
     /// Runs until every handle is dropped.
     pub async fn run(mut self) {
         while let Some(trigger) = self.rx.recv().await {
+            self.state.started.fetch_add(1, SeqCst);
             let outcome = self.reload(trigger).await;
             self.record(outcome);
         }
@@ -125,7 +133,7 @@ impl Reloader {
         };
         let revision = revision_of(&text);
         let serving = self.proxy.snapshot();
-        if revision == serving.revision() {
+        if revision == serving.revision() || self.rejected(&revision) {
             return ReloadOutcome::Unchanged { revision };
         }
         let config = match rollgate_config::parse(&text) {
@@ -160,7 +168,15 @@ impl Reloader {
         if idx != 3 {
             *lock(&self.state.last) = Some(outcome);
         }
+        self.state.finished.fetch_add(1, SeqCst);
         self.state.done.notify_waiters();
+    }
+
+    /// The file still holds what the last reload rejected (the watcher seeing a write that an
+    /// admin reload already judged, or the reverse): it was reported and counted once already.
+    fn rejected(&self, revision: &str) -> bool {
+        let last = lock(&self.state.last);
+        matches!(&*last, Some(ReloadOutcome::Invalid { revision: r, .. }) if r == revision)
     }
 }
 
@@ -207,14 +223,20 @@ impl ReloaderHandle {
         self.tx.try_send(why).is_ok()
     }
 
-    /// Asks for a reload and waits for the funnel to process a reload.
+    /// Asks for a reload and waits until a reload that read the file after this call has
+    /// finished (a watcher reload already running may have read older content).
     pub async fn reload_now(&self, why: ReloadTrigger) -> Option<ReloadOutcome> {
-        let done = self.state.done.notified();
-        tokio::pin!(done);
-        done.as_mut().enable();
+        let after = self.state.started.load(SeqCst);
         self.tx.send(why).await.ok()?;
-        done.await;
-        self.last()
+        loop {
+            let done = self.state.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            if self.state.finished.load(SeqCst) > after {
+                return self.last();
+            }
+            done.await;
+        }
     }
 
     /// The last outcome other than "unchanged".

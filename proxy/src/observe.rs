@@ -263,7 +263,12 @@ impl ModelStats {
             model: self.name.clone(),
             stable: self.variants[0].snapshot(),
             candidate: self.variants[1].snapshot(),
-            shadow: self.variants[2].snapshot(),
+            // A mirror is in flight from admission (its `max_inflight` slot) to the end of its
+            // exchange; the shadow variant's own gauge only moves when the exchange completes.
+            shadow: VariantObservation {
+                inflight: self.shadow_inflight.load(Relaxed),
+                ..self.variants[2].snapshot()
+            },
             shadow_drops: std::array::from_fn(|i| self.shadow_drops[i].load(Relaxed)),
             ejections: std::array::from_fn(|i| self.endpoint_ejections[i].load(Relaxed)),
         }

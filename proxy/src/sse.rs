@@ -283,29 +283,9 @@ fn append(buf: &mut [u8], len: &mut usize, bytes: &[u8]) -> usize {
     n
 }
 
-/// Position of the first CR or LF, eight bytes at a time: this is the loop every streamed byte
-/// goes through.
+/// Position of the first CR or LF: the loop every streamed byte goes through (SIMD memchr).
 fn line_end(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Sets a byte's high bit where that byte of `v` is zero; bits above the lowest may be false
-    // positives, the lowest never is.
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut n = 0;
-    for word in s.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
-        let x = u64::from_le_bytes(word);
-        let found = zero(x ^ (ONES * u64::from(b'\n'))) | zero(x ^ (ONES * u64::from(b'\r')));
-        if found != 0 {
-            return Some(n + found.trailing_zeros() as usize / 8);
-        }
-        n += 8;
-    }
-    let tail = s.get(n..).unwrap_or_default();
-    let at = tail.iter().position(|&b| b == b'\n' || b == b'\r')?;
-    Some(n + at)
+    memchr::memchr2(b'\n', b'\r', s)
 }
 
 /// Whether `data` starts like an error object: `{"error": <not null>` or a top-level

@@ -1,0 +1,29 @@
+//! End-to-end tests: the real `rollgate` binary in front of real simulators, on loopback.
+//! Every listener binds `127.0.0.1:0`; every test stops by itself.
+
+#[path = "e2e/support.rs"]
+mod support;
+
+#[path = "e2e/errors.rs"]
+mod errors;
+
+#[path = "e2e/split.rs"]
+mod split;
+
+#[path = "e2e/shadow.rs"]
+mod shadow;
+
+#[path = "e2e/streaming.rs"]
+mod streaming;
+
+#[path = "e2e/reload.rs"]
+mod reload;
+
+#[path = "e2e/lifecycle.rs"]
+mod lifecycle;
+
+#[path = "e2e/protocols.rs"]
+mod protocols;
+
+#[path = "e2e/cli.rs"]
+mod cli;

@@ -1,0 +1,99 @@
+//! HTTP/2 (h2c prior knowledge) and TLS (h2 and HTTP/1.1 by ALPN) on the data plane, with real
+//! clients: hyper's HTTP/2 client and curl.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_and_streams_are_proxied() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let gw = Gateway::start(&config(&stable, None, "", ""));
+    let h2: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    for stream in [false, true] {
+        let req = hyper::Request::post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(chat("m", "over h2", stream))))
+            .expect("request");
+        let resp = h2.request(req).await.expect("h2 response");
+        assert_eq!(resp.version(), hyper::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-sim-name"], "stable");
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        } else {
+            assert!(text.contains("chat.completion"), "{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_h2_and_http1_by_alpn() {
+    let dir = temp_dir("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl must be installed (scripts/install-test-deps)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let tls = format!(
+        "tls: {{ cert: {}, key: {} }}\n",
+        cert.display(),
+        key.display()
+    );
+    let gw = Gateway::start(&config(&stable, None, "", &tls));
+    let url = format!("https://localhost:{}/v1/chat/completions", gw.data.port());
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                flag,
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                "-H",
+            ])
+            .args([
+                "content-type: application/json",
+                "-d",
+                &chat("m", "over tls", false),
+                &url,
+            ])
+            .output()
+            .expect("curl must be installed (scripts/install-test-deps)");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{version} 200")
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,282 @@
+//! Acceptance 3 and 4: mirroring to the candidate. A large request reaches the shadow byte for
+//! byte; a stalled shadow costs the primary nothing noticeable, and what it cannot take is
+//! dropped and counted.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rollgate_loadtest::sim::{Faults, Received, Sim, SimArgs};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::support::*;
+
+/// Content bytes of the large request (the JSON around it makes the body a little larger).
+const BIG: usize = 8 << 20;
+/// How long the simulators may take to report a mirrored request (they run on this runtime,
+/// but the shadow exchange runs in the gateway process).
+const SHADOW_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Requests per gateway in the latency comparison, and how many each gateway has in flight.
+const REQUESTS: usize = 2_000;
+const IN_FLIGHT: usize = 16;
+/// Mirrors the stalled shadow may hold at once.
+const MAX_INFLIGHT: usize = 64;
+
+/// A request body sent in pieces with no length: HTTP/1.1 chunked transfer encoding.
+struct Chunked(VecDeque<Bytes>);
+
+impl Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.get_mut().0.pop_front().map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// A chat request whose message holds `content` bytes of numbered words, so that a lost,
+/// repeated or reordered chunk changes the hash.
+fn big_chat(content: usize) -> Bytes {
+    let head = r#"{"model":"m","messages":[{"role":"user","content":""#;
+    let mut body = String::with_capacity(content + 64);
+    body.push_str(head);
+    let mut i = 0u64;
+    while body.len() - head.len() < content {
+        body.push_str(&format!("{i:08} "));
+        i += 1;
+    }
+    body.truncate(head.len() + content);
+    body.push_str(r#""}]}"#);
+    Bytes::from(body)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Waits (bounded) until the simulator has received a request matching `want`.
+async fn received_by(sim: &Sim, want: impl Fn(&Received) -> bool) -> Received {
+    let deadline = Instant::now() + SHADOW_DEADLINE;
+    loop {
+        if let Some(r) = sim.received().into_iter().find(|r| want(r)) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never received it; it has: {:?}",
+            sim.name(),
+            sim.received()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Asserts that both the stable sim (as the primary) and the candidate sim (as the shadow)
+/// received exactly `body`.
+async fn assert_mirrored(stable: &Sim, candidate: &Sim, body: &[u8]) {
+    let sha = sha256_hex(body);
+    let len = body.len() as u64;
+    let primary = received_by(stable, |r| r.sha256 == sha).await;
+    assert_eq!((primary.len, primary.shadow), (len, false), "{primary:?}");
+    let shadow = received_by(candidate, |r| r.shadow && r.sha256 == sha).await;
+    assert_eq!(shadow.len, len, "{shadow:?}");
+    assert_eq!(shadow.path, "/v1/chat/completions");
+}
+
+fn shadow_config(stable: &Sim, candidate: &Sim, shadow: &str) -> String {
+    let model = format!("    weight: 0%\n    shadow: {shadow}\n");
+    config(stable, Some(candidate), &model, "")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_request_reaches_the_shadow_byte_for_byte() {
+    let _heavy = heavy().await;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let url = gw.url("/v1/chat/completions");
+
+    // With a content-length.
+    let body = big_chat(BIG);
+    let r = send(&client(), &url, &[], body.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sim-name"), Some("stable"));
+    assert_eq!(r.header("x-rollgate-variant"), Some("stable"));
+    assert_mirrored(&stable, &candidate, &body).await;
+
+    // Chunked, in 64 KiB pieces: a different size so that it cannot match the first request.
+    let body = big_chat(BIG - 12_345);
+    let pieces = body.chunks(64 << 10).map(Bytes::copy_from_slice).collect();
+    let req = hyper::Request::post(&url)
+        .header("content-type", "application/json")
+        .body(Chunked(pieces))
+        .expect("request");
+    let chunked = Client::builder(TokioExecutor::new()).build_http::<Chunked>();
+    let resp = chunked.request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-sim-name"], "stable");
+    let answer = resp.into_body().collect().await.expect("body").to_bytes();
+    assert!(!answer.is_empty());
+    assert_mirrored(&stable, &candidate, &body).await;
+
+    // The gateway counts a mirror when the shadow's answer has been read, just after the
+    // simulator logged the request.
+    let mirrored =
+        r#"rollgate_proxy_requests_total{model="m",variant="shadow",status_class="2xx"}"#;
+    let m = gw.wait_metric(mirrored, 2.0, SHADOW_DEADLINE).await;
+    assert_eq!(
+        sum_of(&m, "rollgate_proxy_shadow_dropped_total{"),
+        0.0,
+        "{m}"
+    );
+}
+
+/// Sends `REQUESTS` requests to each gateway, `IN_FLIGHT` at a time to each, and returns the
+/// client-side latencies `(base, shadowed)`. Both gateways get a request at the same moment, so
+/// noise from the machine (other tests, other processes) lands on both samples alike; only what
+/// mirroring adds differs.
+async fn paired_latencies(base: &str, shadowed: &str) -> (Vec<Duration>, Vec<Duration>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = JoinSet::new();
+    for _ in 0..IN_FLIGHT {
+        let (c, base, shadowed, next) =
+            (client(), base.to_owned(), shadowed.to_owned(), next.clone());
+        tasks.spawn(async move {
+            let mut out = Vec::new();
+            while next.fetch_add(1, Relaxed) < REQUESTS {
+                out.push(tokio::join!(timed(&c, &base), timed(&c, &shadowed)));
+            }
+            out
+        });
+    }
+    let (mut b, mut s) = (Vec::new(), Vec::new());
+    while let Some(done) = tasks.join_next().await {
+        for (x, y) in done.expect("request task") {
+            b.push(x);
+            s.push(y);
+        }
+    }
+    (b, s)
+}
+
+async fn timed(c: &HttpClient, url: &str) -> Duration {
+    let start = Instant::now();
+    let r = send(c, url, &[], chat("m", "hi", false)).await;
+    let took = start.elapsed();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-sim-name"), Some("stable"));
+    took
+}
+
+/// The sample below which 99 % of the others lie (nearest rank).
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[(v.len() * 99).div_ceil(100) - 1]
+}
+
+/// The sum of every sample whose series starts with `prefix` (all values of one label).
+fn sum_of(page: &str, prefix: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_shadow_leaves_primary_latency_alone_and_drops_are_counted() {
+    let _heavy = heavy().await;
+    // The model's own latency (80 ms to the first token, then 7 tokens at 2 ms: about 95 ms)
+    // dominates the gateway's and the machine's noise, so a 10 % band on p99 says something.
+    // (At 20 ms to the first token, p99 near 30 ms swung by over 15 % between runs.)
+    let slow_enough = |a: &mut SimArgs| {
+        a.ttft = Duration::from_millis(80);
+        a.tpot = Duration::from_millis(2);
+        a.output_tokens = 8;
+    };
+    let base_stable = start_sim("stable", "m", slow_enough).await;
+    let stable = start_sim("stable", "m", slow_enough).await;
+    let candidate = start_sim("candidate", "m", |a| {
+        a.faults = Faults {
+            stall: Duration::from_secs(10),
+            ..Faults::default()
+        };
+    })
+    .await;
+    let base = Gateway::start(&config(&base_stable, None, "", ""));
+    let shadowed = Gateway::start(&shadow_config(
+        &stable,
+        &candidate,
+        &format!("{{ sample: 100%, max_inflight: {MAX_INFLIGHT} }}"),
+    ));
+
+    let (b, s) = paired_latencies(
+        &base.url("/v1/chat/completions"),
+        &shadowed.url("/v1/chat/completions"),
+    )
+    .await;
+    let (p99_base, p99_shadow) = (p99(b), p99(s));
+    eprintln!("p99 without shadow {p99_base:?}, with a stalled shadow {p99_shadow:?}");
+    assert!(
+        p99_shadow.as_secs_f64() <= p99_base.as_secs_f64() * 1.10,
+        "p99 with a stalled shadow {p99_shadow:?} is more than 10% above {p99_base:?}"
+    );
+    assert_mirrors_accounted(&shadowed).await;
+}
+
+/// Every one of the mirrors is accounted for: dropped (for a reason), still waiting on the
+/// stalled shadow, or finished. No mirror has to finish for that, so the deadline is short; the
+/// retries only cover a mirror finishing while a scrape is being taken.
+async fn assert_mirrors_accounted(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let m = gw.metrics().await;
+        let dropped = sum_of(&m, r#"rollgate_proxy_shadow_dropped_total{model="m","#);
+        let by_inflight = metric(
+            &m,
+            r#"rollgate_proxy_shadow_dropped_total{model="m",reason="inflight"}"#,
+        );
+        let waiting = metric(
+            &m,
+            r#"rollgate_proxy_inflight_requests{model="m",variant="shadow"}"#,
+        );
+        let finished = sum_of(
+            &m,
+            r#"rollgate_proxy_requests_total{model="m",variant="shadow","#,
+        );
+        let waiting = waiting.unwrap_or(f64::NAN);
+        if dropped + waiting + finished == REQUESTS as f64 {
+            eprintln!("mirrors: dropped {dropped}, waiting {waiting}, finished {finished}");
+            assert!(waiting <= MAX_INFLIGHT as f64, "{m}");
+            assert!(dropped > 0.0, "{m}");
+            assert_eq!(
+                by_inflight,
+                Some(dropped),
+                "only the in-flight bound drops\n{m}"
+            );
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mirrors: dropped {dropped} + waiting {waiting} + finished {finished} != {REQUESTS}\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

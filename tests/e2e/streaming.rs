@@ -1,0 +1,216 @@
+//! Acceptance 2: the `openai` Python client streams a chat completion through the gateway and
+//! gets every event and `[DONE]`; when the upstream sends its first event and then pauses 1 s,
+//! the client has the first event well before the pause ends. A client that goes away
+//! mid-stream cancels the upstream request.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use rollgate_loadtest::sim::{Faults, Sim};
+use serde_json::Value;
+
+use crate::support::*;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/openai_stream.py");
+/// Python start-up and `import openai` take about a second; this only bounds a hung client.
+const PYTHON_LIMIT: Duration = Duration::from_secs(60);
+const TOKENS: u64 = 24;
+const STABLE_2XX: &str =
+    r#"rollgate_proxy_requests_total{model="m",variant="stable",status_class="2xx"}"#;
+
+/// Runs `openai_stream.py` against `base_url` and returns its JSON report.
+async fn openai_stream(base_url: &str, model: &str, prompt: &str) -> Value {
+    let args = [SCRIPT, base_url, model, prompt].map(str::to_owned);
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("python3")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 ({e}); scripts/install-test-deps installs it")
+            });
+        let deadline = std::time::Instant::now() + PYTHON_LIMIT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                // Killing a process that just exited is harmless.
+                let _ = child.kill();
+                panic!("openai_stream.py did not finish within {PYTHON_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("python output")
+    })
+    .await
+    .expect("python task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "{stderr}\nthe streaming test needs the openai package"
+    );
+    assert!(output.status.success(), "openai_stream.py failed: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "openai_stream.py printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// The answer the simulator gives for `prompt`, asked directly (deterministic answers).
+async fn direct_answer(sim: &Sim, prompt: &str) -> String {
+    let url = format!("{}/v1/chat/completions", sim.url());
+    let r = send(&client(), &url, &[], chat("m", prompt, false)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .expect("content")
+        .to_owned()
+}
+
+fn seconds(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {key} in {report}"))
+}
+
+/// Every stream-failure sample on the page, summed.
+fn stream_failures(page: &str) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with("rollgate_proxy_stream_failures_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn stream_sim() -> Sim {
+    start_sim("stable", "m", |a| {
+        a.output_tokens = TOKENS;
+        a.tpot = Duration::from_millis(2);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openai_client_gets_every_event_through_the_gateway() {
+    let stable = stream_sim().await;
+    let gw = Gateway::start(&config(&stable, None, "", ""));
+    let prompt = "Explain canary releases in one breath";
+    let want = direct_answer(&stable, prompt).await;
+
+    let report = openai_stream(&gw.url("/v1"), "m", prompt).await;
+    eprintln!("openai client through the gateway: {report}");
+    // Every token event, the finish event and the usage event; `[DONE]` ended the iteration.
+    assert_eq!(report["content"], want.as_str(), "{report}");
+    assert_eq!(report["chunks"], TOKENS + 2, "{report}");
+    assert_eq!(report["finish_reason"], "stop", "{report}");
+    assert_eq!(report["usage"]["completion_tokens"], TOKENS, "{report}");
+
+    // The same stream's raw bytes, for `[DONE]` itself (the client consumes it silently).
+    let url = gw.url("/v1/chat/completions");
+    let raw = send(&client(), &url, &[], chat("m", prompt, true))
+        .await
+        .text();
+    assert!(raw.ends_with("data: [DONE]\n\n"), "{raw}");
+    assert_eq!(raw.matches("data: ").count(), TOKENS as usize + 2, "{raw}");
+
+    // The script's warm-up request, its stream and the raw stream.
+    let page = gw
+        .wait_metric(STABLE_2XX, 3.0, Duration::from_secs(5))
+        .await;
+    assert_eq!(stream_failures(&page), 0.0, "{page}");
+    assert_eq!(
+        metric(
+            &page,
+            r#"rollgate_proxy_time_to_first_token_seconds_count{model="m",variant="stable"}"#
+        ),
+        Some(2.0),
+        "the gateway saw both streams' first tokens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_after_the_first_event_does_not_hold_it_back() {
+    let stable = stream_sim().await;
+    stable.set_faults(Faults {
+        stall_first_event: Duration::from_secs(1),
+        ..Faults::default()
+    });
+    let gw = Gateway::start(&config(&stable, None, "", ""));
+    let prompt = "Say something, then think about it";
+    let want = direct_answer(&stable, prompt).await;
+
+    let report = openai_stream(&gw.url("/v1"), "m", prompt).await;
+    eprintln!("openai client, upstream pausing 1 s after the first event: {report}");
+    let (first, last) = (
+        seconds(&report, "first_chunk_s"),
+        seconds(&report, "last_chunk_s"),
+    );
+    assert!(
+        first < 0.3,
+        "first chunk after {first:.3} s: the gateway held it back"
+    );
+    assert!(
+        last >= 1.0,
+        "last chunk after {last:.3} s: the pause did not happen"
+    );
+    assert_eq!(report["content"], want.as_str(), "{report}");
+    assert_eq!(report["chunks"], TOKENS + 2, "{report}");
+
+    let page = gw
+        .wait_metric(STABLE_2XX, 2.0, Duration::from_secs(5))
+        .await;
+    assert_eq!(stream_failures(&page), 0.0, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_leaving_mid_stream_cancels_the_upstream() {
+    // 400 tokens at 25 ms: a 10 s stream, so an early stop can only be the cancellation.
+    let stable = start_sim("stable", "m", |a| {
+        a.output_tokens = 400;
+        a.tpot = Duration::from_millis(25);
+    })
+    .await;
+    let gw = Gateway::start(&config(&stable, None, "", ""));
+    let c = client();
+    let req = hyper::Request::post(gw.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat("m", "a long story", true))))
+        .expect("request");
+    let resp = c.request(req).await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.expect("a first frame").expect("frame");
+    let first = first.into_data().expect("data frame");
+    assert!(first.starts_with(b"data: {"), "{first:?}");
+    let running = r#"vllm:num_requests_running{model_name="m"}"#;
+    assert_eq!(metric(&stable.metrics_text(), running), Some(1.0));
+
+    let left = tokio::time::Instant::now();
+    drop(body);
+    drop(c);
+    let deadline = left + Duration::from_secs(3);
+    while metric(&stable.metrics_text(), running) != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upstream kept generating"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "upstream request ended {:?} after the client left",
+        left.elapsed()
+    );
+    let series = r#"rollgate_proxy_cancelled_total{model="m",variant="stable"}"#;
+    let page = gw.wait_metric(series, 1.0, Duration::from_secs(3)).await;
+    assert_eq!(
+        stream_failures(&page),
+        0.0,
+        "a client leaving is not a stream failure"
+    );
+    let inflight = r#"rollgate_proxy_inflight_requests{model="m",variant="stable"}"#;
+    assert_eq!(metric(&page, inflight), Some(0.0), "{page}");
+}

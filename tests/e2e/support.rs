@@ -1,0 +1,331 @@
+//! Test support: start the real binary with a config, start simulators, make requests.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rollgate_loadtest::sim::{self, Sim, SimArgs};
+use tokio::net::TcpListener;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// The real `rollgate run` process with its config in a private temp dir.
+pub struct Gateway {
+    child: Option<Child>,
+    pub data: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    /// stderr of the process (logs), collected by a thread.
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
+static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
+
+/// Held by tests that send thousands of requests or compare latencies, so that no two of them
+/// run at once: the one measuring would otherwise time the other's load.
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other heavy test runs; hold the guard for the whole test.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
+/// A fresh temp dir for one test.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("rollgate-test-{}-{tag}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+/// Starts a simulator on `127.0.0.1:0` serving `model`, answering with `x-sim-name: name`.
+pub async fn start_sim(name: &str, model: &str, tweak: impl FnOnce(&mut SimArgs)) -> Sim {
+    let mut args = SimArgs {
+        model: model.into(),
+        name: Some(name.into()),
+        ttft: Duration::from_millis(2),
+        tpot: Duration::from_millis(1),
+        output_tokens: 4,
+        ..SimArgs::default()
+    };
+    tweak(&mut args);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind sim");
+    sim::start(args, listener).await.expect("start sim")
+}
+
+/// A config with one model `m` in front of the given simulators; `extra` is appended to the
+/// model's mapping (indented by the caller with four spaces) and `top` to the top level.
+pub fn config(stable: &Sim, candidate: Option<&Sim>, model_extra: &str, top: &str) -> String {
+    let cand = candidate.map_or(String::new(), |c| {
+        format!(
+            "    candidate: {{ endpoints: [\"{}\"], engine: vllm, revision: v2 }}\n",
+            c.url()
+        )
+    });
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 2\n{top}models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"], engine: vllm }}\n{cand}{model_extra}",
+        stable.url()
+    )
+}
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A JSON chat body for model `m` with a given prompt.
+pub fn chat(model: &str, prompt: &str, stream: bool) -> String {
+    format!(
+        r#"{{"model":"{model}","stream":{stream},"messages":[{{"role":"user","content":"{prompt}"}}]}}"#
+    )
+}
+
+pub async fn send(
+    client: &HttpClient,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    let mut req = hyper::Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(body.into())).expect("request");
+    let resp = client.request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn get(client: &HttpClient, url: &str) -> Reply {
+    let req = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = client.request(req).await.expect("response");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// The value of a metric sample line (exact series text before the value), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+// === impl Reply ===
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Writes `yaml` to a temp dir and starts `rollgate run` on it; waits for it to be ready.
+    pub fn start(yaml: &str) -> Gateway {
+        let dir = temp_dir("gw");
+        let config = dir.join("rollgate.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollgate");
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().expect("logs");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+            panic!(
+                "rollgate exited before ready; logs:\n{}",
+                logs.lock().expect("logs")
+            )
+        });
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let addr = |key: &str| -> SocketAddr {
+            let start = ready
+                .find(key)
+                .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
+                + key.len();
+            let rest = &ready[start..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            rest[..end].parse().expect("address")
+        };
+        let data = addr("data=http://");
+        let admin = addr("admin=http://");
+        Gateway {
+            child: Some(child),
+            data,
+            admin,
+            dir,
+            config,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.data)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Replaces the config file atomically (write + rename), as a deploy tool would.
+    pub fn write_config(&self, yaml: &str) {
+        let tmp = self.dir.join("rollgate.yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, &self.config).expect("rename config");
+    }
+
+    pub async fn metrics(&self) -> String {
+        get(&client(), &self.admin_url("/metrics")).await.text()
+    }
+
+    /// Polls `/metrics` until `series` reads `want` (bounded); returns the page that did.
+    /// Counters move when a response body ends, which can be just after the client saw it.
+    pub async fn wait_metric(&self, series: &str, want: f64, limit: Duration) -> String {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let page = self.metrics().await;
+            let got = metric(&page, series);
+            if got == Some(want) {
+                return page;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is {got:?}, not {want}, after {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        get(&client(), &self.admin_url("/status")).await.json()
+    }
+
+    /// Asks for a reload through the admin API and returns its outcome.
+    pub async fn reload(&self) -> serde_json::Value {
+        let req = hyper::Request::post(self.admin_url("/reload"))
+            .body(Full::new(Bytes::new()))
+            .expect("req");
+        let resp = client().request(req).await.expect("reload");
+        serde_json::from_slice(&resp.into_body().collect().await.expect("body").to_bytes())
+            .expect("json")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill")
+            .args(["-s", sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -s {sig} {pid} failed");
+    }
+
+    /// Waits for the process to exit (bounded).
+    pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "rollgate did not exit within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// Polls the logs (bounded) until `done` holds; returns them. Logs reach the test through
+    /// a reader thread, a little after the gateway wrote them.
+    pub async fn wait_logs(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if done(&logs) {
+                return logs;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}; logs:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // Already exited is fine.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
