@@ -27,3 +27,6 @@ mod protocols;
 
 #[path = "e2e/cli.rs"]
 mod cli;
+
+#[path = "e2e/timeouts.rs"]
+mod timeouts;

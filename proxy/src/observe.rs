@@ -254,8 +254,18 @@ impl ModelStats {
         self.shadow_drops[reason as usize].fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn ejected(&self, candidate: bool) {
-        self.endpoint_ejections[usize::from(candidate)].fetch_add(1, Relaxed);
+    /// Records an exchange outcome on the endpoint (passive health) and counts an ejection it
+    /// caused against this model's backend role.
+    pub(crate) fn record(
+        &self,
+        ep: &crate::endpoint::EndpointState,
+        outcome: crate::endpoint::Outcome,
+        policy: &rollgate_config::Ejection,
+        candidate: bool,
+    ) {
+        if ep.record(outcome, policy, tokio::time::Instant::now()) {
+            self.endpoint_ejections[usize::from(candidate)].fetch_add(1, Relaxed);
+        }
     }
 
     pub fn observe(&self) -> ModelObservation {

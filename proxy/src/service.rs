@@ -16,10 +16,10 @@ use rollgate_config::{Cohort, Config, PPM_MAX};
 use tokio::time::Instant;
 
 use crate::body::{BodyError, Exchange, ObservedBody, RequestBody, ResponseBody, UpstreamBody};
-use crate::endpoint::{EndpointState, Outcome};
+use crate::endpoint::Outcome;
 use crate::error::{error_response, Reject, UpstreamError};
 use crate::handle::Shared;
-use crate::observe::StatusClass;
+use crate::observe::{ModelStats, StatusClass};
 use crate::pool::Pool;
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
 use crate::shadow::{is_sse, Capture, Mirror};
@@ -134,7 +134,14 @@ impl Worker {
         let key = r.key.map(u64::to_le_bytes);
         let key = key.as_ref().map(<[u8; 8]>::as_slice);
         let sent = self
-            .exchange(&backend.endpoints, key, parts, body, cfg)
+            .exchange(
+                &backend.endpoints,
+                key,
+                parts,
+                body,
+                cfg,
+                (&stats, variant == Variant::Candidate),
+            )
             .await;
         let (resp, ep_out, conn) = match sent {
             Ok(x) => x,
@@ -145,13 +152,12 @@ impl Worker {
         };
         let status = resp.status().as_u16();
         let ep = ep_out.endpoint();
-        if status >= 500 {
-            if ep.record(Outcome::Failure, &cfg.ejection, Instant::now()) {
-                stats.ejected(variant == Variant::Candidate);
-            }
+        let outcome = if status >= 500 {
+            Outcome::Failure
         } else {
-            ep.record(Outcome::Success, &cfg.ejection, Instant::now());
-        }
+            Outcome::Success
+        };
+        stats.record(ep, outcome, &cfg.ejection, variant == Variant::Candidate);
         let (mut head, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
         if cfg.routing.variant_header {
@@ -185,6 +191,7 @@ impl Worker {
         parts: hyper::http::request::Parts,
         body: RequestBody,
         cfg: &Config,
+        (stats, candidate): (&ModelStats, bool),
     ) -> Result<
         (
             Response<Incoming>,
@@ -203,7 +210,7 @@ impl Worker {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
-                    record_failure(ep, cfg);
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                     last = Some(e);
                     continue;
                 }
@@ -223,12 +230,12 @@ impl Worker {
                         if let Some(limit) = body_too_large(&err) {
                             return Err(Reject::BodyTooLarge(limit));
                         }
-                        record_failure(ep, cfg);
+                        stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                         return Err(Reject::Upstream(UpstreamError::Exchange(err)));
                     }
                 },
                 Err(_) => {
-                    record_failure(ep, cfg);
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                     return Err(Reject::UpstreamTimeout(cfg.upstream.response_timeout));
                 }
             }
@@ -259,10 +266,6 @@ fn drain_later(mut body: Incoming) {
         // Timing out just means the client was slow; the connection then closes.
         let _ = tokio::time::timeout(DRAIN_MAX_TIME, drain).await;
     });
-}
-
-fn record_failure(ep: &EndpointState, cfg: &Config) {
-    ep.record(Outcome::Failure, &cfg.ejection, Instant::now());
 }
 
 fn body_too_large(err: &hyper::Error) -> Option<u64> {

@@ -368,7 +368,8 @@ impl Mirror {
             Outcome::Success
         };
         let policy = self.shared.snapshot.load().config().ejection.clone();
-        ep.record(outcome, &policy, Instant::now());
+        // Shadow exchanges go to candidate endpoints: their failures eject them too.
+        self.endpoints.stats.record(ep, outcome, &policy, true);
         self.pool.put(conn);
         side.complete(status, cap, failed, sse);
         Ok(status)

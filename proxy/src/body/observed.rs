@@ -120,9 +120,10 @@ impl ObservedBody {
         );
         if broken {
             let ep = self.ex.outstanding.endpoint();
-            if ep.record(Outcome::Failure, &self.ex.ejection, Instant::now()) {
-                self.ex.stats.ejected(self.ex.variant == Variant::Candidate);
-            }
+            let candidate = self.ex.variant == Variant::Candidate;
+            self.ex
+                .stats
+                .record(ep, Outcome::Failure, &self.ex.ejection, candidate);
             self.ex.conn = None;
         } else if let Some(conn) = self.ex.conn.take() {
             self.ex.pool.put(conn);

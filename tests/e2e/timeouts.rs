@@ -1,0 +1,112 @@
+//! Limits and timeouts a user relies on: slowloris heads, upstream response and idle timeouts,
+//! and passive ejection of a dead endpoint without failing a request.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use rollgate_loadtest::sim::Faults;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_head_is_cut_after_the_header_timeout() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let gw = Gateway::start(&config(
+        &stable,
+        None,
+        "",
+        "limits: { header_read_timeout: 500ms }\n",
+    ));
+    let mut raw = std::net::TcpStream::connect(gw.data).expect("connect");
+    raw.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+        .expect("partial head");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    // A reset counts as closed too; what matters is that the server gave up, and when.
+    let _ = raw.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+    let r = send(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        &[],
+        chat("m", "hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_timeouts_answer_504_and_count_idle_streams() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let top = "upstream: { response_timeout: 300ms, idle_timeout: 300ms }\n";
+    let gw = Gateway::start(&config(&stable, None, "", top));
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+
+    stable.set_faults(Faults {
+        stall: Duration::from_secs(2),
+        ..Faults::default()
+    });
+    let r = send(&c, &url, &[], chat("m", "slow head", false)).await;
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_timeout");
+
+    stable.set_faults(Faults {
+        stall_first_event: Duration::from_secs(2),
+        ..Faults::default()
+    });
+    let req = hyper::Request::post(&url)
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(chat(
+            "m",
+            "idle stream",
+            true,
+        ))))
+        .expect("request");
+    let resp = c.request(req).await.expect("head arrives");
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(body.is_err(), "the stream must be cut, not completed");
+    let series =
+        r#"rollgate_proxy_stream_failures_total{model="m",variant="stable",reason="idle_timeout"}"#;
+    gw.wait_metric(series, 1.0, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_is_ejected_and_no_request_fails() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    // A port with nothing listening: bind, note the port, close.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\nejection: {{ consecutive_failures: 2, base: 30s }}\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://{dead}\", \"{}\"] }}\n",
+        stable.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    for i in 0..50 {
+        let r = send(
+            &c,
+            &gw.url("/v1/chat/completions"),
+            &[],
+            chat("m", &format!("q{i}"), false),
+        )
+        .await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    let series = r#"rollgate_proxy_endpoint_ejections_total{model="m",role="stable"}"#;
+    gw.wait_metric(series, 1.0, Duration::from_secs(3)).await;
+    assert_eq!(
+        stable.requests_total(),
+        50,
+        "every request reached the live endpoint"
+    );
+}
