@@ -122,6 +122,18 @@ fn diff_model(d: &mut Diff, path: &str, old: &Model, new: &Model) {
     }
     let affinity = join(path, "affinity");
     d.option(&affinity, &old.affinity, &new.affinity, describe_affinity);
+    let rollout = join(path, "rollout");
+    d.option(&rollout, &old.rollout, &new.rollout, describe_rollout);
+}
+
+fn describe_rollout(r: &crate::Rollout) -> String {
+    let steps: Vec<String> = r.steps.iter().map(|s| s.weight.to_string()).collect();
+    format!(
+        "shadow {}, steps [{}], approval {:?}",
+        r.shadow.as_ref().map_or("off".to_owned(), |s| s.sample.to_string()),
+        steps.join(", "),
+        r.approval
+    )
 }
 
 fn diff_backend(d: &mut Diff, path: &str, old: &Backend, new: &Backend) {

@@ -124,6 +124,117 @@ pub struct Model {
     pub shadow: Option<Shadow>,
     /// Consistent hashing of the cohort key onto endpoints (prefix/KV-cache warmth).
     pub affinity: Option<Affinity>,
+    /// The rollout plan for the candidate. Requires a candidate. Without it, `weight` and
+    /// `shadow` are applied as written and nothing is automated.
+    pub rollout: Option<Rollout>,
+}
+
+/// How a candidate is delivered: health and synthetic checks, shadow, canary steps, promote.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rollout {
+    /// Golden requests run against the candidate directly before it sees users, then every
+    /// `every` during Shadow and Canary.
+    pub synthetic: Option<Synthetic>,
+    /// Mirror phase before any user traffic reaches the candidate.
+    pub shadow: Option<ShadowPhase>,
+    /// Canary steps, strictly increasing weights, each held for its duration. May be empty
+    /// (straight to Promote after Shadow).
+    pub steps: Vec<Step>,
+    pub gates: Gates,
+    /// Samples (requests or pairs) a gate needs in its window before it can pass or fail.
+    /// Default 200.
+    pub min_samples: u64,
+    pub metric_errors: MetricErrors,
+    pub approval: Approval,
+    /// After a rollback, no new rollout of this model starts for this long. Default 5 min.
+    pub cooldown: Duration,
+    /// Longest time ValidateHealth may take before the rollout is rolled back. Default 5 min.
+    pub validate_timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Synthetic {
+    /// Suite file (YAML), relative to the config file's directory.
+    pub suite: PathBuf,
+    /// Period during Shadow and Canary. Default 30 s.
+    pub every: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowPhase {
+    pub sample: Ppm,
+    /// Minimum time in Shadow. Default 2 min.
+    pub duration: Duration,
+    /// Comparable shadow pairs needed before Shadow can pass. Default 200.
+    pub min_pairs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub weight: Ppm,
+    /// Minimum time at this weight (`for` in the file).
+    pub duration: Duration,
+}
+
+/// Gate thresholds; an absent gate is not evaluated.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Gates {
+    pub error_rate: Option<ErrorRateGate>,
+    pub latency_p99: Option<LatencyGate>,
+    pub ttft_p95: Option<LatencyGate>,
+    pub queue_time_p95: Option<LatencyGate>,
+    pub gpu_memory_used: Option<GpuMemoryGate>,
+    pub correctness: Option<CorrectnessGate>,
+}
+
+/// Failures (5xx, no response, failures after a 200) over requests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorRateGate {
+    pub max: Option<Ppm>,
+    /// Candidate rate may exceed stable's (same window) by at most this, significantly.
+    pub max_vs_stable: Option<Ppm>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LatencyGate {
+    pub max: Option<Duration>,
+    /// Candidate quantile may be at most this multiple of stable's (same window).
+    pub max_ratio_vs_stable: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GpuMemoryGate {
+    /// Highest share of GPU memory in use on any candidate endpoint.
+    pub max: Ppm,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CorrectnessGate {
+    /// Lowest share of comparable shadow pairs (and synthetic checks) that must agree.
+    pub min: f64,
+}
+
+/// What to do when signals cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricErrors {
+    /// Consecutive inconclusive evaluations caused by metric errors. Default 4.
+    pub limit: u32,
+    pub then: OnMetricErrors,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMetricErrors {
+    /// Stay at the current step (never promote) until signals return.
+    Hold,
+    /// Roll back.
+    Abort,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Approval {
+    Auto,
+    /// Wait for an operator's `approve` before Promote.
+    Manual,
 }
 
 /// A pool of endpoints serving one model revision.

@@ -115,7 +115,95 @@ pub(crate) struct RawModel {
     pub cohort: Field<RawCohort>,
     pub shadow: Field<RawShadow>,
     pub affinity: Field<RawAffinity>,
+    pub rollout: Field<RawRollout>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRollout {
+    pub synthetic: Field<RawSynthetic>,
+    pub shadow: Field<RawShadowPhase>,
+    pub steps: Field<Vec<Parsed<RawStep>>>,
+    pub gates: Field<RawGates>,
+    pub min_samples: Field<usize>,
+    pub metric_errors: Field<RawMetricErrors>,
+    pub approval: Field<String>,
+    pub cooldown: Field<Duration>,
+    pub validate_timeout: Field<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSynthetic {
+    pub suite: Field<PathBuf>,
+    pub every: Field<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShadowPhase {
+    pub sample: Field<Ppm>,
+    #[serde(rename = "for")]
+    pub duration: Field<Duration>,
+    pub min_pairs: Field<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStep {
+    pub weight: Field<Ppm>,
+    #[serde(rename = "for")]
+    pub duration: Field<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGates {
+    pub error_rate: Field<RawErrorRateGate>,
+    pub latency_p99: Field<RawLatencyGate>,
+    pub ttft_p95: Field<RawLatencyGate>,
+    pub queue_time_p95: Field<RawLatencyGate>,
+    pub gpu_memory_used: Field<RawMaxRatio>,
+    pub correctness: Field<RawMinShare>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawErrorRateGate {
+    pub max: Field<Ppm>,
+    /// Written with a sign: `+0.5%`.
+    pub max_vs_stable: Field<Delta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLatencyGate {
+    pub max: Field<Duration>,
+    pub max_ratio_vs_stable: Field<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMaxRatio {
+    pub max: Field<Ppm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMinShare {
+    pub min: Field<Ppm>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetricErrors {
+    pub limit: Field<u32>,
+    pub then: Field<String>,
+}
+
+/// An allowed increase over stable: `+0.5%` (the sign is optional; negative is an error).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delta(pub Ppm);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -275,6 +363,16 @@ sections!(
     RawCohort,
     RawShadow,
     RawAffinityOptions,
+    RawRollout,
+    RawSynthetic,
+    RawShadowPhase,
+    RawStep,
+    RawGates,
+    RawErrorRateGate,
+    RawLatencyGate,
+    RawMaxRatio,
+    RawMinShare,
+    RawMetricErrors,
 );
 
 /// Items keep their index even when some are unusable, so later errors point at the right one.
@@ -409,6 +507,19 @@ impl FromYaml for Ppm {
         let result = scalar_text(&value, "a ratio such as 10%")
             .and_then(|text| parse_ppm(&text).map_err(|e| e.to_string()));
         leaf(result, errors)
+    }
+}
+
+impl FromYaml for Delta {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = scalar_text(&value, "an increase such as +0.5%").and_then(|text| {
+            let t = text.trim();
+            if t.starts_with('-') {
+                return Err(format!("`{t}` is negative; write the allowed increase, e.g. +0.5%"));
+            }
+            parse_ppm(t.strip_prefix('+').unwrap_or(t)).map_err(|e| e.to_string())
+        });
+        leaf(result.map(Delta), errors)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::raw::{
 use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
 
 mod model;
+mod rollout;
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -157,6 +158,11 @@ impl Collect {
             self.error(key, format!("{bytes} bytes is too large for this platform"));
             default
         })
+    }
+
+    /// No error collected so far (rules that would only repeat an earlier error skip).
+    pub(crate) fn is_clean(&self) -> bool {
+        self.0.is_empty()
     }
 
     pub(crate) fn error(&mut self, key: &str, message: impl Into<String>) {

@@ -58,6 +58,13 @@ impl TryFrom<RawModel> for Model {
             Some(RawAffinity::Enabled(true)) => Some(Affinity::default()),
             Some(RawAffinity::Options(options)) => c.convert("affinity", options),
         };
+        let has_rollout = raw.rollout.is_some();
+        let rollout = c
+            .take("rollout", raw.rollout)
+            .and_then(|r| c.convert("rollout", r));
+        if has_rollout && !has_candidate {
+            c.error("rollout", "a rollout delivers a candidate; add `candidate` or remove `rollout`");
+        }
         let model = name.zip(stable).map(|(name, stable)| Model {
             name,
             default,
@@ -67,6 +74,7 @@ impl TryFrom<RawModel> for Model {
             cohort: cohort.unwrap_or(Cohort::Random),
             shadow,
             affinity,
+            rollout,
         });
         c.finish(model)
     }

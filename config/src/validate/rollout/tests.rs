@@ -1,0 +1,96 @@
+use std::time::Duration;
+
+use crate::{parse, Approval, OnMetricErrors, Ppm};
+
+fn model_with(rollout: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2 }}\n    rollout:\n{rollout}"
+    )
+}
+
+#[test]
+fn the_documented_rollout_parses() {
+    let yaml = model_with(
+        "      synthetic: { suite: golden/chat-small.yaml, every: 30s }
+      shadow:    { sample: 20%, for: 2m, min_pairs: 200 }
+      steps:     [ {weight: 1%, for: 1m}, {weight: 5%, for: 2m}, {weight: 25%, for: 5m}, {weight: 50%, for: 5m} ]
+      gates:
+        error_rate:      { max: 1%, max_vs_stable: +0.5% }
+        latency_p99:     { max: 2s, max_ratio_vs_stable: 1.2 }
+        ttft_p95:        { max: 800ms }
+        queue_time_p95:  { max: 500ms }
+        gpu_memory_used: { max: 92% }
+        correctness:     { min: 0.98 }
+      min_samples: 200
+      metric_errors: { limit: 4, then: hold }
+      approval: manual
+",
+    );
+    let config = parse(&yaml).expect("valid");
+    let r = config.models[0].rollout.as_ref().expect("rollout");
+    assert_eq!(r.steps.len(), 4);
+    assert_eq!(r.steps[2].weight, Ppm::new(250_000).expect("ppm"));
+    assert_eq!(r.steps[0].duration, Duration::from_secs(60));
+    let shadow = r.shadow.as_ref().expect("shadow");
+    assert_eq!((shadow.sample.get(), shadow.duration, shadow.min_pairs), (200_000, Duration::from_secs(120), 200));
+    let e = r.gates.error_rate.as_ref().expect("error gate");
+    assert_eq!((e.max.map(Ppm::get), e.max_vs_stable.map(Ppm::get)), (Some(10_000), Some(5_000)));
+    assert_eq!(r.gates.latency_p99.as_ref().and_then(|l| l.max_ratio_vs_stable), Some(1.2));
+    assert_eq!(r.gates.gpu_memory_used.as_ref().map(|g| g.max.get()), Some(920_000));
+    assert!((r.gates.correctness.as_ref().expect("correctness").min - 0.98).abs() < 1e-12);
+    assert_eq!((r.metric_errors.limit, r.metric_errors.then), (4, OnMetricErrors::Hold));
+    assert_eq!(r.approval, Approval::Manual);
+    assert_eq!(r.synthetic.as_ref().map(|s| s.every), Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn defaults_apply_to_an_empty_rollout() {
+    let config = parse(&model_with("      steps: [ {weight: 50%, for: 10s} ]\n")).expect("valid");
+    let r = config.models[0].rollout.as_ref().expect("rollout");
+    assert_eq!(r.min_samples, 200);
+    assert_eq!(r.approval, Approval::Auto);
+    assert_eq!(r.metric_errors.then, OnMetricErrors::Hold);
+    assert_eq!(r.cooldown, Duration::from_secs(300));
+    assert!(r.gates.error_rate.is_none());
+}
+
+#[test]
+fn every_rollout_mistake_is_reported_with_its_path() {
+    let yaml = model_with(
+        "      steps: [ {weight: 10%, for: 1m}, {weight: 5%, for: 1m}, {weight: 0, for: 0s} ]
+      gates:
+        error_rate: { max_vs_stable: -1% }
+        latency_p99: { max_ratio_vs_stable: 0.5 }
+        ttft_p95: {}
+        gpu_memory_used: { max: 120% }
+        bogus: { max: 1 }
+      metric_errors: { then: explode }
+      approval: sometimes
+      shadow: { for: 1m }
+",
+    );
+    let errors = parse(&yaml).expect_err("invalid");
+    let text = errors.to_string();
+    for path in [
+        "models[0].rollout.steps[1].weight",
+        "models[0].rollout.steps[2].weight",
+        "models[0].rollout.steps[2].for",
+        "models[0].rollout.gates.error_rate.max_vs_stable",
+        "models[0].rollout.gates.latency_p99.max_ratio_vs_stable",
+        "models[0].rollout.gates.ttft_p95",
+        "models[0].rollout.gates.gpu_memory_used.max",
+        "models[0].rollout.gates.bogus",
+        "models[0].rollout.metric_errors.then",
+        "models[0].rollout.approval",
+        "models[0].rollout.shadow.sample",
+    ] {
+        assert!(text.contains(&format!("{path}:")), "missing {path} in:\n{text}");
+    }
+}
+
+#[test]
+fn a_rollout_needs_a_candidate() {
+    let yaml = "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:1\"] }\n    rollout: { steps: [ {weight: 10%, for: 1m} ] }\n";
+    let text = parse(yaml).expect_err("invalid").to_string();
+    assert!(text.contains("models[0].rollout: a rollout delivers a candidate"), "{text}");
+}
