@@ -5,6 +5,7 @@
 
 mod admin;
 mod reload;
+pub mod rollout;
 mod status;
 
 pub use admin::{local_addr, serve_admin, AdminServer};

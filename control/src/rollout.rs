@@ -1,0 +1,16 @@
+//! The rollout engine: a pure `decide(state, inputs) -> (state, actions)` over the lifecycle
+//! `Deploy → ValidateHealth → Shadow → Canary(step) → Promote → Full`, or `Rollback → Previous`,
+//! with `Paused` and pins from operators; and the gates whose verdicts drive it.
+//!
+//! `decide` does no I/O and reads no clock: the driver passes the time and the signals in and
+//! executes the actions in order (traffic first, then persist, publish, cleanup).
+
+mod decide;
+mod gates;
+mod stats;
+
+pub use decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
+pub use gates::{
+    evaluate, Correctness, Dist, Evaluation, GateInputs, GateResult, VariantWindow, Verdict,
+};
+pub use stats::{wilson, z_for};

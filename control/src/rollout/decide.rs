@@ -1,0 +1,422 @@
+//! The rollout state machine. Pure: no clock, no I/O; table-tested.
+
+use rollgate_config::{Approval, OnMetricErrors, Rollout, PPM_MAX};
+use serde::{Deserialize, Serialize};
+
+use super::gates::{Evaluation, Verdict};
+
+/// Where a model's rollout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "phase", content = "step")]
+pub enum Phase {
+    /// No candidate or no rollout plan: traffic is as the config says.
+    Idle,
+    Deploy,
+    ValidateHealth,
+    Shadow,
+    /// Canary at `steps[i]`.
+    Canary(usize),
+    Promote,
+    Full,
+    Rollback,
+    /// Rolled back: stable serves everything; the failed revision waits for a config change.
+    Previous,
+}
+
+/// The persisted state of one model's rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    /// Fingerprint of the candidate this state is about.
+    pub candidate: Option<String>,
+    pub phase: Phase,
+    /// Unix milliseconds when the current phase (or step) began.
+    pub entered_ms: u64,
+    /// Candidate weight and mirror sample in ppm, as last applied.
+    pub weight: u32,
+    pub mirror: u32,
+    /// Candidates rolled back; not retried until the config changes them.
+    pub failed: Vec<String>,
+    pub cooldown_until_ms: u64,
+    /// Consecutive inconclusive evaluations caused by metric errors.
+    pub metric_error_streak: u32,
+    pub approved: bool,
+    /// Operator pause (reason); automation holds, traffic stays.
+    pub paused: Option<String>,
+    /// Operator pin of the candidate weight (ppm); automation holds.
+    pub pinned: Option<u32>,
+    /// Why the last transition happened.
+    pub reason: String,
+}
+
+/// Health of the candidate's endpoints as the driver sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    Passing,
+    Failing,
+    Unknown,
+}
+
+/// The synthetic suite's latest run for this candidate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyntheticState {
+    /// No suite configured.
+    None,
+    Pending,
+    Passed,
+    Failed(String),
+}
+
+/// Operator commands (break-glass), applied before automation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Pause(String),
+    Resume,
+    Abort(String),
+    Promote,
+    Approve,
+    Pin(u32),
+    Unpin,
+}
+
+#[derive(Debug)]
+pub struct Inputs<'a> {
+    pub now_ms: u64,
+    /// Fingerprint of the configured candidate, if any.
+    pub candidate: Option<&'a str>,
+    pub rollout: Option<&'a Rollout>,
+    /// Gate evaluation over the current phase's window.
+    pub evaluation: Option<&'a Evaluation>,
+    pub health: Health,
+    pub synthetic: &'a SyntheticState,
+    pub command: Option<Command>,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// One snapshot swap: candidate weight and mirror sample (ppm).
+    SetTraffic {
+        weight: u32,
+        mirror: u32,
+    },
+    /// Start a new observation window (a phase or step began).
+    ResetWindow,
+    /// Run the synthetic suite against the candidate now.
+    RunSynthetic,
+    Persist,
+    Publish,
+    /// Idempotent cleanup after a rollback or promotion.
+    Cleanup,
+}
+
+// === impl RolloutState ===
+
+impl RolloutState {
+    pub fn idle() -> RolloutState {
+        RolloutState {
+            candidate: None,
+            phase: Phase::Idle,
+            entered_ms: 0,
+            weight: 0,
+            mirror: 0,
+            failed: Vec::new(),
+            cooldown_until_ms: 0,
+            metric_error_streak: 0,
+            approved: false,
+            paused: None,
+            pinned: None,
+            reason: String::new(),
+        }
+    }
+
+    fn enter(&mut self, phase: Phase, now_ms: u64, reason: impl Into<String>) {
+        self.phase = phase;
+        self.entered_ms = now_ms;
+        self.metric_error_streak = 0;
+        self.reason = reason.into();
+    }
+}
+
+/// One step of the state machine.
+pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<Action>) {
+    let mut s = state.clone();
+    let mut actions = Vec::new();
+    let before = (
+        s.weight,
+        s.mirror,
+        s.phase,
+        s.paused.clone(),
+        s.pinned,
+        s.approved,
+    );
+
+    let (Some(candidate), Some(plan)) = (inputs.candidate, inputs.rollout) else {
+        if s.phase != Phase::Idle {
+            s.enter(
+                Phase::Idle,
+                inputs.now_ms,
+                "no candidate or no rollout plan",
+            );
+            s.candidate = None;
+        }
+        return finish(state, s, before, actions);
+    };
+    if s.candidate.as_deref() != Some(candidate) {
+        new_candidate(&mut s, candidate, inputs.now_ms);
+    }
+    if let Some(cmd) = inputs.command.clone() {
+        command(&mut s, cmd, plan, inputs.now_ms);
+    }
+    if s.paused.is_none() && s.pinned.is_none() {
+        advance(&mut s, plan, inputs, &mut actions);
+    }
+    if let Some(pin) = s.pinned {
+        s.weight = pin;
+        s.mirror = 0;
+    }
+    finish(state, s, before, actions)
+}
+
+type Before = (u32, u32, Phase, Option<String>, Option<u32>, bool);
+
+/// Appends traffic, window, persist and publish actions for what changed, in contract order.
+fn finish(
+    old: &RolloutState,
+    s: RolloutState,
+    before: Before,
+    mut actions: Vec<Action>,
+) -> (RolloutState, Vec<Action>) {
+    let traffic = (s.weight, s.mirror) != (before.0, before.1);
+    let mut ordered = Vec::new();
+    if traffic {
+        ordered.push(Action::SetTraffic {
+            weight: s.weight,
+            mirror: s.mirror,
+        });
+    }
+    let phase_changed = s.phase != before.2 || s.entered_ms != old.entered_ms;
+    if phase_changed {
+        ordered.push(Action::ResetWindow);
+    }
+    if s != *old {
+        ordered.push(Action::Persist);
+    }
+    if phase_changed
+        || traffic
+        || (s.paused.clone(), s.pinned, s.approved) != (before.3, before.4, before.5)
+    {
+        ordered.push(Action::Publish);
+    }
+    ordered.append(&mut actions);
+    (s, ordered)
+}
+
+fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
+    s.candidate = Some(candidate.to_owned());
+    s.approved = false;
+    s.weight = 0;
+    s.mirror = 0;
+    if s.failed.iter().any(|f| f == candidate) {
+        s.enter(
+            Phase::Previous,
+            now,
+            "this candidate was rolled back; change it in the config to retry",
+        );
+    } else {
+        s.enter(Phase::Deploy, now, "new candidate");
+    }
+}
+
+fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {
+    match cmd {
+        Command::Pause(reason) => s.paused = Some(reason),
+        Command::Resume => s.paused = None,
+        Command::Pin(w) => s.pinned = Some(w.min(PPM_MAX)),
+        Command::Unpin => s.pinned = None,
+        Command::Approve => s.approved = true,
+        Command::Abort(reason) => rollback(s, plan, now, format!("aborted by operator: {reason}")),
+        Command::Promote => {
+            if !matches!(s.phase, Phase::Previous | Phase::Full | Phase::Idle) {
+                s.approved = true;
+                s.enter(Phase::Promote, now, "promoted by operator");
+            }
+        }
+    }
+}
+
+fn rollback(s: &mut RolloutState, plan: &Rollout, now: u64, reason: String) {
+    if let Some(c) = s.candidate.clone() {
+        if !s.failed.contains(&c) {
+            s.failed.push(c);
+        }
+    }
+    s.weight = 0;
+    s.mirror = 0;
+    s.pinned = None;
+    s.cooldown_until_ms = now.saturating_add(plan.cooldown.as_millis() as u64);
+    s.enter(Phase::Previous, now, reason);
+}
+
+fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut Vec<Action>) {
+    let now = i.now_ms;
+    let elapsed = now.saturating_sub(s.entered_ms);
+    match s.phase {
+        Phase::Idle | Phase::Previous | Phase::Full => {}
+        Phase::Rollback => rollback(s, plan, now, s.reason.clone()),
+        Phase::Deploy => {
+            if now < s.cooldown_until_ms {
+                s.reason = "cooling down after a rollback".into();
+                return;
+            }
+            s.weight = 0;
+            s.mirror = 0;
+            s.enter(Phase::ValidateHealth, now, "candidate deployed; validating");
+            if *i.synthetic != SyntheticState::None {
+                actions.push(Action::RunSynthetic);
+            }
+        }
+        Phase::ValidateHealth => {
+            if let SyntheticState::Failed(why) = i.synthetic {
+                return rollback(s, plan, now, format!("synthetic checks failed: {why}"));
+            }
+            if i.health == Health::Failing {
+                return rollback(s, plan, now, "candidate health check failed".into());
+            }
+            let synthetic_ok = matches!(i.synthetic, SyntheticState::None | SyntheticState::Passed);
+            if i.health == Health::Passing && synthetic_ok {
+                next_after(s, plan, None, now);
+            } else if elapsed >= plan.validate_timeout.as_millis() as u64 {
+                rollback(s, plan, now, "validation timed out".into());
+            }
+        }
+        Phase::Shadow | Phase::Canary(_) => gated(s, plan, i, elapsed, actions),
+        Phase::Promote => {
+            if plan.approval == Approval::Manual && !s.approved {
+                s.reason = "waiting for manual approval".into();
+                return;
+            }
+            s.weight = PPM_MAX;
+            s.mirror = 0;
+            s.enter(Phase::Full, now, "promoted");
+            actions.push(Action::Cleanup);
+        }
+    }
+}
+
+/// Shadow and Canary: fail → rollback at once; pass after the hold time → next; metric errors
+/// past the limit → hold or abort.
+fn gated(
+    s: &mut RolloutState,
+    plan: &Rollout,
+    i: &Inputs<'_>,
+    elapsed: u64,
+    actions: &mut Vec<Action>,
+) {
+    let now = i.now_ms;
+    let (hold_ms, label) = match s.phase {
+        Phase::Shadow => (
+            plan.shadow
+                .as_ref()
+                .map_or(0, |p| p.duration.as_millis() as u64),
+            "shadow".to_owned(),
+        ),
+        Phase::Canary(k) => (
+            plan.steps
+                .get(k)
+                .map_or(0, |st| st.duration.as_millis() as u64),
+            format!("step {}", k + 1),
+        ),
+        _ => return,
+    };
+    if let SyntheticState::Failed(why) = i.synthetic {
+        return rollback(
+            s,
+            plan,
+            now,
+            format!("synthetic checks failed during {label}: {why}"),
+        );
+    }
+    let Some(eval) = i.evaluation else { return };
+    match eval.verdict {
+        Verdict::Fail => {
+            let why: Vec<String> = eval
+                .results
+                .iter()
+                .filter(|r| r.verdict == Verdict::Fail)
+                .map(|r| format!("{}: {}", r.gate, r.reason))
+                .collect();
+            rollback(
+                s,
+                plan,
+                now,
+                format!("gate failed during {label}: {}", why.join("; ")),
+            );
+        }
+        Verdict::Inconclusive => {
+            if eval.metric_error {
+                s.metric_error_streak += 1;
+                if s.metric_error_streak >= plan.metric_errors.limit {
+                    if plan.metric_errors.then == OnMetricErrors::Abort {
+                        return rollback(
+                            s,
+                            plan,
+                            now,
+                            format!(
+                                "signals unreadable {} times in a row",
+                                s.metric_error_streak
+                            ),
+                        );
+                    }
+                    s.reason = format!(
+                        "holding: signals unreadable {} times in a row",
+                        s.metric_error_streak
+                    );
+                }
+            }
+        }
+        Verdict::Pass => {
+            s.metric_error_streak = 0;
+            if elapsed >= hold_ms {
+                next_after(s, plan, Some(s.phase), now);
+                if *i.synthetic != SyntheticState::None {
+                    actions.push(Action::RunSynthetic);
+                }
+            }
+        }
+    }
+}
+
+/// The phase after `from` (None = after ValidateHealth) in the plan's order.
+fn next_after(s: &mut RolloutState, plan: &Rollout, from: Option<Phase>, now: u64) {
+    let first_step = if plan.steps.is_empty() {
+        Phase::Promote
+    } else {
+        Phase::Canary(0)
+    };
+    let next = match from {
+        None if plan.shadow.is_some() => Phase::Shadow,
+        None | Some(Phase::Shadow) => first_step,
+        Some(Phase::Canary(k)) if k + 1 < plan.steps.len() => Phase::Canary(k + 1),
+        _ => Phase::Promote,
+    };
+    let (weight, mirror) = match next {
+        Phase::Shadow => (0, plan.shadow.as_ref().map_or(0, |p| p.sample.get())),
+        Phase::Canary(k) => (plan.steps.get(k).map_or(0, |st| st.weight.get()), 0),
+        _ => (s.weight, 0),
+    };
+    s.weight = weight;
+    s.mirror = mirror;
+    let reason = match next {
+        Phase::Shadow => "validated; mirroring".to_owned(),
+        Phase::Canary(k) => format!(
+            "gates passed; canary step {} at {:.4} %",
+            k + 1,
+            f64::from(weight) / 1e4
+        ),
+        _ => "all steps passed".to_owned(),
+    };
+    s.enter(next, now, reason);
+}
+
+#[cfg(test)]
+mod tests;

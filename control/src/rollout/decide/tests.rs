@@ -1,0 +1,472 @@
+use std::time::Duration;
+
+use rollgate_config::{
+    Approval, MetricErrors, OnMetricErrors, Ppm, Rollout, ShadowPhase, Step, PPM_MAX,
+};
+
+use super::*;
+use crate::rollout::gates::{Evaluation, GateResult, Verdict};
+
+fn plan() -> Rollout {
+    Rollout {
+        synthetic: None,
+        shadow: Some(ShadowPhase {
+            sample: ppm(200_000),
+            duration: Duration::from_secs(60),
+            min_pairs: 10,
+        }),
+        steps: vec![
+            Step {
+                weight: ppm(10_000),
+                duration: Duration::from_secs(60),
+            },
+            Step {
+                weight: ppm(250_000),
+                duration: Duration::from_secs(60),
+            },
+        ],
+        gates: Default::default(),
+        min_samples: 10,
+        metric_errors: MetricErrors {
+            limit: 3,
+            then: OnMetricErrors::Hold,
+        },
+        approval: Approval::Auto,
+        cooldown: Duration::from_secs(300),
+        validate_timeout: Duration::from_secs(120),
+    }
+}
+
+fn ppm(v: u32) -> Ppm {
+    Ppm::new(v).expect("ppm")
+}
+
+fn eval(verdict: Verdict, metric_error: bool) -> Evaluation {
+    Evaluation {
+        verdict,
+        metric_error,
+        results: vec![GateResult {
+            gate: "error_rate",
+            verdict,
+            value: None,
+            threshold: None,
+            samples: 100,
+            reason: "because".into(),
+            metric_error,
+        }],
+    }
+}
+
+struct Tick<'a> {
+    at_s: u64,
+    eval: Option<Evaluation>,
+    health: Health,
+    synthetic: SyntheticState,
+    command: Option<Command>,
+    candidate: Option<&'a str>,
+}
+
+fn at(at_s: u64) -> Tick<'static> {
+    Tick {
+        at_s,
+        eval: None,
+        health: Health::Passing,
+        synthetic: SyntheticState::None,
+        command: None,
+        candidate: Some("v2"),
+    }
+}
+
+fn run(state: &RolloutState, plan: &Rollout, step: &Tick<'_>) -> (RolloutState, Vec<Action>) {
+    let inputs = Inputs {
+        now_ms: step.at_s * 1000,
+        candidate: step.candidate,
+        rollout: Some(plan),
+        evaluation: step.eval.as_ref(),
+        health: step.health,
+        synthetic: &step.synthetic,
+        command: step.command.clone(),
+    };
+    decide(state, &inputs)
+}
+
+fn pass(at_s: u64) -> Tick<'static> {
+    Tick {
+        eval: Some(eval(Verdict::Pass, false)),
+        ..at(at_s)
+    }
+}
+
+#[test]
+fn a_good_candidate_walks_every_phase_to_full() {
+    let p = plan();
+    let mut s = RolloutState::idle();
+    let expected = [
+        // Deploy is passed through on the first tick: the candidate is known, validation starts.
+        (at(0), Phase::ValidateHealth, 0, 0),
+        (at(2), Phase::Shadow, 0, 200_000),
+        (pass(30), Phase::Shadow, 0, 200_000), // held: 60 s not over
+        (pass(62), Phase::Canary(0), 10_000, 0),
+        (pass(100), Phase::Canary(0), 10_000, 0),
+        (pass(122), Phase::Canary(1), 250_000, 0),
+        (pass(182), Phase::Promote, 250_000, 0),
+        (at(183), Phase::Full, PPM_MAX, 0),
+        (pass(999), Phase::Full, PPM_MAX, 0),
+    ];
+    for (i, (step, phase, weight, mirror)) in expected.iter().enumerate() {
+        let (next, actions) = run(&s, &p, step);
+        assert_eq!(
+            (next.phase, next.weight, next.mirror),
+            (*phase, *weight, *mirror),
+            "row {i}: {}",
+            next.reason
+        );
+        if (next.weight, next.mirror) != (s.weight, s.mirror) {
+            assert_eq!(
+                actions.first(),
+                Some(&Action::SetTraffic {
+                    weight: *weight,
+                    mirror: *mirror
+                }),
+                "row {i}: traffic first"
+            );
+        }
+        s = next;
+    }
+}
+
+#[test]
+fn a_failing_gate_rolls_back_at_once_traffic_first_and_is_not_retried() {
+    let p = plan();
+    let mut s = RolloutState::idle();
+    for step in [at(0), at(1), at(2), pass(62)] {
+        s = run(&s, &p, &step).0;
+    }
+    assert_eq!(s.phase, Phase::Canary(0));
+    let (s, actions) = run(
+        &s,
+        &p,
+        &Tick {
+            eval: Some(eval(Verdict::Fail, false)),
+            ..at(63)
+        },
+    );
+    assert_eq!((s.phase, s.weight, s.mirror), (Phase::Previous, 0, 0));
+    assert!(s.reason.contains("error_rate"), "{}", s.reason);
+    assert_eq!(
+        &actions[..3],
+        &[
+            Action::SetTraffic {
+                weight: 0,
+                mirror: 0
+            },
+            Action::ResetWindow,
+            Action::Persist
+        ]
+    );
+    assert!(actions.contains(&Action::Publish));
+    // The same candidate stays rolled back, across any number of ticks.
+    let (s2, _) = run(&s, &p, &pass(5000));
+    assert_eq!((s2.phase, s2.weight), (Phase::Previous, 0));
+    // A changed candidate starts again, after the cooldown.
+    let mut s3 = run(
+        &s2,
+        &p,
+        &Tick {
+            candidate: Some("v3"),
+            ..at(100)
+        },
+    )
+    .0;
+    assert_eq!(s3.phase, Phase::Deploy, "{}", s3.reason);
+    s3 = run(
+        &s3,
+        &p,
+        &Tick {
+            candidate: Some("v3"),
+            ..at(200)
+        },
+    )
+    .0;
+    assert_eq!(s3.phase, Phase::Deploy, "cooling down until 363 s");
+    s3 = run(
+        &s3,
+        &p,
+        &Tick {
+            candidate: Some("v3"),
+            ..at(364)
+        },
+    )
+    .0;
+    assert_eq!(s3.phase, Phase::ValidateHealth);
+    // Going back to the failed one is not a retry either.
+    let s4 = run(&s3, &p, &at(400)).0;
+    assert_eq!(s4.phase, Phase::Previous);
+}
+
+#[test]
+fn inconclusive_never_promotes_and_metric_errors_hold_or_abort() {
+    for (then, want) in [
+        (OnMetricErrors::Hold, Phase::Canary(0)),
+        (OnMetricErrors::Abort, Phase::Previous),
+    ] {
+        let mut p = plan();
+        p.metric_errors.then = then;
+        let mut s = RolloutState::idle();
+        for step in [at(0), at(1), at(2), pass(62)] {
+            s = run(&s, &p, &step).0;
+        }
+        for t in 0..5 {
+            s = run(
+                &s,
+                &p,
+                &Tick {
+                    eval: Some(eval(Verdict::Inconclusive, true)),
+                    ..at(200 + t)
+                },
+            )
+            .0;
+        }
+        assert_eq!(s.phase, want, "{then:?}: {}", s.reason);
+        // Plain inconclusive (too few samples) holds forever without counting as errors.
+        let mut h = RolloutState {
+            phase: Phase::Canary(0),
+            candidate: Some("v2".into()),
+            weight: 10_000,
+            ..RolloutState::idle()
+        };
+        for t in 0..10 {
+            h = run(
+                &h,
+                &p,
+                &Tick {
+                    eval: Some(eval(Verdict::Inconclusive, false)),
+                    ..at(1000 + t)
+                },
+            )
+            .0;
+        }
+        assert_eq!((h.phase, h.metric_error_streak), (Phase::Canary(0), 0));
+    }
+}
+
+#[test]
+fn validation_failures_keep_users_away_from_the_candidate() {
+    let p = Rollout {
+        synthetic: None,
+        ..plan()
+    };
+    let cases = [
+        (Health::Failing, SyntheticState::None, Phase::Previous),
+        (
+            Health::Passing,
+            SyntheticState::Failed("capital: expected Paris".into()),
+            Phase::Previous,
+        ),
+        (
+            Health::Passing,
+            SyntheticState::Pending,
+            Phase::ValidateHealth,
+        ),
+        (Health::Unknown, SyntheticState::None, Phase::ValidateHealth),
+        (Health::Passing, SyntheticState::Passed, Phase::Shadow),
+    ];
+    for (health, synthetic, want) in cases {
+        let s = run(&RolloutState::idle(), &p, &at(0)).0;
+        let s = run(
+            &s,
+            &p,
+            &Tick {
+                health,
+                synthetic: synthetic.clone(),
+                ..at(1)
+            },
+        )
+        .0;
+        let (s, _) = run(
+            &s,
+            &p,
+            &Tick {
+                health,
+                synthetic: synthetic.clone(),
+                ..at(2)
+            },
+        );
+        assert_eq!(s.phase, want, "{health:?} {synthetic:?}: {}", s.reason);
+        assert_eq!(s.weight, 0, "no user traffic before validation passes");
+    }
+    // Validation that never completes times out into a rollback.
+    let s = run(&RolloutState::idle(), &p, &at(0)).0;
+    let s = run(
+        &s,
+        &p,
+        &Tick {
+            health: Health::Unknown,
+            ..at(1)
+        },
+    )
+    .0;
+    let s = run(
+        &s,
+        &p,
+        &Tick {
+            health: Health::Unknown,
+            ..at(200)
+        },
+    )
+    .0;
+    assert_eq!(s.phase, Phase::Previous);
+}
+
+#[test]
+fn manual_approval_waits_in_promote() {
+    let p = Rollout {
+        approval: Approval::Manual,
+        steps: vec![],
+        shadow: None,
+        ..plan()
+    };
+    let mut s = RolloutState::idle();
+    for step in [at(0), at(1), at(2)] {
+        s = run(&s, &p, &step).0;
+    }
+    assert_eq!(s.phase, Phase::Promote);
+    s = run(&s, &p, &at(50)).0;
+    assert_eq!(s.phase, Phase::Promote, "{}", s.reason);
+    s = run(
+        &s,
+        &p,
+        &Tick {
+            command: Some(Command::Approve),
+            ..at(51)
+        },
+    )
+    .0;
+    assert_eq!((s.phase, s.weight), (Phase::Full, PPM_MAX));
+}
+
+#[test]
+fn pause_and_pin_stop_the_automation_until_released() {
+    let p = plan();
+    let mut s = RolloutState::idle();
+    for step in [at(0), at(1), at(2), pass(62)] {
+        s = run(&s, &p, &step).0;
+    }
+    s = run(
+        &s,
+        &p,
+        &Tick {
+            command: Some(Command::Pause("investigating".into())),
+            ..pass(63)
+        },
+    )
+    .0;
+    let paused = run(&s, &p, &pass(500)).0;
+    assert_eq!(
+        (paused.phase, paused.weight),
+        (Phase::Canary(0), 10_000),
+        "paused holds the step"
+    );
+    let failing = run(
+        &paused,
+        &p,
+        &Tick {
+            eval: Some(eval(Verdict::Fail, false)),
+            ..at(501)
+        },
+    )
+    .0;
+    assert_eq!(
+        failing.phase,
+        Phase::Canary(0),
+        "paused means no automatic action at all"
+    );
+    let (pinned, actions) = run(
+        &failing,
+        &p,
+        &Tick {
+            command: Some(Command::Pin(500_000)),
+            ..at(502)
+        },
+    );
+    assert_eq!(pinned.weight, 500_000);
+    assert_eq!(
+        actions[0],
+        Action::SetTraffic {
+            weight: 500_000,
+            mirror: 0
+        }
+    );
+    let resumed = run(
+        &pinned,
+        &p,
+        &Tick {
+            command: Some(Command::Resume),
+            ..pass(600)
+        },
+    )
+    .0;
+    assert_eq!(
+        resumed.weight, 500_000,
+        "the pin holds after resume until unpinned"
+    );
+    let unpinned = run(
+        &resumed,
+        &p,
+        &Tick {
+            command: Some(Command::Unpin),
+            ..pass(601)
+        },
+    )
+    .0;
+    assert_eq!(unpinned.phase, Phase::Canary(1));
+    assert_eq!(unpinned.weight, 250_000);
+}
+
+#[test]
+fn abort_rolls_back_and_no_candidate_goes_idle() {
+    let p = plan();
+    let mut s = RolloutState::idle();
+    for step in [at(0), at(1), at(2), pass(62)] {
+        s = run(&s, &p, &step).0;
+    }
+    let aborted = run(
+        &s,
+        &p,
+        &Tick {
+            command: Some(Command::Abort("bad vibes".into())),
+            ..at(70)
+        },
+    )
+    .0;
+    assert_eq!((aborted.phase, aborted.weight), (Phase::Previous, 0));
+    assert!(aborted.reason.contains("bad vibes"));
+    let idle = run(
+        &aborted,
+        &p,
+        &Tick {
+            candidate: None,
+            ..at(80)
+        },
+    )
+    .0;
+    assert_eq!(idle.phase, Phase::Idle);
+    assert_eq!(
+        idle.failed,
+        vec!["v2".to_owned()],
+        "the failed list survives"
+    );
+}
+
+#[test]
+fn the_state_round_trips_through_json() {
+    let s = RolloutState {
+        phase: Phase::Canary(1),
+        candidate: Some("v2".into()),
+        weight: 250_000,
+        ..RolloutState::idle()
+    };
+    let text = serde_json::to_string(&s).expect("json");
+    let back: RolloutState = serde_json::from_str(&text).expect("parse");
+    assert_eq!(back, s);
+}

@@ -1,0 +1,230 @@
+use std::time::Duration;
+
+use rollgate_config::{CorrectnessGate, ErrorRateGate, Gates, GpuMemoryGate, LatencyGate, Ppm};
+
+use super::*;
+
+/// `n` requests, `k` failures, latencies all at `secs` (placed in a bucket grid).
+fn window(n: u64, k: u64, secs: f64) -> VariantWindow {
+    VariantWindow {
+        requests: n,
+        failures: k,
+        latency: dist(n, secs),
+        ttft: dist(n, secs),
+    }
+}
+
+fn dist(n: u64, secs: f64) -> Dist {
+    let bounds = [
+        0.01,
+        0.025,
+        0.05,
+        0.1,
+        0.25,
+        0.5,
+        1.0,
+        2.5,
+        5.0,
+        f64::INFINITY,
+    ];
+    let buckets = bounds
+        .iter()
+        .map(|&le| (le, if secs <= le { n as f64 } else { 0.0 }))
+        .collect();
+    Dist {
+        buckets,
+        count: n as f64,
+    }
+}
+
+fn ppm(p: u32) -> Ppm {
+    Ppm::new(p).expect("ppm")
+}
+
+fn inputs(stable: VariantWindow, candidate: VariantWindow) -> GateInputs {
+    GateInputs {
+        stable,
+        candidate,
+        queue_time: Ok(None),
+        gpu_memory: Ok(None),
+        ..Default::default()
+    }
+}
+
+fn one(gates: &Gates, i: &GateInputs) -> Verdict {
+    evaluate(gates, 200, i).verdict
+}
+
+#[test]
+fn error_rate_needs_samples_and_significance() {
+    let g = Gates {
+        error_rate: Some(ErrorRateGate {
+            max: Some(ppm(10_000)),
+            max_vs_stable: Some(ppm(5_000)),
+        }),
+        ..Default::default()
+    };
+    let rows = [
+        (
+            window(400, 0, 0.1),
+            window(100, 50, 0.1),
+            Verdict::Inconclusive,
+            "too few candidate samples",
+        ),
+        (
+            window(400, 0, 0.1),
+            window(400, 0, 0.1),
+            Verdict::Pass,
+            "clean",
+        ),
+        (
+            window(400, 0, 0.1),
+            window(400, 20, 0.1),
+            Verdict::Fail,
+            "5 % errors",
+        ),
+        (
+            window(400, 0, 0.1),
+            window(400, 5, 0.1),
+            Verdict::Inconclusive,
+            "1.25 %: above 1 % but not significant",
+        ),
+        (
+            window(100, 0, 0.1),
+            window(400, 0, 0.1),
+            Verdict::Inconclusive,
+            "too few stable samples for the comparison",
+        ),
+    ];
+    for (stable, candidate, want, why) in rows {
+        assert_eq!(one(&g, &inputs(stable, candidate)), want, "{why}");
+    }
+}
+
+#[test]
+fn latency_quantiles_against_a_bound_and_against_stable() {
+    let max = Gates {
+        latency_p99: Some(LatencyGate {
+            max: Some(Duration::from_secs(2)),
+            max_ratio_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        one(&max, &inputs(window(400, 0, 0.1), window(400, 0, 0.4))),
+        Verdict::Pass
+    );
+    assert_eq!(
+        one(&max, &inputs(window(400, 0, 0.1), window(400, 0, 4.0))),
+        Verdict::Fail
+    );
+    let ratio = Gates {
+        latency_p99: Some(LatencyGate {
+            max: None,
+            max_ratio_vs_stable: Some(1.2),
+        }),
+        ..Default::default()
+    };
+    // +300 ms on a 100 ms stable: far beyond 1.2×.
+    assert_eq!(
+        one(&ratio, &inputs(window(400, 0, 0.09), window(400, 0, 0.4))),
+        Verdict::Fail
+    );
+    assert_eq!(
+        one(&ratio, &inputs(window(400, 0, 0.09), window(400, 0, 0.09))),
+        Verdict::Pass
+    );
+    let ttft = Gates {
+        ttft_p95: Some(LatencyGate {
+            max: Some(Duration::from_millis(800)),
+            max_ratio_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        one(&ttft, &inputs(window(400, 0, 0.1), window(400, 0, 2.0))),
+        Verdict::Fail
+    );
+}
+
+#[test]
+fn gpu_memory_and_queue_time_read_engine_signals_and_count_metric_errors() {
+    let g = Gates {
+        gpu_memory_used: Some(GpuMemoryGate { max: ppm(920_000) }),
+        queue_time_p95: Some(LatencyGate {
+            max: Some(Duration::from_millis(500)),
+            max_ratio_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(400, 0, 0.1), window(400, 0, 0.1));
+    i.gpu_memory = Ok(Some(0.80));
+    i.queue_time = Ok(Some(dist(400, 0.05)));
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Pass);
+    i.gpu_memory = Ok(Some(0.95));
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+    i.gpu_memory = Ok(Some(0.80));
+    i.queue_time = Ok(Some(dist(400, 1.0)));
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+    i.queue_time = Err("connect refused".into());
+    let e = evaluate(&g, 200, &i);
+    assert_eq!((e.verdict, e.metric_error), (Verdict::Inconclusive, true));
+}
+
+#[test]
+fn correctness_from_shadow_pairs_and_synthetic_checks() {
+    let g = Gates {
+        correctness: Some(CorrectnessGate { min: 0.98 }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(0, 0, 0.1), window(0, 0, 0.1));
+    i.correctness = Correctness {
+        comparable_pairs: 50,
+        agreeing_pairs: 50,
+        ..Default::default()
+    };
+    assert_eq!(
+        evaluate(&g, 200, &i).verdict,
+        Verdict::Inconclusive,
+        "too few pairs"
+    );
+    i.correctness = Correctness {
+        comparable_pairs: 300,
+        agreeing_pairs: 300,
+        ..Default::default()
+    };
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Pass);
+    i.correctness = Correctness {
+        comparable_pairs: 300,
+        agreeing_pairs: 150,
+        ..Default::default()
+    };
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+    i.correctness = Correctness {
+        comparable_pairs: 300,
+        agreeing_pairs: 300,
+        synthetic_failed: 1,
+        synthetic_passed: 4,
+    };
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+}
+
+#[test]
+fn an_ejected_candidate_fails_instead_of_waiting_for_data() {
+    let mut i = inputs(window(0, 0, 0.1), window(0, 0, 0.1));
+    i.ejections = 1;
+    let e = evaluate(&Gates::default(), 200, &i);
+    assert_eq!(e.verdict, Verdict::Fail);
+    assert_eq!(e.results[0].gate, "ejection");
+}
+
+#[test]
+fn count_above_interpolates_inside_a_bucket() {
+    let d = Dist {
+        buckets: vec![(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)],
+        count: 100.0,
+    };
+    assert!((d.count_above(0.15) - 25.0).abs() < 1e-9);
+    assert!((d.count_above(0.05) - 75.0).abs() < 1e-9);
+    assert_eq!(d.count_above(0.3), 0.0);
+}
