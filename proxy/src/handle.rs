@@ -1,6 +1,6 @@
 //! The data plane's public handle: publish snapshots, read observations.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
@@ -9,7 +9,7 @@ use rollgate_config::Config;
 use crate::endpoint::EndpointRegistry;
 use crate::observe::{ModelObservation, ProxyCollector, StatsRegistry};
 use crate::shadow::{ShadowPair, ShadowPairs};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Directive, Directives, Snapshot};
 
 /// Cheap to clone; shared by every worker, the control loop and the admin API.
 #[derive(Clone, Debug)]
@@ -20,9 +20,19 @@ pub struct ProxyHandle {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
+    /// Serialises publishing (config reloads and directives) so that one build always starts
+    /// from the latest of both; never taken on the request path.
+    publish: Mutex<Published>,
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) endpoints: EndpointRegistry,
     pub(crate) pairs: ShadowPairs,
+}
+
+#[derive(Debug)]
+struct Published {
+    config: Arc<Config>,
+    revision: String,
+    directives: Directives,
 }
 
 /// Shadow pairs kept for scoring (oldest dropped first).
@@ -35,13 +45,17 @@ impl ProxyHandle {
     pub fn new(config: Config, revision: &str, registry: &mut Registry) -> ProxyHandle {
         let stats = Arc::new(StatsRegistry::default());
         let endpoints = EndpointRegistry::new();
-        let snapshot = Snapshot::build(Arc::new(config), revision, &stats, &endpoints);
+        let config = Arc::new(config);
+        let directives = Directives::new();
+        let snapshot = Snapshot::build(config.clone(), revision, &directives, &stats, &endpoints);
+        let published = Published { config, revision: revision.to_owned(), directives };
         registry.register_collector(Box::new(ProxyCollector {
             stats: stats.clone(),
         }));
         ProxyHandle {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snapshot),
+                publish: Mutex::new(published),
                 stats,
                 endpoints,
                 pairs: ShadowPairs::new(SHADOW_PAIRS_KEPT),
@@ -52,10 +66,37 @@ impl ProxyHandle {
     /// Builds a snapshot from an already validated config and publishes it in one swap.
     /// Requests in flight finish on the snapshot they started with.
     pub fn apply(&self, config: Config, revision: &str) -> Arc<Snapshot> {
+        let mut p = self.lock();
+        p.config = Arc::new(config);
+        revision.clone_into(&mut p.revision);
+        self.publish(&p)
+    }
+
+    /// Sets (or with `None` clears) a model's live weight and mirror, in one snapshot swap.
+    pub fn set_directive(&self, model: &str, directive: Option<Directive>) -> Arc<Snapshot> {
+        let mut p = self.lock();
+        match directive {
+            Some(d) => p.directives.insert(model.to_owned(), d),
+            None => p.directives.remove(model),
+        };
+        self.publish(&p)
+    }
+
+    /// The directives in force.
+    pub fn directives(&self) -> Directives {
+        self.lock().directives.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Published> {
+        self.shared.publish.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn publish(&self, p: &Published) -> Arc<Snapshot> {
         let s = &self.shared;
         let snapshot = Arc::new(Snapshot::build(
-            Arc::new(config),
-            revision,
+            p.config.clone(),
+            &p.revision,
+            &p.directives,
             &s.stats,
             &s.endpoints,
         ));

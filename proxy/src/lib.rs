@@ -30,5 +30,5 @@ pub use observe::{
 };
 pub use server::{load_tls, Listeners, Running, TlsError};
 pub use shadow::{ShadowPair, Side};
-pub use snapshot::Snapshot;
+pub use snapshot::{Directive, Directives, Snapshot};
 pub use split::{cohort_of, hash64, is_candidate, Variant};

@@ -34,9 +34,44 @@ pub(crate) struct ModelRoute {
     pub(crate) stats: Arc<ModelStats>,
 }
 
+/// Live traffic settings the control plane sets per model, overriding the config's `weight`
+/// and shadow `sample` (the directives of the control → data plane boundary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Directive {
+    pub weight: Ppm,
+    /// Share of stable-bound requests mirrored to the candidate; zero turns mirroring off.
+    pub mirror: Ppm,
+}
+
+/// Directives by model name.
+pub type Directives = HashMap<String, Directive>;
+
 #[derive(Debug)]
 pub(crate) struct BackendRoute {
     pub(crate) endpoints: EndpointSet,
+}
+
+// === impl Directive ===
+
+impl Directive {
+    /// The shadow settings under this directive: the config's limits with the directive's
+    /// sample, or the defaults when the config has no `shadow:` section.
+    fn mirror_shadow(&self, configured: Option<&Shadow>) -> Option<Shadow> {
+        if self.mirror.is_zero() {
+            return None;
+        }
+        Some(match configured {
+            Some(s) => Shadow { sample: self.mirror, ..s.clone() },
+            None => Shadow {
+                sample: self.mirror,
+                max_inflight: Shadow::DEFAULT_MAX_INFLIGHT,
+                max_body: Shadow::DEFAULT_MAX_BODY,
+                buffer: Shadow::DEFAULT_BUFFER,
+                timeout: Shadow::DEFAULT_TIMEOUT,
+                capture: Shadow::DEFAULT_CAPTURE,
+            },
+        })
+    }
 }
 
 // === impl Snapshot ===
@@ -45,6 +80,7 @@ impl Snapshot {
     pub(crate) fn build(
         config: Arc<Config>,
         revision: &str,
+        directives: &Directives,
         stats: &StatsRegistry,
         endpoints: &EndpointRegistry,
     ) -> Snapshot {
@@ -62,13 +98,17 @@ impl Snapshot {
                 name: Arc::from(m.name.as_str()),
                 stable: backend(&m.stable),
                 candidate: m.candidate.as_ref().map(backend),
-                weight: if m.candidate.is_some() {
-                    m.weight
-                } else {
-                    Ppm::ZERO
+                weight: match (&m.candidate, directives.get(&m.name)) {
+                    (None, _) => Ppm::ZERO,
+                    (Some(_), Some(d)) => d.weight,
+                    (Some(_), None) => m.weight,
                 },
                 cohort: m.cohort.clone(),
-                shadow: m.shadow.clone().filter(|_| m.candidate.is_some()),
+                shadow: match directives.get(&m.name) {
+                    Some(d) => d.mirror_shadow(m.shadow.as_ref()),
+                    None => m.shadow.clone(),
+                }
+                .filter(|_| m.candidate.is_some()),
                 stats: stats.model(&m.name),
             });
             if m.default {
