@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use rollgate_control::operator::{AdminAuth, Audit};
+use rollgate_control::rollout::{Driver, StateStore};
+use rollgate_control::signals::HttpSignals;
 use rollgate_control::{
     revision_of, serve_admin, AdminServer, ReloadTrigger, Reloader, ReloaderHandle,
 };
@@ -16,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
+/// How often the rollout driver evaluates gates (it also wakes at once on operator commands).
+const DRIVER_TICK: Duration = Duration::from_secs(1);
 /// How often the config file is checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -112,7 +117,29 @@ impl Gateway {
             .await
             .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
         let drain_timeout = config.drain_timeout;
+        let state_dir = config.state_dir.clone();
+        let auth = AdminAuth::load(config.admin.token_file.as_deref())
+            .context("reading the admin token file")?;
+        let audit_path = config
+            .admin
+            .audit_log
+            .clone()
+            .or_else(|| state_dir.as_ref().map(|d| d.join("audit.log")));
+        let audit = Audit::open(audit_path).context("opening the audit log")?;
+        if auth.is_none() {
+            tracing::warn!("no admin token (admin.token_file or ROLLGATE_ADMIN_TOKEN): operator commands are refused");
+        }
         let proxy = ProxyHandle::new(config, &revision, &mut registry);
+        let (driver, driver_handle) = Driver::new(
+            proxy.clone(),
+            StateStore::new(state_dir),
+            Arc::new(HttpSignals::default()),
+            crate::rollout::scorer(),
+            crate::rollout::synthetic_runner(),
+            DRIVER_TICK,
+        );
+        // Restored rollouts keep their traffic from the first request on.
+        driver.restore_traffic();
         let (reloader, handle) = Reloader::new(path.clone(), proxy.clone(), &mut registry);
         tokio::spawn(reloader.run());
         tokio::spawn(handle.clone().watch_file(path, FILE_POLL));
@@ -120,7 +147,11 @@ impl Gateway {
         let running = listeners.serve(proxy.clone(), tls)?;
         let admin = admin_listener.local_addr()?;
         let (admin_stop, stop_rx) = watch::channel(false);
+        tokio::spawn(driver.run(stop_rx.clone()));
         let server = AdminServer {
+            driver: Some(driver_handle.clone()),
+            auth,
+            audit,
             registry: Arc::new(registry),
             proxy: proxy.clone(),
             reloader: handle.clone(),

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod gateway;
+mod rollout;
 
 #[derive(Parser, Debug)]
 #[command(

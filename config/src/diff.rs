@@ -130,7 +130,9 @@ fn describe_rollout(r: &crate::Rollout) -> String {
     let steps: Vec<String> = r.steps.iter().map(|s| s.weight.to_string()).collect();
     format!(
         "shadow {}, steps [{}], approval {:?}",
-        r.shadow.as_ref().map_or("off".to_owned(), |s| s.sample.to_string()),
+        r.shadow
+            .as_ref()
+            .map_or("off".to_owned(), |s| s.sample.to_string()),
         steps.join(", "),
         r.approval
     )

@@ -40,6 +40,9 @@ pub struct Config {
     pub routing: Routing,
     /// How long SIGTERM waits for in-flight requests and streams before exiting.
     pub drain_timeout: Duration,
+    /// Directory for persistent state (rollout progress). None: kept in memory only, so a
+    /// restart begins every rollout again.
+    pub state_dir: Option<PathBuf>,
     pub models: Vec<Model>,
 }
 
@@ -53,8 +56,15 @@ pub struct Tls {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Admin {
-    /// Admin listener: `/metrics`, `/status`, `/healthz`.
+    /// Admin listener: `/metrics`, `/status`, `/healthz`, the rollout API.
     pub listen: SocketAddr,
+    /// File holding the bearer token for mutating admin calls (break-glass). The environment
+    /// variable `ROLLGATE_ADMIN_TOKEN` takes precedence. Without either, mutating calls are
+    /// refused.
+    pub token_file: Option<PathBuf>,
+    /// Append-only audit log (JSON lines) of every operator action. Default:
+    /// `<state_dir>/audit.log` when `state_dir` is set.
+    pub audit_log: Option<PathBuf>,
 }
 
 /// Limits applied to every downstream request before anything is forwarded.

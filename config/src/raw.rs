@@ -53,6 +53,7 @@ pub(crate) struct RawConfig {
     pub ejection: Field<RawEjection>,
     pub routing: Field<RawRouting>,
     pub drain_timeout: Field<Duration>,
+    pub state_dir: Field<PathBuf>,
     pub models: Field<Vec<Parsed<RawModel>>>,
 }
 
@@ -67,6 +68,8 @@ pub(crate) struct RawTls {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub listen: Field<SocketAddr>,
+    pub token_file: Field<PathBuf>,
+    pub audit_log: Field<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -515,7 +518,9 @@ impl FromYaml for Delta {
         let result = scalar_text(&value, "an increase such as +0.5%").and_then(|text| {
             let t = text.trim();
             if t.starts_with('-') {
-                return Err(format!("`{t}` is negative; write the allowed increase, e.g. +0.5%"));
+                return Err(format!(
+                    "`{t}` is negative; write the allowed increase, e.g. +0.5%"
+                ));
             }
             parse_ppm(t.strip_prefix('+').unwrap_or(t)).map_err(|e| e.to_string())
         });

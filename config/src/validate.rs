@@ -199,6 +199,7 @@ impl TryFrom<RawConfig> for Config {
         let upstream = c.section("upstream", raw.upstream);
         let ejection = c.section("ejection", raw.ejection);
         let routing = c.section("routing", raw.routing);
+        let state_dir = c.take("state_dir", raw.state_dir);
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -222,6 +223,7 @@ impl TryFrom<RawConfig> for Config {
                 ejection: ejection?,
                 routing: routing?,
                 drain_timeout,
+                state_dir,
                 models: models?,
             })
         })();
@@ -256,6 +258,8 @@ impl Default for Admin {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token_file: None,
+            audit_log: None,
         }
     }
 }
@@ -268,7 +272,13 @@ impl TryFrom<RawAdmin> for Admin {
         let listen = c
             .take("listen", raw.listen)
             .unwrap_or(Admin::default().listen);
-        c.finish(Some(Admin { listen }))
+        let token_file = c.take("token_file", raw.token_file);
+        let audit_log = c.take("audit_log", raw.audit_log);
+        c.finish(Some(Admin {
+            listen,
+            token_file,
+            audit_log,
+        }))
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -17,7 +17,9 @@ use rollgate_proxy::ProxyHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::operator::{AdminAuth, Audit, CommandRequest, Refused};
 use crate::reload::{ReloadTrigger, ReloaderHandle};
+use crate::rollout::DriverHandle;
 use crate::status::StatusReport;
 
 /// Classic Prometheus text exposition, for scrapers that do not ask for OpenMetrics.
@@ -30,7 +32,13 @@ pub struct AdminServer {
     pub registry: Arc<Registry>,
     pub proxy: ProxyHandle,
     pub reloader: ReloaderHandle,
+    pub driver: Option<DriverHandle>,
+    pub auth: Option<AdminAuth>,
+    pub audit: Audit,
 }
+
+/// Largest operator command body read.
+const MAX_COMMAND_BODY: usize = 64 * 1024;
 
 /// Serves the admin API until `shutdown` flips to true.
 pub async fn serve_admin(
@@ -79,7 +87,7 @@ impl AdminServer {
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => {
-                let report = StatusReport::build(&self.proxy, &self.reloader);
+                let report = StatusReport::build(&self.proxy, &self.reloader, self.driver.as_ref());
                 json(StatusCode::OK, &report)
             }
             (&Method::POST, "/reload") => {
@@ -88,10 +96,77 @@ impl AdminServer {
                     None => text(StatusCode::SERVICE_UNAVAILABLE, "reloader not running\n"),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/status" | "/reload") => {
+            (&Method::GET, "/rollouts") => {
+                let statuses = self
+                    .driver
+                    .as_ref()
+                    .map(DriverHandle::status)
+                    .unwrap_or_default();
+                json(StatusCode::OK, &statuses)
+            }
+            (&Method::POST, path) if path.starts_with("/rollouts/") => self.command(req).await,
+            (_, "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// `POST /rollouts/{model}/{action}` with `{"reason": "...", "weight": "25%"}`.
+    async fn command(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().to_owned();
+        let mut parts = path.trim_start_matches("/rollouts/").splitn(2, '/');
+        let (Some(model), Some(action)) = (parts.next(), parts.next()) else {
+            return text(
+                StatusCode::NOT_FOUND,
+                "use POST /rollouts/{model}/{action}\n",
+            );
+        };
+        let Some(driver) = &self.driver else {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "no rollout driver\n");
+        };
+        let authorization = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let actor = req
+            .headers()
+            .get("x-rollgate-actor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}\n")),
+        };
+        let req = CommandRequest {
+            authorization: authorization.as_deref(),
+            actor: actor.as_deref(),
+            model,
+            action,
+            body: &body,
+        };
+        let result = crate::operator::execute(driver, self.auth.as_ref(), &self.audit, req).await;
+        match result {
+            Ok(v) => json(StatusCode::OK, &v),
+            Err(e) => {
+                let status = match e {
+                    Refused::Unauthorized => StatusCode::UNAUTHORIZED,
+                    Refused::BadRequest(_) => StatusCode::BAD_REQUEST,
+                    Refused::UnknownModel(_) => StatusCode::NOT_FOUND,
+                    Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                let mut resp = json(status, &serde_json::json!({ "error": e.to_string() }));
+                if status == StatusCode::UNAUTHORIZED {
+                    resp.headers_mut().insert(
+                        hyper::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer"),
+                    );
+                }
+                resp
+            }
         }
     }
 

@@ -4,8 +4,10 @@
 //! Depends on `config` and on the data plane's public [`rollgate_proxy::ProxyHandle`].
 
 mod admin;
+pub mod operator;
 mod reload;
 pub mod rollout;
+pub mod signals;
 mod status;
 
 pub use admin::{local_addr, serve_admin, AdminServer};

@@ -6,11 +6,18 @@
 //! executes the actions in order (traffic first, then persist, publish, cleanup).
 
 mod decide;
+mod driver;
 mod gates;
 mod stats;
+mod store;
 
 pub use decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
+pub use driver::{
+    fingerprint, Condition, Driver, DriverHandle, ModelSignals, PairScorer, RolloutStatus,
+    SignalSource, SyntheticRunner,
+};
 pub use gates::{
     evaluate, Correctness, Dist, Evaluation, GateInputs, GateResult, VariantWindow, Verdict,
 };
 pub use stats::{wilson, z_for};
+pub use store::{StateStore, StoreError};

@@ -15,12 +15,19 @@ pub struct StatusReport {
     pub last_reload: Option<Value>,
     pub reloads: Value,
     pub models: Vec<Value>,
+    /// One kstatus-shaped rollout status per model with a rollout plan.
+    pub rollouts: Vec<crate::rollout::RolloutStatus>,
 }
 
 // === impl StatusReport ===
 
 impl StatusReport {
-    pub fn build(proxy: &ProxyHandle, reloader: &ReloaderHandle) -> StatusReport {
+    pub fn build(
+        proxy: &ProxyHandle,
+        reloader: &ReloaderHandle,
+        driver: Option<&crate::rollout::DriverHandle>,
+    ) -> StatusReport {
+        let directives = proxy.directives();
         let snap = proxy.snapshot();
         let observed = proxy.observe();
         let models = snap
@@ -32,8 +39,9 @@ impl StatusReport {
                 json!({
                     "name": m.name,
                     "default": m.default,
-                    "weight": m.weight.to_string(),
-                    "weight_ppm": m.weight.get(),
+                    "weight": live_weight(m, &directives).to_string(),
+                    "weight_ppm": live_weight(m, &directives).get(),
+                    "desired_weight": m.weight.to_string(),
                     "stable": backend(&m.stable),
                     "candidate": m.candidate.as_ref().map(backend),
                     "shadow": m.shadow.as_ref().map(|s| json!({ "sample": s.sample.to_string() })),
@@ -51,7 +59,19 @@ impl StatusReport {
             last_reload: reloader.last().as_ref().map(outcome_json),
             reloads: Value::Object(reloads),
             models,
+            rollouts: driver
+                .map(crate::rollout::DriverHandle::status)
+                .unwrap_or_default(),
         }
+    }
+}
+
+/// The weight serving now: the rollout's directive when there is one, else the config's.
+fn live_weight(m: &rollgate_config::Model, d: &rollgate_proxy::Directives) -> rollgate_config::Ppm {
+    match (&m.candidate, d.get(&m.name)) {
+        (None, _) => rollgate_config::Ppm::ZERO,
+        (Some(_), Some(d)) => d.weight,
+        (Some(_), None) => m.weight,
     }
 }
 

@@ -48,7 +48,11 @@ impl ProxyHandle {
         let config = Arc::new(config);
         let directives = Directives::new();
         let snapshot = Snapshot::build(config.clone(), revision, &directives, &stats, &endpoints);
-        let published = Published { config, revision: revision.to_owned(), directives };
+        let published = Published {
+            config,
+            revision: revision.to_owned(),
+            directives,
+        };
         registry.register_collector(Box::new(ProxyCollector {
             stats: stats.clone(),
         }));
@@ -88,7 +92,10 @@ impl ProxyHandle {
     }
 
     fn lock(&self) -> MutexGuard<'_, Published> {
-        self.shared.publish.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .publish
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn publish(&self, p: &Published) -> Arc<Snapshot> {

@@ -61,7 +61,10 @@ impl Directive {
             return None;
         }
         Some(match configured {
-            Some(s) => Shadow { sample: self.mirror, ..s.clone() },
+            Some(s) => Shadow {
+                sample: self.mirror,
+                ..s.clone()
+            },
             None => Shadow {
                 sample: self.mirror,
                 max_inflight: Shadow::DEFAULT_MAX_INFLIGHT,

@@ -63,7 +63,10 @@ impl TryFrom<RawModel> for Model {
             .take("rollout", raw.rollout)
             .and_then(|r| c.convert("rollout", r));
         if has_rollout && !has_candidate {
-            c.error("rollout", "a rollout delivers a candidate; add `candidate` or remove `rollout`");
+            c.error(
+                "rollout",
+                "a rollout delivers a candidate; add `candidate` or remove `rollout`",
+            );
         }
         let model = name.zip(stable).map(|(name, stable)| Model {
             name,

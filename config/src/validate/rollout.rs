@@ -29,8 +29,13 @@ impl TryFrom<RawRollout> for Rollout {
         let synthetic = c
             .take("synthetic", raw.synthetic)
             .and_then(|r| c.convert("synthetic", r));
-        let shadow = c.take("shadow", raw.shadow).and_then(|r| c.convert("shadow", r));
-        let steps = c.take("steps", raw.steps).map(|s| steps(&mut c, s)).unwrap_or_default();
+        let shadow = c
+            .take("shadow", raw.shadow)
+            .and_then(|r| c.convert("shadow", r));
+        let steps = c
+            .take("steps", raw.steps)
+            .map(|s| steps(&mut c, s))
+            .unwrap_or_default();
         let gates: Option<Gates> = c.section("gates", raw.gates);
         let min_samples = c.positive("min_samples", raw.min_samples, DEFAULT_MIN_SAMPLES as usize);
         let metric_errors = c.section("metric_errors", raw.metric_errors);
@@ -43,19 +48,24 @@ impl TryFrom<RawRollout> for Rollout {
             }
         };
         let cooldown = c.take("cooldown", raw.cooldown).unwrap_or(DEFAULT_COOLDOWN);
-        let validate_timeout =
-            c.positive("validate_timeout", raw.validate_timeout, DEFAULT_VALIDATE_TIMEOUT);
-        let rollout = gates.zip(metric_errors).map(|(gates, metric_errors)| Rollout {
-            synthetic,
-            shadow,
-            steps,
-            gates,
-            min_samples: min_samples as u64,
-            metric_errors,
-            approval,
-            cooldown,
-            validate_timeout,
-        });
+        let validate_timeout = c.positive(
+            "validate_timeout",
+            raw.validate_timeout,
+            DEFAULT_VALIDATE_TIMEOUT,
+        );
+        let rollout = gates
+            .zip(metric_errors)
+            .map(|(gates, metric_errors)| Rollout {
+                synthetic,
+                shadow,
+                steps,
+                gates,
+                min_samples: min_samples as u64,
+                metric_errors,
+                approval,
+                cooldown,
+                validate_timeout,
+            });
         c.finish(rollout)
     }
 }
@@ -65,13 +75,19 @@ fn steps(c: &mut Collect, items: Vec<Parsed<RawStep>>) -> Vec<Step> {
     let mut out: Vec<Step> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let key = format!("steps[{i}]");
-        let Some(step) = c.item(&key, item).and_then(|raw| c.convert::<_, Step>(&key, raw)) else {
+        let Some(step) = c
+            .item(&key, item)
+            .and_then(|raw| c.convert::<_, Step>(&key, raw))
+        else {
             continue;
         };
         if let Some(prev) = out.last().filter(|p| p.weight >= step.weight) {
             c.error(
                 &format!("{key}.weight"),
-                format!("{} is not above the previous step's {}; steps only go up", step.weight, prev.weight),
+                format!(
+                    "{} is not above the previous step's {}; steps only go up",
+                    step.weight, prev.weight
+                ),
             );
         }
         out.push(step);
@@ -92,7 +108,11 @@ impl TryFrom<RawStep> for Step {
         if duration.is_some_and(|d| d.is_zero()) {
             c.error("for", "must be greater than 0");
         }
-        c.finish(weight.zip(duration).map(|(weight, duration)| Step { weight, duration }))
+        c.finish(
+            weight
+                .zip(duration)
+                .map(|(weight, duration)| Step { weight, duration }),
+        )
     }
 }
 
@@ -118,7 +138,11 @@ impl TryFrom<RawShadowPhase> for ShadowPhase {
         }
         let duration = c.positive("for", raw.duration, DEFAULT_SHADOW_FOR);
         let min_pairs = c.positive("min_pairs", raw.min_pairs, DEFAULT_MIN_SAMPLES as usize);
-        c.finish(sample.map(|sample| ShadowPhase { sample, duration, min_pairs: min_pairs as u64 }))
+        c.finish(sample.map(|sample| ShadowPhase {
+            sample,
+            duration,
+            min_pairs: min_pairs as u64,
+        }))
     }
 }
 
@@ -130,16 +154,24 @@ impl TryFrom<RawGates> for Gates {
     fn try_from(raw: RawGates) -> Result<Self, Errors> {
         let mut c = Collect::default();
         let gates = Gates {
-            error_rate: c.take("error_rate", raw.error_rate).and_then(|r| c.convert("error_rate", r)),
-            latency_p99: c.take("latency_p99", raw.latency_p99).and_then(|r| c.convert("latency_p99", r)),
-            ttft_p95: c.take("ttft_p95", raw.ttft_p95).and_then(|r| c.convert("ttft_p95", r)),
+            error_rate: c
+                .take("error_rate", raw.error_rate)
+                .and_then(|r| c.convert("error_rate", r)),
+            latency_p99: c
+                .take("latency_p99", raw.latency_p99)
+                .and_then(|r| c.convert("latency_p99", r)),
+            ttft_p95: c
+                .take("ttft_p95", raw.ttft_p95)
+                .and_then(|r| c.convert("ttft_p95", r)),
             queue_time_p95: c
                 .take("queue_time_p95", raw.queue_time_p95)
                 .and_then(|r| c.convert("queue_time_p95", r)),
             gpu_memory_used: c
                 .take("gpu_memory_used", raw.gpu_memory_used)
                 .and_then(|r| c.convert("gpu_memory_used", r)),
-            correctness: c.take("correctness", raw.correctness).and_then(|r| c.convert("correctness", r)),
+            correctness: c
+                .take("correctness", raw.correctness)
+                .and_then(|r| c.convert("correctness", r)),
         };
         c.finish(Some(gates))
     }
@@ -170,12 +202,18 @@ impl TryFrom<RawLatencyGate> for LatencyGate {
         }
         let ratio = c.take("max_ratio_vs_stable", raw.max_ratio_vs_stable);
         if ratio.is_some_and(|r| r < 1.0) {
-            c.error("max_ratio_vs_stable", "must be at least 1 (1.2 allows 20 % slower than stable)");
+            c.error(
+                "max_ratio_vs_stable",
+                "must be at least 1 (1.2 allows 20 % slower than stable)",
+            );
         }
         if max.is_none() && ratio.is_none() && c.is_clean() {
             c.error("", "set max, max_ratio_vs_stable or both");
         }
-        c.finish(Some(LatencyGate { max, max_ratio_vs_stable: ratio }))
+        c.finish(Some(LatencyGate {
+            max,
+            max_ratio_vs_stable: ratio,
+        }))
     }
 }
 
@@ -195,7 +233,9 @@ impl TryFrom<RawMinShare> for CorrectnessGate {
     fn try_from(raw: RawMinShare) -> Result<Self, Errors> {
         let mut c = Collect::default();
         let min = c.required("min", raw.min);
-        c.finish(min.map(|min| CorrectnessGate { min: min.as_fraction() }))
+        c.finish(min.map(|min| CorrectnessGate {
+            min: min.as_fraction(),
+        }))
     }
 }
 
@@ -203,7 +243,10 @@ impl TryFrom<RawMinShare> for CorrectnessGate {
 
 impl Default for MetricErrors {
     fn default() -> Self {
-        MetricErrors { limit: DEFAULT_METRIC_ERROR_LIMIT, then: OnMetricErrors::Hold }
+        MetricErrors {
+            limit: DEFAULT_METRIC_ERROR_LIMIT,
+            then: OnMetricErrors::Hold,
+        }
     }
 }
 

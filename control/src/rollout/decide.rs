@@ -406,16 +406,21 @@ fn next_after(s: &mut RolloutState, plan: &Rollout, from: Option<Phase>, now: u6
     };
     s.weight = weight;
     s.mirror = mirror;
+    let why = if from.is_none() {
+        "validated"
+    } else {
+        "gates passed"
+    };
     let reason = match next {
-        Phase::Shadow => "validated; mirroring".to_owned(),
-        Phase::Canary(k) => format!(
-            "gates passed; canary step {} at {:.4} %",
-            k + 1,
-            f64::from(weight) / 1e4
-        ),
-        _ => "all steps passed".to_owned(),
+        Phase::Shadow => format!("{why}; mirroring {}", pct(mirror)),
+        Phase::Canary(k) => format!("{why}; canary step {} at {}", k + 1, pct(weight)),
+        _ => format!("{why}; promoting"),
     };
     s.enter(next, now, reason);
+}
+
+fn pct(ppm: u32) -> String {
+    rollgate_config::Ppm::new(ppm).map_or_else(|| format!("{ppm}ppm"), |p| p.to_string())
 }
 
 #[cfg(test)]

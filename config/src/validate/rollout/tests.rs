@@ -32,15 +32,36 @@ fn the_documented_rollout_parses() {
     assert_eq!(r.steps[2].weight, Ppm::new(250_000).expect("ppm"));
     assert_eq!(r.steps[0].duration, Duration::from_secs(60));
     let shadow = r.shadow.as_ref().expect("shadow");
-    assert_eq!((shadow.sample.get(), shadow.duration, shadow.min_pairs), (200_000, Duration::from_secs(120), 200));
+    assert_eq!(
+        (shadow.sample.get(), shadow.duration, shadow.min_pairs),
+        (200_000, Duration::from_secs(120), 200)
+    );
     let e = r.gates.error_rate.as_ref().expect("error gate");
-    assert_eq!((e.max.map(Ppm::get), e.max_vs_stable.map(Ppm::get)), (Some(10_000), Some(5_000)));
-    assert_eq!(r.gates.latency_p99.as_ref().and_then(|l| l.max_ratio_vs_stable), Some(1.2));
-    assert_eq!(r.gates.gpu_memory_used.as_ref().map(|g| g.max.get()), Some(920_000));
+    assert_eq!(
+        (e.max.map(Ppm::get), e.max_vs_stable.map(Ppm::get)),
+        (Some(10_000), Some(5_000))
+    );
+    assert_eq!(
+        r.gates
+            .latency_p99
+            .as_ref()
+            .and_then(|l| l.max_ratio_vs_stable),
+        Some(1.2)
+    );
+    assert_eq!(
+        r.gates.gpu_memory_used.as_ref().map(|g| g.max.get()),
+        Some(920_000)
+    );
     assert!((r.gates.correctness.as_ref().expect("correctness").min - 0.98).abs() < 1e-12);
-    assert_eq!((r.metric_errors.limit, r.metric_errors.then), (4, OnMetricErrors::Hold));
+    assert_eq!(
+        (r.metric_errors.limit, r.metric_errors.then),
+        (4, OnMetricErrors::Hold)
+    );
     assert_eq!(r.approval, Approval::Manual);
-    assert_eq!(r.synthetic.as_ref().map(|s| s.every), Some(Duration::from_secs(30)));
+    assert_eq!(
+        r.synthetic.as_ref().map(|s| s.every),
+        Some(Duration::from_secs(30))
+    );
 }
 
 #[test]
@@ -84,7 +105,10 @@ fn every_rollout_mistake_is_reported_with_its_path() {
         "models[0].rollout.approval",
         "models[0].rollout.shadow.sample",
     ] {
-        assert!(text.contains(&format!("{path}:")), "missing {path} in:\n{text}");
+        assert!(
+            text.contains(&format!("{path}:")),
+            "missing {path} in:\n{text}"
+        );
     }
 }
 
@@ -92,5 +116,8 @@ fn every_rollout_mistake_is_reported_with_its_path() {
 fn a_rollout_needs_a_candidate() {
     let yaml = "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:1\"] }\n    rollout: { steps: [ {weight: 10%, for: 1m} ] }\n";
     let text = parse(yaml).expect_err("invalid").to_string();
-    assert!(text.contains("models[0].rollout: a rollout delivers a candidate"), "{text}");
+    assert!(
+        text.contains("models[0].rollout: a rollout delivers a candidate"),
+        "{text}"
+    );
 }

@@ -1,0 +1,461 @@
+//! The driver: ticks (and wakes early on demand), reads signals, evaluates gates over each
+//! phase's window, calls `decide`, and executes the actions in order — traffic (one snapshot
+//! swap), then persist, then publish, then cleanup.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rollgate_config::{Model, Ppm};
+use rollgate_proxy::{Directive, ModelObservation, ProxyHandle, ShadowPair};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
+use super::gates::{evaluate, Correctness, Evaluation, GateInputs, VariantWindow};
+use super::store::StateStore;
+
+/// Commands waiting for the next step, bounded (operators do not send thousands).
+const COMMAND_QUEUE: usize = 64;
+
+/// What the driver reads about a candidate besides the data plane's observations.
+#[derive(Clone, Debug)]
+pub struct ModelSignals {
+    pub health: Health,
+    pub queue_time: Result<Option<super::gates::Dist>, String>,
+    pub gpu_memory: Result<Option<f64>, String>,
+}
+
+/// Reads engine metrics, GPU memory and health for a model's candidate.
+pub trait SignalSource: Send + Sync + 'static {
+    fn read<'a>(
+        &'a self,
+        model: &'a Model,
+    ) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>>;
+}
+
+/// Scores a shadow pair: `Some(true)` agree, `Some(false)` disagree, `None` not comparable.
+pub type PairScorer = Arc<dyn Fn(&ShadowPair) -> Option<bool> + Send + Sync>;
+
+/// Runs a model's synthetic suite against its candidate.
+pub type SyntheticRunner =
+    Arc<dyn Fn(Model) -> Pin<Box<dyn Future<Output = SyntheticState> + Send>> + Send + Sync>;
+
+/// The status of one model's rollout, as `/status` and the publishers show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct RolloutStatus {
+    pub model: String,
+    pub candidate: Option<String>,
+    #[serde(flatten)]
+    pub phase: Phase,
+    pub paused: Option<String>,
+    pub pinned: Option<String>,
+    pub weight: String,
+    pub mirror: String,
+    pub reason: String,
+    pub since_unix_ms: u64,
+    pub gates: Option<Evaluation>,
+    /// kstatus-style conditions: `Ready`, `Reconciling`, `Stalled`.
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub reason: String,
+}
+
+/// Sends operator commands to the driver and reads status. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    commands: mpsc::Sender<(String, Command)>,
+    wake: Arc<Notify>,
+    stepped: Arc<Notify>,
+    status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+}
+
+pub struct Driver {
+    proxy: ProxyHandle,
+    store: StateStore,
+    signals: Arc<dyn SignalSource>,
+    scorer: PairScorer,
+    synthetic: SyntheticRunner,
+    tick: Duration,
+    runs: HashMap<String, Run>,
+    commands: mpsc::Receiver<(String, Command)>,
+    pending: HashMap<String, Command>,
+    wake: Arc<Notify>,
+    stepped: Arc<Notify>,
+    status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+}
+
+/// One model's live bookkeeping; only `state` is persisted.
+struct Run {
+    state: RolloutState,
+    baseline: Option<ModelObservation>,
+    correctness: Correctness,
+    synthetic: Arc<Mutex<SyntheticState>>,
+    last_eval: Option<Evaluation>,
+}
+
+// === impl Driver ===
+
+impl Driver {
+    pub fn new(
+        proxy: ProxyHandle,
+        store: StateStore,
+        signals: Arc<dyn SignalSource>,
+        scorer: PairScorer,
+        synthetic: SyntheticRunner,
+        tick: Duration,
+    ) -> (Driver, DriverHandle) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        let wake = Arc::new(Notify::new());
+        let status = Arc::new(RwLock::new(BTreeMap::new()));
+        let saved = store.load().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read saved rollout state; starting fresh");
+            BTreeMap::new()
+        });
+        let runs = saved
+            .into_iter()
+            .map(|(m, state)| (m, Run::new(state)))
+            .collect();
+        let stepped = Arc::new(Notify::new());
+        let handle = DriverHandle {
+            commands: tx,
+            wake: wake.clone(),
+            stepped: stepped.clone(),
+            status: status.clone(),
+        };
+        let driver = Driver {
+            proxy,
+            store,
+            signals,
+            scorer,
+            synthetic,
+            tick,
+            runs,
+            commands: rx,
+            pending: HashMap::new(),
+            wake,
+            stepped,
+            status,
+        };
+        (driver, handle)
+    }
+
+    /// Re-applies the traffic of restored rollouts before the first request is routed, so a
+    /// restart keeps the weights it had (no double promotion, no reset to the config's weight).
+    pub fn restore_traffic(&self) {
+        for (model, run) in &self.runs {
+            if run.state.phase != Phase::Idle {
+                self.proxy.set_directive(model, Some(directive(&run.state)));
+            }
+        }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified() => {}
+                Some((model, cmd)) = self.commands.recv() => { self.pending.insert(model, cmd); }
+                _ = shutdown.changed() => return,
+            }
+            while let Ok((model, cmd)) = self.commands.try_recv() {
+                self.pending.insert(model, cmd);
+            }
+            self.step().await;
+            self.stepped.notify_waiters();
+        }
+    }
+
+    /// One evaluation of every model.
+    pub async fn step(&mut self) {
+        let snap = self.proxy.snapshot();
+        let config = snap.config().clone();
+        let observed = self.proxy.observe();
+        let pairs = self.proxy.take_shadow_pairs();
+        for m in &config.models {
+            let obs = observed.iter().find(|o| *o.model == *m.name).cloned();
+            let run = self
+                .runs
+                .entry(m.name.clone())
+                .or_insert_with(|| Run::new(RolloutState::idle()));
+            for p in pairs.iter().filter(|p| *p.model == *m.name) {
+                match (self.scorer)(p) {
+                    Some(true) => {
+                        run.correctness.comparable_pairs += 1;
+                        run.correctness.agreeing_pairs += 1;
+                    }
+                    Some(false) => run.correctness.comparable_pairs += 1,
+                    None => {}
+                }
+            }
+            let fingerprint = m.candidate.as_ref().map(fingerprint);
+            let active = m.rollout.is_some() && fingerprint.is_some();
+            let signals = if active {
+                Some(self.signals.read(m).await)
+            } else {
+                None
+            };
+            let synthetic = match (&m.rollout, active) {
+                (Some(r), true) if r.synthetic.is_some() => lock(&run.synthetic).clone(),
+                _ => SyntheticState::None,
+            };
+            let evaluation = match (&m.rollout, &obs, &signals) {
+                (Some(r), Some(o), Some(sig))
+                    if matches!(run.state.phase, Phase::Shadow | Phase::Canary(_)) =>
+                {
+                    Some(evaluate(&r.gates, r.min_samples, &gate_inputs(run, o, sig)))
+                }
+                _ => None,
+            };
+            let inputs = Inputs {
+                now_ms: unix_ms(),
+                candidate: fingerprint.as_deref(),
+                rollout: m.rollout.as_ref(),
+                evaluation: evaluation.as_ref(),
+                health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
+                synthetic: &synthetic,
+                command: self.pending.remove(&m.name),
+            };
+            let (next, actions) = decide(&run.state, &inputs);
+            if evaluation.is_some() {
+                run.last_eval = evaluation;
+            }
+            let transition = next.phase != run.state.phase;
+            if transition {
+                tracing::info!(model = %m.name, from = ?run.state.phase, to = ?next.phase, weight = %Ppm::new(next.weight).unwrap_or(Ppm::ZERO), reason = %next.reason, "rollout transition");
+            }
+            let idle = next.phase == Phase::Idle && run.state.phase != Phase::Idle;
+            run.state = next;
+            self.execute(m, actions, obs.as_ref());
+            if idle {
+                self.proxy.set_directive(&m.name, None);
+            }
+        }
+        self.runs
+            .retain(|name, _| config.models.iter().any(|m| &m.name == name));
+    }
+
+    fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) {
+        for action in actions {
+            match action {
+                Action::SetTraffic { .. } => {
+                    if let Some(run) = self.runs.get(&m.name) {
+                        self.proxy
+                            .set_directive(&m.name, Some(directive(&run.state)));
+                    }
+                }
+                Action::ResetWindow => {
+                    if let Some(run) = self.runs.get_mut(&m.name) {
+                        run.baseline = obs.cloned();
+                        run.correctness = Correctness::default();
+                        run.last_eval = None;
+                    }
+                }
+                Action::RunSynthetic => self.run_synthetic(m),
+                Action::Persist => self.persist(),
+                Action::Publish => self.publish(m),
+                Action::Cleanup => {
+                    tracing::info!(model = %m.name, "rollout cleanup done (nothing held in process)")
+                }
+            }
+        }
+        if let Some(run) = self.runs.get(&m.name) {
+            if let Some(s) = lock_write(&self.status).get_mut(&m.name) {
+                s.gates.clone_from(&run.last_eval);
+            }
+        }
+    }
+
+    fn run_synthetic(&self, m: &Model) {
+        let Some(run) = self.runs.get(&m.name) else {
+            return;
+        };
+        let slot = run.synthetic.clone();
+        *lock(&slot) = SyntheticState::Pending;
+        let fut = (self.synthetic)(m.clone());
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            let result = fut.await;
+            *lock(&slot) = result;
+            wake.notify_one();
+        });
+    }
+
+    fn persist(&self) {
+        let states: BTreeMap<String, &RolloutState> = self
+            .runs
+            .iter()
+            .map(|(k, r)| (k.clone(), &r.state))
+            .collect();
+        if let Err(e) = self.store.save(&states) {
+            tracing::error!(error = %e, "persisting rollout state failed; traffic is already set");
+        }
+    }
+
+    fn publish(&self, m: &Model) {
+        let Some(run) = self.runs.get(&m.name) else {
+            return;
+        };
+        let status = status_of(&m.name, run);
+        lock_write(&self.status).insert(m.name.clone(), status);
+    }
+}
+
+fn gate_inputs(run: &Run, now: &ModelObservation, sig: &ModelSignals) -> GateInputs {
+    let base = run.baseline.clone().unwrap_or_else(|| ModelObservation {
+        model: now.model.clone(),
+        ..zero_like(now)
+    });
+    let candidate = match run.state.phase {
+        Phase::Shadow => VariantWindow::between(&base.shadow, &now.shadow),
+        _ => VariantWindow::between(&base.candidate, &now.candidate),
+    };
+    GateInputs {
+        stable: VariantWindow::between(&base.stable, &now.stable),
+        candidate,
+        queue_time: sig.queue_time.clone(),
+        gpu_memory: sig.gpu_memory.clone(),
+        correctness: run.correctness,
+        ejections: now.ejections[1].saturating_sub(base.ejections[1]),
+    }
+}
+
+fn zero_like(o: &ModelObservation) -> ModelObservation {
+    ModelObservation {
+        model: o.model.clone(),
+        stable: Default::default(),
+        candidate: Default::default(),
+        shadow: Default::default(),
+        shadow_drops: [0; rollgate_proxy::ShadowDrop::COUNT],
+        ejections: [0; 2],
+    }
+}
+
+fn directive(s: &RolloutState) -> Directive {
+    Directive {
+        weight: Ppm::new(s.weight).unwrap_or(Ppm::ZERO),
+        mirror: Ppm::new(s.mirror).unwrap_or(Ppm::ZERO),
+    }
+}
+
+/// Identity of a candidate: its revision, engine and endpoints. A change starts a new rollout
+/// (and is the only way to retry one that was rolled back).
+pub fn fingerprint(b: &rollgate_config::Backend) -> String {
+    let urls: Vec<&str> = b.endpoints.iter().map(|e| e.url.as_str()).collect();
+    let key = format!(
+        "{}|{}|{}",
+        b.revision.as_deref().unwrap_or(""),
+        b.engine.as_str(),
+        urls.join(",")
+    );
+    format!(
+        "{}@{:012x}",
+        b.revision.as_deref().unwrap_or("candidate"),
+        rollgate_proxy::hash64(key.as_bytes()) >> 16
+    )
+}
+
+fn status_of(model: &str, run: &Run) -> RolloutStatus {
+    let s = &run.state;
+    let pct = |v: u32| Ppm::new(v).unwrap_or(Ppm::ZERO).to_string();
+    let progressing = matches!(
+        s.phase,
+        Phase::Deploy | Phase::ValidateHealth | Phase::Shadow | Phase::Canary(_) | Phase::Promote
+    );
+    let stalled = s.phase == Phase::Previous || s.reason.starts_with("holding");
+    let cond = |kind, on: bool, reason: &str| Condition {
+        kind,
+        status: if on { "True" } else { "False" },
+        reason: reason.to_owned(),
+    };
+    RolloutStatus {
+        model: model.to_owned(),
+        candidate: s.candidate.clone(),
+        phase: s.phase,
+        paused: s.paused.clone(),
+        pinned: s.pinned.map(pct),
+        weight: pct(s.weight),
+        mirror: pct(s.mirror),
+        reason: s.reason.clone(),
+        since_unix_ms: s.entered_ms,
+        gates: run.last_eval.clone(),
+        conditions: vec![
+            cond(
+                "Ready",
+                matches!(s.phase, Phase::Full | Phase::Idle),
+                &s.reason,
+            ),
+            cond("Reconciling", progressing && s.paused.is_none(), &s.reason),
+            cond("Stalled", stalled || s.paused.is_some(), &s.reason),
+        ],
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+// === impl Run ===
+
+impl Run {
+    fn new(state: RolloutState) -> Run {
+        Run {
+            state,
+            baseline: None,
+            correctness: Correctness::default(),
+            synthetic: Arc::new(Mutex::new(SyntheticState::Pending)),
+            last_eval: None,
+        }
+    }
+}
+
+// === impl DriverHandle ===
+
+impl DriverHandle {
+    /// Queues an operator command for a model and wakes the driver.
+    pub fn command(&self, model: &str, cmd: Command) -> bool {
+        let ok = self.commands.try_send((model.to_owned(), cmd)).is_ok();
+        self.wake.notify_one();
+        ok
+    }
+
+    /// Notified after every completed step; enable a `notified()` before sending a command so
+    /// that the step applying it is not missed.
+    pub fn stepped(&self) -> Arc<Notify> {
+        self.stepped.clone()
+    }
+
+    /// Wakes the driver now (a breach signal from the data plane).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    pub fn status(&self) -> Vec<RolloutStatus> {
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+}
