@@ -126,6 +126,12 @@ impl ProxyHandle {
             .collect()
     }
 
+    /// Resolves when a candidate request fails (or already has since the last call): the
+    /// control loop's early wake-up for hard breaches.
+    pub async fn candidate_failure(&self) {
+        self.shared.stats.breach.notified().await;
+    }
+
     /// Takes the completed shadow pairs collected so far (for scoring).
     pub fn take_shadow_pairs(&self) -> Vec<ShadowPair> {
         self.shared.pairs.take()

@@ -78,6 +78,9 @@ pub struct ModelStats {
     shadow_drops: [AtomicU64; ShadowDrop::COUNT],
     pub(crate) shadow_inflight: AtomicI64,
     endpoint_ejections: [AtomicU64; 2],
+    /// Shared with the control loop: signalled when a candidate request fails, so a hard
+    /// breach is evaluated at once instead of at the next tick.
+    breach: Arc<tokio::sync::Notify>,
 }
 
 /// A point-in-time copy of one (model, variant)'s cumulative counters.
@@ -113,6 +116,8 @@ pub struct ModelObservation {
 #[derive(Debug, Default)]
 pub(crate) struct StatsRegistry {
     models: Mutex<HashMap<Arc<str>, Arc<ModelStats>>>,
+    /// Candidate failures wake whoever waits here (the rollout driver).
+    pub(crate) breach: Arc<tokio::sync::Notify>,
     /// Requests answered by the gateway itself, by `error::REJECT_REASONS` index.
     rejected: [AtomicU64; crate::error::REJECT_REASONS.len()],
 }
@@ -236,18 +241,25 @@ impl VariantStats {
 // === impl ModelStats ===
 
 impl ModelStats {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, breach: Arc<tokio::sync::Notify>) -> Self {
         ModelStats {
             name,
             variants: Default::default(),
             shadow_drops: Default::default(),
             shadow_inflight: AtomicI64::new(0),
             endpoint_ejections: Default::default(),
+            breach,
         }
     }
 
     pub(crate) fn variant(&self, v: Variant) -> &VariantStats {
         &self.variants[v.index()]
+    }
+
+    /// A candidate exchange failed (5xx, no response, or broken after a 200): one atomic
+    /// store when nobody waits, a wake-up when the driver does.
+    pub(crate) fn candidate_failed(&self) {
+        self.breach.notify_one();
     }
 
     pub(crate) fn shadow_dropped(&self, reason: ShadowDrop) {
@@ -295,7 +307,7 @@ impl StatsRegistry {
             return s.clone();
         }
         let name: Arc<str> = Arc::from(name);
-        let stats = Arc::new(ModelStats::new(name.clone()));
+        let stats = Arc::new(ModelStats::new(name.clone(), self.breach.clone()));
         models.insert(name, stats.clone());
         stats
     }

@@ -147,6 +147,9 @@ impl Worker {
             Ok(x) => x,
             Err(rej) => {
                 vs.finish(StatusClass::Error, start.elapsed());
+                if variant == Variant::Candidate {
+                    stats.candidate_failed();
+                }
                 return Err(rej);
             }
         };

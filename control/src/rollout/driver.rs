@@ -17,6 +17,9 @@ use super::decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState
 use super::gates::{evaluate, Correctness, Evaluation, GateInputs, VariantWindow};
 use super::store::StateStore;
 
+/// Shortest gap between evaluations woken by candidate failures: fast enough to zero the weight
+/// well within a second of a breach, cheap enough under a storm of errors.
+const BREACH_MIN_GAP: Duration = Duration::from_millis(100);
 /// Commands waiting for the next step, bounded (operators do not send thousands).
 const COMMAND_QUEUE: usize = 64;
 
@@ -161,10 +164,16 @@ impl Driver {
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let proxy = self.proxy.clone();
+        let mut last = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
+                _ = proxy.candidate_failure() => {
+                    // A burst of failures wakes us once per BREACH_MIN_GAP at most.
+                    tokio::time::sleep_until(last + BREACH_MIN_GAP).await;
+                }
                 Some((model, cmd)) = self.commands.recv() => { self.pending.insert(model, cmd); }
                 _ = shutdown.changed() => return,
             }
@@ -172,6 +181,7 @@ impl Driver {
                 self.pending.insert(model, cmd);
             }
             self.step().await;
+            last = tokio::time::Instant::now();
             self.stepped.notify_waiters();
         }
     }

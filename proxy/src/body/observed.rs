@@ -114,6 +114,9 @@ impl ObservedBody {
             vs.stream_failure(f);
         }
         vs.finish(StatusClass::of(self.ex.status), self.ex.start.elapsed());
+        if self.ex.variant == Variant::Candidate && (self.ex.status >= 500 || failure.is_some()) {
+            self.ex.stats.candidate_failed();
+        }
         let broken = matches!(
             failure,
             Some(StreamFailure::IdleTimeout | StreamFailure::UpstreamReset)
