@@ -138,6 +138,7 @@ impl Gateway {
             crate::rollout::synthetic_runner(),
             DRIVER_TICK,
         );
+        driver.register_metrics(&mut registry);
         // Restored rollouts keep their traffic from the first request on.
         driver.restore_traffic();
         let (reloader, handle) = Reloader::new(path.clone(), proxy.clone(), &mut registry);

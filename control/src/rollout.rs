@@ -8,6 +8,7 @@
 mod decide;
 mod driver;
 mod gates;
+mod metrics;
 mod stats;
 mod store;
 

@@ -123,10 +123,12 @@ impl Driver {
             tracing::error!(error = %e, "cannot read saved rollout state; starting fresh");
             BTreeMap::new()
         });
-        let runs = saved
+        let runs: HashMap<String, Run> = saved
             .into_iter()
             .map(|(m, state)| (m, Run::new(state)))
             .collect();
+        // Restored rollouts are visible in /status from the start.
+        lock_write(&status).extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, r))));
         let stepped = Arc::new(Notify::new());
         let handle = DriverHandle {
             commands: tx,
@@ -149,6 +151,13 @@ impl Driver {
             status,
         };
         (driver, handle)
+    }
+
+    /// Registers `rollgate_rollout_*` metrics, read from the published statuses.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register_collector(Box::new(super::metrics::RolloutCollector(
+            self.status.clone(),
+        )));
     }
 
     /// Re-applies the traffic of restored rollouts before the first request is routed, so a
@@ -250,9 +259,12 @@ impl Driver {
             if idle {
                 self.proxy.set_directive(&m.name, None);
             }
+            // Statuses are refreshed every step (gate values move without transitions).
+            self.publish(m);
         }
-        self.runs
-            .retain(|name, _| config.models.iter().any(|m| &m.name == name));
+        let configured = |name: &String| config.models.iter().any(|m| &m.name == name);
+        self.runs.retain(|name, _| configured(name));
+        lock_write(&self.status).retain(|name, _| configured(name));
     }
 
     fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) {
@@ -277,11 +289,6 @@ impl Driver {
                 Action::Cleanup => {
                     tracing::info!(model = %m.name, "rollout cleanup done (nothing held in process)")
                 }
-            }
-        }
-        if let Some(run) = self.runs.get(&m.name) {
-            if let Some(s) = lock_write(&self.status).get_mut(&m.name) {
-                s.gates.clone_from(&run.last_eval);
             }
         }
     }
