@@ -1,9 +1,13 @@
 //! Signal sources the rollout driver reads besides the data plane's own observations: candidate
 //! health, and (through the engine scraper) queue time and GPU memory.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -12,16 +16,30 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rollgate_config::{Engine, Model};
 
-use crate::rollout::{Health, ModelSignals, SignalSource};
+use crate::rollout::{Dist, Health, ModelSignals, SignalSource};
+
+pub mod engine;
+pub mod promtext;
 
 /// Per-check timeout: a model server that cannot answer its health check in this long is not
 /// ready for users.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Reads signals over HTTP from the candidate's endpoints.
+/// Cumulative queue-time histograms of one endpoint, oldest first.
+type Readings = VecDeque<(Instant, engine::Hist)>;
+
+/// Queue-time quantiles are computed over this trailing window of engine histograms.
+const QUEUE_WINDOW: Duration = Duration::from_secs(30);
+
+/// Reads signals over HTTP from the candidate's endpoints: health, and the engine's `/metrics`
+/// (queue time, GPU memory — from the engine, the simulator, a DCGM exporter or a
+/// `rollgate gpu-agent` on the same page).
 #[derive(Clone, Debug)]
 pub struct HttpSignals {
     client: Client<HttpConnector, Empty<Bytes>>,
+    scraper: engine::Scraper,
+    /// Per endpoint URL: cumulative queue-time histograms seen in the trailing window.
+    history: Arc<Mutex<HashMap<String, Readings>>>,
 }
 
 // === impl HttpSignals ===
@@ -30,6 +48,8 @@ impl Default for HttpSignals {
     fn default() -> Self {
         HttpSignals {
             client: Client::builder(TokioExecutor::new()).build_http(),
+            scraper: engine::Scraper::default(),
+            history: Arc::default(),
         }
     }
 }
@@ -83,16 +103,79 @@ fn health_path(engine: Engine) -> &'static str {
     }
 }
 
+impl HttpSignals {
+    /// Scrapes every candidate endpoint: queue time over the trailing window and the highest
+    /// GPU memory share. Any unreadable endpoint makes both a metric error.
+    async fn engine(
+        &self,
+        model: &Model,
+    ) -> (Result<Option<Dist>, String>, Result<Option<f64>, String>) {
+        let Some(c) = &model.candidate else {
+            return (Ok(None), Ok(None));
+        };
+        let targets: Vec<(String, engine::Engine)> = c
+            .endpoints
+            .iter()
+            .map(|e| (format!("{}/metrics", e.url), c.engine.into()))
+            .collect();
+        let now = Instant::now();
+        let mut windows = Vec::new();
+        let mut gpu: Option<f64> = None;
+        for (url, result) in self.scraper.scrape_all(&targets).await {
+            let reading = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = format!("{url}: {e}");
+                    return (Err(why.clone()), Err(why));
+                }
+            };
+            if let Some(ratio) = reading.gpu_memory_ratio() {
+                gpu = Some(gpu.map_or(ratio, |g| g.max(ratio)));
+            }
+            if let Some(h) = reading.queue_time {
+                windows.push(self.window(&url, now, h));
+            }
+        }
+        let queue = windows
+            .into_iter()
+            .reduce(|a, b| a.merge(&b))
+            .map(|h| Dist {
+                count: h.count,
+                buckets: h.buckets,
+            });
+        (Ok(queue), Ok(gpu))
+    }
+
+    /// The histogram's growth since the oldest reading inside the trailing window.
+    fn window(&self, url: &str, now: Instant, latest: engine::Hist) -> engine::Hist {
+        let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
+        let seen = history.entry(url.to_owned()).or_default();
+        while seen
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > QUEUE_WINDOW)
+        {
+            seen.pop_front();
+        }
+        // The first reading has no baseline: an empty window, not the engine's whole history.
+        let delta = seen
+            .front()
+            .map_or_else(|| latest.since(&latest), |(_, first)| latest.since(first));
+        seen.push_back((now, latest));
+        delta
+    }
+}
+
 impl SignalSource for HttpSignals {
     fn read<'a>(
         &'a self,
         model: &'a Model,
     ) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
         Box::pin(async move {
+            let (queue_time, gpu_memory) = self.engine(model).await;
             ModelSignals {
                 health: self.health(model).await,
-                queue_time: Err("engine metrics are not scraped yet".into()),
-                gpu_memory: Err("GPU memory is not read yet".into()),
+                queue_time,
+                gpu_memory,
             }
         })
     }
