@@ -135,7 +135,9 @@ impl Gateway {
             StateStore::new(state_dir),
             Arc::new(HttpSignals::default()),
             crate::rollout::scorer(),
-            crate::rollout::synthetic_runner(),
+            crate::rollout::synthetic_runner(
+                path.parent().map(Path::to_path_buf).unwrap_or_default(),
+            ),
             DRIVER_TICK,
         );
         driver.register_metrics(&mut registry);

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod ctl;
 mod demo;
 mod gateway;
 mod rollout;
@@ -34,6 +35,10 @@ enum Command {
     Sim(Box<rollgate_loadtest::sim::SimArgs>),
     /// Self-contained demo: two simulators, the gateway in front, live traffic.
     Demo(demo::DemoArgs),
+    /// Operator CLI: rollout status and break-glass commands through the admin API.
+    Ctl(ctl::CtlArgs),
+    /// Serve this node's GPU memory (NVML) as /metrics and /gpus for rollout gates.
+    GpuAgent(rollgate_control::gpu::GpuAgentArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +54,8 @@ fn main() -> ExitCode {
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(gateway::run(config))),
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
+        Command::GpuAgent(args) => runtime().and_then(|rt| rt.block_on(gpu_agent(args))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -58,6 +65,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `rollgate gpu-agent`: serve until SIGTERM/SIGINT, then exit 0.
+async fn gpu_agent(args: rollgate_control::gpu::GpuAgentArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: until they exist SIGTERM's default action kills the process.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!(
+            "rollgate gpu-agent ready: http://{}",
+            listener.local_addr()?
+        );
+    }
+    let stop = async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    Ok(rollgate_control::gpu::serve(listener, args, stop).await?)
 }
 
 /// The control runtime: admin API, reloads, signals. The data plane has its own threads.

@@ -4,11 +4,14 @@
 //! Depends on `config` and on the data plane's public [`rollgate_proxy::ProxyHandle`].
 
 mod admin;
+pub mod gpu;
 pub mod operator;
 mod reload;
 pub mod rollout;
+pub mod scoring;
 pub mod signals;
 mod status;
+pub mod synthetic;
 
 pub use admin::{local_addr, serve_admin, AdminServer};
 pub use reload::{revision_of, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle};

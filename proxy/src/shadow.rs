@@ -233,6 +233,10 @@ impl PairSide {
         } else {
             slot.shadow = Some(side);
         }
+        // Only when both sides are in: taking one side alone would lose it.
+        if slot.primary.is_none() || slot.shadow.is_none() {
+            return;
+        }
         if let (Some(p), Some(s)) = (slot.primary.take(), slot.shadow.take()) {
             self.shared.pairs.push(ShadowPair {
                 model: slot.model.clone(),

@@ -102,6 +102,8 @@ struct Run {
     baseline: Option<ModelObservation>,
     correctness: Correctness,
     synthetic: Arc<Mutex<SyntheticState>>,
+    /// When the suite last started, for the periodic runs during Shadow and Canary.
+    synthetic_at: Option<tokio::time::Instant>,
     last_eval: Option<Evaluation>,
 }
 
@@ -224,6 +226,28 @@ impl Driver {
             } else {
                 None
             };
+            if let Some(every) = m
+                .rollout
+                .as_ref()
+                .and_then(|r| r.synthetic.as_ref())
+                .map(|s| s.every)
+            {
+                let due = run.synthetic_at.is_none_or(|t| t.elapsed() >= every);
+                let running =
+                    *lock(&run.synthetic) == SyntheticState::Pending && run.synthetic_at.is_some();
+                if active
+                    && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_))
+                    && due
+                    && !running
+                {
+                    let name = m.name.clone();
+                    self.run_synthetic(m);
+                    tracing::debug!(model = %name, "periodic synthetic run");
+                }
+            }
+            let Some(run) = self.runs.get_mut(&m.name) else {
+                continue;
+            };
             let synthetic = match (&m.rollout, active) {
                 (Some(r), true) if r.synthetic.is_some() => lock(&run.synthetic).clone(),
                 _ => SyntheticState::None,
@@ -232,7 +256,11 @@ impl Driver {
                 (Some(r), Some(o), Some(sig))
                     if matches!(run.state.phase, Phase::Shadow | Phase::Canary(_)) =>
                 {
-                    Some(evaluate(&r.gates, r.min_samples, &gate_inputs(run, o, sig)))
+                    Some(evaluate(
+                        &r.gates,
+                        r.min_samples,
+                        &gate_inputs(run, o, sig, &synthetic),
+                    ))
                 }
                 _ => None,
             };
@@ -293,10 +321,11 @@ impl Driver {
         }
     }
 
-    fn run_synthetic(&self, m: &Model) {
-        let Some(run) = self.runs.get(&m.name) else {
+    fn run_synthetic(&mut self, m: &Model) {
+        let Some(run) = self.runs.get_mut(&m.name) else {
             return;
         };
+        run.synthetic_at = Some(tokio::time::Instant::now());
         let slot = run.synthetic.clone();
         *lock(&slot) = SyntheticState::Pending;
         let fut = (self.synthetic)(m.clone());
@@ -328,7 +357,25 @@ impl Driver {
     }
 }
 
-fn gate_inputs(run: &Run, now: &ModelObservation, sig: &ModelSignals) -> GateInputs {
+fn gate_inputs(
+    run: &Run,
+    now: &ModelObservation,
+    sig: &ModelSignals,
+    synthetic: &SyntheticState,
+) -> GateInputs {
+    // Pairs belong to Shadow (stragglers arriving after it ended do not count); in Canary only
+    // a synthetic suite speaks for correctness.
+    let mut correctness = if run.state.phase == Phase::Shadow {
+        run.correctness
+    } else {
+        Correctness::default()
+    };
+    match synthetic {
+        SyntheticState::Passed => correctness.synthetic_passed = 1,
+        SyntheticState::Failed(_) => correctness.synthetic_failed = 1,
+        SyntheticState::None | SyntheticState::Pending => {}
+    }
+    let has_synthetic = *synthetic != SyntheticState::None;
     let base = run.baseline.clone().unwrap_or_else(|| ModelObservation {
         model: now.model.clone(),
         ..zero_like(now)
@@ -342,7 +389,8 @@ fn gate_inputs(run: &Run, now: &ModelObservation, sig: &ModelSignals) -> GateInp
         candidate,
         queue_time: sig.queue_time.clone(),
         gpu_memory: sig.gpu_memory.clone(),
-        correctness: run.correctness,
+        // Pairs exist only in Shadow; in Canary only a synthetic suite speaks for correctness.
+        correctness: (run.state.phase == Phase::Shadow || has_synthetic).then_some(correctness),
         ejections: now.ejections[1].saturating_sub(base.ejections[1]),
     }
 }
@@ -441,6 +489,7 @@ impl Run {
             baseline: None,
             correctness: Correctness::default(),
             synthetic: Arc::new(Mutex::new(SyntheticState::Pending)),
+            synthetic_at: None,
             last_eval: None,
         }
     }

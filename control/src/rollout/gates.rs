@@ -54,7 +54,9 @@ pub struct GateInputs {
     pub queue_time: Result<Option<Dist>, String>,
     /// Highest GPU memory share across candidate endpoints; `Err` when it could not be read.
     pub gpu_memory: Result<Option<f64>, String>,
-    pub correctness: Correctness,
+    /// Shadow-pair agreement and synthetic results; `None` where the phase has neither (a
+    /// canary without a synthetic suite), which leaves the correctness gate out.
+    pub correctness: Option<Correctness>,
     /// Candidate endpoints ejected by the data plane in the window.
     pub ejections: u64,
 }
@@ -88,7 +90,7 @@ impl Default for GateInputs {
             candidate: VariantWindow::default(),
             queue_time: Ok(None),
             gpu_memory: Ok(None),
-            correctness: Correctness::default(),
+            correctness: None,
             ejections: 0,
         }
     }
@@ -261,8 +263,8 @@ pub fn evaluate(gates: &Gates, min_samples: u64, inputs: &GateInputs) -> Evaluat
             Err(e) => metric_error("gpu_memory_used", e.clone()),
         });
     }
-    if let Some(g) = &gates.correctness {
-        results.push(correctness(g.min, min_samples, &inputs.correctness));
+    if let (Some(g), Some(c)) = (&gates.correctness, &inputs.correctness) {
+        results.push(correctness(g.min, min_samples, c));
     }
     let verdict = if results.iter().any(|r| r.verdict == Verdict::Fail) {
         Verdict::Fail
@@ -448,6 +450,17 @@ fn correctness(min: f64, min_samples: u64, c: &Correctness) -> GateResult {
         );
     }
     let n = c.comparable_pairs;
+    if n == 0 && c.synthetic_passed > 0 {
+        let why = "synthetic checks passed; no shadow pairs in this phase".to_owned();
+        return result(
+            "correctness",
+            Verdict::Pass,
+            Some(1.0),
+            Some(min),
+            c.synthetic_passed,
+            why,
+        );
+    }
     if n < min_samples {
         return too_few("correctness", n, min_samples);
     }

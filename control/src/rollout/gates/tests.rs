@@ -178,34 +178,34 @@ fn correctness_from_shadow_pairs_and_synthetic_checks() {
         ..Default::default()
     };
     let mut i = inputs(window(0, 0, 0.1), window(0, 0, 0.1));
-    i.correctness = Correctness {
+    i.correctness = Some(Correctness {
         comparable_pairs: 50,
         agreeing_pairs: 50,
         ..Default::default()
-    };
+    });
     assert_eq!(
         evaluate(&g, 200, &i).verdict,
         Verdict::Inconclusive,
         "too few pairs"
     );
-    i.correctness = Correctness {
+    i.correctness = Some(Correctness {
         comparable_pairs: 300,
         agreeing_pairs: 300,
         ..Default::default()
-    };
+    });
     assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Pass);
-    i.correctness = Correctness {
+    i.correctness = Some(Correctness {
         comparable_pairs: 300,
         agreeing_pairs: 150,
         ..Default::default()
-    };
+    });
     assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
-    i.correctness = Correctness {
+    i.correctness = Some(Correctness {
         comparable_pairs: 300,
         agreeing_pairs: 300,
         synthetic_failed: 1,
         synthetic_passed: 4,
-    };
+    });
     assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
 }
 

@@ -1,0 +1,390 @@
+//! Shadow scoring: how close the candidate's answer to a mirrored request is to the stable one.
+//!
+//! # The per-pair score (`PairScore::score`, in `0..=1`)
+//!
+//! 1. Status first. Different status classes (200 vs 500, 400 vs 503) score 0. Both non-2xx:
+//!    1.0 for the same status (the revisions agree the request is bad or the load too high),
+//!    0.5 for the same class with another code (400 vs 429). Error bodies are never compared:
+//!    engines word them differently.
+//! 2. Embeddings: the mean cosine similarity of the vectors, index by index, clamped to `0..=1`;
+//!    a missing vector or a dimension mismatch counts 0 for that index.
+//! 3. Text (chat, completions, other paths): 1.0 when the answers are equal after whitespace and
+//!    case normalisation; otherwise `0.8 × similarity + 0.2 × length_ratio`, where similarity is
+//!    the multiset Jaccard index of word unigrams and bigrams over the first
+//!    [`MAX_SIMILARITY_BYTES`] of each normalised answer (linear time, so a long answer cannot
+//!    stall the control loop). Unigrams forgive reordering, bigrams pull it back down; the
+//!    length term rewards a paraphrase of the right size over a fragment. A JSON answer (tool
+//!    calls, structured output) whose shape differs from the stable one is capped at
+//!    [`JSON_SHAPE_CAP`]: a broken schema breaks the caller however close the words are.
+//!
+//! A pair is `comparable` only when both sides were captured whole: neither overflowed the
+//! capture, neither was cut (`failed`), and a streamed 2xx answer ended with `[DONE]` and no
+//! error event. Partial text would score low for reasons the error-rate gate already counts, so
+//! such pairs are left out of [`ScoreStats`]' mean and share.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use serde_json::Value;
+
+pub(crate) mod embedding;
+mod reassemble;
+mod stats;
+
+pub use reassemble::{Choice, Reassembled, SseReassembler, ToolCall};
+pub use stats::{GateInput, ScoreStats, DEFAULT_PAIR_THRESHOLD, SCORE_BUCKETS};
+
+pub(crate) use reassemble::{note, truncate};
+
+/// Bytes of each normalised answer the similarity looks at; past this the prefix decides.
+pub const MAX_SIMILARITY_BYTES: usize = 16 * 1024;
+/// Highest score of an answer whose JSON shape differs from the stable one's.
+pub const JSON_SHAPE_CAP: f64 = 0.5;
+/// Weights of word similarity and length ratio in a text score; they add up to 1.
+const SIMILARITY_WEIGHT: f64 = 0.8;
+const LENGTH_WEIGHT: f64 = 0.2;
+/// Both non-2xx, same class, another code: they agree it failed, not why.
+const SAME_CLASS_SCORE: f64 = 0.5;
+
+/// One side's response as the data plane captured it (mirrors `rollgate_proxy::shadow::Side`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    /// Up to the capture limit of the response body.
+    pub body: Bytes,
+    /// The body was longer than the capture limit.
+    pub overflow: bool,
+    /// The stream broke (error event, truncated, reset, timeout).
+    pub failed: bool,
+}
+
+/// Which OpenAI endpoint a pair came from; it decides how bodies are read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Chat,
+    Completion,
+    Embedding,
+    Other,
+}
+
+/// How one candidate answer compares with the stable one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairScore {
+    pub kind: Kind,
+    /// Same answer text (chat, completions), same vectors (embeddings), same bytes (other).
+    /// Content fields (`exact` to `cosine`) are only filled when both sides are 2xx.
+    pub exact: bool,
+    /// Equal after collapsing whitespace and lowercasing; embeddings: cosine ≥ 0.999999.
+    pub normalized: bool,
+    /// `None` when neither answer is JSON (object or array text, or tool calls).
+    pub json_shape: Option<bool>,
+    /// min/max of the answers' token counts (words and punctuation); 1.0 when both are empty.
+    pub length_ratio: f64,
+    pub cosine: Option<f64>,
+    /// Both statuses are in the same class (2xx, 4xx, 5xx).
+    pub status_match: bool,
+    /// Overall agreement in `0..=1`; see the module docs.
+    pub score: f64,
+    /// Both sides were captured whole; a pair that is not must not count.
+    pub comparable: bool,
+    /// Why the pair is not comparable or scored low, for logs; a few at most.
+    pub notes: Vec<String>,
+}
+
+/// What one side says, read for comparison.
+#[derive(Debug)]
+struct Read {
+    text: String,
+    /// One per choice (one for other paths): the JSON shape of the answer, if it is JSON.
+    shapes: Vec<Option<Shape>>,
+    complete: bool,
+}
+
+/// The part of a JSON answer that a caller's parser depends on.
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    /// Top-level keys and the JSON type of each value.
+    Object(BTreeMap<String, &'static str>),
+    Array,
+    /// Each tool call's name and the shape of its arguments (`None`: not JSON).
+    Tools(Vec<(String, Option<Box<Shape>>)>),
+}
+
+/// Scores one pair: `primary` is the stable answer, `shadow` the candidate's.
+pub fn score(path: &str, streamed: bool, primary: &Answer, shadow: &Answer) -> PairScore {
+    let kind = Kind::from_path(path);
+    let mut out = PairScore {
+        kind,
+        exact: false,
+        normalized: false,
+        json_shape: None,
+        length_ratio: 0.0,
+        cosine: None,
+        status_match: primary.status / 100 == shadow.status / 100,
+        score: 0.0,
+        comparable: true,
+        notes: Vec::new(),
+    };
+    for (side, a) in [("stable", primary), ("candidate", shadow)] {
+        if a.overflow {
+            out.not_comparable(format!("{side} answer overflowed the capture"));
+        }
+        if a.failed {
+            out.not_comparable(format!("{side} answer was cut"));
+        }
+    }
+    if !is_success(primary.status) || !is_success(shadow.status) {
+        out.score = status_score(primary.status, shadow.status);
+        return out;
+    }
+    match kind {
+        Kind::Embedding => embedding::compare(&mut out, primary, shadow),
+        _ => compare_text(&mut out, streamed, primary, shadow),
+    }
+    out
+}
+
+fn is_success(status: u16) -> bool {
+    (200..300).contains(&status)
+}
+
+/// Only called when at least one side is not 2xx, so "same class" means "both failed alike".
+fn status_score(a: u16, b: u16) -> f64 {
+    match (a == b, a / 100 == b / 100) {
+        (true, _) => 1.0,
+        (false, true) => SAME_CLASS_SCORE,
+        (false, false) => 0.0,
+    }
+}
+
+fn compare_text(out: &mut PairScore, streamed: bool, primary: &Answer, shadow: &Answer) {
+    let p = read(out, "stable", streamed, primary);
+    let s = read(out, "candidate", streamed, shadow);
+    if !(p.complete && s.complete) {
+        out.comparable = false;
+    }
+    out.exact = match out.kind {
+        Kind::Other => primary.body == shadow.body,
+        _ => p.text == s.text,
+    };
+    let (np, ns) = (normalize(&p.text), normalize(&s.text));
+    out.normalized = np == ns;
+    if p.shapes.iter().chain(&s.shapes).any(Option::is_some) {
+        out.json_shape = Some(p.shapes == s.shapes);
+    }
+    let (tp, ts) = (count_tokens(&np), count_tokens(&ns));
+    out.length_ratio = ratio(tp, ts);
+    out.score = if out.normalized {
+        1.0
+    } else {
+        let sim = similarity(bounded(&np), bounded(&ns));
+        SIMILARITY_WEIGHT * sim + LENGTH_WEIGHT * out.length_ratio
+    };
+    if out.json_shape == Some(false) {
+        out.score = out.score.min(JSON_SHAPE_CAP);
+    }
+}
+
+/// Reads one 2xx side: SSE is reassembled, JSON bodies unpacked, anything else taken as text.
+fn read(out: &mut PairScore, side: &str, streamed: bool, a: &Answer) -> Read {
+    let raw = || Read {
+        text: String::from_utf8_lossy(&a.body).into_owned(),
+        shapes: vec![json_text_shape(&String::from_utf8_lossy(&a.body))],
+        complete: true,
+    };
+    if out.kind == Kind::Other {
+        return raw();
+    }
+    let answer = if looks_like_sse(&a.body) {
+        Reassembled::from_sse(&a.body)
+    } else {
+        if streamed {
+            out.note(format!(
+                "{side} answered a stream request with a whole body"
+            ));
+        }
+        match serde_json::from_slice::<Value>(&a.body) {
+            Ok(v) => Reassembled::from_json(&v),
+            Err(e) => {
+                out.note(format!("{side} body is not JSON: {e}"));
+                return raw();
+            }
+        }
+    };
+    for e in &answer.errors {
+        out.note(format!("{side}: {e}"));
+    }
+    if !answer.done {
+        out.note(format!("{side} stream ended without [DONE]"));
+    }
+    Read {
+        text: answer.answer_text(),
+        shapes: answer.choices.iter().map(choice_shape).collect(),
+        complete: answer.complete(),
+    }
+}
+
+/// SSE bodies start with a field or a comment; JSON bodies never do.
+fn looks_like_sse(body: &[u8]) -> bool {
+    let start = body.trim_ascii_start();
+    [&b"data:"[..], b":", b"event:", b"id:", b"retry:"]
+        .iter()
+        .any(|p| start.starts_with(p))
+}
+
+fn choice_shape(c: &Choice) -> Option<Shape> {
+    if c.tool_calls.is_empty() {
+        return json_text_shape(&c.text);
+    }
+    let calls = c
+        .tool_calls
+        .iter()
+        .map(|t| (t.name.clone(), json_text_shape(&t.arguments).map(Box::new)))
+        .collect();
+    Some(Shape::Tools(calls))
+}
+
+/// The shape of text that is a JSON object or array, also inside a Markdown code fence; bare
+/// scalars (`42`, `true`) are ordinary answers, not structured output.
+fn json_text_shape(text: &str) -> Option<Shape> {
+    let mut t = text.trim();
+    if let Some(rest) = t.strip_prefix("```") {
+        // Skip the fence's language tag line, drop the closing fence.
+        t = rest.split_once('\n').map_or("", |(_, body)| body);
+        t = t.trim_end().strip_suffix("```").unwrap_or(t).trim();
+    }
+    if !(t.starts_with('{') || t.starts_with('[')) {
+        return None;
+    }
+    match serde_json::from_str::<Value>(t).ok()? {
+        Value::Object(fields) => Some(Shape::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), type_name(v)))
+                .collect(),
+        )),
+        Value::Array(_) => Some(Shape::Array),
+        _ => None,
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Lowercase, with every whitespace run as one space and none at the ends.
+fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.extend(word.chars().flat_map(char::to_lowercase));
+    }
+    out
+}
+
+/// Token-ish pieces: runs of letters and digits, and every other visible character alone.
+fn tokens(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        rest = rest.trim_start();
+        let first = rest.chars().next()?;
+        let end = if first.is_alphanumeric() {
+            rest.find(|c: char| !c.is_alphanumeric())
+                .unwrap_or(rest.len())
+        } else {
+            first.len_utf8()
+        };
+        let (token, tail) = rest.split_at(end);
+        rest = tail;
+        Some(token)
+    })
+}
+
+fn count_tokens(text: &str) -> usize {
+    tokens(text).count()
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    match a.max(b) {
+        0 => 1.0,
+        max => a.min(b) as f64 / max as f64,
+    }
+}
+
+/// The first [`MAX_SIMILARITY_BYTES`] of `text`, cut on a character boundary.
+fn bounded(text: &str) -> &str {
+    let mut end = text.len().min(MAX_SIMILARITY_BYTES);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Multiset Jaccard index of unigrams and bigrams: Σ min(counts) / Σ max(counts).
+fn similarity(a: &str, b: &str) -> f64 {
+    let mut counts: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+    for (text, first) in [(a, true), (b, false)] {
+        let mut prev = None;
+        for t in tokens(text) {
+            // A token is never empty, so `(t, "")` cannot collide with a bigram.
+            let keys = [Some((t, "")), prev.map(|p| (p, t))];
+            for key in keys.into_iter().flatten() {
+                let c = counts.entry(key).or_default();
+                if first {
+                    c.0 += 1;
+                } else {
+                    c.1 += 1;
+                }
+            }
+            prev = Some(t);
+        }
+    }
+    let (min, max) = counts.values().fold((0u64, 0u64), |(min, max), (x, y)| {
+        (min + u64::from(*x.min(y)), max + u64::from(*x.max(y)))
+    });
+    if max == 0 {
+        1.0
+    } else {
+        min as f64 / max as f64
+    }
+}
+
+// === impl Kind ===
+
+impl Kind {
+    /// The endpoint of a request path; a trailing slash is tolerated.
+    pub fn from_path(path: &str) -> Self {
+        match path.trim_end_matches('/') {
+            "/v1/chat/completions" => Self::Chat,
+            "/v1/completions" => Self::Completion,
+            "/v1/embeddings" => Self::Embedding,
+            _ => Self::Other,
+        }
+    }
+}
+
+// === impl PairScore ===
+
+impl PairScore {
+    fn note(&mut self, msg: String) {
+        note(&mut self.notes, msg);
+    }
+
+    fn not_comparable(&mut self, why: String) {
+        self.comparable = false;
+        self.note(why);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests;

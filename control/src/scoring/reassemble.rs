@@ -1,0 +1,339 @@
+//! One answer's text, whether it came whole (`choices[i].message.content` / `choices[i].text`) or
+//! as an SSE stream of `choices[i].delta` chunks. Both forms end up in [`Reassembled`], so the
+//! scorer and the synthetic checks compare and assert on the same thing.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Value};
+
+/// Longest SSE line kept; an engine never sends one this long, so a longer one is garbage or an
+/// attack, and holding it would make memory depend on the peer.
+const MAX_LINE: usize = 4 << 20;
+/// Notes kept per answer: the first few say what went wrong; thousands would only cost memory.
+const MAX_NOTES: usize = 8;
+
+/// The answer's choices in index order, and how the stream (if any) ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Reassembled {
+    pub choices: Vec<Choice>,
+    /// A `data: [DONE]` event was seen (always true for whole bodies).
+    pub done: bool,
+    /// Error events, events that are not JSON, a stream cut mid-event; at most [`MAX_NOTES`].
+    pub errors: Vec<String>,
+}
+
+/// One choice, its deltas concatenated.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Choice {
+    pub index: u64,
+    pub text: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<String>,
+}
+
+/// One tool call, its `function.name` and `function.arguments` fragments concatenated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ToolCall {
+    pub index: u64,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// An incremental SSE reader: feed it bytes split anywhere (mid-line, mid-UTF-8 character).
+#[derive(Debug, Default)]
+pub struct SseReassembler {
+    line: Vec<u8>,
+    /// The `data:` lines of the event being read, joined by `\n` as the SSE spec says.
+    data: Vec<u8>,
+    has_data: bool,
+    choices: BTreeMap<u64, PartialChoice>,
+    done: bool,
+    errors: Vec<String>,
+    skipping_line: bool,
+}
+
+#[derive(Debug, Default)]
+struct PartialChoice {
+    text: String,
+    tools: BTreeMap<u64, ToolCall>,
+    finish_reason: Option<String>,
+}
+
+// === impl Reassembled ===
+
+impl Reassembled {
+    /// A whole SSE body.
+    pub fn from_sse(body: &[u8]) -> Self {
+        let mut r = SseReassembler::default();
+        r.feed(body);
+        r.finish()
+    }
+
+    /// A whole (non-streamed) completion or chat completion body.
+    pub fn from_json(body: &Value) -> Self {
+        let mut choices = BTreeMap::new();
+        for choice in body
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            absorb_choice(&mut choices, choice, "message");
+        }
+        let mut errors = Vec::new();
+        if let Some(e) = body.get("error") {
+            note(&mut errors, format!("error body: {}", error_message(e)));
+        }
+        Self {
+            choices: into_choices(choices),
+            done: true,
+            errors,
+        }
+    }
+
+    /// No `[DONE]`, an error event or a cut event: the text is probably partial.
+    pub fn complete(&self) -> bool {
+        self.done && self.errors.is_empty()
+    }
+
+    /// The text compared between two answers: choices in index order, one per line, each tool
+    /// call as `name(arguments)` after its choice's text.
+    pub fn answer_text(&self) -> String {
+        let mut out = String::new();
+        for (i, c) in self.choices.iter().enumerate() {
+            if i > 0 {
+                out.push('\n');
+            }
+            out.push_str(&c.text);
+            for t in &c.tool_calls {
+                out.push('\n');
+                out.push_str(&t.name);
+                out.push('(');
+                out.push_str(&t.arguments);
+                out.push(')');
+            }
+        }
+        out
+    }
+
+    /// The non-streamed body this answer would have had, so that one JSON-path assertion works
+    /// for both forms. Each choice carries both `message` (chat) and `text` (completions).
+    pub fn to_json(&self) -> Value {
+        let choices: Vec<Value> = self
+            .choices
+            .iter()
+            .map(|c| {
+                let mut message = json!({"role": "assistant", "content": c.text});
+                if !c.tool_calls.is_empty() {
+                    let calls: Vec<Value> = c
+                        .tool_calls
+                        .iter()
+                        .map(|t| json!({"index": t.index, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}))
+                        .collect();
+                    message["tool_calls"] = Value::Array(calls);
+                }
+                json!({"index": c.index, "message": message, "text": c.text, "finish_reason": c.finish_reason})
+            })
+            .collect();
+        json!({ "choices": choices })
+    }
+}
+
+// === impl SseReassembler ===
+
+impl SseReassembler {
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Some(nl) = bytes.iter().position(|b| *b == b'\n') {
+            self.push_line_part(&bytes[..nl]);
+            let mut line = std::mem::take(&mut self.line);
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if !std::mem::take(&mut self.skipping_line) {
+                self.line_done(&line);
+            }
+            line.clear();
+            self.line = line;
+            bytes = &bytes[nl + 1..];
+        }
+        self.push_line_part(bytes);
+    }
+
+    /// Ends the stream. An event without its closing blank line was cut, and is dropped as the
+    /// SSE spec says; `[DONE]` is only believed when its event was closed.
+    pub fn finish(mut self) -> Reassembled {
+        if self.has_data || !self.line.is_empty() {
+            note(&mut self.errors, "stream ended mid-event".to_owned());
+        }
+        Reassembled {
+            choices: into_choices(self.choices),
+            done: self.done,
+            errors: self.errors,
+        }
+    }
+
+    /// A `data: [DONE]` event was read.
+    pub fn done(&self) -> bool {
+        self.done
+    }
+
+    fn push_line_part(&mut self, part: &[u8]) {
+        if self.skipping_line {
+            return;
+        }
+        if self.line.len() + part.len() > MAX_LINE {
+            note(&mut self.errors, format!("SSE line over {MAX_LINE} bytes"));
+            self.line.clear();
+            self.skipping_line = true;
+            return;
+        }
+        self.line.extend_from_slice(part);
+    }
+
+    fn line_done(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        // Comments (`: keep-alive`) and the other fields (`event:`, `id:`, `retry:`) carry no text.
+        let Some(value) = line.strip_prefix(b"data:") else {
+            return;
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        if self.data.len() + value.len() > MAX_LINE {
+            note(&mut self.errors, format!("SSE event over {MAX_LINE} bytes"));
+            return;
+        }
+        self.data.extend_from_slice(value);
+        self.has_data = true;
+    }
+
+    fn dispatch(&mut self) {
+        if !std::mem::take(&mut self.has_data) {
+            return;
+        }
+        let data = std::mem::take(&mut self.data);
+        if data.trim_ascii() == b"[DONE]" {
+            self.done = true;
+            return;
+        }
+        if self.done {
+            note(&mut self.errors, "event after [DONE]".to_owned());
+        }
+        match serde_json::from_slice::<Value>(&data) {
+            Ok(event) => self.absorb(&event),
+            Err(e) => note(&mut self.errors, format!("event is not JSON: {e}")),
+        }
+        self.data = data;
+        self.data.clear();
+    }
+
+    fn absorb(&mut self, event: &Value) {
+        if let Some(e) = event.get("error") {
+            note(
+                &mut self.errors,
+                format!("error event: {}", error_message(e)),
+            );
+            return;
+        }
+        // Usage-only chunks have `choices: []` or `null`: nothing to add.
+        for choice in event
+            .get("choices")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            absorb_choice(&mut self.choices, choice, "delta");
+        }
+    }
+}
+
+/// Adds one choice object (`message` in whole bodies, `delta` in stream chunks) to the map.
+fn absorb_choice(choices: &mut BTreeMap<u64, PartialChoice>, choice: &Value, message_key: &str) {
+    let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+    let slot = choices.entry(index).or_default();
+    if let Some(text) = choice.get("text").and_then(Value::as_str) {
+        slot.text.push_str(text);
+    }
+    if let Some(msg) = choice.get(message_key) {
+        push_content(&mut slot.text, msg.get("content"));
+        for (i, call) in msg
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            // Whole bodies may omit `index`; stream chunks use it to say which call grows.
+            let ti = call
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(i as u64);
+            let tool = slot.tools.entry(ti).or_insert_with(|| ToolCall {
+                index: ti,
+                ..ToolCall::default()
+            });
+            let function = call.get("function");
+            let part = |k: &str| function.and_then(|f| f.get(k)).and_then(Value::as_str);
+            tool.name.push_str(part("name").unwrap_or_default());
+            tool.arguments
+                .push_str(part("arguments").unwrap_or_default());
+        }
+    }
+    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+        slot.finish_reason = Some(reason.to_owned());
+    }
+}
+
+/// `content` is a string, or (multimodal chat) an array of parts whose `text` counts.
+fn push_content(out: &mut String, content: Option<&Value>) {
+    match content {
+        Some(Value::String(s)) => out.push_str(s),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                out.push_str(p.get("text").and_then(Value::as_str).unwrap_or_default());
+            }
+        }
+        _ => {}
+    }
+}
+
+fn into_choices(map: BTreeMap<u64, PartialChoice>) -> Vec<Choice> {
+    map.into_iter()
+        .map(|(index, p)| Choice {
+            index,
+            text: p.text,
+            tool_calls: p.tools.into_values().collect(),
+            finish_reason: p.finish_reason,
+        })
+        .collect()
+}
+
+fn error_message(e: &Value) -> String {
+    let msg = match e.get("message").and_then(Value::as_str) {
+        Some(m) => m.to_owned(),
+        None => e.to_string(),
+    };
+    truncate(&msg, 200)
+}
+
+pub(crate) fn note(notes: &mut Vec<String>, msg: String) {
+    if notes.len() < MAX_NOTES {
+        notes.push(msg);
+    }
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary, marked when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

@@ -1,0 +1,419 @@
+//! Table tests of the scorer, reassembly and window stats; live pairs from two simulators in
+//! `tests/live.rs`.
+
+use serde_json::json;
+
+use super::*;
+
+mod live;
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn ok(body: impl Into<Bytes>) -> Answer {
+    Answer {
+        status: 200,
+        body: body.into(),
+        ..Answer::default()
+    }
+}
+
+fn chat(text: &str) -> Answer {
+    ok(json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+    })
+    .to_string())
+}
+
+fn tool_call(name: &str, args: &str) -> Answer {
+    let call =
+        json!({"id": "c1", "type": "function", "function": {"name": name, "arguments": args}});
+    ok(json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [call]}}]}).to_string())
+}
+
+/// An SSE body of chat deltas, one event each, then a finish event and `[DONE]`.
+fn chat_sse(pieces: &[&str]) -> String {
+    let mut out = String::new();
+    for p in pieces {
+        let chunk =
+            json!({"choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]});
+        out.push_str(&format!("data: {chunk}\n\n"));
+    }
+    out.push_str("data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n");
+    out + "data: [DONE]\n\n"
+}
+
+fn embeddings(vectors: &[&[f32]]) -> Answer {
+    let data: Vec<_> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    ok(json!({"object": "list", "data": data}).to_string())
+}
+
+fn base64_f32(v: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            let c = if i <= chunk.len() {
+                ALPHABET[(n >> (18 - 6 * i)) as usize & 63]
+            } else {
+                b'='
+            };
+            out.push(char::from(c));
+        }
+    }
+    out
+}
+
+const ANSWER: &str =
+    "the model answer is a simulated token stream of words that stays stable for each prompt";
+
+#[test]
+fn text_pairs() {
+    let reworded = ANSWER.replace("stable", "steady");
+    let other = "quick brown fox jumps over lazy dog river mountain cloud light north south east west green";
+    // (case, stable, candidate, exact, normalized, score range)
+    let table = [
+        ("identical", ANSWER, ANSWER, true, true, (1.0, 1.0)),
+        (
+            "whitespace and case",
+            "Paris is  the capital.",
+            " paris IS the\n capital. ",
+            false,
+            true,
+            (1.0, 1.0),
+        ),
+        (
+            "one word of sixteen",
+            ANSWER,
+            reworded.as_str(),
+            false,
+            false,
+            (0.8, 0.95),
+        ),
+        ("different text", ANSWER, other, false, false, (0.0, 0.3)),
+        (
+            "half the answer",
+            ANSWER,
+            "the model answer is a simulated token stream",
+            false,
+            false,
+            (0.4, 0.6),
+        ),
+        ("both empty", "", "", true, true, (1.0, 1.0)),
+    ];
+    for (case, a, b, exact, normalized, (lo, hi)) in table {
+        let s = score(CHAT, false, &chat(a), &chat(b));
+        assert_eq!(s.kind, Kind::Chat, "{case}");
+        assert_eq!(
+            (s.exact, s.normalized),
+            (exact, normalized),
+            "{case}: {s:?}"
+        );
+        assert!(
+            s.score >= lo && s.score <= hi,
+            "{case}: {} not in {lo}..={hi}",
+            s.score
+        );
+        assert!(
+            s.comparable && s.status_match && s.json_shape.is_none(),
+            "{case}: {s:?}"
+        );
+    }
+}
+
+#[test]
+fn length_ratio_counts_tokens() {
+    let s = score(CHAT, false, &chat("one two three four"), &chat("one two"));
+    assert_eq!(s.length_ratio, 0.5);
+    let s = score(CHAT, false, &chat("Paris."), &chat("Paris"));
+    assert_eq!(s.length_ratio, 0.5, "punctuation is a token");
+}
+
+#[test]
+fn json_shapes() {
+    let obj = r#"{"city": "Paris", "population": 2100000}"#;
+    let table = [
+        (
+            "same keys, other values",
+            obj,
+            r#"{"city":"Lyon","population":500000}"#,
+            Some(true),
+        ),
+        (
+            "fenced",
+            obj,
+            "```json\n{\"city\": \"Rome\", \"population\": 1}\n```",
+            Some(true),
+        ),
+        ("key missing", obj, r#"{"city": "Paris"}"#, Some(false)),
+        (
+            "type changed",
+            obj,
+            r#"{"city": "Paris", "population": "2.1M"}"#,
+            Some(false),
+        ),
+        ("prose instead", obj, "The city is Paris.", Some(false)),
+        ("scalars are prose", "42", "43", None),
+    ];
+    for (case, a, b, want) in table {
+        let s = score(CHAT, false, &chat(a), &chat(b));
+        assert_eq!(s.json_shape, want, "{case}");
+        if want == Some(false) {
+            assert!(s.score <= JSON_SHAPE_CAP, "{case}: {}", s.score);
+        }
+    }
+    let a = tool_call("get_weather", r#"{"city":"Paris"}"#);
+    let same = tool_call("get_weather", r#"{"city":"Lyon"}"#);
+    let renamed = tool_call("get_time", r#"{"city":"Paris"}"#);
+    assert_eq!(score(CHAT, false, &a, &same).json_shape, Some(true));
+    assert_eq!(score(CHAT, false, &a, &renamed).json_shape, Some(false));
+    assert_eq!(
+        score(CHAT, false, &a, &chat("sunny")).json_shape,
+        Some(false)
+    );
+}
+
+#[test]
+fn statuses() {
+    let err = |status| Answer {
+        status,
+        body: Bytes::from_static(br#"{"error":{"message":"x"}}"#),
+        ..Answer::default()
+    };
+    // (stable, candidate, status_match, score)
+    let table = [
+        (chat("hi"), err(500), false, 0.0),
+        (err(500), chat("hi"), false, 0.0),
+        (err(429), err(429), true, 1.0),
+        (err(400), err(404), true, 0.5),
+        (err(500), err(503), true, 0.5),
+        (err(400), err(503), false, 0.0),
+    ];
+    for (a, b, status_match, want) in table {
+        let s = score(CHAT, false, &a, &b);
+        let case = (a.status, b.status);
+        assert_eq!(s.status_match, status_match, "{case:?}");
+        assert_eq!(s.score, want, "{case:?}");
+        assert!(s.comparable, "{case:?}");
+    }
+}
+
+#[test]
+fn cut_or_overflowed_answers_are_not_comparable() {
+    let overflow = Answer {
+        overflow: true,
+        ..chat(ANSWER)
+    };
+    let failed = Answer {
+        failed: true,
+        ..chat(ANSWER)
+    };
+    for (a, b) in [(&overflow, &chat(ANSWER)), (&chat(ANSWER), &failed)] {
+        let s = score(CHAT, false, a, b);
+        assert!(!s.comparable, "{s:?}");
+        assert!(!s.notes.is_empty());
+    }
+    let no_done = ok(chat_sse(&["Par", "is"]).replace("data: [DONE]\n\n", ""));
+    let s = score(CHAT, true, &ok(chat_sse(&["Paris"])), &no_done);
+    assert!(
+        !s.comparable && s.exact,
+        "text matched, stream unfinished: {s:?}"
+    );
+    let error_event = ok(format!(
+        "{}data: {{\"error\":{{\"message\":\"engine died\"}}}}\n\ndata: [DONE]\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Par\"}}]}\n\n"
+    ));
+    let s = score(CHAT, true, &ok(chat_sse(&["Paris"])), &error_event);
+    assert!(!s.comparable, "{s:?}");
+    assert!(
+        s.notes.iter().any(|n| n.contains("engine died")),
+        "{:?}",
+        s.notes
+    );
+}
+
+#[test]
+fn sse_reassembly_matches_whole_answer() {
+    let streamed = ok(chat_sse(&["Pa", "ris is", "", " the cap", "ital", "."]));
+    let s = score(CHAT, true, &chat("Paris is the capital."), &streamed);
+    assert!(s.exact && s.comparable && s.score == 1.0, "{s:?}");
+}
+
+#[test]
+fn sse_reassembler_takes_bytes_split_anywhere() {
+    // Keep-alive comments, CRLF, `data:` without a space, a usage-only chunk, two choices out
+    // of order, a multi-byte character, and `[DONE]`.
+    let body = concat!(
+        ": keep-alive\r\n\r\n",
+        "event: message\r\ndata:{\"choices\":[{\"index\":1,\"delta\":{\"content\":\"B\"}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"caf\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"é \\u00e9\"},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n",
+        "data: {\"choices\":null,\"usage\":{\"total_tokens\":3}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let whole = Reassembled::from_sse(body.as_bytes());
+    for step in [1, 2, 3, 7, 64] {
+        let mut r = SseReassembler::default();
+        for piece in body.as_bytes().chunks(step) {
+            r.feed(piece);
+        }
+        assert_eq!(r.finish(), whole, "split every {step} bytes");
+    }
+    assert!(whole.complete(), "{whole:?}");
+    assert_eq!(whole.answer_text(), "café é\nB");
+    assert_eq!(whole.choices[0].finish_reason.as_deref(), Some("stop"));
+    let doc = whole.to_json();
+    assert_eq!(doc["choices"][0]["message"]["content"], "café é");
+    assert_eq!(doc["choices"][1]["text"], "B");
+}
+
+#[test]
+fn sse_tool_calls_and_broken_events() {
+    let body = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"get_\",\"arguments\":\"{\\\"ci\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"weather\",\"arguments\":\"ty\\\":\\\"Paris\\\"}\"}}]}}]}\n\n",
+        "data: not json\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"cut\"}}]}\n",
+    );
+    let r = Reassembled::from_sse(body.as_bytes());
+    let call = &r.choices[0].tool_calls[0];
+    assert_eq!(
+        (call.name.as_str(), call.arguments.as_str()),
+        ("get_weather", r#"{"city":"Paris"}"#)
+    );
+    assert!(!r.done && !r.complete());
+    assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
+    assert!(r.errors[1].contains("mid-event"));
+    assert_eq!(r.choices[0].text, "", "the cut event does not count");
+}
+
+#[test]
+fn completions_and_other_paths() {
+    let completion = |text: &str| ok(json!({"choices": [{"index": 0, "text": text}]}).to_string());
+    let s = score(
+        "/v1/completions",
+        false,
+        &completion("A b"),
+        &completion("a  B"),
+    );
+    assert_eq!(s.kind, Kind::Completion);
+    assert!(s.normalized && !s.exact);
+    let s = score(
+        "/v1/rerank",
+        false,
+        &ok(r#"{"results":[1]}"#),
+        &ok(r#"{"results":[2]}"#),
+    );
+    assert_eq!(
+        (s.kind, s.exact, s.json_shape),
+        (Kind::Other, false, Some(true))
+    );
+    let s = score(CHAT, false, &ok("not json"), &ok("not json"));
+    assert!(s.exact && s.score == 1.0 && !s.notes.is_empty(), "{s:?}");
+}
+
+#[test]
+fn embeddings_compare_by_cosine() {
+    const EMB: &str = "/v1/embeddings";
+    let a = [1.0f32, 0.0, 0.0];
+    let b = [0.0f32, 1.0, 0.0];
+    let near = [1.0f32, 0.01, 0.0];
+    let s = score(EMB, false, &embeddings(&[&a]), &embeddings(&[&a]));
+    assert_eq!(
+        (s.kind, s.exact, s.normalized, s.score),
+        (Kind::Embedding, true, true, 1.0)
+    );
+    let s = score(EMB, false, &embeddings(&[&a]), &embeddings(&[&b]));
+    assert_eq!((s.cosine, s.score, s.exact), (Some(0.0), 0.0, false));
+    let s = score(EMB, false, &embeddings(&[&a]), &embeddings(&[&near]));
+    assert!(s.score > 0.99 && !s.normalized, "{s:?}");
+    let opposite = embeddings(&[&[-1.0, 0.0, 0.0]]);
+    assert_eq!(score(EMB, false, &embeddings(&[&a]), &opposite).score, 0.0);
+    // Two inputs, one agreeing: the mean.
+    let s = score(EMB, false, &embeddings(&[&a, &a]), &embeddings(&[&a, &b]));
+    assert_eq!(s.cosine, Some(0.5));
+    // base64 on one side, floats on the other.
+    let v = [0.25f32, -0.5, 0.125, 1.0];
+    let b64 = ok(json!({"data": [{"index": 0, "embedding": base64_f32(&v)}]}).to_string());
+    let s = score(EMB, false, &embeddings(&[&v]), &b64);
+    assert!(s.exact && s.normalized && s.score > 0.999_999, "{s:?}");
+    let s = score(EMB, false, &embeddings(&[&v]), &embeddings(&[&a]));
+    assert_eq!(s.score, 0.0);
+    assert!(s.notes[0].contains("4 vs 3 dimensions"), "{:?}", s.notes);
+}
+
+#[test]
+fn similarity_is_bounded_to_a_prefix() {
+    let long = "word ".repeat(200_000);
+    let longer = format!("{long} tail");
+    let s = score(CHAT, false, &chat(&long), &chat(&longer));
+    assert!(!s.normalized && s.score > 0.99, "{s:?}");
+    assert_eq!(bounded("aé").len(), 3);
+    assert_eq!(
+        bounded(&"é".repeat(MAX_SIMILARITY_BYTES)).len(),
+        MAX_SIMILARITY_BYTES
+    );
+}
+
+#[test]
+fn stats_over_a_window() {
+    let pair = |score: f64, comparable: bool| PairScore {
+        kind: Kind::Chat,
+        exact: false,
+        normalized: false,
+        json_shape: None,
+        length_ratio: 1.0,
+        cosine: None,
+        status_match: score > 0.0,
+        score,
+        comparable,
+        notes: Vec::new(),
+    };
+    let mut stats = ScoreStats::default();
+    assert_eq!(stats.gate_input(), None, "no data is not a pass");
+    for (s, c) in [
+        (1.0, true),
+        (1.0, true),
+        (0.85, true),
+        (0.0, true),
+        (0.1, false),
+        (f64::NAN, true),
+    ] {
+        stats.record(&pair(s, c));
+    }
+    assert_eq!((stats.count(), stats.comparable()), (6, 5));
+    assert!((stats.mean().unwrap() - 0.57).abs() < 1e-9);
+    assert_eq!(
+        stats.gate_input(),
+        Some(GateInput {
+            value: 0.6,
+            samples: 5
+        })
+    );
+    assert_eq!(stats.status_mismatches(), 2);
+    let hist: Vec<(f64, u64)> = stats.histogram().collect();
+    assert_eq!(hist.first(), Some(&(0.1, 2)));
+    assert_eq!(hist.iter().find(|(b, _)| *b == 0.85), Some(&(0.85, 3)));
+    assert_eq!(hist.last(), Some(&(1.0, 5)));
+    let mut merged = ScoreStats::new(0.9);
+    merged.merge(&stats);
+    assert_eq!(merged.threshold(), 0.9);
+    assert_eq!(merged.comparable(), 5);
+    assert_eq!(ScoreStats::new(7.0).threshold(), 1.0);
+    assert_eq!(
+        ScoreStats::new(f64::NAN).threshold(),
+        DEFAULT_PAIR_THRESHOLD
+    );
+}
