@@ -1,7 +1,10 @@
-//! `rollgate demo`: two simulated model servers (stable and candidate), the gateway in front,
-//! live traffic from simulated users, a hot reload that raises the candidate's weight, and live
-//! per-variant counts. `rollgate sim`: one simulator in the foreground.
+//! `rollgate demo`: the whole lifecycle against simulators. A stable and a good candidate
+//! simulator, the gateway in front with a rollout plan, live traffic from simulated users; the
+//! good candidate is validated, shadowed, walked through the canary steps and promoted; then a
+//! bad candidate (the `--scenario`) is rolled out and rolled back. Every transition is printed
+//! with the gate values behind it. `rollgate sim`: one simulator in the foreground.
 
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -9,96 +12,211 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rollgate_loadtest::sim::{self, Sim, SimArgs};
-use rollgate_proxy::ModelObservation;
+use rollgate_control::rollout::{Phase, RolloutStatus, Verdict};
+use rollgate_loadtest::sim::{self, Faults, Ratio, Sim, SimArgs};
 use tokio::net::TcpListener;
 
 use crate::gateway::Gateway;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct DemoArgs {
-    /// How long the demo runs before it stops by itself.
-    #[arg(long, default_value = "30", value_name = "SECONDS")]
+    /// What is wrong with the second candidate.
+    #[arg(long, value_enum, default_value = "errors")]
+    scenario: Scenario,
+    /// Upper bound on the whole demo; it normally ends when the bad candidate is rolled back.
+    #[arg(long, default_value = "120", value_name = "SECONDS")]
     duration: u64,
     /// Requests per second sent by simulated users.
-    #[arg(long, default_value = "40")]
+    #[arg(long, default_value = "100")]
     rate: u32,
-    /// Keep the temporary directory (config file) after the demo ends.
+    /// Seconds each phase (shadow, every canary step) is held at least.
+    #[arg(long, default_value = "5", value_name = "SECONDS")]
+    step_seconds: u64,
+    /// Keep the temporary directory (config, suite, state, audit log) after the demo ends.
     #[arg(long)]
     keep: bool,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// 5 % of the candidate's answers are 500s.
+    Errors,
+    /// The candidate is 300 ms slower to its first token.
+    Latency,
+    /// The candidate's GPU memory is at 95 %.
+    GpuMemory,
+    /// The candidate answers differently from stable.
+    WrongAnswers,
+}
+
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+const SUITE: &str = "# Golden requests run against each candidate before it sees users.\n\
+requests:\n\
+\x20 - name: answers\n\
+\x20   path: /v1/chat/completions\n\
+\x20   body: { model: chat-small, messages: [{ role: user, content: \"hello\" }], max_tokens: 8 }\n\
+\x20   expect: { status: 200, max_latency: 2s }\n\
+\x20 - name: streams-to-done\n\
+\x20   path: /v1/chat/completions\n\
+\x20   body: { model: chat-small, stream: true, messages: [{ role: user, content: \"hello\" }] }\n\
+\x20   expect: { stream_done: true }\n";
 
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let stable = start_sim("stable", Duration::from_millis(30)).await?;
-    let candidate = start_sim("candidate", Duration::from_millis(24)).await?;
+    let stable = start_sim("stable").await?;
+    let good = start_sim("candidate-v2").await?;
+    let bad = start_sim("candidate-v3").await?;
+    bad.set_faults(args.scenario.faults());
     let dir = std::env::temp_dir().join(format!("rollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("golden.yaml"), SUITE)?;
     let config = dir.join("rollgate.yaml");
-    std::fs::write(&config, demo_config(&stable, &candidate, "10%"))?;
+    std::fs::write(
+        &config,
+        demo_config(&dir, &stable, &good, "v2", args.step_seconds),
+    )?;
     let gw = Gateway::start(config.clone()).await?;
     println!(
-        "rollgate demo — stops by itself after {}s (Ctrl-C stops it sooner)\n",
-        args.duration
+        "rollgate demo — the whole rollout lifecycle; stops by itself (Ctrl-C stops it sooner)\n"
     );
     println!(
-        "  stable simulator     {}  (model chat-small, revision v1)",
+        "  stable simulator       {}  (model chat-small, revision v1)",
         stable.url()
     );
-    println!("  candidate simulator  {}  (revision v2)", candidate.url());
-    println!("  gateway data plane   http://{}", gw.data);
+    println!("  good candidate         {}  (revision v2)", good.url());
     println!(
-        "  admin                http://{}/metrics  /status  /healthz",
+        "  bad candidate          {}  (revision v3: {:?})",
+        bad.url(),
+        args.scenario
+    );
+    println!("  gateway data plane     http://{}", gw.data);
+    println!(
+        "  admin                  http://{}/metrics  /status  /rollouts",
         gw.admin
     );
-    println!("  config               {}\n", config.display());
+    println!("  config, suite, state   {}\n", dir.display());
     println!("Try it:");
     println!(
         "  curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -H 'x-user-id: alice' \\\n       -d '{{\"model\":\"chat-small\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n",
         gw.data
     );
-    println!("Candidate weight 10% with sticky cohorts (x-user-id), 20% of stable traffic mirrored to the candidate.\n");
-
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let traffic = tokio::spawn(drive(client, gw.data, args.rate));
-    let half = args.duration / 2;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    for second in 1..=args.duration {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = &mut ctrl_c => break,
-        }
-        if second == half {
-            std::fs::write(&config, demo_config(&stable, &candidate, "30%"))?;
-            println!(
-                "  -> config changed on disk: candidate weight 10% -> 30% (hot reload, no restart)"
-            );
-        }
-        let obs = gw.proxy.observe();
-        if let Some(o) = obs.iter().find(|o| &*o.model == "chat-small") {
-            println!(
-                "  t={second:>3}s  {}  revision {}",
-                counts(o),
-                short(gw.proxy.snapshot().revision())
-            );
-        }
-    }
+    let outcome = lifecycle(&gw, &config, &dir, &stable, &bad, &args).await;
     traffic.abort();
     println!("\nstopping: draining the gateway and the simulators");
     gw.shutdown().await;
-    stable.shutdown().await;
-    candidate.shutdown().await;
+    for s in [stable, good, bad] {
+        s.shutdown().await;
+    }
     if args.keep {
         println!("kept {}", dir.display());
     } else if let Err(e) = std::fs::remove_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "could not remove the demo directory");
     }
-    Ok(())
+    outcome
+}
+
+/// Watches the rollout, printing every transition; swaps in the bad candidate once the good one
+/// is Full; returns when the bad one is rolled back (or on timeout / Ctrl-C).
+#[allow(clippy::print_stdout)]
+async fn lifecycle(
+    gw: &Gateway,
+    config: &Path,
+    dir: &Path,
+    stable: &Sim,
+    bad: &Sim,
+    args: &DemoArgs,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.duration);
+    let started = tokio::time::Instant::now();
+    let mut last: Option<(Phase, Option<String>)> = None;
+    let mut swapped = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut ctrl_c => return Ok(()),
+        }
+        if tokio::time::Instant::now() > deadline {
+            println!("  demo time is up ({} s)", args.duration);
+            return Ok(());
+        }
+        let Some(s) = gw
+            .driver
+            .status()
+            .into_iter()
+            .find(|s| s.model == "chat-small")
+        else {
+            continue;
+        };
+        let key = (s.phase, s.candidate.clone());
+        if last.as_ref() == Some(&key) {
+            continue;
+        }
+        last = Some(key);
+        println!(
+            "  {:>5.1}s  {:<16} weight {:>4}  mirror {:>4}  {}",
+            started.elapsed().as_secs_f64(),
+            phase(s.phase),
+            s.weight,
+            s.mirror,
+            s.reason
+        );
+        if let Some(g) = gates(&s) {
+            println!("          gates: {g}");
+        }
+        match s.phase {
+            Phase::Full if !swapped => {
+                swapped = true;
+                println!("\n  -> committing a new candidate (revision v3, {:?}) to the config; hot reload starts its rollout\n", args.scenario);
+                std::fs::write(
+                    config,
+                    demo_config(dir, stable, bad, "v3", args.step_seconds),
+                )?;
+            }
+            Phase::Previous if swapped => {
+                println!("\n  rolled back: stable serves everything; v3 will not be retried until the config changes it");
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+}
+
+fn phase(p: Phase) -> String {
+    match p {
+        Phase::Canary(k) => format!("Canary(step {})", k + 1),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `error_rate 0.00 % ✓  latency_p99 0.081 s ✓ …` from the last evaluation.
+fn gates(s: &RolloutStatus) -> Option<String> {
+    let e = s.transition_gates.as_ref()?;
+    let parts: Vec<String> = e
+        .results
+        .iter()
+        .map(|r| {
+            let mark = match r.verdict {
+                Verdict::Pass => "pass",
+                Verdict::Fail => "FAIL",
+                Verdict::Inconclusive => "wait",
+            };
+            let value = match (r.gate, r.value) {
+                ("error_rate" | "gpu_memory_used" | "correctness", Some(v)) => {
+                    format!("{:.2} %", v * 100.0)
+                }
+                (_, Some(v)) => format!("{v:.3} s"),
+                (_, None) => "-".to_owned(),
+            };
+            format!("{} {value} [{mark}]", r.gate)
+        })
+        .collect();
+    Some(parts.join("  "))
 }
 
 /// `rollgate sim`: one simulator until SIGINT/SIGTERM.
@@ -118,36 +236,48 @@ pub(crate) async fn run_sim(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_sim(name: &str, ttft: Duration) -> anyhow::Result<Sim> {
+async fn start_sim(name: &str) -> anyhow::Result<Sim> {
     let args = SimArgs {
         model: "chat-small".into(),
         name: Some(name.into()),
-        ttft,
-        tpot: Duration::from_millis(4),
-        output_tokens: 24,
+        ttft: Duration::from_millis(30),
+        tpot: Duration::from_millis(3),
+        output_tokens: 16,
         ..SimArgs::default()
     };
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     sim::start(args, listener).await
 }
 
-fn demo_config(stable: &Sim, candidate: &Sim, weight: &str) -> String {
+fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: u64) -> String {
     format!(
         "# Written by `rollgate demo`.\n\
          listen: 127.0.0.1:0\n\
          admin: {{ listen: 127.0.0.1:0 }}\n\
          workers: 1\n\
          drain_timeout: 5s\n\
+         state_dir: {state}\n\
          models:\n\
          \x20 - name: chat-small\n\
          \x20   default: true\n\
-         \x20   stable:    {{ endpoints: [\"{}\"], engine: vllm, revision: v1 }}\n\
-         \x20   candidate: {{ endpoints: [\"{}\"], engine: vllm, revision: v2 }}\n\
-         \x20   weight: {weight}\n\
+         \x20   stable:    {{ endpoints: [\"{stable}\"], engine: vllm, revision: v1 }}\n\
+         \x20   candidate: {{ endpoints: [\"{candidate}\"], engine: vllm, revision: {revision} }}\n\
          \x20   cohort: {{ header: x-user-id }}\n\
-         \x20   shadow: {{ sample: 20%, max_inflight: 32 }}\n",
-        stable.url(),
-        candidate.url()
+         \x20   rollout:\n\
+         \x20     synthetic: {{ suite: golden.yaml, every: 10s }}\n\
+         \x20     shadow: {{ sample: 50%, for: {step}s, min_pairs: 40 }}\n\
+         \x20     steps: [ {{ weight: 10%, for: {step}s }}, {{ weight: 30%, for: {step}s }}, {{ weight: 60%, for: {step}s }} ]\n\
+         \x20     gates:\n\
+         \x20       error_rate: {{ max: 1%, max_vs_stable: +0.5% }}\n\
+         \x20       latency_p99: {{ max: 2s, max_ratio_vs_stable: 1.5 }}\n\
+         \x20       ttft_p95: {{ max: 250ms }}\n\
+         \x20       gpu_memory_used: {{ max: 92% }}\n\
+         \x20       correctness: {{ min: 0.9 }}\n\
+         \x20     min_samples: 40\n\
+         \x20     cooldown: 0s\n",
+        state = dir.join("state").display(),
+        stable = stable.url(),
+        candidate = candidate.url(),
     )
 }
 
@@ -179,23 +309,17 @@ async fn drive(client: HttpClient, addr: std::net::SocketAddr, rate: u32) {
     }
 }
 
-fn counts(o: &ModelObservation) -> String {
-    let v = |x: &rollgate_proxy::VariantObservation| x.status.iter().sum::<u64>();
-    let p50 = o
-        .stable
-        .latency
-        .quantile(0.5)
-        .map_or("-".into(), |s| format!("{:.0}ms", s * 1e3));
-    format!(
-        "stable {:>5}  candidate {:>5}  shadow {:>5} (dropped {})  errors {}  stable p50 {p50}",
-        v(&o.stable),
-        v(&o.candidate),
-        v(&o.shadow),
-        o.shadow_drops.iter().sum::<u64>(),
-        o.stable.status[4] + o.stable.status[5] + o.candidate.status[4] + o.candidate.status[5],
-    )
-}
+// === impl Scenario ===
 
-fn short(rev: &str) -> &str {
-    rev.get(..16).unwrap_or(rev)
+impl Scenario {
+    fn faults(self) -> Faults {
+        let mut f = Faults::default();
+        match self {
+            Scenario::Errors => f.error_rate = Ratio::new(0.05).unwrap_or(Ratio::ZERO),
+            Scenario::Latency => f.extra_latency = Duration::from_millis(300),
+            Scenario::GpuMemory => f.gpu_memory_used = Ratio::new(0.95).ok(),
+            Scenario::WrongAnswers => f.wrong_answers = Ratio::ONE,
+        }
+        f
+    }
 }

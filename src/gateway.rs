@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use rollgate_control::operator::{AdminAuth, Audit};
-use rollgate_control::rollout::{Driver, StateStore};
+use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
 use rollgate_control::{
     revision_of, serve_admin, AdminServer, ReloadTrigger, Reloader, ReloaderHandle,
@@ -28,8 +28,8 @@ const FILE_POLL: Duration = Duration::from_secs(1);
 pub(crate) struct Gateway {
     pub(crate) data: SocketAddr,
     pub(crate) admin: SocketAddr,
-    pub(crate) proxy: ProxyHandle,
     pub(crate) reloader: ReloaderHandle,
+    pub(crate) driver: DriverHandle,
     running: Running,
     admin_stop: watch::Sender<bool>,
     drain_timeout: Duration,
@@ -168,8 +168,8 @@ impl Gateway {
         Ok(Gateway {
             data,
             admin,
-            proxy,
             reloader: handle,
+            driver: driver_handle,
             running,
             admin_stop,
             drain_timeout,

@@ -45,7 +45,7 @@ const MAX_REFRESH: Duration = Duration::from_secs(300);
 #[derive(clap::Args, Clone, Debug)]
 pub struct GpuAgentArgs {
     /// Address for `/metrics`, `/gpus` and `/healthz`.
-    #[arg(long, default_value = "0.0.0.0:9400", value_name = "ADDR")]
+    #[arg(long, default_value = "0.0.0.0:9401", value_name = "ADDR")]
     pub listen: SocketAddr,
     /// How often to read NVML: `2s`, `500ms`, `1m`.
     #[arg(long, default_value = "2s", value_parser = parse_refresh, value_name = "DURATION")]

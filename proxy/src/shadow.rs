@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::body::{BodyError, UpstreamBody};
 use crate::endpoint::{EndpointSet, Outcome};
 use crate::handle::Shared;
-use crate::observe::{ModelStats, ShadowDrop, StatusClass};
+use crate::observe::{ModelStats, ShadowDrop, StatusClass, StreamFailure};
 use crate::pool::Pool;
 use crate::split::Variant;
 use crate::sse::SseObserver;
@@ -340,6 +340,7 @@ impl Mirror {
         let Some(candidate) = self.endpoints.candidate.as_ref() else {
             return Err(());
         };
+        let start = Instant::now();
         let key = self.key.map(u64::to_le_bytes);
         let ep = pick(&candidate.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).ok_or(())?;
         let _outstanding = ep.acquire();
@@ -356,16 +357,31 @@ impl Mirror {
         let mut body = resp.into_body();
         let mut cap = Capture::new(cfg.capture);
         let mut obs = sse.then(SseObserver::new);
+        let vs = self.endpoints.stats.variant(Variant::Shadow);
+        let mut first_byte = true;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ())?;
             if let Some(d) = frame.data_ref() {
                 cap.push(d);
-                if let Some(o) = obs.as_mut() {
-                    o.feed(d);
+                // The shadow is observed like a primary, so gates can judge it in Shadow.
+                if std::mem::take(&mut first_byte) {
+                    vs.ttfb.observe(start.elapsed());
+                }
+                if obs.as_mut().is_some_and(|o| o.feed(d).first_data) {
+                    vs.ttft.observe(start.elapsed());
                 }
             }
         }
-        let failed = obs.is_some_and(|o| o.error() || !o.done());
+        let failed = obs.as_ref().is_some_and(|o| o.error() || !o.done());
+        if failed && (200..300).contains(&status) {
+            let error_event = obs.as_ref().is_some_and(SseObserver::error);
+            let why = if error_event {
+                StreamFailure::ErrorEvent
+            } else {
+                StreamFailure::Truncated
+            };
+            vs.stream_failure(why);
+        }
         let outcome = if status >= 500 {
             Outcome::Failure
         } else {

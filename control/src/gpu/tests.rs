@@ -437,7 +437,7 @@ fn cli_defaults_and_flags() {
     }
     <Cli as clap::CommandFactory>::command().debug_assert();
     let cli = <Cli as clap::Parser>::try_parse_from(["gpu-agent"]).unwrap();
-    assert_eq!(cli.agent.listen, "0.0.0.0:9400".parse().unwrap());
+    assert_eq!(cli.agent.listen, "0.0.0.0:9401".parse().unwrap());
     assert_eq!(cli.agent.refresh_interval, Duration::from_secs(2));
     assert_eq!(cli.agent.nvml_lib, None);
     let flags = [

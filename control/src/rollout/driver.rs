@@ -60,6 +60,8 @@ pub struct RolloutStatus {
     pub reason: String,
     pub since_unix_ms: u64,
     pub gates: Option<Evaluation>,
+    /// The gate values behind the last transition.
+    pub transition_gates: Option<Evaluation>,
     /// kstatus-style conditions: `Ready`, `Reconciling`, `Stalled`.
     pub conditions: Vec<Condition>,
 }
@@ -105,6 +107,8 @@ struct Run {
     /// When the suite last started, for the periodic runs during Shadow and Canary.
     synthetic_at: Option<tokio::time::Instant>,
     last_eval: Option<Evaluation>,
+    /// The evaluation behind the last transition (what the demo and events show).
+    transition_eval: Option<Evaluation>,
 }
 
 // === impl Driver ===
@@ -274,6 +278,9 @@ impl Driver {
                 command: self.pending.remove(&m.name),
             };
             let (next, actions) = decide(&run.state, &inputs);
+            if next.phase != run.state.phase {
+                run.transition_eval.clone_from(&evaluation);
+            }
             if evaluation.is_some() {
                 run.last_eval = evaluation;
             }
@@ -308,7 +315,6 @@ impl Driver {
                     if let Some(run) = self.runs.get_mut(&m.name) {
                         run.baseline = obs.cloned();
                         run.correctness = Correctness::default();
-                        run.last_eval = None;
                     }
                 }
                 Action::RunSynthetic => self.run_synthetic(m),
@@ -454,6 +460,7 @@ fn status_of(model: &str, run: &Run) -> RolloutStatus {
         reason: s.reason.clone(),
         since_unix_ms: s.entered_ms,
         gates: run.last_eval.clone(),
+        transition_gates: run.transition_eval.clone(),
         conditions: vec![
             cond(
                 "Ready",
@@ -491,6 +498,7 @@ impl Run {
             synthetic: Arc::new(Mutex::new(SyntheticState::Pending)),
             synthetic_at: None,
             last_eval: None,
+            transition_eval: None,
         }
     }
 }
