@@ -30,3 +30,10 @@ mod cli;
 
 #[path = "e2e/timeouts.rs"]
 mod timeouts;
+
+#[path = "e2e/rollout.rs"]
+mod rollout;
+
+#[path = "e2e/gpu_agent.rs"]
+mod gpu_agent;
+

@@ -164,6 +164,17 @@ impl Gateway {
         let dir = temp_dir("gw");
         let config = dir.join("rollgate.yaml");
         std::fs::write(&config, yaml).expect("write config");
+        Gateway::spawn(dir, config)
+    }
+
+    /// Starts `rollgate run` again on this gateway's config file (so on its `state_dir` too),
+    /// once the previous process has exited. Both values remove the shared temp dir on drop.
+    pub fn start_again(&self) -> Gateway {
+        Gateway::spawn(self.dir.clone(), self.config.clone())
+    }
+
+    /// Starts `rollgate run --config <config>`; waits for it to be ready.
+    fn spawn(dir: PathBuf, config: PathBuf) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
             .args(["run", "--config"])
             .arg(&config)
