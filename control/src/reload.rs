@@ -71,6 +71,9 @@ struct State {
     counts: [AtomicU64; 4],
     last_success_unix: AtomicU64,
     last: Mutex<Option<ReloadOutcome>>,
+    /// The outcome of the most recent reload, "unchanged" included (what `POST /reload` shows;
+    /// content already rejected shows that rejection again).
+    latest: Mutex<Option<ReloadOutcome>>,
     revision: Mutex<String>,
     /// Reloads begun and finished; one at a time, so a reload numbered above `started` as read
     /// at some moment reads the file as it was at that moment or later.
@@ -165,11 +168,20 @@ impl Reloader {
             ReloadOutcome::Unchanged { .. } => 3,
         };
         self.state.counts[idx].fetch_add(1, Relaxed);
+        let latest = match &outcome {
+            ReloadOutcome::Unchanged { revision } if self.rejected(revision) => self.last_outcome(),
+            other => Some(other.clone()),
+        };
+        *lock(&self.state.latest) = latest;
         if idx != 3 {
             *lock(&self.state.last) = Some(outcome);
         }
         self.state.finished.fetch_add(1, SeqCst);
         self.state.done.notify_waiters();
+    }
+
+    fn last_outcome(&self) -> Option<ReloadOutcome> {
+        lock(&self.state.last).clone()
     }
 
     /// The file still holds what the last reload rejected (the watcher seeing a write that an
@@ -233,7 +245,7 @@ impl ReloaderHandle {
             tokio::pin!(done);
             done.as_mut().enable();
             if self.state.finished.load(SeqCst) > after {
-                return self.last();
+                return lock(&self.state.latest).clone();
             }
             done.await;
         }
