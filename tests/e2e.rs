@@ -37,6 +37,5 @@ mod rollout;
 #[path = "e2e/gpu_agent.rs"]
 mod gpu_agent;
 
-
 #[path = "e2e/ctl.rs"]
 mod ctl;
