@@ -37,5 +37,8 @@ mod rollout;
 #[path = "e2e/gpu_agent.rs"]
 mod gpu_agent;
 
+#[path = "e2e/gates.rs"]
+mod gates;
+
 #[path = "e2e/ctl.rs"]
 mod ctl;

@@ -263,7 +263,7 @@ impl Driver {
                     Some(evaluate(
                         &r.gates,
                         r.min_samples,
-                        &gate_inputs(run, o, sig, &synthetic),
+                        &gate_inputs(run, o, sig, &synthetic, min_pairs(r)),
                     ))
                 }
                 _ => None,
@@ -363,16 +363,25 @@ impl Driver {
     }
 }
 
+/// Comparable pairs the shadow phase needs before it can pass.
+fn min_pairs(r: &rollgate_config::Rollout) -> u64 {
+    r.shadow.as_ref().map_or(0, |s| s.min_pairs)
+}
+
 fn gate_inputs(
     run: &Run,
     now: &ModelObservation,
     sig: &ModelSignals,
     synthetic: &SyntheticState,
+    min_pairs: u64,
 ) -> GateInputs {
     // Pairs belong to Shadow (stragglers arriving after it ended do not count); in Canary only
     // a synthetic suite speaks for correctness.
     let mut correctness = if run.state.phase == Phase::Shadow {
-        run.correctness
+        Correctness {
+            min_pairs,
+            ..run.correctness
+        }
     } else {
         Correctness::default()
     };

@@ -42,6 +42,9 @@ pub struct Correctness {
     pub agreeing_pairs: u64,
     pub synthetic_passed: u64,
     pub synthetic_failed: u64,
+    /// Comparable pairs needed before the gate can pass (the shadow phase's `min_pairs`); a
+    /// significant failure needs only `min_samples`. 0 outside Shadow.
+    pub min_pairs: u64,
 }
 
 /// Everything gates read, for one model, over one window shared by both variants.
@@ -450,7 +453,7 @@ fn correctness(min: f64, min_samples: u64, c: &Correctness) -> GateResult {
         );
     }
     let n = c.comparable_pairs;
-    if n == 0 && c.synthetic_passed > 0 {
+    if n == 0 && c.synthetic_passed > 0 && c.min_pairs == 0 {
         let why = "synthetic checks passed; no shadow pairs in this phase".to_owned();
         return result(
             "correctness",
@@ -485,6 +488,9 @@ fn correctness(min: f64, min_samples: u64, c: &Correctness) -> GateResult {
                 min * 100.0
             ),
         )
+    } else if n < c.min_pairs {
+        let why = format!("{n} shadow pairs, {} needed (min_pairs)", c.min_pairs);
+        (Verdict::Inconclusive, why)
     } else {
         (Verdict::Pass, String::new())
     };

@@ -205,7 +205,36 @@ fn correctness_from_shadow_pairs_and_synthetic_checks() {
         agreeing_pairs: 300,
         synthetic_failed: 1,
         synthetic_passed: 4,
+        ..Default::default()
     });
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+}
+
+#[test]
+fn shadow_min_pairs_hold_a_pass_but_not_a_significant_failure() {
+    let g = Gates {
+        correctness: Some(CorrectnessGate { min: 0.98 }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(0, 0, 0.1), window(0, 0, 0.1));
+    let pairs = |comparable, agreeing, synthetic_passed| Correctness {
+        comparable_pairs: comparable,
+        agreeing_pairs: agreeing,
+        synthetic_passed,
+        min_pairs: 500,
+        ..Default::default()
+    };
+    i.correctness = Some(pairs(300, 300, 0));
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Inconclusive);
+    i.correctness = Some(pairs(0, 0, 1));
+    assert_eq!(
+        evaluate(&g, 200, &i).verdict,
+        Verdict::Inconclusive,
+        "a passed suite does not stand in for shadow pairs"
+    );
+    i.correctness = Some(pairs(500, 500, 0));
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Pass);
+    i.correctness = Some(pairs(300, 150, 0));
     assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
 }
 
