@@ -141,6 +141,7 @@ impl HttpSignals {
             .reduce(|a, b| a.merge(&b))
             .map(|h| Dist {
                 count: h.count,
+                sum: h.sum,
                 buckets: h.buckets,
             });
         (Ok(queue), Ok(gpu))

@@ -34,6 +34,7 @@ fn dist(n: u64, secs: f64) -> Dist {
     Dist {
         buckets,
         count: n as f64,
+        sum: n as f64 * secs,
     }
 }
 
@@ -252,8 +253,56 @@ fn count_above_interpolates_inside_a_bucket() {
     let d = Dist {
         buckets: vec![(0.1, 50.0), (0.2, 100.0), (f64::INFINITY, 100.0)],
         count: 100.0,
+        sum: 10.0,
     };
     assert!((d.count_above(0.15) - 25.0).abs() < 1e-9);
     assert!((d.count_above(0.05) - 75.0).abs() < 1e-9);
     assert_eq!(d.count_above(0.3), 0.0);
+    assert_eq!(
+        d.count_surely_above(0.15),
+        0.0,
+        "the (0.1, 0.2] bucket may lie below 0.15"
+    );
+    assert_eq!(d.count_surely_above(0.1), 50.0);
+}
+
+#[test]
+fn a_bound_inside_a_coarse_first_bucket_neither_fails_nor_blocks_a_fast_candidate() {
+    // vLLM-style queue time: the first bucket is (0, 0.3]; everything waited ~1 ms.
+    let coarse = |n: f64, mean: f64| Dist {
+        buckets: vec![(0.3, n), (0.5, n), (f64::INFINITY, n)],
+        count: n,
+        sum: n * mean,
+    };
+    let g = Gates {
+        queue_time_p95: Some(LatencyGate {
+            max: Some(Duration::from_millis(100)),
+            max_ratio_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(400, 0, 0.1), window(400, 0, 0.1));
+    i.queue_time = Ok(Some(coarse(400.0, 0.001)));
+    assert_eq!(
+        evaluate(&g, 200, &i).verdict,
+        Verdict::Pass,
+        "Markov: mean 1 ms bounds P(X > 100 ms) by 1 %"
+    );
+    i.queue_time = Ok(Some(coarse(400.0, 0.2)));
+    assert_eq!(
+        evaluate(&g, 200, &i).verdict,
+        Verdict::Inconclusive,
+        "cannot tell inside the bucket"
+    );
+    let slow = Dist {
+        buckets: vec![(0.3, 0.0), (0.5, 400.0), (f64::INFINITY, 400.0)],
+        count: 400.0,
+        sum: 160.0,
+    };
+    i.queue_time = Ok(Some(slow));
+    assert_eq!(
+        evaluate(&g, 200, &i).verdict,
+        Verdict::Fail,
+        "surely above 100 ms"
+    );
 }
