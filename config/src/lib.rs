@@ -255,6 +255,9 @@ pub struct Backend {
     pub engine: Engine,
     /// Free-form revision label (model version, image tag); shown in status.
     pub revision: Option<String>,
+    /// Extra Prometheus pages with this backend's GPU memory (a `rollgate gpu-agent` or a DCGM
+    /// exporter on the same nodes), read besides each endpoint's own `/metrics`.
+    pub gpu_metrics: Vec<Endpoint>,
 }
 
 /// One model-server address.

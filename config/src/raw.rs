@@ -214,6 +214,7 @@ pub(crate) struct RawBackend {
     pub endpoints: Field<Vec<Parsed<Endpoint>>>,
     pub engine: Field<Engine>,
     pub revision: Field<String>,
+    pub gpu_metrics: Field<Vec<Parsed<String>>>,
 }
 
 /// Exactly one key; checked in `validate`.

@@ -113,10 +113,16 @@ impl HttpSignals {
         let Some(c) = &model.candidate else {
             return (Ok(None), Ok(None));
         };
+        // Each endpoint's own page, plus the backend's extra GPU pages (gpu-agent, DCGM).
+        let pages = c
+            .gpu_metrics
+            .iter()
+            .map(|p| (p.url.clone(), engine::Engine::Openai));
         let targets: Vec<(String, engine::Engine)> = c
             .endpoints
             .iter()
             .map(|e| (format!("{}/metrics", e.url), c.engine.into()))
+            .chain(pages)
             .collect();
         let now = Instant::now();
         let mut windows = Vec::new();

@@ -109,13 +109,44 @@ impl TryFrom<RawBackend> for Backend {
         if revision.as_deref() == Some("") {
             c.error("revision", "must not be empty; leave it out instead");
         }
+        let gpu_metrics = c
+            .take("gpu_metrics", raw.gpu_metrics)
+            .map(|items| metric_pages(&mut c, items))
+            .unwrap_or_default();
         let backend = endpoints.map(|endpoints| Backend {
             endpoints,
             engine,
             revision,
+            gpu_metrics,
         });
         c.finish(backend)
     }
+}
+
+/// `http://host:port/path` pages; the path (default `/metrics`) is kept in `url`.
+fn metric_pages(c: &mut Collect, items: Vec<Parsed<String>>) -> Vec<Endpoint> {
+    let mut pages = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("gpu_metrics[{i}]");
+        let Some(text) = c.item(&key, item) else {
+            continue;
+        };
+        let (base, path) = match text
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|p| p + 7))
+        {
+            Some(at) => (&text[..at], &text[at..]),
+            None => (text.as_str(), "/metrics"),
+        };
+        match base.parse::<Endpoint>() {
+            Ok(ep) => pages.push(Endpoint {
+                url: format!("{}{path}", ep.url),
+                authority: ep.authority,
+            }),
+            Err(e) => c.error(&key, e.to_string()),
+        }
+    }
+    pages
 }
 
 /// At least one, and no two with the same (normalised) authority.

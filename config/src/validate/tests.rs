@@ -110,6 +110,7 @@ fn full_example() {
         ],
         engine: Engine::Vllm,
         revision: Some("v1".to_owned()),
+        gpu_metrics: vec![],
     };
     assert_eq!(chat.stable, stable);
     assert_eq!(
@@ -293,7 +294,7 @@ models:
             ("models[0].shadow", "mirrors requests to the candidate"),
             (
                 "models[1].stable.engin",
-                "unknown key `engin`, expected one of `endpoints`, `engine`, `revision`",
+                "unknown key `engin`, expected one of `endpoints`, `engine`, `revision`, `gpu_metrics`",
             ),
             (
                 "models[1].stable.endpoints[0]",

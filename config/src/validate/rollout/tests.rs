@@ -121,3 +121,29 @@ fn a_rollout_needs_a_candidate() {
         "{text}"
     );
 }
+
+#[test]
+fn gpu_metrics_pages_default_to_the_metrics_path() {
+    let yaml = "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:1\"] }\n    candidate: { endpoints: [\"http://127.0.0.1:2\"], gpu_metrics: [\"http://10.0.0.9:9401\", \"http://10.0.0.9:9400/custom\"] }\n";
+    let config = parse(yaml).expect("valid");
+    let pages: Vec<&str> = config.models[0]
+        .candidate
+        .as_ref()
+        .expect("candidate")
+        .gpu_metrics
+        .iter()
+        .map(|e| e.url.as_str())
+        .collect();
+    assert_eq!(
+        pages,
+        [
+            "http://10.0.0.9:9401/metrics",
+            "http://10.0.0.9:9400/custom"
+        ]
+    );
+    let bad = yaml.replace("http://10.0.0.9:9401", "ftp://x");
+    assert!(parse(&bad)
+        .expect_err("invalid")
+        .to_string()
+        .contains("models[0].candidate.gpu_metrics[0]"));
+}
