@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rollgate_control::rollout::{PairScorer, SyntheticRunner, SyntheticState};
-use rollgate_control::scoring::{self, Answer, DEFAULT_PAIR_THRESHOLD};
+use rollgate_control::scoring::{self, Answer};
 use rollgate_control::synthetic::{run_suite, Suite, SyntheticClient};
 
 /// Longest a synthetic check may take end to end.
 const SYNTHETIC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A pair agrees when its score reaches [`DEFAULT_PAIR_THRESHOLD`]; pairs with a truncated
-/// capture or a broken stream are not comparable (those failures are the error gate's).
+/// A pair's score in `0..=1` (the driver counts it as agreeing from 0.8); pairs with a
+/// truncated capture or a broken stream are not comparable (those failures are the error
+/// gate's).
 pub(crate) fn scorer() -> PairScorer {
     Arc::new(|p| {
         let side = |s: &rollgate_proxy::Side| Answer {
@@ -23,9 +24,7 @@ pub(crate) fn scorer() -> PairScorer {
             failed: s.failed,
         };
         let score = scoring::score(&p.path, p.streamed, &side(&p.primary), &side(&p.shadow));
-        score
-            .comparable
-            .then_some(score.score >= DEFAULT_PAIR_THRESHOLD)
+        score.comparable.then_some(score.score)
     })
 }
 

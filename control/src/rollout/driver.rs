@@ -39,8 +39,23 @@ pub trait SignalSource: Send + Sync + 'static {
     ) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>>;
 }
 
-/// Scores a shadow pair: `Some(true)` agree, `Some(false)` disagree, `None` not comparable.
-pub type PairScorer = Arc<dyn Fn(&ShadowPair) -> Option<bool> + Send + Sync>;
+/// Scores a shadow pair in `0..=1`; `None` when not comparable. Pairs agree when the score
+/// reaches `scoring::DEFAULT_PAIR_THRESHOLD`.
+pub type PairScorer = Arc<dyn Fn(&ShadowPair) -> Option<f64> + Send + Sync>;
+
+/// Per-model counters the metrics collector reads: shadow pair scores and synthetic runs.
+#[derive(Debug, Default)]
+pub(crate) struct Tallies {
+    /// Non-cumulative counts per bucket of `scoring::SCORE_BUCKETS`, their sum, and the pairs
+    /// that could not be compared.
+    pub(crate) scores: [u64; crate::scoring::SCORE_BUCKETS.len()],
+    pub(crate) score_sum: f64,
+    pub(crate) not_comparable: u64,
+    pub(crate) synthetic_passed: u64,
+    pub(crate) synthetic_failed: u64,
+}
+
+pub(crate) type SharedTallies = Arc<Mutex<BTreeMap<String, Tallies>>>;
 
 /// Runs a model's synthetic suite against its candidate.
 pub type SyntheticRunner =
@@ -95,6 +110,7 @@ pub struct Driver {
     pending: HashMap<String, Command>,
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
+    tallies: SharedTallies,
     status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
 }
 
@@ -154,6 +170,7 @@ impl Driver {
             pending: HashMap::new(),
             wake,
             stepped,
+            tallies: SharedTallies::default(),
             status,
         };
         (driver, handle)
@@ -163,6 +180,7 @@ impl Driver {
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         registry.register_collector(Box::new(super::metrics::RolloutCollector(
             self.status.clone(),
+            self.tallies.clone(),
         )));
     }
 
@@ -213,14 +231,26 @@ impl Driver {
                 .runs
                 .entry(m.name.clone())
                 .or_insert_with(|| Run::new(RolloutState::idle()));
-            for p in pairs.iter().filter(|p| *p.model == *m.name) {
-                match (self.scorer)(p) {
-                    Some(true) => {
-                        run.correctness.comparable_pairs += 1;
+            {
+                let mut tallies = lock(&self.tallies);
+                let tally = tallies.entry(m.name.clone()).or_default();
+                for p in pairs.iter().filter(|p| *p.model == *m.name) {
+                    let Some(score) = (self.scorer)(p) else {
+                        tally.not_comparable += 1;
+                        continue;
+                    };
+                    run.correctness.comparable_pairs += 1;
+                    if score >= crate::scoring::DEFAULT_PAIR_THRESHOLD {
                         run.correctness.agreeing_pairs += 1;
                     }
-                    Some(false) => run.correctness.comparable_pairs += 1,
-                    None => {}
+                    let bucket = crate::scoring::SCORE_BUCKETS.partition_point(|b| *b < score);
+                    if let Some(c) = tally
+                        .scores
+                        .get_mut(bucket.min(crate::scoring::SCORE_BUCKETS.len() - 1))
+                    {
+                        *c += 1;
+                    }
+                    tally.score_sum += score;
                 }
             }
             let fingerprint = m.candidate.as_ref().map(fingerprint);
@@ -336,8 +366,18 @@ impl Driver {
         *lock(&slot) = SyntheticState::Pending;
         let fut = (self.synthetic)(m.clone());
         let wake = self.wake.clone();
+        let (tallies, model) = (self.tallies.clone(), m.name.clone());
         tokio::spawn(async move {
             let result = fut.await;
+            {
+                let mut t = lock(&tallies);
+                let t = t.entry(model).or_default();
+                match result {
+                    SyntheticState::Passed => t.synthetic_passed += 1,
+                    SyntheticState::Failed(_) => t.synthetic_failed += 1,
+                    SyntheticState::None | SyntheticState::Pending => {}
+                }
+            }
             *lock(&slot) = result;
             wake.notify_one();
         });

@@ -8,7 +8,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
 use super::decide::Phase;
-use super::driver::RolloutStatus;
+use super::driver::{RolloutStatus, SharedTallies};
 use super::gates::Verdict;
 
 /// Every phase name, so each model exports a complete one-hot set.
@@ -25,7 +25,10 @@ const PHASES: [&str; 9] = [
 ];
 
 #[derive(Debug)]
-pub(crate) struct RolloutCollector(pub(crate) Arc<RwLock<BTreeMap<String, RolloutStatus>>>);
+pub(crate) struct RolloutCollector(
+    pub(crate) Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+    pub(crate) SharedTallies,
+);
 
 impl Collector for RolloutCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -100,6 +103,50 @@ impl Collector for RolloutCollector {
                 };
                 f.encode_family(&[("model", s.model.as_str()), ("gate", r.gate)])?
                     .encode_gauge(&v)?;
+            }
+        }
+        let tallies = self.1.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut f = enc.encode_descriptor(
+            "rollgate_rollout_shadow_score",
+            "Scores (0..1) of comparable shadow pairs: candidate's answer against stable's",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (model, t) in tallies.iter() {
+            // Scores never exceed 1.0; the +Inf bucket (f64::MAX to the encoder) is always empty.
+            let buckets: Vec<(f64, u64)> = crate::scoring::SCORE_BUCKETS
+                .iter()
+                .copied()
+                .zip(t.scores.iter().copied())
+                .chain(std::iter::once((f64::MAX, 0)))
+                .collect();
+            let count = t.scores.iter().sum();
+            f.encode_family(&[("model", model.as_str())])?
+                .encode_histogram::<[(&str, &str); 0]>(t.score_sum, count, &buckets, None)?;
+        }
+        let mut f = enc.encode_descriptor(
+            "rollgate_rollout_shadow_pairs_not_comparable",
+            "Shadow pairs not scored (capture overflowed or a stream broke)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model, t) in tallies.iter() {
+            f.encode_family(&[("model", model.as_str())])?
+                .encode_counter::<[(&str, &str); 0], _, u64>(&t.not_comparable, None)?;
+        }
+        let mut f = enc.encode_descriptor(
+            "rollgate_rollout_synthetic_runs",
+            "Synthetic suite runs against the candidate, by result",
+            None,
+            MetricType::Counter,
+        )?;
+        for (model, t) in tallies.iter() {
+            for (result, n) in [
+                ("passed", t.synthetic_passed),
+                ("failed", t.synthetic_failed),
+            ] {
+                f.encode_family(&[("model", model.as_str()), ("result", result)])?
+                    .encode_counter::<[(&str, &str); 0], _, u64>(&n, None)?;
             }
         }
         Ok(())
