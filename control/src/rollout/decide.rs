@@ -170,6 +170,13 @@ pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<A
     if s.paused.is_none() && s.pinned.is_none() {
         advance(&mut s, plan, inputs, &mut actions);
     }
+    if s.phase == Phase::Previous
+        && state.phase != Phase::Previous
+        && s.candidate == state.candidate
+    {
+        // Rollback order: traffic, persist and publish come first (see `finish`), cleanup last.
+        actions.push(Action::Cleanup);
+    }
     if let Some(pin) = s.pinned {
         s.weight = pin;
         s.mirror = 0;

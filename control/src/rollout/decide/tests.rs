@@ -165,6 +165,7 @@ fn a_failing_gate_rolls_back_at_once_traffic_first_and_is_not_retried() {
         ]
     );
     assert!(actions.contains(&Action::Publish));
+    assert_eq!(actions.last(), Some(&Action::Cleanup), "cleanup comes last");
     // The same candidate stays rolled back, across any number of ticks.
     let (s2, _) = run(&s, &p, &pass(5000));
     assert_eq!((s2.phase, s2.weight), (Phase::Previous, 0));
