@@ -79,11 +79,7 @@ impl AdminServer {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
-                let om = req
-                    .headers()
-                    .get(hyper::header::ACCEPT)
-                    .is_some_and(|a| a.as_bytes().windows(11).any(|w| w == b"openmetrics"));
-                self.metrics(om)
+                metrics_response(&self.registry, req.headers().get(hyper::header::ACCEPT))
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => {
@@ -169,25 +165,31 @@ impl AdminServer {
             }
         }
     }
+}
 
-    fn metrics(&self, openmetrics: bool) -> Response<Full<Bytes>> {
-        let mut out = String::with_capacity(16 * 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            return text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("encoding metrics: {e}\n"),
-            );
-        }
-        let (body, ctype) = if openmetrics {
-            (out, OPENMETRICS_CONTENT_TYPE)
-        } else {
-            (to_prometheus_text(&out), PROMETHEUS_CONTENT_TYPE)
-        };
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
-        resp
+/// `/metrics` for a registry: OpenMetrics when the scraper asks for it in `Accept`, else the
+/// classic Prometheus text. Shared by the admin listener and the gpu-agent.
+pub(crate) fn metrics_response(
+    registry: &Registry,
+    accept: Option<&HeaderValue>,
+) -> Response<Full<Bytes>> {
+    let openmetrics = accept.is_some_and(|a| a.as_bytes().windows(11).any(|w| w == b"openmetrics"));
+    let mut out = String::with_capacity(16 * 1024);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("encoding metrics: {e}\n"),
+        );
     }
+    let (body, ctype) = if openmetrics {
+        (out, OPENMETRICS_CONTENT_TYPE)
+    } else {
+        (to_prometheus_text(&out), PROMETHEUS_CONTENT_TYPE)
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    resp
 }
 
 /// Rewrites OpenMetrics text into the classic Prometheus format: counter families are named
@@ -239,7 +241,7 @@ pub(crate) fn to_prometheus_text(om: &str) -> String {
     out
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+pub(crate) fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -249,7 +251,7 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     resp
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(v) {
         Ok(body) => {
             let mut resp = Response::new(Full::new(Bytes::from(body)));
@@ -260,7 +262,7 @@ fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Full<Bytes>>
         }
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("encoding status: {e}\n"),
+            &format!("encoding JSON: {e}\n"),
         ),
     }
 }
