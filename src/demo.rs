@@ -71,6 +71,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("rollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("golden.yaml"), SUITE)?;
+    // A throwaway operator token, so `rollgate ctl` works against the demo.
+    std::fs::write(
+        dir.join("admin.token"),
+        format!("demo-{:016x}\n", fastrand::u64(..)),
+    )?;
     let config = dir.join("rollgate.yaml");
     std::fs::write(
         &config,
@@ -95,7 +100,12 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  admin                  http://{}/metrics  /status  /rollouts",
         gw.admin
     );
-    println!("  config, suite, state   {}\n", dir.display());
+    println!("  config, suite, state   {}", dir.display());
+    println!(
+        "  operator CLI           rollgate ctl --admin http://{} --token-file {} status\n",
+        gw.admin,
+        dir.join("admin.token").display()
+    );
     println!("Try it:");
     println!(
         "  curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -H 'x-user-id: alice' \\\n       -d '{{\"model\":\"chat-small\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'\n",
@@ -253,7 +263,7 @@ fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: 
     format!(
         "# Written by `rollgate demo`.\n\
          listen: 127.0.0.1:0\n\
-         admin: {{ listen: 127.0.0.1:0 }}\n\
+         admin: {{ listen: 127.0.0.1:0, token_file: {token} }}\n\
          workers: 1\n\
          drain_timeout: 5s\n\
          state_dir: {state}\n\
@@ -276,6 +286,7 @@ fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: 
          \x20     min_samples: 40\n\
          \x20     cooldown: 0s\n",
         state = dir.join("state").display(),
+        token = dir.join("admin.token").display(),
         stable = stable.url(),
         candidate = candidate.url(),
     )

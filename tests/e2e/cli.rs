@@ -45,3 +45,54 @@ fn the_example_config_is_valid() {
     let (code, err) = validate(&example);
     assert_eq!(code, 0, "{err}");
 }
+
+/// The README's first command: the demo promotes the good candidate, rolls back the bad one,
+/// stops by itself, exits 0 and removes its temp dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
+    let _heavy = crate::support::heavy().await;
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .args([
+                "demo",
+                "--step-seconds",
+                "1",
+                "--rate",
+                "200",
+                "--duration",
+                "90",
+                "--scenario",
+                "latency",
+            ])
+            .output()
+            .expect("run rollgate demo")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = text
+        .find(" Full ")
+        .unwrap_or_else(|| panic!("never reached Full:\n{text}"));
+    let back = text
+        .find(" Previous ")
+        .unwrap_or_else(|| panic!("never rolled back:\n{text}"));
+    assert!(full < back, "Full comes before the rollback:\n{text}");
+    assert!(
+        text.contains("latency_p99") && text.contains("[FAIL]"),
+        "the failing gate is shown:\n{text}"
+    );
+    let dir = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("config, suite, state"))
+        .map(str::trim)
+        .expect("dir line");
+    assert!(
+        !std::path::Path::new(dir).exists(),
+        "the demo removes {dir}"
+    );
+}
