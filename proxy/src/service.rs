@@ -26,7 +26,12 @@ use crate::shadow::{is_sse, Capture, Mirror};
 use crate::snapshot::{ModelRoute, Snapshot};
 use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
 
-pub(crate) const MODEL_HEADERS: [&str; 2] = ["x-gateway-model-name", "x-ai-eg-model"];
+/// Routing headers naming the model (Gateway API Inference Extension, Envoy AI Gateway);
+/// pre-parsed so a lookup does not validate the name on every request.
+static MODEL_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-gateway-model-name"),
+    HeaderName::from_static("x-ai-eg-model"),
+];
 static VARIANT_HEADER: HeaderName = HeaderName::from_static("x-rollgate-variant");
 static SHADOW_HEADER: HeaderName = HeaderName::from_static("x-rollgate-shadow");
 static API_KEY_HEADER: HeaderName = HeaderName::from_static("x-api-key");
@@ -289,7 +294,7 @@ async fn resolve(
     body: &mut Incoming,
 ) -> Result<Resolved, Reject> {
     let cfg = snap.config();
-    let header_model = MODEL_HEADERS.iter().find_map(|h| headers.get(*h));
+    let header_model = MODEL_HEADERS.iter().find_map(|h| headers.get(h));
     let header_route = match header_model {
         Some(v) => {
             let name = v.to_str().map_err(|_| {
