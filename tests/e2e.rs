@@ -42,3 +42,6 @@ mod gates;
 
 #[path = "e2e/ctl.rs"]
 mod ctl;
+
+#[path = "e2e/promql.rs"]
+mod promql;

@@ -195,6 +195,29 @@ pub struct Gates {
     pub queue_time_p95: Option<LatencyGate>,
     pub gpu_memory_used: Option<GpuMemoryGate>,
     pub correctness: Option<CorrectnessGate>,
+    /// Queries against a Prometheus HTTP API, each with bounds on its value.
+    pub promql: Option<PromqlGates>,
+}
+
+/// PromQL gates: `GET {url}/api/v1/query`; `$model` in a query is replaced by the model name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromqlGates {
+    /// Prometheus base URL, `http://host:port` (a path prefix is kept).
+    pub url: String,
+    /// Per-query timeout. Default 2 s.
+    pub timeout: Duration,
+    pub queries: Vec<PromqlQuery>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromqlQuery {
+    /// Names the gate in status and metrics (`promql:NAME`).
+    pub name: String,
+    pub query: String,
+    /// The value must not exceed this…
+    pub max: Option<f64>,
+    /// …nor fall below this. At least one is required.
+    pub min: Option<f64>,
 }
 
 /// Failures (5xx, no response, failures after a 200) over requests.

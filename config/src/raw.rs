@@ -168,6 +168,24 @@ pub(crate) struct RawGates {
     pub queue_time_p95: Field<RawLatencyGate>,
     pub gpu_memory_used: Field<RawMaxRatio>,
     pub correctness: Field<RawMinShare>,
+    pub promql: Field<RawPromql>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPromql {
+    pub url: Field<String>,
+    pub timeout: Field<Duration>,
+    pub queries: Field<Vec<Parsed<RawPromqlQuery>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPromqlQuery {
+    pub name: Field<String>,
+    pub query: Field<String>,
+    pub max: Field<f64>,
+    pub min: Field<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -377,6 +395,8 @@ sections!(
     RawMaxRatio,
     RawMinShare,
     RawMetricErrors,
+    RawPromql,
+    RawPromqlQuery,
 );
 
 /// Items keep their index even when some are unusable, so later errors point at the right one.

@@ -19,6 +19,7 @@ use rollgate_config::{Engine, Model};
 use crate::rollout::{Dist, Health, ModelSignals, SignalSource};
 
 pub mod engine;
+pub mod promql;
 pub mod promtext;
 
 /// Per-check timeout: a model server that cannot answer its health check in this long is not
@@ -153,6 +154,19 @@ impl HttpSignals {
         (Ok(queue), Ok(gpu))
     }
 
+    /// Every PromQL gate's value, by query name.
+    async fn promql(&self, model: &Model) -> Vec<(String, Result<f64, String>)> {
+        let Some(p) = model.rollout.as_ref().and_then(|r| r.gates.promql.as_ref()) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(p.queries.len());
+        for q in &p.queries {
+            let v = promql::query(&self.client, &p.url, &q.query, &model.name, p.timeout).await;
+            out.push((q.name.clone(), v));
+        }
+        out
+    }
+
     /// The histogram's growth since the oldest reading inside the trailing window.
     fn window(&self, url: &str, now: Instant, latest: engine::Hist) -> engine::Hist {
         let mut history = self.history.lock().unwrap_or_else(PoisonError::into_inner);
@@ -179,8 +193,10 @@ impl SignalSource for HttpSignals {
     ) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
         Box::pin(async move {
             let (queue_time, gpu_memory) = self.engine(model).await;
+            let promql = self.promql(model).await;
             ModelSignals {
                 health: self.health(model).await,
+                promql,
                 queue_time,
                 gpu_memory,
             }

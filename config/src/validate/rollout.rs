@@ -5,11 +5,12 @@ use std::time::Duration;
 use super::Collect;
 use crate::raw::{
     Delta, Parsed, RawErrorRateGate, RawGates, RawLatencyGate, RawMaxRatio, RawMetricErrors,
-    RawMinShare, RawRollout, RawShadowPhase, RawStep, RawSynthetic,
+    RawMinShare, RawPromql, RawPromqlQuery, RawRollout, RawShadowPhase, RawStep, RawSynthetic,
 };
 use crate::{
     Approval, CorrectnessGate, ErrorRateGate, Errors, Gates, GpuMemoryGate, LatencyGate,
-    MetricErrors, OnMetricErrors, Ppm, Rollout, ShadowPhase, Step, Synthetic,
+    MetricErrors, OnMetricErrors, Ppm, PromqlGates, PromqlQuery, Rollout, ShadowPhase, Step,
+    Synthetic,
 };
 
 const DEFAULT_MIN_SAMPLES: u64 = 200;
@@ -18,6 +19,7 @@ const DEFAULT_COOLDOWN: Duration = Duration::from_secs(300);
 const DEFAULT_VALIDATE_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_SYNTHETIC_EVERY: Duration = Duration::from_secs(30);
 const DEFAULT_SHADOW_FOR: Duration = Duration::from_secs(120);
+const DEFAULT_PROMQL_TIMEOUT: Duration = Duration::from_secs(2);
 
 // === impl Rollout ===
 
@@ -172,6 +174,9 @@ impl TryFrom<RawGates> for Gates {
             correctness: c
                 .take("correctness", raw.correctness)
                 .and_then(|r| c.convert("correctness", r)),
+            promql: c
+                .take("promql", raw.promql)
+                .and_then(|r| c.convert("promql", r)),
         };
         c.finish(Some(gates))
     }
@@ -235,6 +240,66 @@ impl TryFrom<RawMinShare> for CorrectnessGate {
         let min = c.required("min", raw.min);
         c.finish(min.map(|min| CorrectnessGate {
             min: min.as_fraction(),
+        }))
+    }
+}
+
+// === impl PromqlGates ===
+
+impl TryFrom<RawPromql> for PromqlGates {
+    type Error = Errors;
+
+    fn try_from(raw: RawPromql) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let url = c
+            .required("url", raw.url)
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &url {
+            if !u.starts_with("http://") {
+                c.error("url", format!("`{u}` is not an http:// URL"));
+            }
+        }
+        let timeout = c.positive("timeout", raw.timeout, DEFAULT_PROMQL_TIMEOUT);
+        let mut queries = Vec::new();
+        for (i, item) in c
+            .required("queries", raw.queries)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let key = format!("queries[{i}]");
+            if let Some(q) = c
+                .item(&key, item)
+                .and_then(|r| c.convert::<_, PromqlQuery>(&key, r))
+            {
+                queries.push(q);
+            }
+        }
+        c.finish(url.map(|url| PromqlGates {
+            url,
+            timeout,
+            queries,
+        }))
+    }
+}
+
+impl TryFrom<RawPromqlQuery> for PromqlQuery {
+    type Error = Errors;
+
+    fn try_from(raw: RawPromqlQuery) -> Result<Self, Errors> {
+        let mut c = Collect::default();
+        let name = c.required("name", raw.name);
+        let query = c.required("query", raw.query);
+        let max = c.take("max", raw.max);
+        let min = c.take("min", raw.min);
+        if max.is_none() && min.is_none() && c.is_clean() {
+            c.error("", "set max, min or both");
+        }
+        c.finish(name.zip(query).map(|(name, query)| PromqlQuery {
+            name,
+            query,
+            max,
+            min,
         }))
     }
 }

@@ -27,6 +27,8 @@ const COMMAND_QUEUE: usize = 64;
 #[derive(Clone, Debug)]
 pub struct ModelSignals {
     pub health: Health,
+    /// PromQL gate values by query name.
+    pub promql: Vec<(String, Result<f64, String>)>,
     pub queue_time: Result<Option<super::gates::Dist>, String>,
     pub gpu_memory: Result<Option<f64>, String>,
 }
@@ -444,6 +446,7 @@ fn gate_inputs(
         candidate,
         queue_time: sig.queue_time.clone(),
         gpu_memory: sig.gpu_memory.clone(),
+        promql: sig.promql.clone(),
         // Pairs exist only in Shadow; in Canary only a synthetic suite speaks for correctness.
         correctness: (run.state.phase == Phase::Shadow || has_synthetic).then_some(correctness),
         ejections: now.ejections[1].saturating_sub(base.ejections[1]),

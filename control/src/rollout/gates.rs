@@ -64,6 +64,8 @@ pub struct GateInputs {
     pub correctness: Option<Correctness>,
     /// Candidate endpoints ejected by the data plane in the window.
     pub ejections: u64,
+    /// PromQL gate values by query name (`Err` when the query could not be answered).
+    pub promql: Vec<(String, Result<f64, String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -97,6 +99,7 @@ impl Default for GateInputs {
             gpu_memory: Ok(None),
             correctness: None,
             ejections: 0,
+            promql: Vec::new(),
         }
     }
 }
@@ -292,6 +295,16 @@ pub fn evaluate(gates: &Gates, min_samples: u64, inputs: &GateInputs) -> Evaluat
     if let (Some(g), Some(c)) = (&gates.correctness, &inputs.correctness) {
         results.push(correctness(g.min, min_samples, c));
     }
+    if let Some(p) = &gates.promql {
+        for q in &p.queries {
+            let got = inputs
+                .promql
+                .iter()
+                .find(|(n, _)| *n == q.name)
+                .map(|(_, v)| v);
+            results.push(promql_gate(q, got));
+        }
+    }
     let verdict = if results.iter().any(|r| r.verdict == Verdict::Fail) {
         Verdict::Fail
     } else if results.iter().any(|r| r.verdict == Verdict::Inconclusive) {
@@ -470,6 +483,45 @@ fn quantile_gate(
         (Verdict::Pass, String::new())
     };
     result(gate, verdict, value, Some(t), n as u64, reason)
+}
+
+/// A PromQL value against its bounds; no answer is a metric error. Values are aggregates
+/// Prometheus already computed, so there is no sample count to test.
+fn promql_gate(q: &rollgate_config::PromqlQuery, got: Option<&Result<f64, String>>) -> GateResult {
+    let v = match got {
+        Some(Ok(v)) => *v,
+        Some(Err(e)) => return metric_error("promql", format!("{}: {e}", q.name)),
+        None => return metric_error("promql", format!("{}: not queried", q.name)),
+    };
+    let threshold = q.max.or(q.min);
+    if let Some(max) = q.max.filter(|m| v > *m) {
+        return result(
+            "promql",
+            Verdict::Fail,
+            Some(v),
+            Some(max),
+            1,
+            format!("{}: {v} is above {max}", q.name),
+        );
+    }
+    if let Some(min) = q.min.filter(|m| v < *m) {
+        return result(
+            "promql",
+            Verdict::Fail,
+            Some(v),
+            Some(min),
+            1,
+            format!("{}: {v} is below {min}", q.name),
+        );
+    }
+    result(
+        "promql",
+        Verdict::Pass,
+        Some(v),
+        threshold,
+        1,
+        q.name.clone(),
+    )
 }
 
 fn correctness(min: f64, min_samples: u64, c: &Correctness) -> GateResult {

@@ -306,3 +306,39 @@ fn a_bound_inside_a_coarse_first_bucket_neither_fails_nor_blocks_a_fast_candidat
         "surely above 100 ms"
     );
 }
+
+#[test]
+fn promql_values_against_bounds_and_unanswered_queries() {
+    let q = |name: &str, max: Option<f64>, min: Option<f64>| rollgate_config::PromqlQuery {
+        name: name.into(),
+        query: "x".into(),
+        max,
+        min,
+    };
+    let g = Gates {
+        promql: Some(rollgate_config::PromqlGates {
+            url: "http://127.0.0.1:9".into(),
+            timeout: Duration::from_secs(1),
+            queries: vec![
+                q("errors", Some(0.0), None),
+                q("throughput", None, Some(10.0)),
+            ],
+        }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(0, 0, 0.1), window(0, 0, 0.1));
+    i.promql = vec![("errors".into(), Ok(0.0)), ("throughput".into(), Ok(25.0))];
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Pass);
+    i.promql = vec![("errors".into(), Ok(3.0)), ("throughput".into(), Ok(25.0))];
+    let e = evaluate(&g, 200, &i);
+    assert_eq!(e.verdict, Verdict::Fail);
+    assert!(e
+        .results
+        .iter()
+        .any(|r| r.reason.starts_with("errors: 3 is above 0")));
+    i.promql = vec![("errors".into(), Ok(0.0)), ("throughput".into(), Ok(2.0))];
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+    i.promql = vec![("errors".into(), Err("connection refused".into()))];
+    let e = evaluate(&g, 200, &i);
+    assert_eq!((e.verdict, e.metric_error), (Verdict::Inconclusive, true));
+}
