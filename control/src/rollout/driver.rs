@@ -310,8 +310,15 @@ impl Driver {
                 command: self.pending.remove(&m.name),
             };
             let (next, actions) = decide(&run.state, &inputs);
-            if next.phase != run.state.phase {
+            // A transition without an evaluation (Promote → Full, commands) keeps showing the
+            // gate values that led up to it.
+            if next.phase != run.state.phase && evaluation.is_some() {
                 run.transition_eval.clone_from(&evaluation);
+            }
+            if next.candidate != run.state.candidate {
+                // A new candidate's status never shows the previous one's gate values.
+                run.transition_eval = None;
+                run.last_eval = None;
             }
             if evaluation.is_some() {
                 run.last_eval = evaluation;
