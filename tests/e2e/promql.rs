@@ -17,10 +17,6 @@ impl Drop for Prometheus {
     }
 }
 
-async fn rollout(gw: &Gateway) -> serde_json::Value {
-    get(&client(), &gw.admin_url("/rollouts")).await.json()[0].clone()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promql_gate_passes_on_prometheus_data_and_rolls_back_when_it_breaches() {
     let _heavy = heavy().await;
@@ -72,7 +68,7 @@ async fn a_promql_gate_passes_on_prometheus_data_and_rolls_back_when_it_breaches
             .await;
             assert_eq!(r.status, 200);
         }
-        let s = rollout(&gw).await;
+        let s = rollout_status(&gw).await;
         let gate = s["gates"]["results"]
             .as_array()
             .and_then(|r| r.iter().find(|g| g["gate"] == "promql"))
@@ -87,7 +83,7 @@ async fn a_promql_gate_passes_on_prometheus_data_and_rolls_back_when_it_breaches
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(passing["value"], 0.0, "{passing:#}");
-    assert_eq!(rollout(&gw).await["phase"], "Canary");
+    assert_eq!(rollout_status(&gw).await["phase"], "Canary");
     // Now the candidate fails; Prometheus scrapes the 5xx count and the gate rolls back.
     candidate.set_faults(Faults {
         error_rate: Ratio::new(0.5).expect("ratio"),
@@ -106,7 +102,7 @@ async fn a_promql_gate_passes_on_prometheus_data_and_rolls_back_when_it_breaches
             )
             .await;
         }
-        let s = rollout(&gw).await;
+        let s = rollout_status(&gw).await;
         if s["phase"] == "Previous" {
             break s;
         }

@@ -118,7 +118,7 @@ impl Phases {
     ) -> (Value, Instant) {
         let deadline = Instant::now() + PHASE_DEADLINE;
         loop {
-            let s = rollout(gw).await;
+            let s = rollout_status(gw).await;
             let at = Instant::now();
             self.record(&s);
             if done(&s) {
@@ -209,25 +209,6 @@ fn plan(steps: &[(&str, &str)]) -> String {
     )
 }
 
-/// Model `m`'s entry in `GET /rollouts` (`null` when there is none).
-async fn rollout(gw: &Gateway) -> Value {
-    let r = get(&client(), &gw.admin_url("/rollouts")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["model"] == "m").cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// `Canary(1)`, `Full`: a status's phase and step as one word (`none` without a status).
-fn phase(s: &Value) -> String {
-    match (&s["phase"], &s["step"]) {
-        (Value::String(p), Value::Number(n)) => format!("{p}({n})"),
-        (Value::String(p), _) => p.clone(),
-        _ => "none".to_owned(),
-    }
-}
-
 /// The status (`True`/`False`) of a kstatus condition, or `missing`.
 fn condition<'a>(s: &'a Value, kind: &str) -> &'a str {
     s["conditions"]
@@ -313,7 +294,7 @@ fn audit_lines(dir: &Path) -> Vec<Value> {
 async fn holds_for(gw: &Gateway, how_long: Duration, what: &str, holds: impl Fn(&Value) -> bool) {
     let end = Instant::now() + how_long;
     while Instant::now() < end {
-        let s = rollout(gw).await;
+        let s = rollout_status(gw).await;
         assert!(holds(&s), "{what}: {s:#}");
         tokio::time::sleep(POLL * 5).await;
     }
@@ -507,7 +488,7 @@ async fn kill_9_mid_canary_resumes_at_the_same_step_with_the_same_weight() {
     all_ok(&load.finish().await, "before the kill");
     let sticky = users("sticky", 200);
     let before = on_candidate(&gw, &sticky).await;
-    let at_kill = rollout(&gw).await;
+    let at_kill = rollout_status(&gw).await;
     assert!(
         is(&at_kill, "Canary(1)"),
         "the step ended before the kill: {at_kill:#}"
@@ -530,7 +511,7 @@ async fn kill_9_mid_canary_resumes_at_the_same_step_with_the_same_weight() {
     );
 
     let again = gw.start_again();
-    let first = rollout(&again).await;
+    let first = rollout_status(&again).await;
     assert!(
         is(&first, "Canary(1)"),
         "first status after restart: {first:#}"
@@ -592,7 +573,7 @@ async fn pause_and_pin_hold_the_rollout_are_audited_and_the_pin_survives_a_resta
     }
     let r = command(&gw, "pin", Some(TOKEN), r#"{"reason":"no weight"}"#).await;
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(rollout(&gw).await["paused"].is_null());
+    assert!(rollout_status(&gw).await["paused"].is_null());
 
     let r = command(
         &gw,
@@ -609,7 +590,7 @@ async fn pause_and_pin_hold_the_rollout_are_audited_and_the_pin_survives_a_resta
     })
     .await;
     // Held by the pause, not by a lack of evidence: the gates pass.
-    let s = rollout(&gw).await;
+    let s = rollout_status(&gw).await;
     assert_eq!(s["gates"]["verdict"], "pass", "{s:#}");
 
     let r = command(
@@ -666,7 +647,7 @@ async fn pause_and_pin_hold_the_rollout_are_audited_and_the_pin_survives_a_resta
     assert!(exit.success(), "{exit:?}; logs:\n{}", gw.logs());
     assert!(!gw.logs().contains(TOKEN), "the token reached a log line");
     let again = gw.start_again();
-    let first = rollout(&again).await;
+    let first = rollout_status(&again).await;
     assert!(
         is(&first, "Canary(0)"),
         "first status after restart: {first:#}"

@@ -140,6 +140,26 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Model `m`'s entry in `GET /rollouts` (`null` before the driver's first step).
+pub async fn rollout_status(gw: &Gateway) -> serde_json::Value {
+    let r = get(&client(), &gw.admin_url("/rollouts")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+        .as_array()
+        .and_then(|all| all.iter().find(|s| s["model"] == "m").cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// `Canary(1)`, `Full`: a status's phase and step as one word (`none` without a status).
+pub fn phase(s: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match (&s["phase"], &s["step"]) {
+        (Value::String(p), Value::Number(n)) => format!("{p}({n})"),
+        (Value::String(p), _) => p.clone(),
+        _ => "none".to_owned(),
+    }
+}
+
 // === impl Reply ===
 
 impl Reply {

@@ -180,7 +180,7 @@ impl Watch {
     ) -> (Value, Instant) {
         let deadline = Instant::now() + DEADLINE;
         loop {
-            let s = rollout(gw).await;
+            let s = rollout_status(gw).await;
             let at = Instant::now();
             if !s.is_null() {
                 self.seen.push(s.clone());
@@ -208,7 +208,7 @@ impl Watch {
     ) {
         let end = Instant::now() + how_long;
         while Instant::now() < end {
-            let s = rollout(gw).await;
+            let s = rollout_status(gw).await;
             self.seen.push(s.clone());
             assert!(holds(&s), "{what}: {s:#}; phases {:?}", self.phases());
             tokio::time::sleep(POLL).await;
@@ -233,25 +233,6 @@ impl Watch {
             phases.iter().all(|p| allowed.contains(&p.as_str())),
             "{what}: phases {phases:?}, expected only {allowed:?}"
         );
-    }
-}
-
-/// Model `m`'s entry in `GET /rollouts` (`null` before the driver's first step).
-pub(super) async fn rollout(gw: &Gateway) -> Value {
-    let r = get(&client(), &gw.admin_url("/rollouts")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
-        .as_array()
-        .and_then(|all| all.iter().find(|s| s["model"] == "m").cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// `Canary(0)`, `Previous`: a status's phase and step as one word (`none` without a status).
-pub(super) fn phase(s: &Value) -> String {
-    match (&s["phase"], &s["step"]) {
-        (Value::String(p), Value::Number(n)) => format!("{p}({n})"),
-        (Value::String(p), _) => p.clone(),
-        _ => "none".to_owned(),
     }
 }
 
