@@ -384,7 +384,8 @@ fn gitops_and_monitoring_manifests_render() {
         "deploy/argo-rollouts/analysistemplate.yaml",
         "deploy/flagger/canary.yaml",
     ] {
-        validate_all(file.rsplit('/').next().unwrap_or(file), &read(file), true);
+        let name = file.rsplit('/').next().unwrap_or(file);
+        validate_all(name.trim_end_matches(".yaml"), &read(file), true);
     }
 }
 
