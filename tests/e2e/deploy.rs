@@ -6,16 +6,20 @@
 //!
 //! The tools come from `scripts/install-test-deps`; a missing tool fails the test with its name.
 
-#[path = "deploy/metrics.rs"]
-mod metrics;
-
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::Value;
 
 use crate::support::temp_dir;
+
+#[path = "deploy/dashboard.rs"]
+mod dashboard;
+#[path = "deploy/gitops.rs"]
+mod gitops;
+#[path = "deploy/image.rs"]
+mod image;
 
 /// The Kubernetes version the manifests are validated against: the oldest one that the pinned
 /// kubernetes-validate (1.37.0) ships schemas for.
@@ -238,7 +242,6 @@ fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
     let i = args.iter().position(|a| a == flag)?;
     args.get(i + 1).map(String::as_str)
 }
-
 #[test]
 fn every_overlay_renders_and_validates_offline() {
     let base = validate_all("base", &render("deploy/base"), false);
@@ -390,7 +393,7 @@ fn gitops_and_monitoring_manifests_render() {
 }
 
 /// The CRD follows CONTRACTS.md: group, version, kind, plural, scope, status subresource, the
-/// phase enum and the printer columns.
+/// printer columns and the status fields. Holds for the hand-written CRD and the generated one.
 #[test]
 fn crd_matches_the_contract() {
     let docs = yaml_docs(&read("deploy/base/crd.yaml"));
@@ -406,22 +409,28 @@ fn crd_matches_the_contract() {
         v["subresources"]["status"].is_object(),
         "no status subresource"
     );
-    let columns: BTreeMap<&str, &str> = v["additionalPrinterColumns"]
+    // Column names are free; what each shows is the contract.
+    let columns: BTreeSet<&str> = v["additionalPrinterColumns"]
         .as_array()
         .expect("printer columns")
         .iter()
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap_or(""),
-                c["jsonPath"].as_str().unwrap_or(""),
-            )
-        })
+        .filter_map(|c| c["jsonPath"].as_str())
         .collect();
-    assert_eq!(columns.get("Phase"), Some(&".status.phase"));
-    assert_eq!(columns.get("Weight"), Some(&".status.weight"));
-    assert_eq!(columns.get("Revision"), Some(&".status.observedRevision"));
+    for path in [
+        ".status.phase",
+        ".status.weight",
+        ".status.observedRevision",
+    ] {
+        assert!(
+            columns.contains(path),
+            "no printer column for {path}: {columns:?}"
+        );
+    }
     let status = &v["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
-    assert_eq!(status["phase"]["enum"], serde_json::json!(PHASES));
+    // A generated CRD may type the phase as a plain string; an enum must list every phase.
+    if let Some(phases) = status["phase"].get("enum") {
+        assert_eq!(phases, &serde_json::json!(PHASES));
+    }
     for field in [
         "observedGeneration",
         "observedRevision",
@@ -440,321 +449,4 @@ fn crd_matches_the_contract() {
             "status.{field} missing from the CRD"
         );
     }
-}
-
-/// Runs the Argo CD health check on every sample status, in Lua 5.1 (Argo CD's gopher-lua
-/// speaks 5.1) and 5.4; each maps as docs/deploy.md says.
-#[test]
-fn argocd_health_check_maps_every_phase() {
-    for lua in ["lua5.1", "lua5.4"] {
-        assert!(
-            on_path(lua).is_some(),
-            "no {lua} on PATH; scripts/install-test-deps installs it"
-        );
-        let out = run(
-            Command::new(lua).args(["deploy/argocd/test_health.lua", "deploy/argocd/health.lua"]),
-            lua,
-        );
-        let said = text(&out);
-        assert!(
-            out.status.success(),
-            "{lua}: the health check failed on a sample:\n{said}"
-        );
-        assert_health_mapping(lua, &said);
-    }
-}
-
-/// Checks the harness's `sample TAB status TAB message` lines.
-fn assert_health_mapping(lua: &str, said: &str) {
-    let got: BTreeMap<&str, (&str, &str)> = said
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, '\t');
-            Some((f.next()?, (f.next()?, f.next().unwrap_or(""))))
-        })
-        .collect();
-    let want = [
-        ("no-status", "Progressing"),
-        ("no-candidate", "Healthy"),
-        ("Idle", "Healthy"),
-        ("Deploy", "Progressing"),
-        ("ValidateHealth", "Progressing"),
-        ("Shadow", "Progressing"),
-        ("Canary", "Progressing"),
-        ("Promote", "Progressing"),
-        ("Full", "Healthy"),
-        ("Rollback", "Degraded"),
-        ("Previous", "Degraded"),
-        ("paused", "Suspended"),
-        ("paused-bool", "Suspended"),
-        ("stalled", "Degraded"),
-        ("stale-generation", "Progressing"),
-        ("unknown-phase", "Unknown"),
-    ];
-    for (sample, status) in want {
-        let (s, msg) = got
-            .get(sample)
-            .unwrap_or_else(|| panic!("no result for {sample}:\n{said}"));
-        assert_eq!(*s, status, "{lua}: {sample} → {s} ({msg})");
-    }
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "a sample without an expectation:\n{said}"
-    );
-    for p in PHASES {
-        assert!(got.contains_key(p), "no sample for phase {p}");
-    }
-    assert_eq!(got["no-status"].1, "waiting for rollgate");
-    assert!(
-        got["Canary"].1.contains("Canary step 1") && got["Canary"].1.contains("10%"),
-        "{said}"
-    );
-    let stalled = got["stalled"].1;
-    assert!(
-        stalled.contains("9e8d7c6") && stalled.contains("120% is above 100%"),
-        "{stalled}"
-    );
-    assert!(got["paused"].1.contains("incident 42"), "{said}");
-}
-
-/// argocd-cm.yaml carries health.lua byte for byte.
-#[test]
-fn argocd_cm_embeds_health_lua() {
-    let cm = &yaml_docs(&read("deploy/argocd/argocd-cm.yaml"))[0];
-    assert_eq!(cm["metadata"]["name"], "argocd-cm");
-    let embedded = cm["data"]["resource.customizations.health.rollgate.dev_ModelRollout"]
-        .as_str()
-        .expect("argocd-cm has the rollgate.dev_ModelRollout health key");
-    assert!(
-        embedded == read("deploy/argocd/health.lua"),
-        "deploy/argocd/argocd-cm.yaml and deploy/argocd/health.lua differ; copy health.lua into \
-         the ConfigMap (indented four spaces)"
-    );
-}
-
-/// The Argo Rollouts template and the Flagger canary call the admin routes of CONTRACTS.md.
-#[test]
-fn argo_rollouts_and_flagger_call_the_gitops_endpoints() {
-    let at = &yaml_docs(&read("deploy/argo-rollouts/analysistemplate.yaml"))[0];
-    let m = &at["spec"]["metrics"][0];
-    let web = &m["provider"]["web"];
-    assert_eq!(
-        web["url"],
-        "http://rollgate-admin.{{args.namespace}}.svc:9090/gitops/argo-rollouts/{{args.model}}"
-    );
-    assert_eq!(web["jsonPath"], "{$.verdict}");
-    assert_eq!(m["successCondition"], "result == \"promote\"");
-    assert_eq!(m["failureCondition"], "result == \"rollback\"");
-    for key in ["interval", "count", "consecutiveErrorLimit"] {
-        assert!(m.get(key).is_some(), "AnalysisTemplate metric lacks {key}");
-    }
-
-    let canary = &yaml_docs(&read("deploy/flagger/canary.yaml"))[0];
-    let hooks = canary["spec"]["analysis"]["webhooks"]
-        .as_array()
-        .expect("webhooks");
-    let types = [
-        "confirm-rollout",
-        "pre-rollout",
-        "rollout",
-        "confirm-traffic-increase",
-        "confirm-promotion",
-        "post-rollout",
-        "event",
-        "rollback",
-    ];
-    for t in types {
-        let h = hooks
-            .iter()
-            .find(|h| h["type"] == t)
-            .unwrap_or_else(|| panic!("no Flagger webhook of type {t}"));
-        let url = h["url"].as_str().unwrap_or("");
-        assert_eq!(
-            url,
-            format!("http://rollgate-admin.rollgate-prod.svc:9090/gitops/flagger/{t}")
-        );
-        assert_eq!(h["metadata"]["model"], "chat-small", "{t}");
-    }
-    assert_eq!(hooks.len(), types.len());
-}
-
-/// The config in the base ConfigMap is valid for this rollgate and listens where the pod's
-/// ports, probes and Services expect.
-#[test]
-fn base_config_is_valid_and_matches_the_ports() {
-    let out = run(
-        Command::new(env!("CARGO_BIN_EXE_rollgate"))
-            .args(["validate", "deploy/base/rollgate.yaml"]),
-        "rollgate",
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    let config = &yaml_docs(&read("deploy/base/rollgate.yaml"))[0];
-    assert_eq!(config["listen"], "0.0.0.0:8080");
-    assert_eq!(config["admin"]["listen"], "0.0.0.0:9090");
-}
-
-/// Every path the Dockerfile copies exists and survives .dockerignore; every workspace member is
-/// copied (a crate left out breaks `cargo build --locked` in the image); the default command's
-/// config is baked in.
-#[test]
-fn dockerfile_copies_what_the_build_needs() {
-    let dockerfile = read("deploy/Dockerfile");
-    let ignore: Vec<String> = read(".dockerignore")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
-    let mut copied = BTreeSet::new();
-    let mut dests = BTreeSet::new();
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
-        let words: Vec<&str> = line.split_whitespace().skip(1).collect();
-        let (dest, srcs) = words.split_last().expect("COPY has a destination");
-        dests.insert(dest.to_string());
-        if words.iter().any(|w| w.starts_with("--from")) {
-            continue;
-        }
-        for src in srcs.iter().filter(|w| !w.starts_with("--")) {
-            assert!(
-                root().join(src).exists(),
-                "Dockerfile copies {src}, which does not exist"
-            );
-            assert!(
-                !docker_ignored(&ignore, src),
-                ".dockerignore drops {src}, which the Dockerfile copies"
-            );
-            copied.insert(src.trim_end_matches('/').to_string());
-        }
-    }
-    let manifest = read("Cargo.toml");
-    let members = manifest
-        .lines()
-        .find(|l| l.starts_with("members"))
-        .expect("workspace members");
-    for member in members.split('"').skip(1).step_by(2) {
-        assert!(
-            copied.contains(member),
-            "the Dockerfile does not copy workspace member {member}"
-        );
-    }
-    for needed in ["Cargo.toml", "Cargo.lock", "src"] {
-        assert!(
-            copied.contains(needed),
-            "the Dockerfile does not copy {needed}"
-        );
-    }
-    assert!(dockerfile.contains("cargo build --release --locked"));
-    assert!(
-        dests.contains("/usr/local/bin/rollgate"),
-        "the binary is not installed as /usr/local/bin/rollgate"
-    );
-    assert!(
-        dests.contains("/etc/rollgate/rollgate.yaml"),
-        "CMD's config is not baked in"
-    );
-    assert!(dockerfile.contains(r#"CMD ["run", "--config", "/etc/rollgate/rollgate.yaml"]"#));
-    assert!(
-        dockerfile.contains("\nUSER 10001"),
-        "the image does not run as a non-root user"
-    );
-}
-
-/// Whether `.dockerignore` patterns (plain paths, `!` exceptions; last match wins) drop `path`.
-fn docker_ignored(patterns: &[String], path: &str) -> bool {
-    let path = path.trim_end_matches('/');
-    let mut ignored = false;
-    for p in patterns {
-        let (negate, p) = p
-            .strip_prefix('!')
-            .map_or((false, p.as_str()), |p| (true, p));
-        let p = p.trim_end_matches('/');
-        if path == p || path.starts_with(&format!("{p}/")) {
-            ignored = !negate;
-        }
-    }
-    ignored
-}
-
-/// The dashboard parses, has the panels the issue asks for, and every query names only metrics
-/// the code exports (or engine series the gates read), in PromQL that promtool accepts.
-#[test]
-fn grafana_dashboard_queries_real_metrics() {
-    let dash: Value = serde_json::from_str(&read("deploy/grafana/rollgate.json"))
-        .expect("deploy/grafana/rollgate.json is JSON");
-    let queries = metrics::dashboard_queries(&dash);
-    let known = metrics::exported_names(root());
-    assert!(
-        known.contains("rollgate_proxy_requests"),
-        "the source scan found no metrics"
-    );
-    let mut unknown = Vec::new();
-    for (title, expr) in &queries {
-        let names = metrics::names_in(expr);
-        assert!(!names.is_empty(), "{title}: `{expr}` names no metric");
-        for n in names {
-            if !metrics::exported(&known, &n) {
-                unknown.push(format!("{title}: {n}"));
-            }
-        }
-    }
-    assert!(
-        unknown.is_empty(),
-        "metrics the code does not export: {unknown:#?}"
-    );
-
-    let wanted = [
-        ("Request rate", "rollgate_proxy_requests_total"),
-        (
-            "Latency p50 / p99",
-            "rollgate_proxy_request_duration_seconds_bucket",
-        ),
-        (
-            "Time to first token",
-            "rollgate_proxy_time_to_first_token_seconds_bucket",
-        ),
-        ("Error rate", "rollgate_proxy_requests_total"),
-        ("Queue depth", "rollgate_proxy_inflight_requests"),
-        ("GPU memory used", "rollgate_gpu_memory_used_ratio"),
-        ("Rollout phase", "rollgate_rollout_phase"),
-        (
-            "Candidate weight",
-            "rollgate_rollout_candidate_weight_ratio",
-        ),
-    ];
-    for (title, metric) in wanted {
-        let hit = queries
-            .iter()
-            .any(|(t, e)| t.starts_with(title) && e.contains(metric));
-        assert!(hit, "no panel `{title}…` querying {metric}");
-    }
-    for (title, expr) in queries
-        .iter()
-        .filter(|(t, _)| t.starts_with("Request rate") || t.starts_with("Latency"))
-    {
-        assert!(
-            expr.contains("variant"),
-            "{title} is not split per variant: {expr}"
-        );
-    }
-    metrics::promtool_parses(&queries, &temp_dir("deploy-promql"));
-}
-
-/// The dashboard check finds metric names where PromQL puts them and refuses a misspelt one.
-#[test]
-fn dashboard_metric_scan_finds_names_and_refuses_unknown_ones() {
-    let expr = r#"histogram_quantile(0.99, sum by (le, model) (rate(rollgate_proxy_request_duration_seconds_bucket{model=~"$model", variant="candidate"}[$__rate_interval]))) / on (model) group_left max without (gpu) (vllm:num_requests_waiting offset 5m) > bool 2"#;
-    let names: Vec<String> = metrics::names_in(expr).into_iter().collect();
-    assert_eq!(
-        names,
-        [
-            "rollgate_proxy_request_duration_seconds_bucket",
-            "vllm:num_requests_waiting"
-        ]
-    );
-    let known = metrics::exported_names(root());
-    assert!(metrics::exported(&known, "rollgate_proxy_requests_total"));
-    assert!(metrics::exported(&known, "rollgate_gpu_memory_used_ratio"));
-    assert!(!metrics::exported(&known, "rollgate_proxy_requests_totals"));
-    assert!(!metrics::exported(&known, "rollgate_proxy_queue_depth"));
 }

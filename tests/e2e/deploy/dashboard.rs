@@ -1,10 +1,14 @@
-//! Metric names in the Grafana dashboard's queries against the names the code registers.
+//! The Grafana dashboard: its queries name metrics the code registers, in valid PromQL, and
+//! cover the panels the issue asks for.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+
+use super::{read, root};
+use crate::support::temp_dir;
 
 /// PromQL words that are not metric names (operators and grouping modifiers).
 const KEYWORDS: [&str; 13] = [
@@ -25,7 +29,7 @@ const KEYWORDS: [&str; 13] = [
 
 /// Every `(panel title, expr)` of the dashboard: panel targets, annotation queries, and the metric
 /// of each `label_values(metric{…}, label)` template variable.
-pub fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
+fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for p in dash["panels"].as_array().into_iter().flatten() {
         let title = p["title"].as_str().unwrap_or("?");
@@ -55,7 +59,7 @@ pub fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
 
 /// The metric names an expression selects: identifiers left once strings, label matchers,
 /// ranges, dashboard variables and grouping clauses are removed, and that are not called.
-pub fn names_in(expr: &str) -> BTreeSet<String> {
+fn names_in(expr: &str) -> BTreeSet<String> {
     let stripped = strip_groupings(&strip_enclosed(expr));
     let chars: Vec<char> = stripped.chars().collect();
     let mut names = BTreeSet::new();
@@ -158,7 +162,7 @@ fn find_word(s: &str, word: &str) -> Option<usize> {
 /// binary, proxy and control crates: full names (`"rollgate_proxy_requests"`,
 /// `"vllm:num_requests_waiting"`), and the names under a `sub_registry_with_prefix("p")` in the
 /// same file (`p_` + each literal).
-pub fn exported_names(root: &Path) -> BTreeSet<String> {
+fn exported_names(root: &Path) -> BTreeSet<String> {
     let mut known = BTreeSet::new();
     for dir in ["src", "proxy/src", "control/src"] {
         for file in rust_files(&root.join(dir)) {
@@ -207,7 +211,7 @@ fn is_metric_name(s: &str) -> bool {
 
 /// Whether a queried series comes from a known name: as is, or with the suffix the exposition
 /// adds (`_total` for counters, `_bucket`/`_sum`/`_count` for histograms).
-pub fn exported(known: &BTreeSet<String>, series: &str) -> bool {
+fn exported(known: &BTreeSet<String>, series: &str) -> bool {
     if known.contains(series) {
         return true;
     }
@@ -219,7 +223,7 @@ pub fn exported(known: &BTreeSet<String>, series: &str) -> bool {
 
 /// `promtool check rules` on every query (as recording rules), with dashboard variables replaced
 /// by values a real query would have.
-pub fn promtool_parses(queries: &[(String, String)], dir: &Path) {
+fn promtool_parses(queries: &[(String, String)], dir: &Path) {
     let mut rules = String::from("groups:\n  - name: grafana-dashboard\n    rules:\n");
     for (i, (title, expr)) in queries.iter().enumerate() {
         let expr = expr
@@ -246,4 +250,87 @@ pub fn promtool_parses(queries: &[(String, String)], dir: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The dashboard parses, has the panels the issue asks for, and every query names only metrics
+/// the code exports (or engine series the gates read), in PromQL that promtool accepts.
+#[test]
+fn grafana_dashboard_queries_real_metrics() {
+    let dash: Value = serde_json::from_str(&read("deploy/grafana/rollgate.json"))
+        .expect("deploy/grafana/rollgate.json is JSON");
+    let queries = dashboard_queries(&dash);
+    let known = exported_names(root());
+    assert!(
+        known.contains("rollgate_proxy_requests"),
+        "the source scan found no metrics"
+    );
+    let mut unknown = Vec::new();
+    for (title, expr) in &queries {
+        let names = names_in(expr);
+        assert!(!names.is_empty(), "{title}: `{expr}` names no metric");
+        for n in names {
+            if !exported(&known, &n) {
+                unknown.push(format!("{title}: {n}"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "metrics the code does not export: {unknown:#?}"
+    );
+
+    let wanted = [
+        ("Request rate", "rollgate_proxy_requests_total"),
+        (
+            "Latency p50 / p99",
+            "rollgate_proxy_request_duration_seconds_bucket",
+        ),
+        (
+            "Time to first token",
+            "rollgate_proxy_time_to_first_token_seconds_bucket",
+        ),
+        ("Error rate", "rollgate_proxy_requests_total"),
+        ("Queue depth", "rollgate_proxy_inflight_requests"),
+        ("GPU memory used", "rollgate_gpu_memory_used_ratio"),
+        ("Rollout phase", "rollgate_rollout_phase"),
+        (
+            "Candidate weight",
+            "rollgate_rollout_candidate_weight_ratio",
+        ),
+    ];
+    for (title, metric) in wanted {
+        let hit = queries
+            .iter()
+            .any(|(t, e)| t.starts_with(title) && e.contains(metric));
+        assert!(hit, "no panel `{title}…` querying {metric}");
+    }
+    for (title, expr) in queries
+        .iter()
+        .filter(|(t, _)| t.starts_with("Request rate") || t.starts_with("Latency"))
+    {
+        assert!(
+            expr.contains("variant"),
+            "{title} is not split per variant: {expr}"
+        );
+    }
+    promtool_parses(&queries, &temp_dir("deploy-promql"));
+}
+
+/// The dashboard check finds metric names where PromQL puts them and refuses a misspelt one.
+#[test]
+fn dashboard_metric_scan_finds_names_and_refuses_unknown_ones() {
+    let expr = r#"histogram_quantile(0.99, sum by (le, model) (rate(rollgate_proxy_request_duration_seconds_bucket{model=~"$model", variant="candidate"}[$__rate_interval]))) / on (model) group_left max without (gpu) (vllm:num_requests_waiting offset 5m) > bool 2"#;
+    let names: Vec<String> = names_in(expr).into_iter().collect();
+    assert_eq!(
+        names,
+        [
+            "rollgate_proxy_request_duration_seconds_bucket",
+            "vllm:num_requests_waiting"
+        ]
+    );
+    let known = exported_names(root());
+    assert!(exported(&known, "rollgate_proxy_requests_total"));
+    assert!(exported(&known, "rollgate_gpu_memory_used_ratio"));
+    assert!(!exported(&known, "rollgate_proxy_requests_totals"));
+    assert!(!exported(&known, "rollgate_proxy_queue_depth"));
 }
