@@ -59,6 +59,8 @@ pub(crate) struct DiffArgs {
 struct Source {
     /// `FILE`, or `REV (SHA12):PATH`.
     name: String,
+    /// The revision as given on the command line, when read from Git.
+    rev: Option<String>,
     /// The full commit SHA, when read from Git.
     commit: Option<String>,
     text: String,
@@ -169,6 +171,7 @@ fn read_file(file: &Path) -> Result<Source, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(Source {
         name: file.display().to_string(),
+        rev: None,
         commit: None,
         text,
     })
@@ -185,12 +188,14 @@ fn read_commit(repo: &Path, rev: &str, path: &str) -> Result<Source, String> {
             &format!("{rev}^{{commit}}"),
         ],
     )
+    .map(|sha| sha.trim_end().to_owned())
     .map_err(|e| format!("{}: revision `{rev}` not found: {e}", repo.display()))?;
     let name = format!("{rev} ({}):{path}", short(&commit));
     let text = git(repo, &["show", &format!("{commit}:{path}")])
         .map_err(|e| format!("{name}: cannot read the config: {e}"))?;
     Ok(Source {
         name,
+        rev: Some(rev.to_owned()),
         commit: Some(commit),
         text,
     })
@@ -204,8 +209,7 @@ fn parent_source(repo: &Path, source: &Source, path: &str) -> Option<Source> {
     read_commit(repo, &parent, path).ok()
 }
 
-/// Runs `git -C repo args…`; stdout (trimmed of one trailing newline for single values) or
-/// stderr as the error.
+/// Runs `git -C repo args…`: its stdout, or its stderr as the error.
 fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
     let out = Command::new("git")
         .arg("-C")
@@ -221,12 +225,7 @@ fn git(repo: &Path, args: &[&str]) -> Result<String, String> {
             err
         });
     }
-    let text = String::from_utf8(out.stdout).map_err(|_| "not UTF-8 text".to_owned())?;
-    Ok(if args.first() == Some(&"show") {
-        text
-    } else {
-        text.trim_end().to_owned()
-    })
+    String::from_utf8(out.stdout).map_err(|_| "not UTF-8 text".to_owned())
 }
 
 fn short(commit: &str) -> &str {
@@ -369,8 +368,8 @@ impl Report<'_> {
             .map(|v| json!({ "rule": v.rule, "model": v.model, "message": v.message }))
             .collect();
         json!({
-            "from": { "rev": self.from.name, "commit": self.from.commit },
-            "to": { "rev": self.to.name, "commit": self.to.commit },
+            "from": { "rev": self.from.rev, "commit": self.from.commit },
+            "to": { "rev": self.to.rev, "commit": self.to.commit },
             "path": self.path,
             "models": models,
             "changes": changes,

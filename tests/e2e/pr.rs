@@ -177,7 +177,9 @@ fn diff_between_two_commits_lists_exactly_the_changes() {
         .map(|(p, k, o, n)| (p.to_string(), k.to_string(), o.to_string(), n.to_string()))
         .collect();
     assert_eq!(changes, want, "{:#}", report);
+    assert_eq!(report["from"]["commit"], a.as_str());
     assert_eq!(report["to"]["commit"], b.as_str());
+    assert_eq!(report["to"]["rev"], "main");
     assert_eq!(report["models"].as_array().map(Vec::len), Some(1));
     assert_eq!(report["models"][0]["name"], "chat");
     assert_eq!(report["models"][0]["candidate_change"], "revision");
