@@ -59,7 +59,7 @@ pub struct Config {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Largest traffic increase in one move: between consecutive canary steps (the first from
-    /// 0 %) and from the old config's weight to the new one.
+    /// 0 %) and, without a rollout plan, from the old config's weight to the new one.
     pub max_step: Option<Ppm>,
     /// Gates every rollout must configure, by environment (`env`). Names are gate keys.
     pub require_gates: Vec<(String, Vec<GateName>)>,

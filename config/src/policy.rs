@@ -136,8 +136,8 @@ fn stricter(old: Option<&Policy>, new: &Policy) -> Policy {
     p
 }
 
-/// Canary steps (the first from 0 %), and the declared weight from where it was: from 0 % when
-/// the candidate is new or another one.
+/// Canary steps (the first from 0 %); without a plan, the declared weight from where it was:
+/// from 0 % when the candidate is new or another one.
 fn max_step(v: &mut impl FnMut(&'static str, String), max: Ppm, old: Option<&Model>, new: &Model) {
     if let Some(rollout) = &new.rollout {
         let mut prev = Ppm::ZERO;
@@ -155,9 +155,16 @@ fn max_step(v: &mut impl FnMut(&'static str, String), max: Ppm, old: Option<&Mod
             prev = step.weight;
         }
     }
-    let from = old
-        .filter(|o| same_candidate(o.candidate.as_ref(), new.candidate.as_ref()))
-        .map_or(Ppm::ZERO, |o| o.weight);
+    // Under a rollout plan the driver sets the weight, step by step, and `weight` is not read.
+    if new.rollout.is_some() {
+        return;
+    }
+    let from = match old.filter(|o| same_candidate(o.candidate.as_ref(), new.candidate.as_ref())) {
+        // The live weight came from the old plan's steps; the config does not say which.
+        Some(o) if o.rollout.is_some() => return,
+        Some(o) => o.weight,
+        None => Ppm::ZERO,
+    };
     if rise(from, new.weight) > max.get() {
         v(
             "max_step",

@@ -213,6 +213,13 @@ fn rules_against_the_old_config() {
     );
     // Going down is never a step too large.
     assert_eq!(check(Some(&at("90%")), &at("0%")), vec![]);
+    // Under a rollout plan the steps are the path, and `weight` is not read.
+    let planned = config(
+        "policy: { max_step: 25% }",
+        &good,
+        "    weight: 60%\n    rollout: { steps: [{ weight: 20%, for: 1m }] }\n",
+    );
+    assert_eq!(check(None, &planned), vec![]);
     // Another candidate at the same weight starts from 0%.
     let other = config(
         "policy: { max_step: 25% }",
