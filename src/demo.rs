@@ -271,7 +271,7 @@ fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: 
          \x20 - name: chat-small\n\
          \x20   default: true\n\
          \x20   stable:    {{ endpoints: [\"{stable}\"], engine: vllm, revision: v1 }}\n\
-         \x20   candidate: {{ endpoints: [\"{candidate}\"], engine: vllm, revision: {revision} }}\n\
+         \x20   candidate: {{ endpoints: [\"{candidate}\"], engine: vllm, revision: {revision}, gpu_metrics: [\"{candidate}/metrics\"] }}\n\
          \x20   cohort: {{ header: x-user-id }}\n\
          \x20   rollout:\n\
          \x20     synthetic: {{ suite: golden.yaml, every: 10s }}\n\

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,30 +32,6 @@ pub(crate) struct Gateway {
     running: Running,
     admin_stop: watch::Sender<bool>,
     drain_timeout: Duration,
-}
-
-/// `rollgate validate FILE`.
-pub(crate) fn validate(file: &Path) -> ExitCode {
-    let text = match std::fs::read_to_string(file) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("{}: {e}", file.display());
-            return ExitCode::FAILURE;
-        }
-    };
-    match rollgate_config::parse(&text) {
-        Ok(c) => {
-            eprintln!("{}: valid ({} models)", file.display(), c.models.len());
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            for e in errors.iter() {
-                eprintln!("{}: {e}", file.display());
-            }
-            eprintln!("{}: {} errors", file.display(), errors.len());
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// `rollgate run --config FILE`: serve until SIGTERM/SIGINT, then drain and exit 0.

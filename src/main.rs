@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod demo;
 mod gateway;
+mod pr;
 mod rollout;
 
 #[derive(Parser, Debug)]
@@ -29,8 +30,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file: print every error with its path; exit 1 when invalid.
-    Validate { file: PathBuf },
+    /// Validate a config file, or the file in a Git commit (`--repo R --rev X`), and run the
+    /// policy checks (against the parent commit's config when there is one). Exit 0 valid,
+    /// 1 invalid or unreadable (every error printed with its path), 3 policy violation.
+    Validate(pr::ValidateArgs),
+    /// What changes between the config in two Git commits (models, weights, candidates, steps,
+    /// gates), as Markdown for a PR comment or `--json`, and the policy checks. Exit 0 ok,
+    /// 1 invalid or unreadable, 3 policy violation.
+    Diff(pr::DiffArgs),
     /// Run the OpenAI-compatible model-server simulator.
     Sim(Box<rollgate_loadtest::sim::SimArgs>),
     /// Self-contained demo: two simulators, the gateway in front, live traffic.
@@ -50,7 +57,8 @@ fn main() -> ExitCode {
         "info"
     });
     let result = match cli.command {
-        Command::Validate { file } => return gateway::validate(&file),
+        Command::Validate(args) => return pr::validate(args),
+        Command::Diff(args) => return pr::diff(args),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(gateway::run(config))),
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),

@@ -48,3 +48,6 @@ mod promql;
 
 #[path = "e2e/deploy.rs"]
 mod deploy;
+
+#[path = "e2e/pr.rs"]
+mod pr;

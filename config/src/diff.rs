@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use crate::error::join;
 use crate::units::format_size;
-use crate::{Affinity, Backend, Config, Endpoint, Model, Shadow};
+use crate::{
+    Affinity, Approval, Backend, Config, Endpoint, GateName, Gates, LatencyGate, MetricErrors,
+    Model, Policy, Ppm, PromqlGates, PromqlQuery, Rollout, Shadow, Step,
+};
 
 /// One change between two configs, shown as one line:
 /// `models[chat-small].weight: 10% -> 30%`.
@@ -73,6 +76,18 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
     });
     fields!(d, "admin", old.admin, new.admin, { listen: text });
     d.restart = false;
+    d.value(
+        "admin.token_file",
+        &old.admin.token_file,
+        &new.admin.token_file,
+        path,
+    );
+    d.value(
+        "admin.audit_log",
+        &old.admin.audit_log,
+        &new.admin.audit_log,
+        path,
+    );
     fields!(d, "limits", old.limits, new.limits, {
         max_header_bytes: usize_size,
         max_headers: text,
@@ -97,6 +112,30 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         allow_override: text,
     });
     fields!(d, "", old, new, { drain_timeout: dur });
+    d.value("state_dir", &old.state_dir, &new.state_dir, path);
+    d.value("env", &old.env, &new.env, label);
+    diff_policy(d, &old.policy, &new.policy);
+}
+
+fn diff_policy(d: &mut Diff, old: &Policy, new: &Policy) {
+    fields!(d, "policy", old, new, {
+        max_step: |m: &Option<Ppm>| m.map_or("none".to_owned(), |m| m.to_string()),
+        require_gates: |g: &Vec<(String, Vec<GateName>)>| {
+            let envs: Vec<String> = g
+                .iter()
+                .map(|(env, gates)| format!("{env}: [{}]", gate_names(gates)))
+                .collect();
+            format!("{{{}}}", envs.join(", "))
+        },
+        require_approval: |a: &Vec<String>| format!("[{}]", a.join(", ")),
+        immutable_candidates: text,
+        one_change_per_rollout: text,
+    });
+}
+
+fn gate_names(gates: &[GateName]) -> String {
+    let names: Vec<&str> = gates.iter().map(|g| g.as_str()).collect();
+    names.join(", ")
 }
 
 fn diff_model(d: &mut Diff, path: &str, old: &Model, new: &Model) {
@@ -123,18 +162,143 @@ fn diff_model(d: &mut Diff, path: &str, old: &Model, new: &Model) {
     let affinity = join(path, "affinity");
     d.option(&affinity, &old.affinity, &new.affinity, describe_affinity);
     let rollout = join(path, "rollout");
-    d.option(&rollout, &old.rollout, &new.rollout, describe_rollout);
+    match (&old.rollout, &new.rollout) {
+        (Some(o), Some(n)) => diff_rollout(d, &rollout, o, n),
+        (o, n) => d.option(&rollout, o, n, describe_rollout),
+    }
 }
 
-fn describe_rollout(r: &crate::Rollout) -> String {
-    let steps: Vec<String> = r.steps.iter().map(|s| s.weight.to_string()).collect();
+fn diff_rollout(d: &mut Diff, path: &str, old: &Rollout, new: &Rollout) {
+    d.option(
+        &join(path, "synthetic"),
+        &old.synthetic,
+        &new.synthetic,
+        |s| format!("suite {}, every {:?}", s.suite.display(), s.every),
+    );
+    d.option(&join(path, "shadow"), &old.shadow, &new.shadow, |s| {
+        format!(
+            "sample {}, for {:?}, min_pairs {}",
+            s.sample, s.duration, s.min_pairs
+        )
+    });
+    d.value(&join(path, "steps"), &old.steps, &new.steps, |s| steps(s));
+    diff_gates(d, &join(path, "gates"), &old.gates, &new.gates);
+    fields!(d, path, old, new, {
+        min_samples: text,
+        metric_errors: |m: &MetricErrors| format!("limit {}, then {:?}", m.limit, m.then).to_lowercase(),
+        approval: |a: &Approval| format!("{a:?}").to_lowercase(),
+        cooldown: dur,
+        validate_timeout: dur,
+    });
+}
+
+fn diff_gates(d: &mut Diff, path: &str, old: &Gates, new: &Gates) {
+    let at = |name: &str| join(path, name);
+    d.option(&at("error_rate"), &old.error_rate, &new.error_rate, |g| {
+        bounds(&[
+            ("max", g.max.map(|m| m.to_string())),
+            ("max_vs_stable", g.max_vs_stable.map(|m| format!("+{m}"))),
+        ])
+    });
+    let latency = |g: &LatencyGate| {
+        bounds(&[
+            ("max", g.max.map(|m| dur(&m))),
+            (
+                "max_ratio_vs_stable",
+                g.max_ratio_vs_stable.map(|r| r.to_string()),
+            ),
+        ])
+    };
+    d.option(
+        &at("latency_p99"),
+        &old.latency_p99,
+        &new.latency_p99,
+        latency,
+    );
+    d.option(&at("ttft_p95"), &old.ttft_p95, &new.ttft_p95, latency);
+    d.option(
+        &at("queue_time_p95"),
+        &old.queue_time_p95,
+        &new.queue_time_p95,
+        latency,
+    );
+    d.option(
+        &at("gpu_memory_used"),
+        &old.gpu_memory_used,
+        &new.gpu_memory_used,
+        |g| format!("max {}", g.max),
+    );
+    d.option(
+        &at("correctness"),
+        &old.correctness,
+        &new.correctness,
+        |g| format!("min {}", g.min),
+    );
+    let promql = at("promql");
+    match (&old.promql, &new.promql) {
+        (Some(o), Some(n)) => diff_promql(d, &promql, o, n),
+        (o, n) => d.option(&promql, o, n, |p| {
+            let names: Vec<&str> = p.queries.iter().map(|q| q.name.as_str()).collect();
+            format!("{} [{}]", p.url, names.join(", "))
+        }),
+    }
+}
+
+/// Queries by name, like models: reordering them is not a change.
+fn diff_promql(d: &mut Diff, path: &str, old: &PromqlGates, new: &PromqlGates) {
+    fields!(d, path, old, new, { url: text, timeout: dur });
+    let find = |p: &PromqlGates, name: &str| p.queries.iter().find(|q| q.name == name).cloned();
+    for q in &old.queries {
+        if find(new, &q.name).is_none() {
+            d.removed(format!("{path}.queries[{}]", q.name), describe_query(q));
+        }
+    }
+    for q in &new.queries {
+        let key = format!("{path}.queries[{}]", q.name);
+        d.option(&key, &find(old, &q.name), &Some(q.clone()), describe_query);
+    }
+}
+
+fn describe_query(q: &PromqlQuery) -> String {
+    let range = bounds(&[
+        ("min", q.min.map(|m| m.to_string())),
+        ("max", q.max.map(|m| m.to_string())),
+    ]);
+    format!("{}, {range}", q.query)
+}
+
+/// `max 1%, max_vs_stable +0.5%` from the bounds that are set.
+fn bounds(parts: &[(&str, Option<String>)]) -> String {
+    let set: Vec<String> = parts
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+        .collect();
+    set.join(", ")
+}
+
+/// `[10%/60s, 30%/60s]`
+fn steps(steps: &[Step]) -> String {
+    let parts: Vec<String> = steps
+        .iter()
+        .map(|s| format!("{}/{}", s.weight, dur(&s.duration)))
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+fn describe_rollout(r: &Rollout) -> String {
+    let gates: Vec<&str> = GateName::ALL
+        .into_iter()
+        .filter(|g| r.gates.has(*g))
+        .map(GateName::as_str)
+        .collect();
     format!(
-        "shadow {}, steps [{}], approval {:?}",
+        "shadow {}, steps {}, gates [{}], approval {}",
         r.shadow
             .as_ref()
             .map_or("off".to_owned(), |s| s.sample.to_string()),
-        steps.join(", "),
-        r.approval
+        steps(&r.steps),
+        gates.join(", "),
+        format!("{:?}", r.approval).to_lowercase()
     )
 }
 
@@ -142,8 +306,21 @@ fn diff_backend(d: &mut Diff, path: &str, old: &Backend, new: &Backend) {
     fields!(d, path, old, new, {
         endpoints: |e: &Vec<Endpoint>| endpoints(e),
         engine: text,
-        revision: |r: &Option<String>| r.clone().unwrap_or_else(|| "none".to_owned()),
+        revision: label,
+        artifact: label,
+        runtime: label,
+        gpu_metrics: |e: &Vec<Endpoint>| endpoints(e),
     });
+}
+
+fn label(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "none".to_owned())
+}
+
+fn path(value: &Option<std::path::PathBuf>) -> String {
+    value
+        .as_ref()
+        .map_or("none".to_owned(), |p| p.display().to_string())
 }
 
 fn describe_model(model: &Model) -> String {
@@ -158,16 +335,20 @@ fn describe_model(model: &Model) -> String {
     text
 }
 
-/// `vllm v2 [http://10.0.0.2:8000]`
+/// `vllm v2 [http://10.0.0.2:8000]`, then `artifact …` and `runtime …` when named.
 fn describe_backend(backend: &Backend) -> String {
-    match &backend.revision {
-        Some(revision) => format!(
-            "{} {revision} {}",
-            backend.engine,
-            endpoints(&backend.endpoints)
-        ),
-        None => format!("{} {}", backend.engine, endpoints(&backend.endpoints)),
+    let mut text = backend.engine.to_string();
+    if let Some(revision) = &backend.revision {
+        text.push_str(&format!(" {revision}"));
     }
+    text.push_str(&format!(" {}", endpoints(&backend.endpoints)));
+    if let Some(artifact) = &backend.artifact {
+        text.push_str(&format!(", artifact {artifact}"));
+    }
+    if let Some(runtime) = &backend.runtime {
+        text.push_str(&format!(", runtime {runtime}"));
+    }
+    text
 }
 
 fn describe_shadow(shadow: &Shadow) -> String {

@@ -12,12 +12,14 @@ use std::time::Duration;
 mod backend;
 mod diff;
 mod error;
+mod policy;
 mod raw;
 mod units;
 mod validate;
 
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{ConfigError, Errors, ParseError};
+pub use policy::{check, rollout_change, RolloutChange, Violation};
 pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
 
 /// Parses and validates a YAML config document, collecting every error.
@@ -43,7 +45,43 @@ pub struct Config {
     /// Directory for persistent state (rollout progress). None: kept in memory only, so a
     /// restart begins every rollout again.
     pub state_dir: Option<PathBuf>,
+    /// Which environment this config deploys to (free text, e.g. `staging`, `prod`); policy
+    /// rules keyed by environment apply when it matches.
+    pub env: Option<String>,
+    /// Rules for changes to this config, checked by `rollgate validate --repo` and `rollgate
+    /// diff` (never at runtime). Default: no rules.
+    pub policy: Policy,
     pub models: Vec<Model>,
+}
+
+/// Rules a change to the config must follow (the `policy:` section), checked by
+/// [`check`]. Every rule is off by default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Largest traffic increase in one move: between consecutive canary steps (the first from
+    /// 0 %) and, without a rollout plan, from the old config's weight to the new one.
+    pub max_step: Option<Ppm>,
+    /// Gates every rollout must configure, by environment (`env`). Names are gate keys.
+    pub require_gates: Vec<(String, Vec<GateName>)>,
+    /// Environments whose rollouts must wait for an operator (`approval: manual`).
+    pub require_approval: Vec<String>,
+    /// Candidates must be named by immutable references: no `latest`/`main`/… revision,
+    /// artifact or runtime, and runtime images pinned by `@sha256:` digest.
+    pub immutable_candidates: bool,
+    /// A candidate may change the model artifact or the runtime relative to stable, not both.
+    pub one_change_per_rollout: bool,
+}
+
+/// A gate key of `rollout.gates`, as policy rules name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GateName {
+    ErrorRate,
+    LatencyP99,
+    TtftP95,
+    QueueTimeP95,
+    GpuMemoryUsed,
+    Correctness,
+    Promql,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +316,11 @@ pub struct Backend {
     pub engine: Engine,
     /// Free-form revision label (model version, image tag); shown in status.
     pub revision: Option<String>,
+    /// The model weights served, e.g. `hf://org/model@<commit>` or `s3://bucket/model/v3`.
+    /// Tells a model rollout from a runtime rollout; never read at runtime.
+    pub artifact: Option<String>,
+    /// The server image and driver, e.g. `vllm/vllm-openai@sha256:…`. Never read at runtime.
+    pub runtime: Option<String>,
     /// Extra Prometheus pages with this backend's GPU memory (a `rollgate gpu-agent` or a DCGM
     /// exporter on the same nodes), read besides each endpoint's own `/metrics`.
     pub gpu_metrics: Vec<Endpoint>,
@@ -354,6 +397,67 @@ impl Config {
     }
 }
 
+// === impl GateName ===
+
+impl GateName {
+    pub const ALL: [GateName; 7] = [
+        GateName::ErrorRate,
+        GateName::LatencyP99,
+        GateName::TtftP95,
+        GateName::QueueTimeP95,
+        GateName::GpuMemoryUsed,
+        GateName::Correctness,
+        GateName::Promql,
+    ];
+
+    /// The key under `rollout.gates`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateName::ErrorRate => "error_rate",
+            GateName::LatencyP99 => "latency_p99",
+            GateName::TtftP95 => "ttft_p95",
+            GateName::QueueTimeP95 => "queue_time_p95",
+            GateName::GpuMemoryUsed => "gpu_memory_used",
+            GateName::Correctness => "correctness",
+            GateName::Promql => "promql",
+        }
+    }
+}
+
+impl std::str::FromStr for GateName {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, ParseError> {
+        GateName::ALL
+            .into_iter()
+            .find(|g| g.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = GateName::ALL.iter().map(|g| g.as_str()).collect();
+                ParseError::new(format!(
+                    "unknown gate `{text}`; expected one of {}",
+                    names.join(", ")
+                ))
+            })
+    }
+}
+
+// === impl Gates ===
+
+impl Gates {
+    /// Whether the gate `name` is configured.
+    pub fn has(&self, name: GateName) -> bool {
+        match name {
+            GateName::ErrorRate => self.error_rate.is_some(),
+            GateName::LatencyP99 => self.latency_p99.is_some(),
+            GateName::TtftP95 => self.ttft_p95.is_some(),
+            GateName::QueueTimeP95 => self.queue_time_p95.is_some(),
+            GateName::GpuMemoryUsed => self.gpu_memory_used.is_some(),
+            GateName::Correctness => self.correctness.is_some(),
+            GateName::Promql => self.promql.is_some(),
+        }
+    }
+}
+
 // === impl Engine ===
 
 impl Engine {
@@ -365,5 +469,18 @@ impl Engine {
             Engine::Triton => "triton",
             Engine::Openai => "openai",
         }
+    }
+
+    /// Whether the engine's `/metrics` has a queue-time histogram (what `queue_time_p95`
+    /// reads): vLLM `vllm:request_queue_time_seconds`, TGI `tgi_request_queue_duration`.
+    /// Kept in step with the control crate's alias table by a test there.
+    pub fn reports_queue_time(self) -> bool {
+        matches!(self, Engine::Vllm | Engine::Tgi)
+    }
+
+    /// Whether the engine's own `/metrics` has GPU memory (Triton's `nv_gpu_memory_*`); other
+    /// engines need a `gpu_metrics` page (gpu-agent, DCGM) for the `gpu_memory_used` gate.
+    pub fn reports_gpu_memory(self) -> bool {
+        matches!(self, Engine::Triton)
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer};
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::{
-    parse_duration, parse_ppm, parse_size, ConfigError, Endpoint, Engine, ParseError, Ppm,
+    parse_duration, parse_ppm, parse_size, ConfigError, Endpoint, Engine, GateName, ParseError, Ppm,
 };
 
 /// One key of a raw section: `None` when absent (or `null`).
@@ -54,8 +54,25 @@ pub(crate) struct RawConfig {
     pub routing: Field<RawRouting>,
     pub drain_timeout: Field<Duration>,
     pub state_dir: Field<PathBuf>,
+    pub env: Field<String>,
+    pub policy: Field<RawPolicy>,
     pub models: Field<Vec<Parsed<RawModel>>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub max_step: Field<Ppm>,
+    pub require_gates: Field<RawEnvGates>,
+    pub require_approval: Field<Vec<Parsed<String>>>,
+    pub immutable_candidates: Field<bool>,
+    pub one_change_per_rollout: Field<bool>,
+}
+
+/// `{ prod: [error_rate, latency_p99], staging: [error_rate] }`: gate names by environment,
+/// in file order.
+#[derive(Debug, Default)]
+pub(crate) struct RawEnvGates(pub Vec<(String, Parsed<Vec<Parsed<GateName>>>)>);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,6 +249,8 @@ pub(crate) struct RawBackend {
     pub endpoints: Field<Vec<Parsed<Endpoint>>>,
     pub engine: Field<Engine>,
     pub revision: Field<String>,
+    pub artifact: Field<String>,
+    pub runtime: Field<String>,
     pub gpu_metrics: Field<Vec<Parsed<String>>>,
 }
 
@@ -397,6 +416,7 @@ sections!(
     RawMetricErrors,
     RawPromql,
     RawPromqlQuery,
+    RawPolicy,
 );
 
 /// Items keep their index even when some are unusable, so later errors point at the right one.
@@ -425,6 +445,47 @@ impl FromYaml for RawAffinity {
                 )
             }
         }
+    }
+}
+
+impl FromYaml for RawEnvGates {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let map = match value {
+            Value::Mapping(map) => map,
+            other => {
+                let found = describe(&other);
+                return leaf(
+                    Err(format!(
+                        "expected a mapping of environment to gate names, e.g. {{ prod: [error_rate] }}, found {found}"
+                    )),
+                    errors,
+                );
+            }
+        };
+        let mut out = Vec::with_capacity(map.len());
+        for (key, value) in map {
+            match key {
+                Value::String(env) => out.push((env, Parsed::read(value))),
+                other => errors.push(ConfigError::new(
+                    "",
+                    format!(
+                        "environment names must be strings, found {}",
+                        describe(&other)
+                    ),
+                )),
+            }
+        }
+        Some(RawEnvGates(out))
+    }
+}
+
+impl FromYaml for GateName {
+    fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let result = match &value {
+            Value::String(s) => s.parse().map_err(|e: ParseError| e.to_string()),
+            other => Err(format!("expected a gate name, found {}", describe(other))),
+        };
+        leaf(result, errors)
     }
 }
 

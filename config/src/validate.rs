@@ -19,6 +19,7 @@ use crate::raw::{
 use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
 
 mod model;
+mod policy;
 mod rollout;
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -203,6 +204,11 @@ impl TryFrom<RawConfig> for Config {
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        let env = c.take("env", raw.env);
+        if env.as_deref().is_some_and(|e| e.trim().is_empty()) {
+            c.error("env", "must not be empty; leave it out instead");
+        }
+        let policy = c.section("policy", raw.policy);
         let models = models(&mut c, raw.models);
         if let (Some(listen), Some(admin)) = (listen, &admin) {
             if admin.listen == listen && listen.port() != 0 {
@@ -224,6 +230,8 @@ impl TryFrom<RawConfig> for Config {
                 routing: routing?,
                 drain_timeout,
                 state_dir,
+                env,
+                policy: policy?,
                 models: models?,
             })
         })();

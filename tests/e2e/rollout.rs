@@ -344,6 +344,8 @@ async fn good_candidate_reaches_full_through_every_step_without_a_failed_request
         full["candidate"].as_str().map(|c| c.starts_with("v2@")),
         Some(true)
     );
+    // Stable and candidate name no artifact or runtime: a revision rollout.
+    assert_eq!(full["change"], "revision", "{full:#}");
     assert_eq!(condition(&full, "Ready"), "True", "{full:#}");
     assert!(served > 0, "the candidate served no user during the canary");
 

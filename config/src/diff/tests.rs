@@ -138,3 +138,84 @@ models:
 "#;
     assert_eq!(diff(&config(BASE), &config(reordered)), Vec::new());
 }
+
+const ROLLOUT: &str = r#"
+listen: 0.0.0.0:8080
+models:
+  - name: chat
+    stable: { endpoints: ["http://10.0.0.1:8000"], engine: vllm, revision: v1, artifact: "hf://org/m@a1", runtime: "img@sha256:1" }
+    candidate: { endpoints: ["http://10.0.0.2:8000"], engine: vllm, revision: v2, artifact: "hf://org/m@a2", runtime: "img@sha256:1" }
+    rollout:
+      steps: [{ weight: 10%, for: 1m }, { weight: 50%, for: 1m }]
+      gates:
+        error_rate: { max: 1% }
+        latency_p99: { max: 2s }
+        promql: { url: "http://prom:9090", queries: [{ name: a, query: up, max: 1 }] }
+"#;
+
+/// Inside a rollout plan each part is its own line, so a PR diff shows exactly what moved.
+#[test]
+fn rollout_parts_one_line_each() {
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "[{ weight: 10%, for: 1m }, { weight: 50%, for: 1m }]",
+            "[{ weight: 10%, for: 1m }, { weight: 25%, for: 2m }, { weight: 50%, for: 1m }]",
+            &["models[chat].rollout.steps: [10%/60s, 50%/60s] -> [10%/60s, 25%/120s, 50%/60s]"],
+        ),
+        (
+            "        latency_p99: { max: 2s }\n",
+            "        latency_p99: { max: 1500ms, max_ratio_vs_stable: 1.2 }\n        ttft_p95: { max: 800ms }\n",
+            &[
+                "models[chat].rollout.gates.latency_p99: max 2s -> max 1.5s, max_ratio_vs_stable 1.2",
+                "models[chat].rollout.gates.ttft_p95: added (max 800ms)",
+            ],
+        ),
+        (
+            "        error_rate: { max: 1% }\n",
+            "",
+            &["models[chat].rollout.gates.error_rate: removed (max 1%)"],
+        ),
+        (
+            "queries: [{ name: a, query: up, max: 1 }]",
+            "queries: [{ name: b, query: up, min: 1 }, { name: a, query: up, max: 2 }]",
+            &[
+                "models[chat].rollout.gates.promql.queries[b]: added (up, min 1)",
+                "models[chat].rollout.gates.promql.queries[a]: up, max 1 -> up, max 2",
+            ],
+        ),
+        (
+            "artifact: \"hf://org/m@a2\", runtime: \"img@sha256:1\"",
+            "artifact: \"hf://org/m@a3\", runtime: \"img@sha256:2\", gpu_metrics: [\"http://10.0.0.9:9400\"]",
+            &[
+                "models[chat].candidate.artifact: hf://org/m@a2 -> hf://org/m@a3",
+                "models[chat].candidate.runtime: img@sha256:1 -> img@sha256:2",
+                "models[chat].candidate.gpu_metrics: [] -> [http://10.0.0.9:9400/metrics]",
+            ],
+        ),
+        (
+            "listen: 0.0.0.0:8080",
+            "listen: 0.0.0.0:8080\nenv: prod\nstate_dir: /var/lib/rollgate\npolicy: { max_step: 25%, require_gates: { prod: [error_rate] } }",
+            &[
+                "state_dir: none -> /var/lib/rollgate",
+                "env: none -> prod",
+                "policy.max_step: none -> 25%",
+                "policy.require_gates: {} -> {prod: [error_rate]}",
+            ],
+        ),
+        (
+            "      steps:",
+            "      approval: manual\n      min_samples: 50\n      steps:",
+            &[
+                "models[chat].rollout.min_samples: 200 -> 50",
+                "models[chat].rollout.approval: auto -> manual",
+            ],
+        ),
+    ];
+    let old = config(ROLLOUT);
+    for (from, to, want) in cases {
+        assert!(ROLLOUT.contains(from), "{from:?}");
+        let new = config(&ROLLOUT.replacen(from, to, 1));
+        let got: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
+        assert_eq!(got, *want, "{from:?} -> {to:?}");
+    }
+}

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use super::Collect;
 use crate::raw::{
-    Bytes, Parsed, RawAffinity, RawAffinityOptions, RawBackend, RawCohort, RawModel, RawShadow,
+    Bytes, Field, Parsed, RawAffinity, RawAffinityOptions, RawBackend, RawCohort, RawModel,
+    RawShadow,
 };
-use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Errors, Model, Ppm, Shadow};
+use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Errors, Model, Ppm, Rollout, Shadow};
 
 const DEFAULT_LOAD_FACTOR: f64 = 1.25;
 
@@ -68,6 +69,9 @@ impl TryFrom<RawModel> for Model {
                 "a rollout delivers a candidate; add `candidate` or remove `rollout`",
             );
         }
+        if let (Some(rollout), Some(candidate)) = (&rollout, &candidate) {
+            gate_signals(&mut c, rollout, candidate);
+        }
         let model = name.zip(stable).map(|(name, stable)| Model {
             name,
             default,
@@ -80,6 +84,41 @@ impl TryFrom<RawModel> for Model {
             rollout,
         });
         c.finish(model)
+    }
+}
+
+/// Every gate must read a signal something provides: a gate on a missing signal would only
+/// ever be inconclusive, holding or aborting every rollout.
+fn gate_signals(c: &mut Collect, rollout: &Rollout, candidate: &Backend) {
+    let gates = &rollout.gates;
+    let engine = candidate.engine;
+    if gates.queue_time_p95.is_some() && !engine.reports_queue_time() {
+        c.error(
+            "rollout.gates.queue_time_p95",
+            format!(
+                "the candidate's engine `{engine}` reports no queue-time histogram (vllm and tgi do); \
+                 remove the gate or read queue time with a promql gate"
+            ),
+        );
+    }
+    if gates.gpu_memory_used.is_some()
+        && candidate.gpu_metrics.is_empty()
+        && !engine.reports_gpu_memory()
+    {
+        c.error(
+            "rollout.gates.gpu_memory_used",
+            format!(
+                "no GPU memory source for the candidate: engine `{engine}` does not report it; \
+                 add `candidate.gpu_metrics` (a rollgate gpu-agent or DCGM exporter page)"
+            ),
+        );
+    }
+    if gates.correctness.is_some() && rollout.shadow.is_none() && rollout.synthetic.is_none() {
+        c.error(
+            "rollout.gates.correctness",
+            "correctness is read from shadow pairs and synthetic checks; \
+             add `rollout.shadow` or `rollout.synthetic`",
+        );
     }
 }
 
@@ -105,10 +144,9 @@ impl TryFrom<RawBackend> for Backend {
             .required("endpoints", raw.endpoints)
             .and_then(|items| endpoints(&mut c, items));
         let engine = c.take("engine", raw.engine).unwrap_or(Engine::Openai);
-        let revision = c.take("revision", raw.revision);
-        if revision.as_deref() == Some("") {
-            c.error("revision", "must not be empty; leave it out instead");
-        }
+        let revision = non_empty(&mut c, "revision", raw.revision);
+        let artifact = non_empty(&mut c, "artifact", raw.artifact);
+        let runtime = non_empty(&mut c, "runtime", raw.runtime);
         let gpu_metrics = c
             .take("gpu_metrics", raw.gpu_metrics)
             .map(|items| metric_pages(&mut c, items))
@@ -117,10 +155,22 @@ impl TryFrom<RawBackend> for Backend {
             endpoints,
             engine,
             revision,
+            artifact,
+            runtime,
             gpu_metrics,
         });
         c.finish(backend)
     }
+}
+
+/// An optional label that, when present, says something.
+fn non_empty(c: &mut Collect, key: &str, field: Field<String>) -> Option<String> {
+    let value = c.take(key, field)?;
+    if value.trim().is_empty() {
+        c.error(key, "must not be empty; leave it out instead");
+        return None;
+    }
+    Some(value)
 }
 
 /// `http://host:port/path` pages; the path (default `/metrics`) is kept in `url`.

@@ -1,5 +1,6 @@
 //! A model's rollout plan: synthetic checks, shadow phase, canary steps, gates and policies.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use super::Collect;
@@ -261,19 +262,30 @@ impl TryFrom<RawPromql> for PromqlGates {
         }
         let timeout = c.positive("timeout", raw.timeout, DEFAULT_PROMQL_TIMEOUT);
         let mut queries = Vec::new();
-        for (i, item) in c
-            .required("queries", raw.queries)
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let items = c.required("queries", raw.queries);
+        let has_queries = items.as_ref().is_none_or(|q| !q.is_empty());
+        for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
             let key = format!("queries[{i}]");
-            if let Some(q) = c
+            let Some(q) = c
                 .item(&key, item)
                 .and_then(|r| c.convert::<_, PromqlQuery>(&key, r))
-            {
-                queries.push(q);
+            else {
+                continue;
+            };
+            match seen.get(&q.name) {
+                Some(first) => c.error(
+                    &format!("{key}.name"),
+                    format!("duplicate query name `{}` (also queries[{first}])", q.name),
+                ),
+                None => {
+                    seen.insert(q.name.clone(), i);
+                }
             }
+            queries.push(q);
+        }
+        if !has_queries {
+            c.error("queries", "at least one query is required");
         }
         c.finish(url.map(|url| PromqlGates {
             url,

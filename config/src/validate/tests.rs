@@ -2,7 +2,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use super::*;
-use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Ppm, Shadow};
+use crate::{Affinity, Backend, Cohort, Endpoint, Engine, GateName, Policy, Ppm, Shadow};
 
 const FULL: &str = r#"
 listen: 0.0.0.0:8080
@@ -110,6 +110,8 @@ fn full_example() {
         ],
         engine: Engine::Vllm,
         revision: Some("v1".to_owned()),
+        artifact: None,
+        runtime: None,
         gpu_metrics: vec![],
     };
     assert_eq!(chat.stable, stable);
@@ -294,7 +296,7 @@ models:
             ("models[0].shadow", "mirrors requests to the candidate"),
             (
                 "models[1].stable.engin",
-                "unknown key `engin`, expected one of `endpoints`, `engine`, `revision`, `gpu_metrics`",
+                "unknown key `engin`, expected one of `endpoints`, `engine`, `revision`, `artifact`, `runtime`, `gpu_metrics`",
             ),
             (
                 "models[1].stable.endpoints[0]",
@@ -371,5 +373,90 @@ fn errors_display_one_per_line() {
             .iter()
             .any(|l| l.starts_with("models[0].shadw: unknown key `shadw`")),
         "{text}"
+    );
+}
+
+#[test]
+fn policy_env_artifact_and_runtime() {
+    let yaml = r#"
+listen: 0.0.0.0:8080
+env: prod
+policy:
+  max_step: 25%
+  require_gates: { prod: [error_rate, latency_p99], staging: [error_rate] }
+  require_approval: [prod]
+  immutable_candidates: true
+  one_change_per_rollout: true
+models:
+  - name: chat
+    stable:    { endpoints: ["http://vllm:8000"], artifact: "hf://org/m@abc123", runtime: "vllm/vllm-openai@sha256:00" }
+    candidate: { endpoints: ["http://vllm:8001"], artifact: "hf://org/m@def456" }
+"#;
+    let config = parse(yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.env.as_deref(), Some("prod"));
+    let p = &config.policy;
+    assert_eq!(p.max_step, Ppm::new(250_000));
+    assert_eq!(
+        p.require_gates,
+        vec![
+            (
+                "prod".to_owned(),
+                vec![GateName::ErrorRate, GateName::LatencyP99]
+            ),
+            ("staging".to_owned(), vec![GateName::ErrorRate]),
+        ]
+    );
+    assert_eq!(p.require_approval, vec!["prod".to_owned()]);
+    assert!(p.immutable_candidates && p.one_change_per_rollout);
+    let chat = &config.models[0];
+    assert_eq!(chat.stable.artifact.as_deref(), Some("hf://org/m@abc123"));
+    assert_eq!(
+        chat.stable.runtime.as_deref(),
+        Some("vllm/vllm-openai@sha256:00")
+    );
+    assert_eq!(
+        chat.candidate.as_ref().and_then(|c| c.runtime.as_deref()),
+        None
+    );
+    // Absent: no env, every rule off.
+    let minimal = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((minimal.env, minimal.policy), (None, Policy::default()));
+}
+
+#[test]
+fn policy_errors_name_every_key() {
+    let yaml = r#"
+listen: 0.0.0.0:8080
+env: ""
+policy:
+  max_step: 0%
+  require_gates: { prod: [error_rate, latency_p50], staging: [], dev: oops }
+  require_approval: [prod, ""]
+  immutable_candidates: yes please
+  one_change: true
+models:
+  - name: chat
+    stable: { endpoints: ["http://vllm:8000"], artifact: "", runtime: 3 }
+"#;
+    assert_errors(
+        yaml,
+        &[
+            ("env", "must not be empty"),
+            ("policy.one_change", "unknown key `one_change`"),
+            ("policy.max_step", "must be greater than 0%"),
+            (
+                "policy.require_gates.prod[1]",
+                "unknown gate `latency_p50`; expected one of error_rate",
+            ),
+            ("policy.require_gates.staging", "list at least one gate"),
+            ("policy.require_gates.dev", "expected a list"),
+            ("policy.require_approval[1]", "must not be empty"),
+            ("policy.immutable_candidates", "expected true or false"),
+            ("models[0].stable.artifact", "must not be empty"),
+            (
+                "models[0].stable.runtime",
+                "expected a string, found the number 3; quote it",
+            ),
+        ],
     );
 }

@@ -68,6 +68,9 @@ pub type SyntheticRunner =
 pub struct RolloutStatus {
     pub model: String,
     pub candidate: Option<String>,
+    /// What the candidate changes relative to stable: `artifact`, `runtime`,
+    /// `artifact+runtime` or `revision` (neither). None until the model's config is seen.
+    pub change: Option<&'static str>,
     #[serde(flatten)]
     pub phase: Phase,
     pub paused: Option<String>,
@@ -152,7 +155,7 @@ impl Driver {
             .map(|(m, state)| (m, Run::new(state)))
             .collect();
         // Restored rollouts are visible in /status from the start.
-        lock_write(&status).extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, r))));
+        lock_write(&status).extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r))));
         let stepped = Arc::new(Notify::new());
         let handle = DriverHandle {
             commands: tx,
@@ -407,7 +410,11 @@ impl Driver {
         let Some(run) = self.runs.get(&m.name) else {
             return;
         };
-        let status = status_of(&m.name, run);
+        let change = m
+            .candidate
+            .as_ref()
+            .map(|c| rollgate_config::rollout_change(&m.stable, c).as_str());
+        let status = status_of(&m.name, change, run);
         lock_write(&self.status).insert(m.name.clone(), status);
     }
 }
@@ -495,7 +502,7 @@ pub fn fingerprint(b: &rollgate_config::Backend) -> String {
     )
 }
 
-fn status_of(model: &str, run: &Run) -> RolloutStatus {
+fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutStatus {
     let s = &run.state;
     let pct = |v: u32| Ppm::new(v).unwrap_or(Ppm::ZERO).to_string();
     let progressing = matches!(
@@ -511,6 +518,7 @@ fn status_of(model: &str, run: &Run) -> RolloutStatus {
     RolloutStatus {
         model: model.to_owned(),
         candidate: s.candidate.clone(),
+        change,
         phase: s.phase,
         paused: s.paused.clone(),
         pinned: s.pinned.map(pct),

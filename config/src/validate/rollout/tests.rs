@@ -4,7 +4,7 @@ use crate::{parse, Approval, OnMetricErrors, Ppm};
 
 fn model_with(rollout: &str) -> String {
     format!(
-        "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2 }}\n    rollout:\n{rollout}"
+        "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2, engine: vllm, gpu_metrics: [\"http://127.0.0.1:9400\"] }}\n    rollout:\n{rollout}"
     )
 }
 
@@ -146,4 +146,87 @@ fn gpu_metrics_pages_default_to_the_metrics_path() {
         .expect_err("invalid")
         .to_string()
         .contains("models[0].candidate.gpu_metrics[0]"));
+}
+
+/// A gate on a signal nothing provides would only ever be inconclusive: each is refused with
+/// its path, and the same gate with a source is accepted.
+#[test]
+fn gates_need_a_signal_source() {
+    let model = |candidate: &str, rollout: &str| {
+        format!(
+            "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"]{candidate} }}\n    rollout: {rollout}\n"
+        )
+    };
+    let queue = "{ gates: { queue_time_p95: { max: 500ms } } }";
+    let gpu = "{ gates: { gpu_memory_used: { max: 92% } } }";
+    let correct = "{ gates: { correctness: { min: 0.9 } } }";
+    let promql_empty = "{ gates: { promql: { url: \"http://prom:9090\", queries: [] } } }";
+    let promql_no_url = "{ gates: { promql: { queries: [{ name: a, query: up, max: 1 }] } } }";
+    let promql_dup = "{ gates: { promql: { url: \"http://prom:9090\", queries: [{ name: a, query: up, max: 1 }, { name: a, query: up, min: 1 }] } } }";
+    let invalid: &[(&str, &str, &str, &str)] = &[
+        (
+            ", engine: sglang",
+            queue,
+            "models[0].rollout.gates.queue_time_p95",
+            "engine `sglang` reports no queue-time",
+        ),
+        (
+            ", engine: triton",
+            queue,
+            "models[0].rollout.gates.queue_time_p95",
+            "engine `triton` reports no queue-time",
+        ),
+        (
+            "",
+            queue,
+            "models[0].rollout.gates.queue_time_p95",
+            "engine `openai`",
+        ),
+        (
+            ", engine: vllm",
+            gpu,
+            "models[0].rollout.gates.gpu_memory_used",
+            "no GPU memory source",
+        ),
+        (
+            "",
+            correct,
+            "models[0].rollout.gates.correctness",
+            "add `rollout.shadow` or `rollout.synthetic`",
+        ),
+        (
+            "",
+            promql_empty,
+            "models[0].rollout.gates.promql.queries",
+            "at least one query",
+        ),
+        (
+            "",
+            promql_no_url,
+            "models[0].rollout.gates.promql.url",
+            "required key is missing",
+        ),
+        (
+            "",
+            promql_dup,
+            "models[0].rollout.gates.promql.queries[1].name",
+            "duplicate query name `a` (also queries[0])",
+        ),
+    ];
+    for (candidate, rollout, path, text) in invalid {
+        crate::validate::tests::assert_errors(&model(candidate, rollout), &[(path, text)]);
+    }
+    let valid: &[(&str, &str)] = &[
+        (", engine: vllm", queue),
+        (", engine: tgi", queue),
+        (", engine: triton", gpu),
+        (", engine: vllm, gpu_metrics: [\"http://10.0.0.9:9400\"]", gpu),
+        ("", "{ shadow: { sample: 10% }, gates: { correctness: { min: 0.9 } } }"),
+        ("", "{ synthetic: { suite: g.yaml }, gates: { correctness: { min: 0.9 } } }"),
+        ("", "{ gates: { ttft_p95: { max: 1s }, latency_p99: { max: 2s }, error_rate: { max: 1% } } }"),
+    ];
+    for (candidate, rollout) in valid {
+        let yaml = model(candidate, rollout);
+        parse(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"));
+    }
 }

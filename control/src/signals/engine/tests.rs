@@ -322,3 +322,14 @@ fn combine_backend() {
     assert_eq!(combine(&[]), EngineReading::default());
     assert_eq!(combine(std::slice::from_ref(&a)), a);
 }
+
+/// The config refuses `queue_time_p95` on engines whose page has no queue-time histogram; that
+/// list and this alias table must agree.
+#[test]
+fn config_knows_which_engines_report_queue_time() {
+    use rollgate_config::Engine as C;
+    for engine in [C::Vllm, C::Sglang, C::Tgi, C::Triton, C::Openai] {
+        let histogram = !Profile::of(engine.into()).queue_time.is_empty();
+        assert_eq!(engine.reports_queue_time(), histogram, "{engine}");
+    }
+}
