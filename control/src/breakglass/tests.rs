@@ -122,6 +122,14 @@ fn a_second_approver_is_a_different_sync_token() {
     );
 }
 
+/// Live weight, rollout status, notes, and the expected (reason prefix, out of sync).
+type Case<'a> = (
+    &'a str,
+    Option<RolloutStatus>,
+    &'a ModelNotes,
+    Option<(&'a str, bool)>,
+);
+
 #[test]
 fn drift_reasons_and_what_counts_as_out_of_sync() {
     let config = config();
@@ -136,12 +144,7 @@ fn drift_reasons_and_what_counts_as_out_of_sync() {
     };
     let none = ModelNotes::default();
     let canary = status(Phase::Canary(0), None, None);
-    let table: &[(
-        &str,
-        Option<RolloutStatus>,
-        &ModelNotes,
-        Option<(&str, bool)>,
-    )] = &[
+    let table: &[Case<'_>] = &[
         // Live equals desired: no drift whatever the phase.
         (
             "10%",
