@@ -128,6 +128,7 @@ impl Gateway {
             .clone()
             .or_else(|| state_dir.as_ref().map(|d| d.join("audit.log")));
         let audit = Audit::open(audit_path).context("opening the audit log")?;
+        let notes = OperatorNotes::from_audit(audit.path());
         match &auth {
             None => tracing::warn!("no admin token (admin.token_file, admin.tokens or ROLLGATE_ADMIN_TOKEN): operator commands are refused"),
             Some(a) => {
@@ -163,7 +164,7 @@ impl Gateway {
             driver: Some(driver_handle.clone()),
             auth,
             audit,
-            notes: OperatorNotes::default(),
+            notes,
             sync_pause_approvers,
             registry: Arc::new(registry),
             proxy: proxy.clone(),

@@ -25,8 +25,8 @@ use crate::rollout::{Command, DriverHandle, Phase, RolloutStatus};
 const APPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// Who pinned or paused each model's rollout and why, for drift reasons (the driver keeps the
-/// weight; this keeps the words). In memory: after a restart a pin still holds but its author
-/// is shown as unknown.
+/// weight; this keeps the words). Rebuilt at startup from the audit log, which is where pins
+/// and pauses are recorded durably.
 #[derive(Clone, Debug, Default)]
 pub struct OperatorNotes(Arc<Mutex<BTreeMap<String, ModelNotes>>>);
 
@@ -115,6 +115,27 @@ impl OperatorNotes {
             "resume" => n.pause = None,
             _ => {}
         }
+    }
+
+    /// Replays the rollout commands of an audit log (missing file: no notes). Unreadable lines
+    /// are skipped: the log is append-only and a torn last line must not stop a restart.
+    pub fn from_audit(path: Option<&std::path::Path>) -> OperatorNotes {
+        let notes = OperatorNotes::default();
+        let Some(text) = path.and_then(|p| std::fs::read_to_string(p).ok()) else {
+            return notes;
+        };
+        for line in text.lines() {
+            let Ok(entry) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let field = |k: &str| entry.get(k).and_then(Value::as_str);
+            if let (Some(model), Some(action), Some(by)) =
+                (field("model"), field("action"), field("actor"))
+            {
+                notes.record(model, action, by, field("reason").unwrap_or_default());
+            }
+        }
+        notes
     }
 
     pub fn get(&self, model: &str) -> ModelNotes {

@@ -298,14 +298,14 @@ async fn wait_status(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pin_is_drift_survives_a_reload_and_export_live_carries_it() {
+async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_it() {
     let stable = start_sim("stable", "m", |_| {}).await;
     let candidate = start_sim("candidate", "m", |_| {}).await;
     let dir = Scratch(temp_dir("breakglass-pin"));
     let dir = &dir.0;
     let admin = admin_section(dir, 1);
     let state = dir.join("state");
-    let gw = Gateway::start(&rollout_yaml(&stable, &candidate, &admin, "0%", &state));
+    let mut gw = Gateway::start(&rollout_yaml(&stable, &candidate, &admin, "0%", &state));
 
     // An automated rollout moving the weight is drift, but not out of sync.
     let s = wait_status(&gw, "in Canary", |s| {
@@ -356,6 +356,20 @@ async fn a_pin_is_drift_survives_a_reload_and_export_live_carries_it() {
             &Value::from("40%"),
             &Value::from("pinned by alice: load test")
         ),
+        "{s:#}"
+    );
+
+    // And over a restart, with its author (rebuilt from the audit log).
+    gw.signal("TERM");
+    let exit = gw.wait(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}; logs:\n{}", gw.logs());
+    // The stopped gateway owns the config's temp dir until the end of the test.
+    let stopped = gw;
+    let gw = stopped.start_again();
+    let s = gw.status().await;
+    assert_eq!(s["models"][0]["weight"], "40%", "{s:#}");
+    assert_eq!(
+        s["models"][0]["drift"][0]["reason"], "pinned by alice: load test",
         "{s:#}"
     );
 

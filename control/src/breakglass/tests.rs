@@ -370,3 +370,30 @@ fn notes_follow_pin_unpin_pause_resume_abort() {
     assert_eq!(notes.get("m"), ModelNotes::default());
     assert_eq!(notes.get("other"), ModelNotes::default());
 }
+
+#[test]
+fn notes_are_rebuilt_from_the_audit_log() {
+    let dir = std::env::temp_dir().join(format!("rollgate-notes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("audit.log");
+    let lines = [
+        r#"{"action":"pin","actor":"alice","model":"m","reason":"first"}"#,
+        r#"{"action":"pause-sync","actor":"alice","approver":"bob","reason":"x"}"#,
+        r#"{"action":"pause","actor":"bob","model":"m","reason":"look"}"#,
+        r#"{"action":"unpin","actor":"bob","model":"m","reason":"done"}"#,
+        r#"{"action":"pin","actor":"carol","model":"m","reason":"again"}"#,
+        r#"{"action":"pin","actor":"dave","model":"n","reas"#,
+    ];
+    std::fs::write(&log, lines.join("\n")).expect("log");
+    let notes = OperatorNotes::from_audit(Some(&log));
+    assert_eq!(notes.get("m").pin, note("carol", "again"));
+    assert_eq!(notes.get("m").pause, note("bob", "look"));
+    assert_eq!(
+        notes.get("n"),
+        ModelNotes::default(),
+        "a torn line is skipped"
+    );
+    let none = OperatorNotes::from_audit(Some(&dir.join("missing.log")));
+    assert_eq!(none.get("m"), ModelNotes::default());
+    std::fs::remove_dir_all(&dir).ok();
+}
