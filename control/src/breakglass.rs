@@ -460,11 +460,11 @@ fn header(sync: &SyncState, drift: &[(String, Vec<Drift>)], now_unix: u64) -> St
         let approver = p
             .approver
             .as_ref()
-            .map_or(String::new(), |a| format!(", approved by {a}"));
+            .map_or(String::new(), |a| format!(" (approved by {a})"));
         h.push_str(&format!(
-            "# sync paused by {}{approver} at {}: {}\n",
-            p.by,
+            "# sync paused at {} by {}{approver}: {}\n",
             rfc3339(p.since_unix),
+            p.by,
             one_line(&p.reason)
         ));
     }

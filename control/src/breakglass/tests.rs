@@ -324,7 +324,7 @@ fn live_config_carries_live_weights_and_validates() {
     );
     assert!(
         text.contains(
-            "# sync paused by alice, approved by bob at 2023-11-14T22:13:20Z: incident 42\n"
+            "# sync paused at 2023-11-14T22:13:20Z by alice (approved by bob): incident 42\n"
         ),
         "{text}"
     );
