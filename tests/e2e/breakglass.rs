@@ -443,4 +443,31 @@ async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_
     assert_eq!(last["released_pins"], serde_json::json!(["m"]));
     assert_eq!(audit[0]["action"], "pin");
     assert_eq!(audit[0]["actor"], "alice", "a named token is the actor");
+
+    // A rollback leaves live below desired until the source changes the candidate.
+    let r = call(
+        &gw,
+        "POST",
+        "/rollouts/m/abort",
+        Some("alice-secret"),
+        None,
+        r#"{"reason":"bad answers"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = wait_status(&gw, "rolled back", |s| s["models"][0]["weight"] == "0%").await;
+    let drift = &s["models"][0]["drift"][0];
+    assert_eq!(
+        drift["reason"], "rolled back: aborted by operator: bad answers",
+        "{s:#}"
+    );
+    assert_eq!(
+        (&drift["desired"], &drift["live"]),
+        (&"5%".into(), &"0%".into())
+    );
+    assert_eq!(s["sync"]["status"], "OutOfSync", "{:#}", s["sync"]);
+    let r = call(&gw, "GET", "/live-config", Some("bob-secret"), None, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let config = rollgate_config::parse(&r.text()).expect("exported config");
+    assert_eq!(config.models[0].weight.to_string(), "0%", "{}", r.text());
 }
