@@ -103,6 +103,14 @@ impl AdminAuth {
                     t.file.display()
                 )));
             }
+            let digest: [u8; 32] = Sha256::digest(secret.trim().as_bytes()).into();
+            if let Some(same) = auth.tokens.iter().find(|k| k.digest == digest) {
+                // One secret for two names would make a two-person pause one person's.
+                return Err(std::io::Error::other(format!(
+                    "admin.tokens `{}` has the same token as `{}`; every token must be distinct",
+                    t.name, same.name
+                )));
+            }
             auth = auth.with(&t.name, secret.trim(), &t.roles);
         }
         Ok((!auth.tokens.is_empty()).then_some(auth))

@@ -397,3 +397,39 @@ fn notes_are_rebuilt_from_the_audit_log() {
     assert_eq!(none.get("m"), ModelNotes::default());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tokens_load_from_files_and_must_be_distinct() {
+    let dir = std::env::temp_dir().join(format!("rollgate-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("a"), "same\n").expect("a");
+    std::fs::write(dir.join("b"), "same").expect("b");
+    std::fs::write(dir.join("c"), "other\n").expect("c");
+    let token = |name: &str, file: &str| rollgate_config::AdminToken {
+        name: name.into(),
+        file: dir.join(file),
+        roles: vec![Role::Sync],
+    };
+    let mut admin = rollgate_config::parse(CONFIG).expect("config").admin;
+    admin.tokens = vec![token("alice", "a"), token("bob", "c")];
+    let auth = AdminAuth::load(&admin).expect("load").expect("tokens");
+    let names: Vec<&str> = auth.names().iter().map(|(n, _)| *n).collect();
+    // `admin` comes first when ROLLGATE_ADMIN_TOKEN is set in the test's environment.
+    assert!(names.ends_with(&["alice", "bob"]), "{names:?}");
+    assert_eq!(
+        auth.identify(Some(b"Bearer other")).map(|c| c.name),
+        Some("bob")
+    );
+
+    admin.tokens = vec![token("alice", "a"), token("bob", "b")];
+    let err = AdminAuth::load(&admin).expect_err("same secret twice");
+    assert!(
+        err.to_string()
+            .contains("`bob` has the same token as `alice`"),
+        "{err}"
+    );
+    admin.tokens = vec![token("alice", "missing")];
+    let err = AdminAuth::load(&admin).expect_err("missing file");
+    assert!(err.to_string().contains("missing"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
