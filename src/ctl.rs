@@ -46,6 +46,28 @@ enum CtlAction {
     },
     /// Release a pin.
     Unpin(Target),
+    /// Break-glass: stop applying Git/file changes (needs a `sync` token; with
+    /// `admin.sync_pause_approvers: 2` also a second one from another person).
+    PauseSync {
+        /// Why (recorded in the audit log and shown in /status; required).
+        #[arg(long)]
+        reason: String,
+        /// File with the second approver's `sync` token (sent as `X-Rollgate-Approver`).
+        #[arg(long)]
+        approver_token_file: Option<PathBuf>,
+    },
+    /// Apply the source again, now (needs a `sync` token).
+    ResumeSync {
+        /// Release every pin first, so the source's weights and the rollouts take over.
+        #[arg(long)]
+        release_pins: bool,
+    },
+    /// Write the live state as a config file ready to commit (any valid token).
+    ExportLive {
+        /// Write here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -56,20 +78,32 @@ struct Target {
     reason: String,
 }
 
+/// One admin call: method, path, JSON body, and whether it carries the token.
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Option<serde_json::Value>,
+    authenticated: bool,
+}
+
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let base = args.admin.trim_end_matches('/');
-    let (method, path, body) = match &args.action {
-        CtlAction::Status => ("GET", "/rollouts".to_owned(), None),
+    let call = match &args.action {
+        CtlAction::Status => Call {
+            method: "GET",
+            path: "/rollouts".to_owned(),
+            body: None,
+            authenticated: false,
+        },
         CtlAction::Pin {
             model,
             weight,
             reason,
-        } => (
-            "POST",
+        } => post(
             format!("/rollouts/{model}/pin"),
-            Some(serde_json::json!({ "reason": reason, "weight": weight })),
+            serde_json::json!({ "reason": reason, "weight": weight }),
         ),
         CtlAction::Pause(t) => command("pause", t),
         CtlAction::Resume(t) => command("resume", t),
@@ -77,16 +111,44 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlAction::Promote(t) => command("promote", t),
         CtlAction::Approve(t) => command("approve", t),
         CtlAction::Unpin(t) => command("unpin", t),
+        CtlAction::PauseSync { reason, .. } => post(
+            "/sync/pause".to_owned(),
+            serde_json::json!({ "reason": reason }),
+        ),
+        CtlAction::ResumeSync { release_pins } => post(
+            "/sync/resume".to_owned(),
+            serde_json::json!({ "release_pins": release_pins }),
+        ),
+        CtlAction::ExportLive { .. } => Call {
+            method: "GET",
+            path: "/live-config".to_owned(),
+            body: None,
+            authenticated: true,
+        },
     };
+    let Call {
+        method,
+        path,
+        body,
+        authenticated,
+    } = call;
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(format!("{base}{path}"));
-    if body.is_some() {
+    if authenticated {
         let token = token(args.token_file.as_deref())?;
         req = req.header("authorization", format!("Bearer {token}"));
         if let Some(actor) = &args.actor {
             req = req.header("x-rollgate-actor", actor);
         }
+    }
+    if let CtlAction::PauseSync {
+        approver_token_file: Some(f),
+        ..
+    } = &args.action
+    {
+        let approver = read_token(f)?;
+        req = req.header("x-rollgate-approver", format!("Bearer {approver}"));
     }
     let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
     let resp = client
@@ -95,27 +157,47 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         .with_context(|| format!("calling {base}{path}"))?;
     let status = resp.status();
     let text = resp.into_body().collect().await?.to_bytes();
-    println!("{}", String::from_utf8_lossy(&text).trim_end());
+    let text = String::from_utf8_lossy(&text);
+    match &args.action {
+        CtlAction::ExportLive { output: Some(out) } if status.is_success() => {
+            std::fs::write(out, text.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        CtlAction::ExportLive { .. } if status.is_success() => print!("{text}"),
+        _ => println!("{}", text.trim_end()),
+    }
     if !status.is_success() {
         bail!("{method} {path}: {status}");
     }
     Ok(())
 }
 
-fn command(action: &str, t: &Target) -> (&'static str, String, Option<serde_json::Value>) {
-    (
-        "POST",
+fn post(path: String, body: serde_json::Value) -> Call {
+    Call {
+        method: "POST",
+        path,
+        body: Some(body),
+        authenticated: true,
+    }
+}
+
+fn command(action: &str, t: &Target) -> Call {
+    post(
         format!("/rollouts/{}/{action}", t.model),
-        Some(serde_json::json!({ "reason": t.reason })),
+        serde_json::json!({ "reason": t.reason }),
     )
 }
 
 fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     if let Some(f) = file {
-        let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        return Ok(t.trim().to_owned());
+        return read_token(f);
     }
     std::env::var("ROLLGATE_ADMIN_TOKEN")
         .map(|t| t.trim().to_owned())
         .context("no token: pass --token-file or set ROLLGATE_ADMIN_TOKEN")
+}
+
+fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+    Ok(t.trim().to_owned())
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use rollgate_config::Role;
+use rollgate_control::breakglass::OperatorNotes;
 use rollgate_control::operator::{AdminAuth, Audit};
 use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
@@ -93,16 +95,23 @@ impl Gateway {
             .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
         let drain_timeout = config.drain_timeout;
         let state_dir = config.state_dir.clone();
-        let auth = AdminAuth::load(config.admin.token_file.as_deref())
-            .context("reading the admin token file")?;
+        let auth = AdminAuth::load(&config.admin).context("reading the admin tokens")?;
+        let sync_pause_approvers = config.admin.sync_pause_approvers;
         let audit_path = config
             .admin
             .audit_log
             .clone()
             .or_else(|| state_dir.as_ref().map(|d| d.join("audit.log")));
         let audit = Audit::open(audit_path).context("opening the audit log")?;
-        if auth.is_none() {
-            tracing::warn!("no admin token (admin.token_file or ROLLGATE_ADMIN_TOKEN): operator commands are refused");
+        let notes = OperatorNotes::from_audit(audit.path());
+        match &auth {
+            None => tracing::warn!("no admin token (admin.token_file, admin.tokens or ROLLGATE_ADMIN_TOKEN): operator commands are refused"),
+            Some(a) => {
+                let sync = a.names().iter().filter(|(_, r)| r.contains(&Role::Sync)).count();
+                if (sync as u32) < sync_pause_approvers {
+                    tracing::warn!(sync_tokens = sync, sync_pause_approvers, "fewer tokens with the sync role than admin.sync_pause_approvers: sync cannot be paused");
+                }
+            }
         }
         let proxy = ProxyHandle::new(config, &revision, &mut registry);
         let (driver, driver_handle) = Driver::new(
@@ -130,6 +139,8 @@ impl Gateway {
             driver: Some(driver_handle.clone()),
             auth,
             audit,
+            notes,
+            sync_pause_approvers,
             registry: Arc::new(registry),
             proxy: proxy.clone(),
             reloader: handle.clone(),

@@ -51,3 +51,6 @@ mod deploy;
 
 #[path = "e2e/pr.rs"]
 mod pr;
+
+#[path = "e2e/breakglass.rs"]
+mod breakglass;

@@ -103,6 +103,54 @@ pub struct Admin {
     /// Append-only audit log (JSON lines) of every operator action. Default:
     /// `<state_dir>/audit.log` when `state_dir` is set.
     pub audit_log: Option<PathBuf>,
+    /// Named tokens with roles. `token_file` / `ROLLGATE_ADMIN_TOKEN` acts as one more token,
+    /// named `admin`, with every role.
+    pub tokens: Vec<AdminToken>,
+    /// Distinct named `sync` tokens that `POST /sync/pause` needs: 1 (default) or 2 (the
+    /// second one as `X-Rollgate-Approver`).
+    pub sync_pause_approvers: u32,
+}
+
+/// One named admin token (`admin.tokens[]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminToken {
+    /// Who holds it: the actor in the audit log.
+    pub name: String,
+    /// File holding the token; read once at startup.
+    pub file: PathBuf,
+    /// What it may do; never empty.
+    pub roles: Vec<Role>,
+}
+
+/// What an admin token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Rollout commands: pause, resume, abort, promote, approve, pin, unpin.
+    Operate,
+    /// Pause and resume Git/file sync (break-glass on the source of truth).
+    Sync,
+    /// `GET /live-config` only. Every token may read; this role allows nothing else.
+    Read,
+}
+
+impl Role {
+    /// Every role, in the order they are written.
+    pub const ALL: [Role; 3] = [Role::Operate, Role::Sync, Role::Read];
+
+    /// The name used in the config file and in errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Operate => "operate",
+            Role::Sync => "sync",
+            Role::Read => "read",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Limits applied to every downstream request before anything is forwarded.

@@ -87,6 +87,16 @@ pub(crate) struct RawAdmin {
     pub listen: Field<SocketAddr>,
     pub token_file: Field<PathBuf>,
     pub audit_log: Field<PathBuf>,
+    pub tokens: Field<Vec<Parsed<RawAdminToken>>>,
+    pub sync_pause_approvers: Field<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdminToken {
+    pub name: Field<String>,
+    pub file: Field<PathBuf>,
+    pub roles: Field<Vec<Parsed<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -395,6 +405,7 @@ sections!(
     RawConfig,
     RawTls,
     RawAdmin,
+    RawAdminToken,
     RawLimits,
     RawUpstream,
     RawEjection,

@@ -13,10 +13,13 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use crate::raw::{
-    Bytes, Field, Parsed, RawAdmin, RawConfig, RawEjection, RawLimits, RawModel, RawRouting,
-    RawTls, RawUpstream,
+    Bytes, Field, Parsed, RawAdmin, RawAdminToken, RawConfig, RawEjection, RawLimits, RawModel,
+    RawRouting, RawTls, RawUpstream,
 };
-use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
+use crate::{
+    Admin, AdminToken, Config, ConfigError, Ejection, Errors, Limits, Model, Role, Routing, Tls,
+    Upstream,
+};
 
 mod model;
 mod policy;
@@ -268,6 +271,8 @@ impl Default for Admin {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token_file: None,
             audit_log: None,
+            tokens: Vec::new(),
+            sync_pause_approvers: 1,
         }
     }
 }
@@ -282,12 +287,87 @@ impl TryFrom<RawAdmin> for Admin {
             .unwrap_or(Admin::default().listen);
         let token_file = c.take("token_file", raw.token_file);
         let audit_log = c.take("audit_log", raw.audit_log);
+        let items = c.take("tokens", raw.tokens).unwrap_or_default();
+        let tokens = admin_tokens(&mut c, items);
+        let sync_pause_approvers = match c.take("sync_pause_approvers", raw.sync_pause_approvers) {
+            None => 1,
+            Some(n @ (1 | 2)) => n,
+            Some(n) => {
+                c.error("sync_pause_approvers", format!("{n} is not 1 or 2"));
+                1
+            }
+        };
         c.finish(Some(Admin {
             listen,
             token_file,
             audit_log,
+            tokens,
+            sync_pause_approvers,
         }))
     }
+}
+
+/// Named tokens: a non-empty unique name (`admin` is the `token_file` token's), a file, and
+/// at least one known role.
+fn admin_tokens(c: &mut Collect, items: Vec<Parsed<RawAdminToken>>) -> Vec<AdminToken> {
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let key = format!("tokens[{i}]");
+        let Some(raw) = c.item(&key, item) else {
+            continue;
+        };
+        let name = c.required(&format!("{key}.name"), raw.name);
+        let file = c.required(&format!("{key}.file"), raw.file);
+        let roles = c.required(&format!("{key}.roles"), raw.roles);
+        if let Some(name) = &name {
+            if name.trim().is_empty() || name.chars().any(char::is_control) {
+                c.error(&format!("{key}.name"), "must be a non-empty printable name");
+            } else if name == "admin" {
+                c.error(
+                    &format!("{key}.name"),
+                    "`admin` is the name of the admin.token_file / ROLLGATE_ADMIN_TOKEN token; pick another",
+                );
+            } else if let Some(first) = names.get(name) {
+                c.error(
+                    &format!("{key}.name"),
+                    format!("duplicate token name `{name}` (also tokens[{first}])"),
+                );
+            } else {
+                names.insert(name.clone(), i);
+            }
+        }
+        if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            c.error(&format!("{key}.file"), "must not be empty");
+        }
+        let roles = roles.map(|r| token_roles(c, &format!("{key}.roles"), r));
+        if let (Some(name), Some(file), Some(roles)) = (name, file, roles) {
+            out.push(AdminToken { name, file, roles });
+        }
+    }
+    out
+}
+
+fn token_roles(c: &mut Collect, key: &str, items: Vec<Parsed<String>>) -> Vec<Role> {
+    if items.is_empty() {
+        c.error(key, "at least one role is required (operate, sync, read)");
+    }
+    let mut roles = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Some(name) = c.item(&at, item) else {
+            continue;
+        };
+        match Role::ALL.into_iter().find(|r| r.as_str() == name) {
+            Some(r) if !roles.contains(&r) => roles.push(r),
+            Some(_) => {}
+            None => c.error(
+                &at,
+                format!("unknown role `{name}`; roles are operate, sync, read"),
+            ),
+        }
+    }
+    roles
 }
 
 // === impl Limits ===

@@ -1,4 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`.
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, the rollout commands
+//! and the break-glass sync endpoints (`POST /sync/pause`, `POST /sync/resume`,
+//! `GET /live-config`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +19,7 @@ use rollgate_proxy::ProxyHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::breakglass::{OperatorNotes, SyncRequest};
 use crate::operator::{AdminAuth, Audit, CommandRequest, Refused};
 use crate::reload::{ReloadTrigger, ReloaderHandle};
 use crate::rollout::DriverHandle;
@@ -35,6 +38,10 @@ pub struct AdminServer {
     pub driver: Option<DriverHandle>,
     pub auth: Option<AdminAuth>,
     pub audit: Audit,
+    /// Who pinned or paused what, for drift reasons.
+    pub notes: OperatorNotes,
+    /// `admin.sync_pause_approvers` (1 or 2).
+    pub sync_pause_approvers: u32,
 }
 
 /// Largest operator command body read.
@@ -83,7 +90,12 @@ impl AdminServer {
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => {
-                let report = StatusReport::build(&self.proxy, &self.reloader, self.driver.as_ref());
+                let report = StatusReport::build_with_notes(
+                    &self.proxy,
+                    &self.reloader,
+                    self.driver.as_ref(),
+                    &self.notes,
+                );
                 json(StatusCode::OK, &report)
             }
             (&Method::POST, "/reload") => {
@@ -101,9 +113,13 @@ impl AdminServer {
                 json(StatusCode::OK, &statuses)
             }
             (&Method::POST, path) if path.starts_with("/rollouts/") => self.command(req).await,
-            (_, "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
+            (&Method::POST, "/sync/pause" | "/sync/resume") => self.sync(req).await,
+            (&Method::GET, "/live-config") => self.live_config(&req),
+            (
+                _,
+                "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts" | "/sync/pause"
+                | "/sync/resume" | "/live-config",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -144,27 +160,118 @@ impl AdminServer {
             action,
             body: &body,
         };
-        let result = crate::operator::execute(driver, self.auth.as_ref(), &self.audit, req).await;
+        let result =
+            crate::operator::execute(driver, self.auth.as_ref(), &self.audit, &self.notes, req)
+                .await;
         match result {
             Ok(v) => json(StatusCode::OK, &v),
-            Err(e) => {
-                let status = match e {
-                    Refused::Unauthorized => StatusCode::UNAUTHORIZED,
-                    Refused::BadRequest(_) => StatusCode::BAD_REQUEST,
-                    Refused::UnknownModel(_) => StatusCode::NOT_FOUND,
-                    Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                let mut resp = json(status, &serde_json::json!({ "error": e.to_string() }));
-                if status == StatusCode::UNAUTHORIZED {
-                    resp.headers_mut().insert(
-                        hyper::header::WWW_AUTHENTICATE,
-                        HeaderValue::from_static("Bearer"),
-                    );
-                }
-                resp
-            }
+            Err(e) => refused(&e),
         }
     }
+
+    /// `POST /sync/pause` (`{"reason": "..."}`, approver header) and `POST /sync/resume`
+    /// (`{"release_pins": true}` optional).
+    async fn sync(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let pause = req.uri().path() == "/sync/pause";
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v: &HeaderValue| v.as_bytes().to_vec())
+        };
+        let authorization = header(hyper::header::AUTHORIZATION.as_str());
+        let approver = header("x-rollgate-approver");
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}\n")),
+        };
+        let req = SyncRequest {
+            authorization: authorization.as_deref(),
+            approver: approver.as_deref(),
+            body: &body,
+        };
+        let auth = self.auth.as_ref();
+        let result = if pause {
+            crate::breakglass::pause_sync(
+                &self.reloader,
+                auth,
+                self.sync_pause_approvers,
+                &self.audit,
+                req,
+            )
+        } else {
+            let driver = self.driver.as_ref();
+            crate::breakglass::resume_sync(
+                &self.reloader,
+                driver,
+                auth,
+                &self.audit,
+                &self.notes,
+                req,
+            )
+            .await
+        };
+        match result {
+            Ok(v) => json(StatusCode::OK, &v),
+            Err(e) => refused(&e),
+        }
+    }
+
+    /// `GET /live-config`: the live state as a config file (any valid token).
+    fn live_config(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let authorization = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
+        let authorized = match &self.auth {
+            Some(auth) => auth.authorize(authorization, rollgate_config::Role::Read),
+            None => Err(Refused::Unauthorized),
+        };
+        if let Err(e) = authorized {
+            return refused(&e);
+        }
+        match crate::status::live_config(
+            &self.proxy,
+            &self.reloader,
+            self.driver.as_ref(),
+            &self.notes,
+        ) {
+            Ok(yaml) => {
+                let mut resp = text(StatusCode::OK, &yaml);
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/yaml; charset=utf-8"),
+                );
+                resp
+            }
+            Err(e) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "error": e }),
+            ),
+        }
+    }
+}
+
+/// A refused call as `{"error": "..."}` with its status (401 carries `WWW-Authenticate`).
+fn refused(e: &Refused) -> Response<Full<Bytes>> {
+    let status = match e {
+        Refused::Unauthorized => StatusCode::UNAUTHORIZED,
+        Refused::Forbidden(_) => StatusCode::FORBIDDEN,
+        Refused::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Refused::UnknownModel(_) => StatusCode::NOT_FOUND,
+        Refused::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::Conflict(_) => StatusCode::CONFLICT,
+    };
+    let mut resp = json(status, &serde_json::json!({ "error": e.to_string() }));
+    if status == StatusCode::UNAUTHORIZED {
+        resp.headers_mut().insert(
+            hyper::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
 }
 
 /// `/metrics` for a registry: OpenMetrics when the scraper asks for it in `Accept`, else the

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use rollgate_config::{parse_ppm, PPM_MAX};
+use rollgate_config::{parse_ppm, Role, PPM_MAX};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -15,10 +15,26 @@ use crate::rollout::{Command, DriverHandle, RolloutStatus};
 /// How long a command call waits to report the state after the driver applied it.
 const APPLY_WAIT: Duration = Duration::from_secs(2);
 
-/// The admin bearer token, kept only as a SHA-256 digest and compared in constant time.
+/// The admin bearer tokens, each kept only as a SHA-256 digest with its name and roles, and
+/// compared in constant time.
 #[derive(Clone)]
 pub struct AdminAuth {
+    tokens: Vec<Token>,
+}
+
+#[derive(Clone)]
+struct Token {
+    name: String,
     digest: [u8; 32],
+    roles: Vec<Role>,
+}
+
+/// A caller whose token matched: who they are and what they may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller<'a> {
+    /// The token's name (`admin` for `admin.token_file` / `ROLLGATE_ADMIN_TOKEN`).
+    pub name: &'a str,
+    roles: &'a [Role],
 }
 
 /// Append-only JSON-lines audit log (and a log line per action, without secrets).
@@ -42,12 +58,18 @@ pub struct CommandBody {
 pub enum Refused {
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// A valid token without the role the call needs.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("no rollout for model `{0}`")]
     UnknownModel(String),
     #[error("the rollout driver is busy; try again")]
     Busy,
+    /// The action conflicts with the current state (sync already paused).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 // === impl AdminAuth ===
@@ -59,39 +81,122 @@ impl std::fmt::Debug for AdminAuth {
 }
 
 impl AdminAuth {
-    /// From `ROLLGATE_ADMIN_TOKEN`, else the token file; `None` refuses every mutating call.
-    pub fn load(token_file: Option<&Path>) -> std::io::Result<Option<AdminAuth>> {
-        if let Ok(t) = std::env::var("ROLLGATE_ADMIN_TOKEN") {
-            if !t.trim().is_empty() {
-                return Ok(Some(AdminAuth::new(t.trim())));
-            }
-        }
-        match token_file {
-            Some(p) => {
-                let t = std::fs::read_to_string(p)?;
-                Ok((!t.trim().is_empty()).then(|| AdminAuth::new(t.trim())))
-            }
-            None => Ok(None),
-        }
-    }
-
-    pub fn new(token: &str) -> AdminAuth {
-        AdminAuth {
-            digest: Sha256::digest(token.as_bytes()).into(),
-        }
-    }
-
-    /// Checks an `Authorization: Bearer …` value in constant time (digests have equal length).
-    pub fn check(&self, header: Option<&[u8]>) -> bool {
-        let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
+    /// `ROLLGATE_ADMIN_TOKEN` (else `admin.token_file`) as `admin` with every role, plus every
+    /// `admin.tokens[]` entry. `None` (no token at all) refuses every authenticated call.
+    pub fn load(admin: &rollgate_config::Admin) -> std::io::Result<Option<AdminAuth>> {
+        let mut auth = AdminAuth { tokens: Vec::new() };
+        let env = std::env::var("ROLLGATE_ADMIN_TOKEN").ok();
+        let legacy = match (env.filter(|t| !t.trim().is_empty()), &admin.token_file) {
+            (Some(t), _) => Some(t),
+            (None, Some(p)) => Some(read_token(p)?),
+            (None, None) => None,
         };
-        let given: [u8; 32] = Sha256::digest(token).into();
-        given
+        if let Some(t) = legacy.filter(|t| !t.trim().is_empty()) {
+            auth = auth.with("admin", t.trim(), &Role::ALL);
+        }
+        for t in &admin.tokens {
+            let secret = read_token(&t.file)?;
+            if secret.trim().is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "admin.tokens `{}`: {} is empty",
+                    t.name,
+                    t.file.display()
+                )));
+            }
+            let digest: [u8; 32] = Sha256::digest(secret.trim().as_bytes()).into();
+            if let Some(same) = auth.tokens.iter().find(|k| k.digest == digest) {
+                // One secret for two names would make a two-person pause one person's.
+                return Err(std::io::Error::other(format!(
+                    "admin.tokens `{}` has the same token as `{}`; every token must be distinct",
+                    t.name, same.name
+                )));
+            }
+            auth = auth.with(&t.name, secret.trim(), &t.roles);
+        }
+        Ok((!auth.tokens.is_empty()).then_some(auth))
+    }
+
+    /// One token named `admin` with every role.
+    pub fn new(token: &str) -> AdminAuth {
+        AdminAuth { tokens: Vec::new() }.with("admin", token, &Role::ALL)
+    }
+
+    /// Adds a named token.
+    pub fn with(mut self, name: &str, token: &str, roles: &[Role]) -> AdminAuth {
+        self.tokens.push(Token {
+            name: name.to_owned(),
+            digest: Sha256::digest(token.as_bytes()).into(),
+            roles: roles.to_vec(),
+        });
+        self
+    }
+
+    /// The token's names with their roles (for the startup log; never the secrets).
+    pub fn names(&self) -> Vec<(&str, &[Role])> {
+        self.tokens
             .iter()
-            .zip(self.digest.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+            .map(|t| (t.name.as_str(), t.roles.as_slice()))
+            .collect()
+    }
+
+    /// Whose token an `Authorization: Bearer …` value is. Every digest is compared in full
+    /// (no early exit), so timing does not tell how close a guess was or which token matched.
+    pub fn identify(&self, header: Option<&[u8]>) -> Option<Caller<'_>> {
+        let token = header.and_then(|h| h.strip_prefix(b"Bearer "))?;
+        let given: [u8; 32] = Sha256::digest(token).into();
+        let mut found = None;
+        for t in &self.tokens {
+            let diff = given
+                .iter()
+                .zip(t.digest.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(Caller {
+                    name: &t.name,
+                    roles: &t.roles,
+                });
+            }
+        }
+        found
+    }
+
+    /// The caller when the token is valid and has `role`: 401 without a valid token, 403 with
+    /// a token that lacks the role.
+    pub fn authorize(&self, header: Option<&[u8]>, role: Role) -> Result<Caller<'_>, Refused> {
+        let caller = self.identify(header).ok_or(Refused::Unauthorized)?;
+        if caller.has(role) {
+            Ok(caller)
+        } else {
+            Err(Refused::Forbidden(format!(
+                "token `{}` lacks the `{role}` role (it has: {})",
+                caller.name,
+                caller.roles_list()
+            )))
+        }
+    }
+
+    /// A valid token with the `operate` role (the rollout commands).
+    pub fn check(&self, header: Option<&[u8]>) -> bool {
+        self.authorize(header, Role::Operate).is_ok()
+    }
+}
+
+fn read_token(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+// === impl Caller ===
+
+impl Caller<'_> {
+    /// Every token may read; `read` is the role of tokens that may do nothing else.
+    pub fn has(&self, role: Role) -> bool {
+        role == Role::Read || self.roles.contains(&role)
+    }
+
+    fn roles_list(&self) -> String {
+        let names: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+        names.join(", ")
     }
 }
 
@@ -148,6 +253,7 @@ pub async fn execute(
     driver: &DriverHandle,
     auth: Option<&AdminAuth>,
     audit: &Audit,
+    notes: &crate::breakglass::OperatorNotes,
     req: CommandRequest<'_>,
 ) -> Result<Value, Refused> {
     let CommandRequest {
@@ -157,9 +263,15 @@ pub async fn execute(
         action,
         body,
     } = req;
-    if !auth.is_some_and(|a| a.check(authorization)) {
-        return Err(Refused::Unauthorized);
-    }
+    let caller = auth
+        .ok_or(Refused::Unauthorized)?
+        .authorize(authorization, Role::Operate)?;
+    // A named token is the actor; the shared `admin` token takes the name it is given.
+    let actor = match (caller.name, actor) {
+        ("admin", Some(a)) => a,
+        ("admin", None) => "admin-token",
+        (name, _) => name,
+    };
     let body: CommandBody = if body.iter().all(u8::is_ascii_whitespace) {
         CommandBody::default()
     } else {
@@ -203,9 +315,11 @@ pub async fn execute(
     // means the "after" below may not show it yet.
     let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
     let after = driver.status().into_iter().find(|s| s.model == model);
+    notes.record(model, action, actor, &reason);
     let entry = json!({
         "time": unix_secs(),
-        "actor": actor.unwrap_or("admin-token"),
+        "actor": actor,
+        "token": caller.name,
         "action": action,
         "model": model,
         "reason": reason,

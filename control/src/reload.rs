@@ -80,6 +80,7 @@ struct State {
     started: AtomicU64,
     finished: AtomicU64,
     done: tokio::sync::Notify,
+    sync: SyncSlot,
 }
 
 const RESULTS: [&str; 4] = ["success", "invalid", "unreadable", "unchanged"];
@@ -100,6 +101,7 @@ impl Reloader {
         let state = Arc::new(State::default());
         *lock(&state.revision) = proxy.snapshot().revision().to_owned();
         state.last_success_unix.store(unix_now(), Relaxed);
+        state.sync.start(&path, proxy.snapshot().revision());
         registry.register_collector(Box::new(ReloadCollector(state.clone())));
         let handle = ReloaderHandle {
             tx,
@@ -136,6 +138,12 @@ impl Reloader {
         };
         let revision = revision_of(&text);
         let serving = self.proxy.snapshot();
+        if self.state.sync.is_paused() {
+            tracing::info!(?trigger, %revision, serving = %serving.revision(), "sync paused; not applying the source");
+            return ReloadOutcome::Unchanged {
+                revision: serving.revision().to_owned(),
+            };
+        }
         if revision == serving.revision() || self.rejected(&revision) {
             return ReloadOutcome::Unchanged { revision };
         }
@@ -152,6 +160,7 @@ impl Reloader {
         };
         let changes = describe_changes(serving.config(), &config);
         self.proxy.apply(config, &revision);
+        self.state.sync.applied(&text);
         tracing::info!(?trigger, %revision, previous = %serving.revision(), changes = %changes.join("; "), "config reloaded");
         ReloadOutcome::Applied { revision, changes }
     }
@@ -323,3 +332,81 @@ impl Collector for ReloadCollector {
         Ok(())
     }
 }
+
+// --- sync API (breakglass stand-in; the git helper's version replaces it) ---
+
+/// Who paused Git/file sync and why (break-glass).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncPause {
+    pub by: String,
+    pub approver: Option<String>,
+    pub reason: String,
+    pub since_unix: u64,
+}
+
+/// Desired (source) vs applied (live) config revision.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncState {
+    /// "git <url> <branch>:<path>" or "file <path>".
+    pub source: String,
+    /// Newest revision the source offers (commit SHA for Git), once read.
+    pub desired: Option<String>,
+    /// Revision serving now.
+    pub applied: String,
+    pub paused: Option<SyncPause>,
+}
+
+/// The file source's sync bookkeeping: the pause and the text serving now.
+#[derive(Debug, Default)]
+struct SyncSlot {
+    path: Mutex<PathBuf>,
+    paused: Mutex<Option<SyncPause>>,
+    applied_text: Mutex<Option<Arc<str>>>,
+}
+
+impl SyncSlot {
+    /// At startup the file still holds the serving text unless it changed since it was read.
+    fn start(&self, path: &std::path::Path, serving: &str) {
+        path.clone_into(&mut lock(&self.path));
+        let text = std::fs::read_to_string(path).ok();
+        *lock(&self.applied_text) = text.filter(|t| revision_of(t) == serving).map(Arc::from);
+    }
+
+    fn is_paused(&self) -> bool {
+        lock(&self.paused).is_some()
+    }
+
+    fn applied(&self, text: &str) {
+        *lock(&self.applied_text) = Some(Arc::from(text));
+    }
+}
+
+impl ReloaderHandle {
+    /// Stops applying source changes (they are still fetched; `desired` keeps moving).
+    pub fn pause_sync(&self, pause: SyncPause) {
+        *lock(&self.state.sync.paused) = Some(pause);
+    }
+
+    /// Clears the pause and applies the source's newest revision now.
+    pub async fn resume_sync(&self) -> Option<ReloadOutcome> {
+        *lock(&self.state.sync.paused) = None;
+        self.reload_now(ReloadTrigger::Admin).await
+    }
+
+    pub fn sync_state(&self) -> SyncState {
+        let path = lock(&self.state.sync.path).clone();
+        SyncState {
+            source: format!("file {}", path.display()),
+            desired: std::fs::read_to_string(&path).ok().map(|t| revision_of(&t)),
+            applied: lock(&self.state.revision).clone(),
+            paused: lock(&self.state.sync.paused).clone(),
+        }
+    }
+
+    /// The text of the config serving now (for export-live).
+    pub fn applied_text(&self) -> Option<Arc<str>> {
+        lock(&self.state.sync.applied_text).clone()
+    }
+}
+
+// --- end sync API ---

@@ -1,10 +1,15 @@
-//! `/status`: what is serving, from which revision, and what the data plane sees.
+//! `/status`: what is serving, from which revision, and what the data plane sees; the sync
+//! state and per-model drift (desired vs live); the live state as a config file.
 
 use rollgate_proxy::{ModelObservation, ProxyHandle, VariantObservation};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
+use crate::breakglass::{Drift, OperatorNotes, SyncReport};
 use crate::reload::{ReloadOutcome, ReloaderHandle};
+use crate::rollout::{DriverHandle, RolloutStatus};
 
 /// The whole status document.
 #[derive(Debug, Serialize)]
@@ -17,31 +22,53 @@ pub struct StatusReport {
     pub models: Vec<Value>,
     /// One kstatus-shaped rollout status per model with a rollout plan.
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
+    /// The source's revision against the serving one, paused or not, and why out of sync.
+    pub sync: SyncReport,
+}
+
+/// The live weight and drift of every serving model, in config order.
+struct Live {
+    weights: BTreeMap<String, rollgate_config::Ppm>,
+    drift: Vec<(String, Vec<Drift>)>,
 }
 
 // === impl StatusReport ===
 
 impl StatusReport {
+    /// The report without operator notes (drift reasons do not name who pinned).
     pub fn build(
         proxy: &ProxyHandle,
         reloader: &ReloaderHandle,
-        driver: Option<&crate::rollout::DriverHandle>,
+        driver: Option<&DriverHandle>,
     ) -> StatusReport {
-        let directives = proxy.directives();
+        Self::build_with_notes(proxy, reloader, driver, &OperatorNotes::default())
+    }
+
+    pub fn build_with_notes(
+        proxy: &ProxyHandle,
+        reloader: &ReloaderHandle,
+        driver: Option<&DriverHandle>,
+        notes: &OperatorNotes,
+    ) -> StatusReport {
         let snap = proxy.snapshot();
         let observed = proxy.observe();
+        let rollouts = driver.map(DriverHandle::status).unwrap_or_default();
+        let live = Live::read(proxy, snap.config(), &rollouts, notes);
         let models = snap
             .config()
             .models
             .iter()
-            .map(|m| {
+            .zip(&live.drift)
+            .map(|(m, (_, drift))| {
                 let obs = observed.iter().find(|o| *o.model == *m.name);
+                let weight = live.weights.get(&m.name).copied().unwrap_or(m.weight);
                 json!({
                     "name": m.name,
                     "default": m.default,
-                    "weight": live_weight(m, &directives).to_string(),
-                    "weight_ppm": live_weight(m, &directives).get(),
+                    "weight": weight.to_string(),
+                    "weight_ppm": weight.get(),
                     "desired_weight": m.weight.to_string(),
+                    "drift": drift,
                     "stable": backend(&m.stable),
                     "candidate": m.candidate.as_ref().map(backend),
                     "shadow": m.shadow.as_ref().map(|s| json!({ "sample": s.sample.to_string() })),
@@ -54,15 +81,72 @@ impl StatusReport {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
+        let last = reloader.last();
         StatusReport {
             revision: snap.revision().to_owned(),
-            last_reload: reloader.last().as_ref().map(outcome_json),
+            last_reload: last.as_ref().map(outcome_json),
             reloads: Value::Object(reloads),
             models,
-            rollouts: driver
-                .map(crate::rollout::DriverHandle::status)
-                .unwrap_or_default(),
+            rollouts,
+            sync: crate::breakglass::sync_report(
+                reloader.sync_state(),
+                rejected(last.as_ref()),
+                &live.drift,
+            ),
         }
+    }
+}
+
+/// `GET /live-config`: the serving config text with live weights, ready to commit.
+pub(crate) fn live_config(
+    proxy: &ProxyHandle,
+    reloader: &ReloaderHandle,
+    driver: Option<&DriverHandle>,
+    notes: &OperatorNotes,
+) -> Result<String, String> {
+    let snap = proxy.snapshot();
+    let text = reloader
+        .applied_text()
+        .ok_or("the text of the serving config is not known yet (it changed on disk before it was read at startup); reload and retry")?;
+    let rollouts = driver.map(DriverHandle::status).unwrap_or_default();
+    let live = Live::read(proxy, snap.config(), &rollouts, notes);
+    crate::breakglass::live_config(
+        &text,
+        snap.config(),
+        &live.weights,
+        &live.drift,
+        &reloader.sync_state(),
+        crate::breakglass::unix_secs(),
+    )
+}
+
+fn rejected(last: Option<&ReloadOutcome>) -> Option<&str> {
+    match last {
+        Some(ReloadOutcome::Invalid { revision, .. }) => Some(revision),
+        _ => None,
+    }
+}
+
+// === impl Live ===
+
+impl Live {
+    fn read(
+        proxy: &ProxyHandle,
+        config: &rollgate_config::Config,
+        rollouts: &[RolloutStatus],
+        notes: &OperatorNotes,
+    ) -> Live {
+        let directives = proxy.directives();
+        let mut weights = BTreeMap::new();
+        let mut drift = Vec::with_capacity(config.models.len());
+        for m in &config.models {
+            let w = live_weight(m, &directives);
+            let status = rollouts.iter().find(|s| s.model == m.name);
+            let d = crate::breakglass::drift(m, w, status, &notes.get(&m.name));
+            weights.insert(m.name.clone(), w);
+            drift.push((m.name.clone(), d));
+        }
+        Live { weights, drift }
     }
 }
 

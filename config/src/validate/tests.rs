@@ -457,6 +457,45 @@ models:
                 "models[0].stable.runtime",
                 "expected a string, found the number 3; quote it",
             ),
+
+fn admin_tokens_with_roles() {
+    let yaml = format!(
+        "{MINIMAL}admin:\n  token_file: /run/admin\n  sync_pause_approvers: 2\n  tokens:\n    - {{ name: alice, file: /run/alice, roles: [operate, sync] }}\n    - {{ name: ci, file: /run/ci, roles: [read, read] }}\n"
+    );
+    let admin = parse(&yaml).expect("valid").admin;
+    assert_eq!(admin.sync_pause_approvers, 2);
+    assert_eq!(
+        admin.tokens,
+        vec![
+            AdminToken {
+                name: "alice".into(),
+                file: PathBuf::from("/run/alice"),
+                roles: vec![Role::Operate, Role::Sync],
+            },
+            AdminToken {
+                name: "ci".into(),
+                file: PathBuf::from("/run/ci"),
+                roles: vec![Role::Read],
+            },
+        ]
+    );
+    assert_eq!(parse(MINIMAL).expect("valid").admin.sync_pause_approvers, 1);
+}
+
+#[test]
+fn admin_token_errors_are_all_reported() {
+    let yaml = format!(
+        "{MINIMAL}admin:\n  sync_pause_approvers: 3\n  tokens:\n    - {{ name: alice, file: /a, roles: [operate, root] }}\n    - {{ name: alice, file: /b, roles: [] }}\n    - {{ name: admin, roles: [sync] }}\n"
+    );
+    assert_errors(
+        &yaml,
+        &[
+            ("admin.tokens[0].roles[1]", "unknown role `root`"),
+            ("admin.tokens[1].name", "duplicate token name `alice`"),
+            ("admin.tokens[1].roles", "at least one role"),
+            ("admin.tokens[2].file", "required key is missing"),
+            ("admin.tokens[2].name", "`admin` is the name"),
+            ("admin.sync_pause_approvers", "3 is not 1 or 2"),
         ],
     );
 }

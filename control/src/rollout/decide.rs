@@ -239,7 +239,16 @@ fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {
         Command::Pause(reason) => s.paused = Some(reason),
         Command::Resume => s.paused = None,
         Command::Pin(w) => s.pinned = Some(w.min(PPM_MAX)),
-        Command::Unpin => s.pinned = None,
+        Command::Unpin => {
+            // The plan's traffic for the phase comes back at once: a pin must not leave the
+            // candidate at the pinned weight for the rest of a step.
+            if s.pinned.take().is_some() {
+                if let Some((weight, mirror)) = plan_traffic(s.phase, plan) {
+                    s.weight = weight;
+                    s.mirror = mirror;
+                }
+            }
+        }
         Command::Approve => s.approved = true,
         Command::Abort(reason) => rollback(s, plan, now, format!("aborted by operator: {reason}")),
         Command::Promote => {
@@ -248,6 +257,19 @@ fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {
                 s.enter(Phase::Promote, now, "promoted by operator");
             }
         }
+    }
+}
+
+/// The candidate weight and mirror sample the plan sets in a phase (None: keep what is live).
+fn plan_traffic(phase: Phase, plan: &Rollout) -> Option<(u32, u32)> {
+    match phase {
+        Phase::Idle | Phase::Deploy | Phase::ValidateHealth | Phase::Rollback | Phase::Previous => {
+            Some((0, 0))
+        }
+        Phase::Shadow => Some((0, plan.shadow.as_ref().map_or(0, |p| p.sample.get()))),
+        Phase::Canary(k) => plan.steps.get(k).map(|st| (st.weight.get(), 0)),
+        Phase::Full => Some((PPM_MAX, 0)),
+        Phase::Promote => None,
     }
 }
 

@@ -422,6 +422,23 @@ fn pause_and_pin_stop_the_automation_until_released() {
     .0;
     assert_eq!(unpinned.phase, Phase::Canary(1));
     assert_eq!(unpinned.weight, 250_000);
+    // Unpinned before the step's hold is over: the step's own weight comes back at once.
+    let early = run(
+        &resumed,
+        &p,
+        &Tick {
+            command: Some(Command::Unpin),
+            ..at(503)
+        },
+    );
+    assert_eq!((early.0.phase, early.0.weight), (Phase::Canary(0), 10_000));
+    assert_eq!(
+        early.1[0],
+        Action::SetTraffic {
+            weight: 10_000,
+            mirror: 0
+        }
+    );
 }
 
 #[test]

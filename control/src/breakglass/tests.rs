@@ -1,0 +1,435 @@
+use super::*;
+use crate::rollout::{Condition, RolloutStatus};
+
+const CONFIG: &str = "listen: 127.0.0.1:0
+models:
+  - name: m
+    stable: { endpoints: [\"http://127.0.0.1:1\"] }
+    candidate: { endpoints: [\"http://127.0.0.1:2\"], revision: v2 }
+    weight: 10%
+    rollout:
+      steps: [ { weight: 5%, for: 1m }, { weight: 50%, for: 1m } ]
+  - name: plain
+    stable: { endpoints: [\"http://127.0.0.1:3\"] }
+";
+
+fn config() -> Config {
+    rollgate_config::parse(CONFIG).expect("test config")
+}
+
+fn ppm(s: &str) -> Ppm {
+    rollgate_config::parse_ppm(s).expect("test weight")
+}
+
+fn status(phase: Phase, paused: Option<&str>, pinned: Option<&str>) -> RolloutStatus {
+    RolloutStatus {
+        model: "m".into(),
+        candidate: Some("c".into()),
+        phase,
+        paused: paused.map(str::to_owned),
+        pinned: pinned.map(str::to_owned),
+        weight: "0%".into(),
+        mirror: "0%".into(),
+        reason: "gate failed during step 1: error_rate: 5% > 1%".into(),
+        since_unix_ms: 0,
+        gates: None,
+        transition_gates: None,
+        conditions: vec![Condition {
+            kind: "Ready",
+            status: "False",
+            reason: String::new(),
+        }],
+    }
+}
+
+fn note(by: &str, reason: &str) -> Option<Note> {
+    Some(Note {
+        by: by.into(),
+        reason: reason.into(),
+    })
+}
+
+#[test]
+fn roles_decide_401_and_403() {
+    let auth = AdminAuth::new("root")
+        .with("alice", "a-secret", &[Role::Operate, Role::Sync])
+        .with("ci", "ci-secret", &[Role::Read])
+        .with("ops", "ops-secret", &[Role::Operate]);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let check = |token: Option<&str>, role| {
+        let header = token.map(bearer);
+        match auth.authorize(header.as_deref().map(str::as_bytes), role) {
+            Ok(c) => Ok(c.name.to_owned()),
+            Err(Refused::Unauthorized) => Err(401),
+            Err(Refused::Forbidden(_)) => Err(403),
+            Err(e) => panic!("unexpected {e}"),
+        }
+    };
+    let table: &[(Option<&str>, Role, Result<&str, u16>)] = &[
+        (None, Role::Read, Err(401)),
+        (Some("wrong"), Role::Sync, Err(401)),
+        (Some("a-secret "), Role::Sync, Err(401)),
+        (Some("root"), Role::Sync, Ok("admin")),
+        (Some("root"), Role::Operate, Ok("admin")),
+        (Some("a-secret"), Role::Sync, Ok("alice")),
+        (Some("a-secret"), Role::Read, Ok("alice")),
+        (Some("ci-secret"), Role::Read, Ok("ci")),
+        (Some("ci-secret"), Role::Operate, Err(403)),
+        (Some("ci-secret"), Role::Sync, Err(403)),
+        (Some("ops-secret"), Role::Sync, Err(403)),
+        (Some("ops-secret"), Role::Operate, Ok("ops")),
+    ];
+    for (token, role, want) in table {
+        let want = want.map(str::to_owned);
+        assert_eq!(check(*token, *role), want, "{token:?} {role}");
+    }
+    assert!(
+        auth.identify(Some(b"a-secret")).is_none(),
+        "no Bearer prefix"
+    );
+    assert!(
+        !auth.check(Some(b"Bearer ci-secret")),
+        "read cannot operate"
+    );
+    let Err(Refused::Forbidden(why)) = auth.authorize(Some(b"Bearer ci-secret"), Role::Sync) else {
+        panic!("read-only token must be forbidden");
+    };
+    assert!(why.contains("`ci`") && why.contains("`sync`"), "{why}");
+}
+
+#[test]
+fn a_second_approver_is_a_different_sync_token() {
+    let auth = AdminAuth::new("root")
+        .with("alice", "a", &[Role::Sync])
+        .with("bob", "b", &[Role::Sync, Role::Read])
+        .with("ci", "c", &[Role::Read]);
+    let forbidden =
+        |header: Option<&[u8]>, requester: &str| match second_approver(&auth, requester, header) {
+            Err(Refused::Forbidden(why)) => why,
+            other => panic!("expected 403, got {other:?}"),
+        };
+    assert!(forbidden(None, "alice").contains("second approver"));
+    assert!(forbidden(Some(b"Bearer nope"), "alice").contains("missing or wrong"));
+    assert!(forbidden(Some(b"Bearer a"), "alice").contains("different token"));
+    assert!(forbidden(Some(b"Bearer c"), "alice").contains("lacks the `sync` role"));
+    assert_eq!(
+        second_approver(&auth, "alice", Some(b"Bearer b")).ok(),
+        Some("bob")
+    );
+    assert_eq!(
+        second_approver(&auth, "bob", Some(b"Bearer root")).ok(),
+        Some("admin")
+    );
+}
+
+/// Live weight, rollout status, notes, and the expected (reason prefix, out of sync).
+type Case<'a> = (
+    &'a str,
+    Option<RolloutStatus>,
+    &'a ModelNotes,
+    Option<(&'a str, bool)>,
+);
+
+#[test]
+fn drift_reasons_and_what_counts_as_out_of_sync() {
+    let config = config();
+    let m = &config.models[0];
+    let pinned = ModelNotes {
+        pin: note("alice", "load test"),
+        pause: None,
+    };
+    let paused = ModelNotes {
+        pin: None,
+        pause: note("bob", "investigating"),
+    };
+    let none = ModelNotes::default();
+    let canary = status(Phase::Canary(0), None, None);
+    let table: &[Case<'_>] = &[
+        // Live equals desired: no drift whatever the phase.
+        (
+            "10%",
+            Some(status(Phase::Canary(0), None, Some("10%"))),
+            &pinned,
+            None,
+        ),
+        (
+            "40%",
+            Some(status(Phase::Canary(0), None, Some("40%"))),
+            &pinned,
+            Some(("pinned by alice: load test", true)),
+        ),
+        (
+            "40%",
+            Some(status(Phase::Canary(0), None, Some("40%"))),
+            &none,
+            Some(("pinned at 40% (author unknown", true)),
+        ),
+        (
+            "5%",
+            Some(status(Phase::Canary(0), Some("investigating"), None)),
+            &paused,
+            Some(("rollout paused: investigating (by bob)", true)),
+        ),
+        (
+            "0%",
+            Some(status(Phase::Previous, None, None)),
+            &none,
+            Some(("rolled back: gate failed during step 1", true)),
+        ),
+        (
+            "100%",
+            Some(status(Phase::Full, None, None)),
+            &none,
+            Some(("rollout complete (Full)", true)),
+        ),
+        (
+            "5%",
+            Some(canary),
+            &none,
+            Some(("rollout in progress (Canary step 1)", false)),
+        ),
+        (
+            "0%",
+            Some(status(Phase::ValidateHealth, None, None)),
+            &none,
+            Some(("rollout in progress (ValidateHealth)", false)),
+        ),
+        // A pin during a rollout is still a pin.
+        (
+            "50%",
+            Some(status(Phase::Canary(1), Some("x"), Some("50%"))),
+            &pinned,
+            Some(("pinned by alice", true)),
+        ),
+    ];
+    for (live, st, notes, want) in table {
+        let got = drift(m, ppm(live), st.as_ref(), notes);
+        match want {
+            None => assert!(got.is_empty(), "{live}: {got:?}"),
+            Some((reason, oos)) => {
+                assert_eq!(got.len(), 1, "{live}: {got:?}");
+                let d = &got[0];
+                assert_eq!(
+                    (d.field, d.desired.as_str(), d.live.as_str()),
+                    ("weight", "10%", *live)
+                );
+                assert!(
+                    d.reason.starts_with(reason),
+                    "{live}: {:?} lacks {reason:?}",
+                    d.reason
+                );
+                assert_eq!(d.out_of_sync, *oos, "{live}: {d:?}");
+            }
+        }
+    }
+}
+
+fn sync_state(desired: Option<&str>, applied: &str, paused: bool) -> SyncState {
+    SyncState {
+        source: "file /etc/rollgate/rollgate.yaml".into(),
+        desired: desired.map(str::to_owned),
+        applied: applied.into(),
+        paused: paused.then(|| SyncPause {
+            by: "alice".into(),
+            approver: Some("bob".into()),
+            reason: "incident 42".into(),
+            since_unix: 1_700_000_000,
+        }),
+    }
+}
+
+#[test]
+fn sync_status_follows_revisions_pause_and_drift() {
+    let progressing = vec![(
+        "m".to_owned(),
+        vec![Drift {
+            field: "weight",
+            desired: "10%".into(),
+            live: "5%".into(),
+            reason: "rollout in progress (Canary step 1)".into(),
+            out_of_sync: false,
+        }],
+    )];
+    let synced = sync_report(sync_state(Some("r1"), "r1", false), None, &progressing);
+    assert_eq!((synced.status, synced.reasons.len()), ("Synced", 0));
+    // Paused with nothing new in the source is still synced.
+    let paused = sync_report(sync_state(Some("r1"), "r1", true), None, &[]);
+    assert_eq!(paused.status, "Synced");
+    assert!(paused.paused.is_some());
+
+    let held = sync_report(sync_state(Some("r2"), "r1", true), None, &[]);
+    assert_eq!(held.status, "OutOfSync");
+    assert_eq!(
+        held.reasons,
+        ["sync paused by alice (approved by bob): incident 42; source at r2, serving r1"]
+    );
+    let invalid = sync_report(sync_state(Some("r2"), "r1", false), Some("r2"), &[]);
+    assert!(invalid.reasons[0].contains("r2 is invalid"), "{invalid:?}");
+    let pending = sync_report(sync_state(Some("r2"), "r1", false), Some("r0"), &[]);
+    assert!(
+        pending.reasons[0].contains("not applied yet"),
+        "{pending:?}"
+    );
+
+    let pinned = vec![(
+        "m".to_owned(),
+        vec![Drift {
+            field: "weight",
+            desired: "10%".into(),
+            live: "40%".into(),
+            reason: "pinned by alice: load test".into(),
+            out_of_sync: true,
+        }],
+    )];
+    let drifted = sync_report(sync_state(Some("r1"), "r1", false), None, &pinned);
+    assert_eq!(drifted.status, "OutOfSync");
+    assert_eq!(
+        drifted.reasons,
+        ["model m: weight 40% live, 10% desired (pinned by alice: load test)"]
+    );
+}
+
+#[test]
+fn live_config_carries_live_weights_and_validates() {
+    let config = config();
+    let live = BTreeMap::from([
+        ("m".to_owned(), ppm("40%")),
+        ("plain".to_owned(), Ppm::ZERO),
+    ]);
+    let drift = vec![(
+        "m".to_owned(),
+        vec![Drift {
+            field: "weight",
+            desired: "10%".into(),
+            live: "40%".into(),
+            reason: "pinned by alice: load\ntest".into(),
+            out_of_sync: true,
+        }],
+    )];
+    let state = sync_state(Some("r2"), "r1", true);
+    let text = live_config(CONFIG, &config, &live, &drift, &state, 1_700_000_000).expect("export");
+    let exported = rollgate_config::parse(&text).expect("exported config validates");
+    assert_eq!(exported.models[0].weight, ppm("40%"));
+    assert_eq!(exported.models[1], config.models[1]);
+    assert_eq!(exported.models[0].rollout, config.models[0].rollout);
+    assert!(
+        text.starts_with(
+            "# rollgate live state, exported 2023-11-14T22:13:20Z from serving revision r1\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("(now at r2: changes made there since are NOT in this file"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "# sync paused at 2023-11-14T22:13:20Z by alice (approved by bob): incident 42\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("#   model m: weight 40% (source says 10%): pinned by alice: load test\n"),
+        "{text}"
+    );
+
+    // Nothing differs: the text keeps the source's weights and says so.
+    let same = BTreeMap::from([("m".to_owned(), ppm("10%"))]);
+    let text = live_config(
+        CONFIG,
+        &config,
+        &same,
+        &[],
+        &sync_state(Some("r1"), "r1", false),
+        0,
+    )
+    .expect("export");
+    assert!(
+        text.contains("# The live weights are the ones this revision sets."),
+        "{text}"
+    );
+    assert_eq!(rollgate_config::parse(&text).expect("valid"), config);
+}
+
+#[test]
+fn timestamps_are_rfc3339() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(1_795_704_659), "2026-11-26T14:50:59Z");
+}
+
+#[test]
+fn notes_follow_pin_unpin_pause_resume_abort() {
+    let notes = OperatorNotes::default();
+    notes.record("m", "pin", "alice", "load test");
+    notes.record("m", "pause", "bob", "look");
+    assert_eq!(notes.get("m").pin, note("alice", "load test"));
+    assert_eq!(notes.get("m").pause, note("bob", "look"));
+    notes.record("m", "abort", "bob", "bad");
+    notes.record("m", "resume", "bob", "ok");
+    assert_eq!(notes.get("m"), ModelNotes::default());
+    assert_eq!(notes.get("other"), ModelNotes::default());
+}
+
+#[test]
+fn notes_are_rebuilt_from_the_audit_log() {
+    let dir = std::env::temp_dir().join(format!("rollgate-notes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("audit.log");
+    let lines = [
+        r#"{"action":"pin","actor":"alice","model":"m","reason":"first"}"#,
+        r#"{"action":"pause-sync","actor":"alice","approver":"bob","reason":"x"}"#,
+        r#"{"action":"pause","actor":"bob","model":"m","reason":"look"}"#,
+        r#"{"action":"unpin","actor":"bob","model":"m","reason":"done"}"#,
+        r#"{"action":"pin","actor":"carol","model":"m","reason":"again"}"#,
+        r#"{"action":"pin","actor":"dave","model":"n","reas"#,
+    ];
+    std::fs::write(&log, lines.join("\n")).expect("log");
+    let notes = OperatorNotes::from_audit(Some(&log));
+    assert_eq!(notes.get("m").pin, note("carol", "again"));
+    assert_eq!(notes.get("m").pause, note("bob", "look"));
+    assert_eq!(
+        notes.get("n"),
+        ModelNotes::default(),
+        "a torn line is skipped"
+    );
+    let none = OperatorNotes::from_audit(Some(&dir.join("missing.log")));
+    assert_eq!(none.get("m"), ModelNotes::default());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn tokens_load_from_files_and_must_be_distinct() {
+    let dir = std::env::temp_dir().join(format!("rollgate-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("a"), "same\n").expect("a");
+    std::fs::write(dir.join("b"), "same").expect("b");
+    std::fs::write(dir.join("c"), "other\n").expect("c");
+    let token = |name: &str, file: &str| rollgate_config::AdminToken {
+        name: name.into(),
+        file: dir.join(file),
+        roles: vec![Role::Sync],
+    };
+    let mut admin = rollgate_config::parse(CONFIG).expect("config").admin;
+    admin.tokens = vec![token("alice", "a"), token("bob", "c")];
+    let auth = AdminAuth::load(&admin).expect("load").expect("tokens");
+    let names: Vec<&str> = auth.names().iter().map(|(n, _)| *n).collect();
+    // `admin` comes first when ROLLGATE_ADMIN_TOKEN is set in the test's environment.
+    assert!(names.ends_with(&["alice", "bob"]), "{names:?}");
+    assert_eq!(
+        auth.identify(Some(b"Bearer other")).map(|c| c.name),
+        Some("bob")
+    );
+
+    admin.tokens = vec![token("alice", "a"), token("bob", "b")];
+    let err = AdminAuth::load(&admin).expect_err("same secret twice");
+    assert!(
+        err.to_string()
+            .contains("`bob` has the same token as `alice`"),
+        "{err}"
+    );
+    admin.tokens = vec![token("alice", "missing")];
+    let err = AdminAuth::load(&admin).expect_err("missing file");
+    assert!(err.to_string().contains("missing"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
