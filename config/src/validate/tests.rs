@@ -457,7 +457,11 @@ models:
                 "models[0].stable.runtime",
                 "expected a string, found the number 3; quote it",
             ),
+        ],
+    );
+}
 
+#[test]
 fn admin_tokens_with_roles() {
     let yaml = format!(
         "{MINIMAL}admin:\n  token_file: /run/admin\n  sync_pause_approvers: 2\n  tokens:\n    - {{ name: alice, file: /run/alice, roles: [operate, sync] }}\n    - {{ name: ci, file: /run/ci, roles: [read, read] }}\n"
