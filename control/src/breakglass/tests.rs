@@ -25,6 +25,7 @@ fn status(phase: Phase, paused: Option<&str>, pinned: Option<&str>) -> RolloutSt
     RolloutStatus {
         model: "m".into(),
         candidate: Some("c".into()),
+        change: Some("revision"),
         phase,
         paused: paused.map(str::to_owned),
         pinned: pinned.map(str::to_owned),
