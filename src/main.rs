@@ -23,12 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve a config file: data plane, admin API, hot reload.
-    Run {
-        /// YAML config file (see the README for every key).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Serve a config file or a Git branch: data plane, admin API, hot reload.
+    Run(Box<gateway::RunArgs>),
     /// Validate a config file: print every error with its path; exit 1 when invalid.
     Validate { file: PathBuf },
     /// Run the OpenAI-compatible model-server simulator.
@@ -51,7 +47,9 @@ fn main() -> ExitCode {
     });
     let result = match cli.command {
         Command::Validate { file } => return gateway::validate(&file),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(gateway::run(config))),
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(gateway::run(args.into_source())))
+        }
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),

@@ -4,6 +4,7 @@
 //! Depends on `config` and on the data plane's public [`rollgate_proxy::ProxyHandle`].
 
 mod admin;
+pub mod git;
 pub mod gpu;
 pub mod operator;
 mod reload;
@@ -14,5 +15,8 @@ mod status;
 pub mod synthetic;
 
 pub use admin::{local_addr, serve_admin, AdminServer};
-pub use reload::{revision_of, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle};
+pub use reload::{
+    revision_of, ConfigSource, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle, SyncPause,
+    SyncState,
+};
 pub use status::StatusReport;

@@ -13,6 +13,10 @@ pub struct StatusReport {
     pub revision: String,
     /// The last reload that changed something or failed.
     pub last_reload: Option<Value>,
+    /// The config source: desired vs applied revision, a sync pause, and a `Stalled`
+    /// condition naming the revision and every error while the source's newest revision is
+    /// one that was refused.
+    pub sync: Value,
     pub reloads: Value,
     pub models: Vec<Value>,
     /// One kstatus-shaped rollout status per model with a rollout plan.
@@ -57,6 +61,7 @@ impl StatusReport {
         StatusReport {
             revision: snap.revision().to_owned(),
             last_reload: reloader.last().as_ref().map(outcome_json),
+            sync: sync_json(reloader),
             reloads: Value::Object(reloads),
             models,
             rollouts: driver
@@ -104,6 +109,45 @@ fn variant(v: &VariantObservation) -> Value {
         "latency_p50_seconds": v.latency.quantile(0.5),
         "latency_p99_seconds": v.latency.quantile(0.99),
         "ttft_p95_seconds": v.ttft.quantile(0.95),
+    })
+}
+
+/// The sync state with its kstatus-style conditions.
+fn sync_json(reloader: &ReloaderHandle) -> Value {
+    let sync = reloader.sync_state();
+    let stalled = match reloader.last() {
+        Some(ReloadOutcome::Invalid { revision, errors })
+            if sync.desired.as_deref() == Some(revision.as_str()) =>
+        {
+            Some(json!({
+                "type": "Stalled",
+                "status": "True",
+                "reason": "InvalidRevision",
+                "revision": revision,
+                "errors": errors,
+                "message": format!("revision {revision} refused ({} errors); serving {}: {}", errors.len(), sync.applied, errors.join("; ")),
+            }))
+        }
+        _ => None,
+    };
+    let out_of_sync = sync.desired.as_deref().is_some_and(|d| d != sync.applied);
+    let mut conditions = vec![json!({
+        "type": "Synced",
+        "status": if out_of_sync { "False" } else { "True" },
+        "reason": match (&sync.paused, &stalled, out_of_sync) {
+            (Some(_), _, true) => "SyncPaused",
+            (_, Some(_), _) => "InvalidRevision",
+            (_, _, true) => "Pending",
+            _ => "Applied",
+        },
+    })];
+    conditions.extend(stalled);
+    json!({
+        "source": sync.source,
+        "desired": sync.desired,
+        "applied": sync.applied,
+        "paused": sync.paused,
+        "conditions": conditions,
     })
 }
 
