@@ -210,11 +210,16 @@ impl GitSource {
         };
         let signers = format!("gpg.ssh.allowedSignersFile={}", signers.display());
         let args = ["-c", "gpg.format=ssh", "-c", &signers, "verify-commit", sha];
-        self.cli
-            .run(&args, None)
-            .await
-            .map(drop)
-            .map_err(|e| e.strip_prefix("git -c: ").map_or(e.clone(), str::to_owned))
+        self.cli.run(&args, None).await.map(drop).map_err(|e| {
+            // git names the command by its first argument (`-c`); an unsigned commit fails
+            // without any message.
+            let msg = e.strip_prefix("git -c: ").unwrap_or(&e);
+            if msg == cli::NO_MESSAGE {
+                "no signature".to_owned()
+            } else {
+                msg.to_owned()
+            }
+        })
     }
 
     /// Triggers a reload every poll interval (±10% jitter) until the funnel is gone.

@@ -113,6 +113,9 @@ impl GitCli {
     }
 }
 
+/// What a failed command without any stderr reports.
+pub(crate) const NO_MESSAGE: &str = "failed (no message)";
+
 /// git's stderr as one line for logs and `/status` (hints and blank lines dropped).
 fn one_line(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
@@ -121,7 +124,7 @@ fn one_line(stderr: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with("hint:"))
         .collect();
     if lines.is_empty() {
-        "failed (no message)".to_owned()
+        NO_MESSAGE.to_owned()
     } else {
         lines.join(" / ")
     }
