@@ -69,7 +69,7 @@ pub(crate) struct RunArgs {
 #[derive(Debug)]
 pub(crate) enum Source {
     File(PathBuf),
-    Git(GitSettings),
+    Git(Box<GitSettings>),
 }
 
 /// A started gateway (used by `run` and by the demo).
@@ -151,7 +151,7 @@ impl RunArgs {
                 rollgate_proxy::hash64(key.as_bytes())
             ))
         });
-        Source::Git(GitSettings {
+        Source::Git(Box::new(GitSettings {
             url,
             branch: self.branch,
             path: self.path,
@@ -163,7 +163,7 @@ impl RunArgs {
             allowed_signers: self.allowed_signers,
             push_notes: self.push_notes,
             command_timeout: rollgate_control::git::COMMAND_TIMEOUT,
-        })
+        }))
     }
 }
 
@@ -294,7 +294,7 @@ async fn read_source(source: Source) -> anyhow::Result<(ConfigSource, String, St
     let source = match source {
         Source::File(path) => ConfigSource::File(path),
         Source::Git(settings) => ConfigSource::Git(
-            GitSource::open(settings)
+            GitSource::open(*settings)
                 .await
                 .map_err(|e| anyhow::anyhow!("opening the Git source: {e}"))?,
         ),

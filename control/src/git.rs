@@ -194,13 +194,18 @@ impl GitSource {
         let (idx, result) = match result {
             Ok(sha) if !sha.is_empty() => (0, Ok(sha)),
             Ok(_) => (1, Err(format!("{tracking}: no commit"))),
-            Err(e) => (1, Err(format!("{}: {e}", self.describe()))),
+            Err(e) => (1, Err(format!("{}: {}", self.describe(), self.scrub(&e)))),
         };
         self.stats.fetches[idx].fetch_add(1, Relaxed);
         if idx == 0 {
             self.stats.last_fetch_unix.store(unix_now(), Relaxed);
         }
         result
+    }
+
+    /// A git message without the URL's credentials, if the URL carries any.
+    pub(crate) fn scrub(&self, msg: &str) -> String {
+        msg.replace(&self.settings.url, &cli::redact(&self.settings.url))
     }
 
     /// Signed mode: `git verify-commit` against the allowed signers file.

@@ -170,6 +170,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn credentials_travel_in_the_environment_never_in_arguments() {
+        let dir = std::env::temp_dir().join(format!("rollgate-cli-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let token = dir.join("token");
+        std::fs::write(&token, "ghs_s3cret\n").expect("token");
+        let cli = GitCli::new(
+            dir.join("mirror"),
+            Credentials {
+                token_file: Some(token),
+                ssh_key: Some(PathBuf::from("/keys/deploy key")),
+            },
+            Duration::from_secs(1),
+        );
+        let mut cmd = Command::new("git");
+        cli.credentials(&mut cmd).expect("credentials");
+        let env: std::collections::HashMap<String, String> = cmd
+            .as_std()
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        assert_eq!(env["GIT_CONFIG_KEY_0"], "http.extraHeader");
+        assert_eq!(
+            env["GIT_CONFIG_VALUE_0"],
+            format!(
+                "Authorization: Basic {}",
+                base64(b"x-access-token:ghs_s3cret")
+            )
+        );
+        assert_eq!(
+            env["GIT_SSH_COMMAND"],
+            "ssh -o BatchMode=yes -i '/keys/deploy key' -o IdentitiesOnly=yes"
+        );
+        assert_eq!(cmd.as_std().get_args().count(), 0);
+        let _ = std::fs::remove_dir_all(&dir); // cleanup only
+    }
+
+    #[test]
     fn base64_matches_rfc4648_vectors() {
         for (plain, encoded) in [
             ("", ""),

@@ -115,6 +115,7 @@ impl GitSource {
             }
             Err(e) => {
                 count(NoteResult::PushFailed);
+                let e = self.scrub(&e);
                 tracing::warn!(commit = %note.commit, error = %e, "git notes push failed; the note stays in the local mirror");
             }
         }
