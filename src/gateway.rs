@@ -235,7 +235,11 @@ impl Gateway {
         }
         // Restored rollouts keep their traffic from the first request on.
         driver.restore_traffic();
-        let (reloader, handle) = Reloader::new(source.clone(), &text, proxy.clone(), &mut registry);
+        let (mut reloader, handle) =
+            Reloader::new(source.clone(), &text, proxy.clone(), &mut registry);
+        // A new config is judged by the driver at once, not on its next tick.
+        let wake = driver_handle.clone();
+        reloader.on_applied(Arc::new(move || wake.wake()));
         tokio::spawn(reloader.run());
         match &source {
             ConfigSource::File(path) => {

@@ -110,13 +110,25 @@ pub enum ReloadOutcome {
     },
 }
 
+/// Called after a config is applied (wakes the rollout driver so that a withdrawn candidate
+/// loses its traffic at once, not on the next tick). Must not block.
+pub type OnApplied = Arc<dyn Fn() + Send + Sync>;
+
 /// Owns the funnel's receiving end; run it with [`Reloader::run`].
-#[derive(Debug)]
 pub struct Reloader {
     rx: mpsc::Receiver<ReloadTrigger>,
     source: ConfigSource,
     proxy: ProxyHandle,
     state: Arc<State>,
+    on_applied: Option<OnApplied>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sends triggers into the funnel and reads the last outcome. Cheap to clone.
@@ -183,9 +195,15 @@ impl Reloader {
                 source,
                 proxy,
                 state,
+                on_applied: None,
             },
             handle,
         )
+    }
+
+    /// Calls `hook` after every applied config.
+    pub fn on_applied(&mut self, hook: OnApplied) {
+        self.on_applied = Some(hook);
     }
 
     /// Runs until every handle is dropped.
@@ -238,6 +256,9 @@ impl Reloader {
         self.proxy.apply(config, &revision);
         *lock(&self.state.applied_text) = Some(Arc::from(text));
         tracing::info!(?trigger, %revision, previous = %serving.revision(), changes = %changes.join("; "), "config reloaded");
+        if let Some(hook) = &self.on_applied {
+            hook();
+        }
         ReloadOutcome::Applied { revision, changes }
     }
 
