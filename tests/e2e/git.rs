@@ -594,7 +594,10 @@ async fn reverting_a_candidate_mid_rollout_rolls_it_back_until_a_commit_changes_
     .await;
     eprintln!("revert pushed → candidate at 0% in {took:?}");
     // The driver judges a new config when it is applied, not on its next tick (1 s).
-    assert!(took < Duration::from_secs(1), "rollback {took:?} after the revert was pushed");
+    assert!(
+        took < Duration::from_secs(1),
+        "rollback {took:?} after the revert was pushed"
+    );
 
     // Reverting the revert names v2 again: not retried.
     repo.git(&["revert", "--no-edit", "HEAD"]);

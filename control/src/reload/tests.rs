@@ -146,3 +146,100 @@ async fn resume_without_changes_is_unchanged_and_an_invalid_source_keeps_the_las
     assert_eq!(s.desired, Some(revision_of("models: [")));
     assert_eq!(f.weight(), "10%");
 }
+
+/// Runs git in `dir`; panics with stderr on failure.
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn a_paused_git_source_still_fetches_and_resume_applies_the_newest_commit() {
+    let root = std::env::temp_dir().join(format!("rollgate-reload-git-{}", std::process::id()));
+    let origin = root.join("origin");
+    std::fs::create_dir_all(&origin).expect("dir");
+    let commit = |text: &str| {
+        std::fs::write(origin.join("rollgate.yaml"), text).expect("write");
+        git(&origin, &["add", "."]);
+        git(
+            &origin,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-q",
+                "-m",
+                "c",
+            ],
+        );
+        git(&origin, &["rev-parse", "HEAD"])
+    };
+    git(&origin, &["init", "-q", "-b", "main"]);
+    let first = commit(&yaml("10%"));
+    let settings = crate::git::GitSettings {
+        url: origin.display().to_string(),
+        branch: "main".into(),
+        path: "rollgate.yaml".into(),
+        poll: std::time::Duration::from_secs(60),
+        git_dir: root.join("mirror.git"),
+        token_file: None,
+        ssh_key: None,
+        webhook_secret_file: None,
+        allowed_signers: None,
+        push_notes: false,
+        command_timeout: crate::git::COMMAND_TIMEOUT,
+    };
+    let source = ConfigSource::Git(crate::git::GitSource::open(settings).await.expect("open"));
+    let (revision, text) = source.read_initial().await.expect("initial");
+    assert_eq!(revision, first, "the revision is the commit SHA");
+    let mut registry = Registry::default();
+    let config = rollgate_config::parse(&text).expect("valid");
+    let proxy = ProxyHandle::new(config, &revision, &mut registry);
+    let (reloader, handle) = Reloader::new(source, &text, proxy.clone(), &mut registry);
+    tokio::spawn(reloader.run());
+    assert_eq!(
+        handle.sync_state().source,
+        format!("git {} main:rollgate.yaml", origin.display())
+    );
+
+    handle.pause_sync(pause());
+    let second = commit(&yaml("55%"));
+    let outcome = handle.reload_now(ReloadTrigger::Poll).await;
+    assert_eq!(
+        outcome,
+        Some(ReloadOutcome::Unchanged {
+            revision: first.clone()
+        })
+    );
+    let s = handle.sync_state();
+    assert_eq!(
+        (s.desired.as_deref(), s.applied.as_str()),
+        (Some(second.as_str()), first.as_str())
+    );
+    assert_eq!(proxy.snapshot().revision(), first);
+
+    let resumed = handle.resume_sync().await;
+    assert!(
+        matches!(&resumed, Some(ReloadOutcome::Applied { revision, .. }) if *revision == second),
+        "{resumed:?}"
+    );
+    assert_eq!(
+        proxy.snapshot().config().models[0].weight.to_string(),
+        "55%"
+    );
+    assert_eq!(handle.applied_text().as_deref(), Some(yaml("55%").as_str()));
+    // Cleanup only; a leftover temp dir is harmless.
+    let _ = std::fs::remove_dir_all(&root);
+}
