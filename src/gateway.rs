@@ -22,6 +22,8 @@ use tokio::sync::watch;
 
 /// How often the rollout driver evaluates gates (it also wakes at once on operator commands).
 const DRIVER_TICK: Duration = Duration::from_secs(1);
+/// How often a Git source is fetched without `--poll` (a webhook fetches at once).
+const DEFAULT_GIT_POLL: Duration = Duration::from_secs(15);
 /// How often the config file is checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
 
@@ -35,33 +37,33 @@ pub(crate) struct RunArgs {
     /// Git repository holding the config: a local path, file://, https:// or ssh:// URL.
     #[arg(long, value_name = "URL")]
     git: Option<String>,
-    /// Branch to watch.
-    #[arg(long, default_value = "main", requires = "git")]
-    branch: String,
-    /// Path of the config file in the repository.
-    #[arg(long, default_value = "rollgate.yaml", requires = "git")]
-    path: String,
-    /// Fetch interval (±10% jitter); `POST /hooks/git` fetches at once.
-    #[arg(long, default_value = "15s", value_parser = parse_poll, requires = "git")]
-    poll: Duration,
+    /// Branch to watch [default: main].
+    #[arg(long, conflicts_with = "config")]
+    branch: Option<String>,
+    /// Path of the config file in the repository [default: rollgate.yaml].
+    #[arg(long, conflicts_with = "config")]
+    path: Option<String>,
+    /// Fetch interval, ±10% jitter [default: 15s]; `POST /hooks/git` fetches at once.
+    #[arg(long, value_parser = parse_poll, conflicts_with = "config", value_name = "DURATION")]
+    poll: Option<Duration>,
     /// Bare mirror clone (created when missing); default: a folder under the temp dir named
     /// after the URL and branch.
-    #[arg(long, value_name = "DIR", requires = "git")]
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
     git_dir: Option<PathBuf>,
     /// https: file holding a token, sent as HTTP Basic `x-access-token:<token>` (never logged).
-    #[arg(long, value_name = "FILE", requires = "git")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     token_file: Option<PathBuf>,
     /// ssh: private key used alone (`IdentitiesOnly`).
-    #[arg(long, value_name = "FILE", requires = "git")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     ssh_key: Option<PathBuf>,
     /// Secret for `POST /hooks/git` (GitHub HMAC, GitLab token or Bearer).
-    #[arg(long, value_name = "FILE", requires = "git")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     webhook_secret_file: Option<PathBuf>,
     /// Apply only commits with an SSH signature from a key in this allowed-signers file.
-    #[arg(long, value_name = "FILE", requires = "git")]
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
     allowed_signers: Option<PathBuf>,
     /// Push `refs/notes/rollgate` (rollout status notes) to the remote.
-    #[arg(long, requires = "git")]
+    #[arg(long, conflicts_with = "config")]
     push_notes: bool,
 }
 
@@ -144,8 +146,9 @@ impl RunArgs {
         let Some(url) = self.git else {
             return Source::File(self.config.unwrap_or_default());
         };
+        let branch = self.branch.unwrap_or_else(|| "main".to_owned());
         let git_dir = self.git_dir.unwrap_or_else(|| {
-            let key = format!("{url}|{}", self.branch);
+            let key = format!("{url}|{branch}");
             std::env::temp_dir().join(format!(
                 "rollgate-git-{:016x}",
                 rollgate_proxy::hash64(key.as_bytes())
@@ -153,9 +156,9 @@ impl RunArgs {
         });
         Source::Git(Box::new(GitSettings {
             url,
-            branch: self.branch,
-            path: self.path,
-            poll: self.poll,
+            branch,
+            path: self.path.unwrap_or_else(|| "rollgate.yaml".to_owned()),
+            poll: self.poll.unwrap_or(DEFAULT_GIT_POLL),
             git_dir,
             token_file: self.token_file,
             ssh_key: self.ssh_key,

@@ -730,3 +730,36 @@ async fn signed_mode_refuses_unsigned_commits_and_applies_signed_ones() {
     .await;
     assert!(stalled(&s).is_none());
 }
+
+#[test]
+fn run_takes_exactly_one_of_config_and_git() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .arg("run")
+            .args(args)
+            .output()
+            .expect("run rollgate");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--config", "a.yaml", "--git", "/srv/repo"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (code, err) = run(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--config") && err.contains("--git"), "{err}");
+    let (code, err) = run(&["--config", "a.yaml", "--branch", "dev"]);
+    assert_eq!(code, Some(2), "Git flags need --git: {err}");
+    let (code, err) = run(&[
+        "--git",
+        "/nonexistent/repo",
+        "--git-dir",
+        "/nonexistent/x",
+        "--poll",
+        "10ms",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("at least 100ms"), "{err}");
+}
