@@ -132,9 +132,22 @@ impl GitSource {
     pub(crate) async fn read(
         &self,
         known: &(dyn Fn(&str) -> bool + Sync),
+        offline_ok: bool,
     ) -> Result<Fetched, ReadError> {
         let _repo = self.repo.lock().await;
-        let sha = self.fetch().await.map_err(ReadError::Unreadable)?;
+        let sha = match self.fetch().await {
+            Ok(sha) => sha,
+            // At startup a remote outage must not keep the gateway down when the mirror
+            // already holds the branch: serve what was last fetched; polls catch up.
+            Err(e) if offline_ok => match self.mirror_head().await {
+                Some(sha) => {
+                    tracing::warn!(error = %e, revision = %sha, "remote unreachable; starting from the mirror's last fetched commit");
+                    sha
+                }
+                None => return Err(ReadError::Unreadable(e)),
+            },
+            Err(e) => return Err(ReadError::Unreadable(e)),
+        };
         if known(&sha) {
             return Ok(Fetched::Known(sha));
         }
@@ -162,6 +175,18 @@ impl GitSource {
                 revision: sha,
             }),
         }
+    }
+
+    /// The branch head as last fetched into the mirror, if any.
+    async fn mirror_head(&self) -> Option<String> {
+        let spec = format!("refs/remotes/origin/{}^{{commit}}", self.settings.branch);
+        let out = self
+            .cli
+            .run(&["rev-parse", "--verify", "--quiet", &spec], None)
+            .await
+            .ok()?;
+        let sha = String::from_utf8_lossy(&out).trim().to_owned();
+        (!sha.is_empty()).then_some(sha)
     }
 
     /// Fetches the watched branch into the mirror; its head commit SHA.

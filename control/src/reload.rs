@@ -444,9 +444,14 @@ impl ConfigSource {
         }
     }
 
-    /// Reads the newest revision and its text (at startup): `(revision, text)`.
+    /// Reads the newest revision and its text (at startup): `(revision, text)`. A Git source
+    /// whose remote is unreachable starts from the mirror's last fetched commit, if any.
     pub async fn read_initial(&self) -> Result<(String, String), String> {
-        match self.read(&|_| false).await {
+        let read = match self {
+            ConfigSource::Git(g) => g.read(&|_| false, true).await,
+            ConfigSource::File(_) => self.read(&|_| false).await,
+        };
+        match read {
             Ok(Fetched::New { revision, text }) => Ok((revision, text)),
             Ok(Fetched::Known(revision)) => Err(format!("revision {revision} not read")),
             Err(ReadError::Unreadable(error) | ReadError::Refused { error, .. }) => Err(error),
@@ -470,7 +475,7 @@ impl ConfigSource {
                 }
                 Err(e) => Err(ReadError::Unreadable(format!("{}: {e}", path.display()))),
             },
-            ConfigSource::Git(g) => g.read(known).await,
+            ConfigSource::Git(g) => g.read(known, false).await,
         }
     }
 }

@@ -201,7 +201,11 @@ async fn a_paused_git_source_still_fetches_and_resume_applies_the_newest_commit(
         push_notes: false,
         command_timeout: crate::git::COMMAND_TIMEOUT,
     };
-    let source = ConfigSource::Git(crate::git::GitSource::open(settings).await.expect("open"));
+    let source = ConfigSource::Git(
+        crate::git::GitSource::open(settings.clone())
+            .await
+            .expect("open"),
+    );
     let (revision, text) = source.read_initial().await.expect("initial");
     assert_eq!(revision, first, "the revision is the commit SHA");
     let mut registry = Registry::default();
@@ -240,6 +244,22 @@ async fn a_paused_git_source_still_fetches_and_resume_applies_the_newest_commit(
         "55%"
     );
     assert_eq!(handle.applied_text().as_deref(), Some(yaml("55%").as_str()));
+
+    // The remote goes away: polls report it unreadable (last good kept); a restart on the same
+    // mirror starts from the last fetched commit.
+    std::fs::rename(&origin, root.join("gone")).expect("move origin");
+    let outcome = handle.reload_now(ReloadTrigger::Poll).await;
+    assert!(
+        matches!(outcome, Some(ReloadOutcome::Unreadable { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(proxy.snapshot().revision(), second);
+    let reopened = crate::git::GitSource::open(settings).await.expect("reopen");
+    let (revision, _) = ConfigSource::Git(reopened)
+        .read_initial()
+        .await
+        .expect("from the mirror");
+    assert_eq!(revision, second);
     // Cleanup only; a leftover temp dir is harmless.
     let _ = std::fs::remove_dir_all(&root);
 }
