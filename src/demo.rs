@@ -81,7 +81,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &config,
         demo_config(&dir, &stable, &good, "v2", args.step_seconds),
     )?;
-    let gw = Gateway::start(config.clone()).await?;
+    let gw = Gateway::start(crate::gateway::Source::File(config.clone())).await?;
     println!(
         "rollgate demo — the whole rollout lifecycle; stops by itself (Ctrl-C stops it sooner)\n"
     );

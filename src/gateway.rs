@@ -9,11 +9,12 @@ use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use rollgate_config::Role;
 use rollgate_control::breakglass::OperatorNotes;
+use rollgate_control::git::{GitSettings, GitSource};
 use rollgate_control::operator::{AdminAuth, Audit};
 use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
 use rollgate_control::{
-    revision_of, serve_admin, AdminServer, ReloadTrigger, Reloader, ReloaderHandle,
+    serve_admin, AdminServer, ConfigSource, ReloadTrigger, Reloader, ReloaderHandle,
 };
 use rollgate_proxy::{Listeners, ProxyHandle, Running};
 use tokio::net::TcpListener;
@@ -22,8 +23,57 @@ use tokio::sync::watch;
 
 /// How often the rollout driver evaluates gates (it also wakes at once on operator commands).
 const DRIVER_TICK: Duration = Duration::from_secs(1);
+/// How often a Git source is fetched without `--poll` (a webhook fetches at once).
+const DEFAULT_GIT_POLL: Duration = Duration::from_secs(15);
 /// How often the config file is checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(1);
+
+/// `rollgate run`: exactly one of `--config` and `--git`.
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "git"])))]
+pub(crate) struct RunArgs {
+    /// YAML config file (see the README for every key).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Git repository holding the config: a local path, file://, https:// or ssh:// URL.
+    #[arg(long, value_name = "URL")]
+    git: Option<String>,
+    /// Branch to watch [default: main].
+    #[arg(long, conflicts_with = "config")]
+    branch: Option<String>,
+    /// Path of the config file in the repository [default: rollgate.yaml].
+    #[arg(long, conflicts_with = "config")]
+    path: Option<String>,
+    /// Fetch interval, ±10% jitter [default: 15s]; `POST /hooks/git` fetches at once.
+    #[arg(long, value_parser = parse_poll, conflicts_with = "config", value_name = "DURATION")]
+    poll: Option<Duration>,
+    /// Bare mirror clone (created when missing); default: a folder under the temp dir named
+    /// after the URL and branch.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    git_dir: Option<PathBuf>,
+    /// https: file holding a token, sent as HTTP Basic `x-access-token:<token>` (never logged).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    token_file: Option<PathBuf>,
+    /// ssh: private key used alone (`IdentitiesOnly`).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    ssh_key: Option<PathBuf>,
+    /// Secret for `POST /hooks/git` (GitHub HMAC, GitLab token or Bearer).
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    webhook_secret_file: Option<PathBuf>,
+    /// Apply only commits with an SSH signature from a key in this allowed-signers file.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    allowed_signers: Option<PathBuf>,
+    /// Push `refs/notes/rollgate` (rollout status notes) to the remote.
+    #[arg(long, conflicts_with = "config")]
+    push_notes: bool,
+}
+
+/// Where `run` reads its config: `--config FILE` or `--git URL`.
+#[derive(Debug)]
+pub(crate) enum Source {
+    File(PathBuf),
+    Git(Box<GitSettings>),
+}
 
 /// A started gateway (used by `run` and by the demo).
 pub(crate) struct Gateway {
@@ -36,9 +86,10 @@ pub(crate) struct Gateway {
     drain_timeout: Duration,
 }
 
-/// `rollgate run --config FILE`: serve until SIGTERM/SIGINT, then drain and exit 0.
-pub(crate) async fn run(config: PathBuf) -> anyhow::Result<()> {
-    let gw = Gateway::start(config).await?;
+/// `rollgate run --config FILE` or `--git URL`: serve until SIGTERM/SIGINT, then drain and
+/// exit 0.
+pub(crate) async fn run(source: Source) -> anyhow::Result<()> {
+    let gw = Gateway::start(source).await?;
     // Handlers before the ready line: until then SIGHUP's default action kills the process,
     // and SIGTERM would skip the drain.
     let mut hup = signal(SignalKind::hangup())?;
@@ -65,20 +116,57 @@ pub(crate) async fn run(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+// === impl RunArgs ===
+
+impl RunArgs {
+    pub(crate) fn into_source(self) -> Source {
+        let Some(url) = self.git else {
+            return Source::File(self.config.unwrap_or_default());
+        };
+        let branch = self.branch.unwrap_or_else(|| "main".to_owned());
+        let git_dir = self.git_dir.unwrap_or_else(|| {
+            let key = format!("{url}|{branch}");
+            std::env::temp_dir().join(format!(
+                "rollgate-git-{:016x}",
+                rollgate_proxy::hash64(key.as_bytes())
+            ))
+        });
+        Source::Git(Box::new(GitSettings {
+            url,
+            branch,
+            path: self.path.unwrap_or_else(|| "rollgate.yaml".to_owned()),
+            poll: self.poll.unwrap_or(DEFAULT_GIT_POLL),
+            git_dir,
+            token_file: self.token_file,
+            ssh_key: self.ssh_key,
+            webhook_secret_file: self.webhook_secret_file,
+            allowed_signers: self.allowed_signers,
+            push_notes: self.push_notes,
+            command_timeout: rollgate_control::git::COMMAND_TIMEOUT,
+        }))
+    }
+}
+
+fn parse_poll(s: &str) -> Result<Duration, String> {
+    match rollgate_config::parse_duration(s) {
+        Ok(d) if d >= Duration::from_millis(100) => Ok(d),
+        Ok(_) => Err(format!("`{s}`: the poll interval must be at least 100ms")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 // === impl Gateway ===
 
 impl Gateway {
-    pub(crate) async fn start(path: PathBuf) -> anyhow::Result<Gateway> {
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+    pub(crate) async fn start(source: Source) -> anyhow::Result<Gateway> {
+        let (source, text, revision) = read_source(source).await?;
         let config = rollgate_config::parse(&text).map_err(|errors| {
             anyhow::anyhow!(
-                "{}: invalid config:\n  {}",
-                path.display(),
+                "{} (revision {revision}): invalid config:\n  {}",
+                source.describe(),
                 errors.to_string().replace('\n', "\n  ")
             )
         })?;
-        let revision = revision_of(&text);
         let mut registry = Registry::default();
         let tls = match &config.tls {
             Some(t) => Some(rollgate_proxy::load_tls(&t.cert, &t.key)?),
@@ -119,17 +207,35 @@ impl Gateway {
             StateStore::new(state_dir),
             Arc::new(HttpSignals::default()),
             crate::rollout::scorer(),
-            crate::rollout::synthetic_runner(
-                path.parent().map(Path::to_path_buf).unwrap_or_default(),
-            ),
+            crate::rollout::synthetic_runner(base_dir(&source)),
             DRIVER_TICK,
         );
+        let mut driver = driver;
         driver.register_metrics(&mut registry);
+        if let ConfigSource::Git(git) = &source {
+            git.register_metrics(&mut registry);
+            let notes = git.clone();
+            driver.on_transition(Arc::new(move |revision, statuses| {
+                notes.queue_note(revision, statuses);
+            }));
+            tokio::spawn(git.clone().write_notes());
+        }
         // Restored rollouts keep their traffic from the first request on.
         driver.restore_traffic();
-        let (reloader, handle) = Reloader::new(path.clone(), proxy.clone(), &mut registry);
+        let (mut reloader, handle) =
+            Reloader::new(source.clone(), &text, proxy.clone(), &mut registry);
+        // A new config is judged by the driver at once, not on its next tick.
+        let wake = driver_handle.clone();
+        reloader.on_applied(Arc::new(move || wake.wake()));
         tokio::spawn(reloader.run());
-        tokio::spawn(handle.clone().watch_file(path, FILE_POLL));
+        match &source {
+            ConfigSource::File(path) => {
+                tokio::spawn(handle.clone().watch_file(path.clone(), FILE_POLL));
+            }
+            ConfigSource::Git(git) => {
+                tokio::spawn(git.clone().poll(handle.clone()));
+            }
+        }
         let data = listeners.local_addr();
         let running = listeners.serve(proxy.clone(), tls)?;
         let admin = admin_listener.local_addr()?;
@@ -150,7 +256,7 @@ impl Gateway {
                 tracing::error!(error = %e, "admin server failed");
             }
         });
-        tracing::info!(%data, %admin, workers, %revision, "rollgate serving");
+        tracing::info!(%data, %admin, workers, %revision, source = %source.describe(), "rollgate serving");
         Ok(Gateway {
             data,
             admin,
@@ -173,5 +279,31 @@ impl Gateway {
         } else {
             tracing::warn!("drain deadline reached with requests still in flight; exiting");
         }
+    }
+}
+
+/// Opens the source and reads the config the gateway starts with.
+async fn read_source(source: Source) -> anyhow::Result<(ConfigSource, String, String)> {
+    let source = match source {
+        Source::File(path) => ConfigSource::File(path),
+        Source::Git(settings) => ConfigSource::Git(
+            GitSource::open(*settings)
+                .await
+                .map_err(|e| anyhow::anyhow!("opening the Git source: {e}"))?,
+        ),
+    };
+    let (revision, text) = source
+        .read_initial()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the config ({}): {e}", source.describe()))?;
+    Ok((source, text, revision))
+}
+
+/// Where relative paths in the config (synthetic suites) resolve: the config file's folder, or
+/// the working directory under Git.
+fn base_dir(source: &ConfigSource) -> PathBuf {
+    match source {
+        ConfigSource::File(path) => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ConfigSource::Git(_) => PathBuf::from("."),
     }
 }

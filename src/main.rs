@@ -1,6 +1,5 @@
 //! rollgate: parse the command line, wire the parts, run, drain on signal.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -24,12 +23,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve a config file: data plane, admin API, hot reload.
-    Run {
-        /// YAML config file (see the README for every key).
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Serve a config file or a Git branch: data plane, admin API, hot reload.
+    Run(Box<gateway::RunArgs>),
     /// Validate a config file, or the file in a Git commit (`--repo R --rev X`), and run the
     /// policy checks (against the parent commit's config when there is one). Exit 0 valid,
     /// 1 invalid or unreadable (every error printed with its path), 3 policy violation.
@@ -59,7 +54,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => return pr::validate(args),
         Command::Diff(args) => return pr::diff(args),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(gateway::run(config))),
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(gateway::run(args.into_source())))
+        }
         Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),

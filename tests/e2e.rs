@@ -54,3 +54,6 @@ mod pr;
 
 #[path = "e2e/breakglass.rs"]
 mod breakglass;
+
+#[path = "e2e/git.rs"]
+mod git;

@@ -1,6 +1,6 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, the rollout commands
-//! and the break-glass sync endpoints (`POST /sync/pause`, `POST /sync/resume`,
-//! `GET /live-config`).
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, `POST /hooks/git`,
+//! the rollout commands and the break-glass sync endpoints (`POST /sync/pause`,
+//! `POST /sync/resume`, `GET /live-config`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -46,6 +46,8 @@ pub struct AdminServer {
 
 /// Largest operator command body read.
 const MAX_COMMAND_BODY: usize = 64 * 1024;
+/// Largest webhook body read (GitHub caps push payloads at 25 MB; the body is only hashed).
+const MAX_HOOK_BODY: usize = 25 * 1024 * 1024;
 
 /// Serves the admin API until `shutdown` flips to true.
 pub async fn serve_admin(
@@ -115,13 +117,53 @@ impl AdminServer {
             (&Method::POST, path) if path.starts_with("/rollouts/") => self.command(req).await,
             (&Method::POST, "/sync/pause" | "/sync/resume") => self.sync(req).await,
             (&Method::GET, "/live-config") => self.live_config(&req),
+            (&Method::POST, "/hooks/git") => self.git_hook(req).await,
             (
                 _,
                 "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts" | "/sync/pause"
-                | "/sync/resume" | "/live-config",
+                | "/sync/resume" | "/live-config" | "/hooks/git",
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// `POST /hooks/git`: a signed (or token-bearing) push notification; 202 and a fetch now.
+    async fn git_hook(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let error =
+            |status: StatusCode, msg: &str| json(status, &serde_json::json!({ "error": msg }));
+        let Some(git) = self.reloader.git() else {
+            return error(StatusCode::NOT_FOUND, "the config source is not Git");
+        };
+        let Some(secret) = git.webhook_secret() else {
+            return error(
+                StatusCode::FORBIDDEN,
+                "webhook disabled: start with --webhook-secret-file",
+            );
+        };
+        let headers = req.headers().clone();
+        let body = match http_body_util::Limited::new(req.into_body(), MAX_HOOK_BODY)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        };
+        if let Err(refused) = crate::git::hook::verify(secret, &headers, &body) {
+            tracing::warn!(reason = %refused, "git webhook refused");
+            let mut resp = error(StatusCode::UNAUTHORIZED, &refused.to_string());
+            resp.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return resp;
+        }
+        // A full queue means a reload is already pending, and it fetches too.
+        let queued = self.reloader.trigger(ReloadTrigger::Webhook);
+        tracing::info!(queued, "git webhook accepted; fetching now");
+        json(
+            StatusCode::ACCEPTED,
+            &serde_json::json!({ "accepted": true, "source": git.describe() }),
+        )
     }
 
     /// `POST /rollouts/{model}/{action}` with `{"reason": "...", "weight": "25%"}`.

@@ -67,6 +67,8 @@ pub struct SyncReport {
     pub paused: Option<SyncPause>,
     /// Why it is out of sync; empty when synced.
     pub reasons: Vec<String>,
+    /// kstatus-style `Synced` and `Stalled` conditions of the source (filled by `/status`).
+    pub conditions: Vec<serde_json::Value>,
 }
 
 /// The authenticated parts of a sync call.
@@ -245,6 +247,7 @@ pub fn sync_report(
         },
         paused: state.paused,
         reasons,
+        conditions: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod breakglass;
+pub mod git;
 pub mod gpu;
 pub mod operator;
 mod reload;
@@ -16,6 +17,7 @@ pub mod synthetic;
 
 pub use admin::{local_addr, serve_admin, AdminServer};
 pub use reload::{
-    revision_of, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle, SyncPause, SyncState,
+    revision_of, ConfigSource, OnApplied, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle,
+    SyncPause, SyncState,
 };
 pub use status::StatusReport;

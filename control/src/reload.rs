@@ -1,7 +1,10 @@
-//! The reload funnel. Every trigger (file change, SIGHUP, admin `POST /reload`) goes into one
-//! bounded channel; one task reads the file, validates it (every error), diffs it against the
-//! serving config, builds the snapshot off the request path and publishes it in one swap. An
-//! invalid file is logged with every error and counted; the last good snapshot keeps serving.
+//! The reload funnel. Every trigger (file change, SIGHUP, admin `POST /reload`, a Git poll or
+//! webhook) goes into one bounded channel; one task reads the source (a file, or a commit of a
+//! Git branch), validates it (every error), diffs it against the serving config, builds the
+//! snapshot off the request path and publishes it in one swap. An invalid file or commit is
+//! logged with every error and counted; the last good snapshot keeps serving. Sync can be
+//! paused (break-glass): the source is still read, so the desired revision moves, but nothing
+//! is applied until it is resumed.
 
 use std::path::PathBuf;
 use std::sync::atomic::{
@@ -19,6 +22,8 @@ use rollgate_config::Config;
 use rollgate_proxy::ProxyHandle;
 use tokio::sync::mpsc;
 
+use crate::git::GitSource;
+
 /// Pending triggers beyond this are coalesced (one queued reload reads the newest file anyway).
 const TRIGGER_QUEUE: usize = 4;
 
@@ -28,6 +33,62 @@ pub enum ReloadTrigger {
     FileChanged,
     Signal,
     Admin,
+    /// The Git source's poll timer.
+    Poll,
+    /// `POST /hooks/git`.
+    Webhook,
+    /// `resume_sync`.
+    Resume,
+}
+
+/// Where the config comes from. Cheap to clone.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A file; its revision is a content hash ([`revision_of`]).
+    File(PathBuf),
+    /// A file in a Git branch; its revision is the commit SHA.
+    Git(Arc<GitSource>),
+}
+
+/// Who paused Git/file sync and why (break-glass).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncPause {
+    pub by: String,
+    pub approver: Option<String>,
+    pub reason: String,
+    pub since_unix: u64,
+}
+
+/// Desired (source) vs applied (live) config revision.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SyncState {
+    /// "git <url> <branch>:<path>" or "file <path>".
+    pub source: String,
+    /// Newest revision the source offers (commit SHA for Git), once read.
+    pub desired: Option<String>,
+    /// Revision serving now.
+    pub applied: String,
+    pub paused: Option<SyncPause>,
+}
+
+/// What a source read found.
+#[derive(Debug)]
+pub(crate) enum Fetched {
+    /// The revision is one the funnel already judged (serving or rejected); text not read.
+    Known(String),
+    New {
+        revision: String,
+        text: String,
+    },
+}
+
+/// Why a source read gave no config text.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Nothing could be read (file missing, fetch failed): no revision to name.
+    Unreadable(String),
+    /// The revision exists but must not be applied (unsigned commit, path missing in it).
+    Refused { revision: String, error: String },
 }
 
 /// The result of one reload attempt.
@@ -49,13 +110,25 @@ pub enum ReloadOutcome {
     },
 }
 
+/// Called after a config is applied (wakes the rollout driver so that a withdrawn candidate
+/// loses its traffic at once, not on the next tick). Must not block.
+pub type OnApplied = Arc<dyn Fn() + Send + Sync>;
+
 /// Owns the funnel's receiving end; run it with [`Reloader::run`].
-#[derive(Debug)]
 pub struct Reloader {
     rx: mpsc::Receiver<ReloadTrigger>,
-    path: PathBuf,
+    source: ConfigSource,
     proxy: ProxyHandle,
     state: Arc<State>,
+    on_applied: Option<OnApplied>,
+}
+
+impl std::fmt::Debug for Reloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sends triggers into the funnel and reads the last outcome. Cheap to clone.
@@ -63,6 +136,7 @@ pub struct Reloader {
 pub struct ReloaderHandle {
     tx: mpsc::Sender<ReloadTrigger>,
     state: Arc<State>,
+    source: ConfigSource,
 }
 
 #[derive(Debug, Default)]
@@ -80,7 +154,11 @@ struct State {
     started: AtomicU64,
     finished: AtomicU64,
     done: tokio::sync::Notify,
-    sync: SyncSlot,
+    /// The newest revision the source offered.
+    desired: Mutex<Option<String>>,
+    paused: Mutex<Option<SyncPause>>,
+    /// The text of the config serving now.
+    applied_text: Mutex<Option<Arc<str>>>,
 }
 
 const RESULTS: [&str; 4] = ["success", "invalid", "unreadable", "unchanged"];
@@ -91,31 +169,41 @@ struct ReloadCollector(Arc<State>);
 // === impl Reloader ===
 
 impl Reloader {
-    /// Creates the funnel for the config file that produced the serving snapshot.
+    /// Creates the funnel for the source whose `text` produced the serving snapshot.
     pub fn new(
-        path: PathBuf,
+        source: ConfigSource,
+        text: &str,
         proxy: ProxyHandle,
         registry: &mut Registry,
     ) -> (Reloader, ReloaderHandle) {
         let (tx, rx) = mpsc::channel(TRIGGER_QUEUE);
         let state = Arc::new(State::default());
-        *lock(&state.revision) = proxy.snapshot().revision().to_owned();
+        let revision = proxy.snapshot().revision().to_owned();
+        *lock(&state.desired) = Some(revision.clone());
+        *lock(&state.revision) = revision;
+        *lock(&state.applied_text) = Some(Arc::from(text));
         state.last_success_unix.store(unix_now(), Relaxed);
-        state.sync.start(&path, proxy.snapshot().revision());
         registry.register_collector(Box::new(ReloadCollector(state.clone())));
         let handle = ReloaderHandle {
             tx,
             state: state.clone(),
+            source: source.clone(),
         };
         (
             Reloader {
                 rx,
-                path,
+                source,
                 proxy,
                 state,
+                on_applied: None,
             },
             handle,
         )
+    }
+
+    /// Calls `hook` after every applied config.
+    pub fn on_applied(&mut self, hook: OnApplied) {
+        self.on_applied = Some(hook);
     }
 
     /// Runs until every handle is dropped.
@@ -128,29 +216,35 @@ impl Reloader {
     }
 
     async fn reload(&self, trigger: ReloadTrigger) -> ReloadOutcome {
-        let text = match tokio::fs::read_to_string(&self.path).await {
-            Ok(t) => t,
-            Err(e) => {
-                let error = format!("{}: {e}", self.path.display());
-                tracing::warn!(?trigger, %error, "config reload failed: file unreadable; keeping the last good config");
+        let serving = self.proxy.snapshot();
+        let known = |rev: &str| rev == serving.revision() || self.rejected(rev);
+        let (revision, text) = match self.source.read(&known).await {
+            Ok(Fetched::Known(revision)) => {
+                *lock(&self.state.desired) = Some(revision.clone());
+                return ReloadOutcome::Unchanged { revision };
+            }
+            Ok(Fetched::New { revision, text }) => (revision, Ok(text)),
+            Err(ReadError::Refused { revision, error }) => (revision, Err(error)),
+            Err(ReadError::Unreadable(error)) => {
+                tracing::warn!(?trigger, %error, applied = %serving.revision(), "config reload failed: source unreadable; keeping the last good config");
                 return ReloadOutcome::Unreadable { error };
             }
         };
-        let revision = revision_of(&text);
-        let serving = self.proxy.snapshot();
-        if self.state.sync.is_paused() {
-            tracing::info!(?trigger, %revision, serving = %serving.revision(), "sync paused; not applying the source");
+        *lock(&self.state.desired) = Some(revision.clone());
+        if let Some(p) = lock(&self.state.paused).clone() {
+            tracing::info!(?trigger, desired = %revision, applied = %serving.revision(), paused_by = %p.by, reason = %p.reason, "sync paused: not applying the source's revision");
             return ReloadOutcome::Unchanged {
                 revision: serving.revision().to_owned(),
             };
         }
-        if revision == serving.revision() || self.rejected(&revision) {
-            return ReloadOutcome::Unchanged { revision };
-        }
-        let config = match rollgate_config::parse(&text) {
+        let parsed = text.map_err(|e| vec![e]).and_then(|text| {
+            rollgate_config::parse(&text)
+                .map(|c| (c, text))
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+        });
+        let (config, text) = match parsed {
             Ok(c) => c,
             Err(errors) => {
-                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                 tracing::warn!(
                     ?trigger, %revision, count = errors.len(),
                     "config reload rejected; keeping revision {}:\n  {}", serving.revision(), errors.join("\n  ")
@@ -160,8 +254,11 @@ impl Reloader {
         };
         let changes = describe_changes(serving.config(), &config);
         self.proxy.apply(config, &revision);
-        self.state.sync.applied(&text);
+        *lock(&self.state.applied_text) = Some(Arc::from(text));
         tracing::info!(?trigger, %revision, previous = %serving.revision(), changes = %changes.join("; "), "config reloaded");
+        if let Some(hook) = &self.on_applied {
+            hook();
+        }
         ReloadOutcome::Applied { revision, changes }
     }
 
@@ -221,7 +318,7 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
     changes
 }
 
-/// A config file's revision: a content hash (Git commits will use the commit id).
+/// A config file's revision: a content hash (a Git source uses the commit SHA).
 pub fn revision_of(text: &str) -> String {
     format!("sha-{:016x}", rollgate_proxy::hash64(text.as_bytes()))
 }
@@ -265,8 +362,46 @@ impl ReloaderHandle {
         lock(&self.state.last).clone()
     }
 
+    /// Reload attempts by result, as `rollgate_config_reload_total` counts them.
     pub fn counts(&self) -> [(&'static str, u64); 4] {
         std::array::from_fn(|i| (RESULTS[i], self.state.counts[i].load(Relaxed)))
+    }
+
+    /// The Git source, when the config comes from Git (for the webhook).
+    pub fn git(&self) -> Option<&Arc<GitSource>> {
+        match &self.source {
+            ConfigSource::Git(g) => Some(g),
+            ConfigSource::File(_) => None,
+        }
+    }
+
+    /// Stops applying source changes (they are still fetched; `desired` keeps moving).
+    pub fn pause_sync(&self, pause: SyncPause) {
+        tracing::warn!(by = %pause.by, approver = ?pause.approver, reason = %pause.reason, applied = %lock(&self.state.revision), "config sync paused");
+        *lock(&self.state.paused) = Some(pause);
+    }
+
+    /// Clears the pause and applies the source's newest revision now.
+    pub async fn resume_sync(&self) -> Option<ReloadOutcome> {
+        if let Some(p) = lock(&self.state.paused).take() {
+            tracing::info!(paused_by = %p.by, "config sync resumed");
+        }
+        self.reload_now(ReloadTrigger::Resume).await
+    }
+
+    /// Desired (source) vs applied (live) revision, and the pause if any.
+    pub fn sync_state(&self) -> SyncState {
+        SyncState {
+            source: self.source.describe(),
+            desired: lock(&self.state.desired).clone(),
+            applied: lock(&self.state.revision).clone(),
+            paused: lock(&self.state.paused).clone(),
+        }
+    }
+
+    /// The text of the config serving now (for export-live).
+    pub fn applied_text(&self) -> Option<Arc<str>> {
+        lock(&self.state.applied_text).clone()
     }
 
     /// Watches the file and triggers a reload when its content changes. Polls (cheap: one
@@ -296,6 +431,53 @@ async fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
         meta.len(),
         rollgate_proxy::hash64(&text),
     ))
+}
+
+// === impl ConfigSource ===
+
+impl ConfigSource {
+    /// `git <url> <branch>:<path>` or `file <path>` (credentials never included).
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => format!("file {}", p.display()),
+            ConfigSource::Git(g) => g.describe(),
+        }
+    }
+
+    /// Reads the newest revision and its text (at startup): `(revision, text)`. A Git source
+    /// whose remote is unreachable starts from the mirror's last fetched commit, if any.
+    pub async fn read_initial(&self) -> Result<(String, String), String> {
+        let read = match self {
+            ConfigSource::Git(g) => g.read(&|_| false, true).await,
+            ConfigSource::File(_) => self.read(&|_| false).await,
+        };
+        match read {
+            Ok(Fetched::New { revision, text }) => Ok((revision, text)),
+            Ok(Fetched::Known(revision)) => Err(format!("revision {revision} not read")),
+            Err(ReadError::Unreadable(error) | ReadError::Refused { error, .. }) => Err(error),
+        }
+    }
+
+    /// Reads the newest revision; the text only where `known` says the revision is new.
+    pub(crate) async fn read(
+        &self,
+        known: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Fetched, ReadError> {
+        match self {
+            ConfigSource::File(path) => match tokio::fs::read_to_string(path).await {
+                Ok(text) => {
+                    let revision = revision_of(&text);
+                    Ok(if known(&revision) {
+                        Fetched::Known(revision)
+                    } else {
+                        Fetched::New { revision, text }
+                    })
+                }
+                Err(e) => Err(ReadError::Unreadable(format!("{}: {e}", path.display()))),
+            },
+            ConfigSource::Git(g) => g.read(known, false).await,
+        }
+    }
 }
 
 // === impl ReloadCollector ===
@@ -333,80 +515,5 @@ impl Collector for ReloadCollector {
     }
 }
 
-// --- sync API (breakglass stand-in; the git helper's version replaces it) ---
-
-/// Who paused Git/file sync and why (break-glass).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SyncPause {
-    pub by: String,
-    pub approver: Option<String>,
-    pub reason: String,
-    pub since_unix: u64,
-}
-
-/// Desired (source) vs applied (live) config revision.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct SyncState {
-    /// "git <url> <branch>:<path>" or "file <path>".
-    pub source: String,
-    /// Newest revision the source offers (commit SHA for Git), once read.
-    pub desired: Option<String>,
-    /// Revision serving now.
-    pub applied: String,
-    pub paused: Option<SyncPause>,
-}
-
-/// The file source's sync bookkeeping: the pause and the text serving now.
-#[derive(Debug, Default)]
-struct SyncSlot {
-    path: Mutex<PathBuf>,
-    paused: Mutex<Option<SyncPause>>,
-    applied_text: Mutex<Option<Arc<str>>>,
-}
-
-impl SyncSlot {
-    /// At startup the file still holds the serving text unless it changed since it was read.
-    fn start(&self, path: &std::path::Path, serving: &str) {
-        path.clone_into(&mut lock(&self.path));
-        let text = std::fs::read_to_string(path).ok();
-        *lock(&self.applied_text) = text.filter(|t| revision_of(t) == serving).map(Arc::from);
-    }
-
-    fn is_paused(&self) -> bool {
-        lock(&self.paused).is_some()
-    }
-
-    fn applied(&self, text: &str) {
-        *lock(&self.applied_text) = Some(Arc::from(text));
-    }
-}
-
-impl ReloaderHandle {
-    /// Stops applying source changes (they are still fetched; `desired` keeps moving).
-    pub fn pause_sync(&self, pause: SyncPause) {
-        *lock(&self.state.sync.paused) = Some(pause);
-    }
-
-    /// Clears the pause and applies the source's newest revision now.
-    pub async fn resume_sync(&self) -> Option<ReloadOutcome> {
-        *lock(&self.state.sync.paused) = None;
-        self.reload_now(ReloadTrigger::Admin).await
-    }
-
-    pub fn sync_state(&self) -> SyncState {
-        let path = lock(&self.state.sync.path).clone();
-        SyncState {
-            source: format!("file {}", path.display()),
-            desired: std::fs::read_to_string(&path).ok().map(|t| revision_of(&t)),
-            applied: lock(&self.state.revision).clone(),
-            paused: lock(&self.state.sync.paused).clone(),
-        }
-    }
-
-    /// The text of the config serving now (for export-live).
-    pub fn applied_text(&self) -> Option<Arc<str>> {
-        lock(&self.state.sync.applied_text).clone()
-    }
-}
-
-// --- end sync API ---
+#[cfg(test)]
+mod tests;

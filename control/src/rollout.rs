@@ -15,7 +15,7 @@ mod store;
 pub use decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
 pub use driver::{
     fingerprint, Condition, Driver, DriverHandle, ModelSignals, PairScorer, RolloutStatus,
-    SignalSource, SyntheticRunner,
+    SignalSource, SyntheticRunner, TransitionHook,
 };
 pub use gates::{
     evaluate, Correctness, Dist, Evaluation, GateInputs, GateResult, VariantWindow, Verdict,

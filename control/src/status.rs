@@ -22,7 +22,9 @@ pub struct StatusReport {
     pub models: Vec<Value>,
     /// One kstatus-shaped rollout status per model with a rollout plan.
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
-    /// The source's revision against the serving one, paused or not, and why out of sync.
+    /// The config source: desired vs applied revision, paused or not, why out of sync, and
+    /// conditions `Synced` (desired revision applied) and `Stalled` (naming the revision and
+    /// every error while the source's newest revision is one that was refused).
     pub sync: SyncReport,
 }
 
@@ -88,11 +90,14 @@ impl StatusReport {
             reloads: Value::Object(reloads),
             models,
             rollouts,
-            sync: crate::breakglass::sync_report(
-                reloader.sync_state(),
-                rejected(last.as_ref()),
-                &live.drift,
-            ),
+            sync: crate::breakglass::SyncReport {
+                conditions: sync_conditions(reloader),
+                ..crate::breakglass::sync_report(
+                    reloader.sync_state(),
+                    rejected(last.as_ref()),
+                    &live.drift,
+                )
+            },
         }
     }
 }
@@ -189,6 +194,40 @@ fn variant(v: &VariantObservation) -> Value {
         "latency_p99_seconds": v.latency.quantile(0.99),
         "ttft_p95_seconds": v.ttft.quantile(0.95),
     })
+}
+
+/// The sync state's kstatus-style conditions: `Synced` (the source's newest revision is the
+/// one serving) and, while that revision was refused, `Stalled` with every error.
+fn sync_conditions(reloader: &ReloaderHandle) -> Vec<Value> {
+    let sync = reloader.sync_state();
+    let stalled = match reloader.last() {
+        Some(ReloadOutcome::Invalid { revision, errors })
+            if sync.desired.as_deref() == Some(revision.as_str()) =>
+        {
+            Some(json!({
+                "type": "Stalled",
+                "status": "True",
+                "reason": "InvalidRevision",
+                "revision": revision,
+                "errors": errors,
+                "message": format!("revision {revision} refused ({} errors); serving {}: {}", errors.len(), sync.applied, errors.join("; ")),
+            }))
+        }
+        _ => None,
+    };
+    let out_of_sync = sync.desired.as_deref().is_some_and(|d| d != sync.applied);
+    let mut conditions = vec![json!({
+        "type": "Synced",
+        "status": if out_of_sync { "False" } else { "True" },
+        "reason": match (&sync.paused, &stalled, out_of_sync) {
+            (Some(_), _, true) => "SyncPaused",
+            (_, Some(_), _) => "InvalidRevision",
+            (_, _, true) => "Pending",
+            _ => "Applied",
+        },
+    })];
+    conditions.extend(stalled);
+    conditions
 }
 
 /// JSON form of a reload outcome.

@@ -195,9 +195,20 @@ impl Gateway {
 
     /// Starts `rollgate run --config <config>`; waits for it to be ready.
     fn spawn(dir: PathBuf, config: PathBuf) -> Gateway {
+        let args = vec!["--config".into(), config.clone().into_os_string()];
+        Gateway::spawn_args(dir, config, &args)
+    }
+
+    /// Starts `rollgate run <args>` (e.g. `--git <repo> ...`); `dir` is removed on drop.
+    pub fn start_args(dir: PathBuf, args: &[std::ffi::OsString]) -> Gateway {
+        let config = dir.join("rollgate.yaml");
+        Gateway::spawn_args(dir, config, args)
+    }
+
+    fn spawn_args(dir: PathBuf, config: PathBuf, args: &[std::ffi::OsString]) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
-            .args(["run", "--config"])
-            .arg(&config)
+            .arg("run")
+            .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -81,6 +81,9 @@ pub enum Command {
 #[derive(Debug)]
 pub struct Inputs<'a> {
     pub now_ms: u64,
+    /// Revision of the config being evaluated (commit SHA under Git), named when a config
+    /// change withdraws a candidate mid-rollout.
+    pub revision: &'a str,
     /// Fingerprint of the configured candidate, if any.
     pub candidate: Option<&'a str>,
     pub rollout: Option<&'a Rollout>,
@@ -150,8 +153,15 @@ pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<A
         s.approved,
     );
 
+    if in_progress(s.phase) && s.candidate.is_some() && s.candidate.as_deref() != inputs.candidate {
+        // The config no longer names the candidate being rolled out (a revert, or a newer
+        // candidate): it is rolled back at once; a different candidate starts on the next step.
+        withdraw(&mut s, inputs.revision, inputs.now_ms);
+        return finish(state, s, before, actions);
+    }
     let (Some(candidate), Some(plan)) = (inputs.candidate, inputs.rollout) else {
-        if s.phase != Phase::Idle {
+        // A withdrawal stays visible until the config names a candidate again.
+        if s.phase != Phase::Idle && !(s.phase == Phase::Previous && withdrawn(&s)) {
             s.enter(
                 Phase::Idle,
                 inputs.now_ms,
@@ -232,6 +242,46 @@ fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
     } else {
         s.enter(Phase::Deploy, now, "new candidate");
     }
+}
+
+/// Phases in which a candidate is being rolled out (traffic or verdicts pending).
+fn in_progress(p: Phase) -> bool {
+    matches!(
+        p,
+        Phase::Deploy
+            | Phase::ValidateHealth
+            | Phase::Shadow
+            | Phase::Canary(_)
+            | Phase::Promote
+            | Phase::Rollback
+    )
+}
+
+/// Start of the reason of a rollback caused by the config withdrawing the candidate.
+const WITHDRAWN: &str = "candidate withdrawn by config revision";
+
+fn withdrawn(s: &RolloutState) -> bool {
+    s.reason.starts_with(WITHDRAWN)
+}
+
+/// Rolls back a candidate that the config stopped naming: weight 0 now, recorded as failed so
+/// that naming it again does not retry it. No cooldown: the next candidate is a new decision.
+fn withdraw(s: &mut RolloutState, revision: &str, now: u64) {
+    let from = s.phase;
+    if let Some(c) = s.candidate.clone() {
+        if !s.failed.contains(&c) {
+            s.failed.push(c);
+        }
+    }
+    s.weight = 0;
+    s.mirror = 0;
+    s.pinned = None;
+    s.approved = false;
+    s.enter(
+        Phase::Previous,
+        now,
+        format!("{WITHDRAWN} {revision} (during {from:?}); rolled back"),
+    );
 }
 
 fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {

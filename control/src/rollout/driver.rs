@@ -63,6 +63,10 @@ pub(crate) type SharedTallies = Arc<Mutex<BTreeMap<String, Tallies>>>;
 pub type SyntheticRunner =
     Arc<dyn Fn(Model) -> Pin<Box<dyn Future<Output = SyntheticState> + Send>> + Send + Sync>;
 
+/// Called after a step in which any model's phase changed, with the evaluated config's revision
+/// and every model's status (the Git notes writer). Must not block.
+pub type TransitionHook = Arc<dyn Fn(&str, &[RolloutStatus]) + Send + Sync>;
+
 /// The status of one model's rollout, as `/status` and the publishers show it.
 #[derive(Clone, Debug, Serialize)]
 pub struct RolloutStatus {
@@ -117,6 +121,7 @@ pub struct Driver {
     stepped: Arc<Notify>,
     tallies: SharedTallies,
     status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+    on_transition: Option<TransitionHook>,
 }
 
 /// One model's live bookkeeping; only `state` is persisted.
@@ -177,8 +182,14 @@ impl Driver {
             stepped,
             tallies: SharedTallies::default(),
             status,
+            on_transition: None,
         };
         (driver, handle)
+    }
+
+    /// Calls `hook` after every step with a phase change (rollout start, each phase, the end).
+    pub fn on_transition(&mut self, hook: TransitionHook) {
+        self.on_transition = Some(hook);
     }
 
     /// Registers `rollgate_rollout_*` metrics, read from the published statuses.
@@ -230,6 +241,7 @@ impl Driver {
         let config = snap.config().clone();
         let observed = self.proxy.observe();
         let pairs = self.proxy.take_shadow_pairs();
+        let mut transitions = 0;
         for m in &config.models {
             let obs = observed.iter().find(|o| *o.model == *m.name).cloned();
             let run = self
@@ -305,6 +317,7 @@ impl Driver {
             };
             let inputs = Inputs {
                 now_ms: unix_ms(),
+                revision: snap.revision(),
                 candidate: fingerprint.as_deref(),
                 rollout: m.rollout.as_ref(),
                 evaluation: evaluation.as_ref(),
@@ -328,7 +341,8 @@ impl Driver {
             }
             let transition = next.phase != run.state.phase;
             if transition {
-                tracing::info!(model = %m.name, from = ?run.state.phase, to = ?next.phase, weight = %Ppm::new(next.weight).unwrap_or(Ppm::ZERO), reason = %next.reason, "rollout transition");
+                transitions += 1;
+                tracing::info!(model = %m.name, revision = %snap.revision(), from = ?run.state.phase, to = ?next.phase, weight = %Ppm::new(next.weight).unwrap_or(Ppm::ZERO), reason = %next.reason, "rollout transition");
             }
             let idle = next.phase == Phase::Idle && run.state.phase != Phase::Idle;
             run.state = next;
@@ -342,6 +356,16 @@ impl Driver {
         let configured = |name: &String| config.models.iter().any(|m| &m.name == name);
         self.runs.retain(|name, _| configured(name));
         lock_write(&self.status).retain(|name, _| configured(name));
+        if let (Some(hook), true) = (&self.on_transition, transitions > 0) {
+            let statuses: Vec<RolloutStatus> = self
+                .status
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            hook(snap.revision(), &statuses);
+        }
     }
 
     fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) {

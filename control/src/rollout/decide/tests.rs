@@ -80,6 +80,7 @@ fn at(at_s: u64) -> Tick<'static> {
 fn run(state: &RolloutState, plan: &Rollout, step: &Tick<'_>) -> (RolloutState, Vec<Action>) {
     let inputs = Inputs {
         now_ms: step.at_s * 1000,
+        revision: "rev-test",
         candidate: step.candidate,
         rollout: Some(plan),
         evaluation: step.eval.as_ref(),
@@ -487,4 +488,154 @@ fn the_state_round_trips_through_json() {
     let text = serde_json::to_string(&s).expect("json");
     let back: RolloutState = serde_json::from_str(&text).expect("parse");
     assert_eq!(back, s);
+}
+
+/// Walks to `Canary(0)` for candidate v2.
+fn in_canary(p: &Rollout) -> RolloutState {
+    let mut s = RolloutState::idle();
+    for step in [at(0), at(1), pass(62)] {
+        s = run(&s, p, &step).0;
+    }
+    assert_eq!(s.phase, Phase::Canary(0), "{s:?}");
+    s
+}
+
+#[test]
+fn a_candidate_withdrawn_mid_rollout_is_rolled_back_and_not_retried() {
+    let p = plan();
+    // (what the config names next, phase and weight after that step, retried later?)
+    let cases: [(Option<&str>, &str); 2] = [(None, "removed"), (Some("v1"), "changed back")];
+    for (next, what) in cases {
+        let s = in_canary(&p);
+        let step = |at_s: u64, candidate| {
+            let inputs = Inputs {
+                now_ms: at_s * 1000,
+                revision: "c0ffee",
+                candidate,
+                rollout: Some(&p),
+                evaluation: None,
+                health: Health::Passing,
+                synthetic: &SyntheticState::None,
+                command: None,
+            };
+            decide(&s, &inputs)
+        };
+        let (back, actions) = step(130, next);
+        assert_eq!(
+            (back.phase, back.weight, back.mirror),
+            (Phase::Previous, 0, 0),
+            "{what}"
+        );
+        assert_eq!(
+            actions.first(),
+            Some(&Action::SetTraffic {
+                weight: 0,
+                mirror: 0
+            }),
+            "{what}: traffic first"
+        );
+        assert!(actions.contains(&Action::Persist), "{what}: {actions:?}");
+        assert!(
+            back.reason.contains("withdrawn by config revision c0ffee"),
+            "{what}: {}",
+            back.reason
+        );
+        assert_eq!(back.failed, vec!["v2".to_owned()], "{what}");
+        assert_eq!(
+            back.candidate.as_deref(),
+            Some("v2"),
+            "{what}: the status names it"
+        );
+
+        // The next step: a removed candidate keeps showing the rollback; a changed-back one
+        // starts its own rollout.
+        let later = run(
+            &back,
+            &p,
+            &Tick {
+                candidate: next,
+                ..at(131)
+            },
+        )
+        .0;
+        match next {
+            None => {
+                assert_eq!(later, back, "{what}: nothing moves without a candidate");
+            }
+            Some(c) => {
+                assert_eq!(later.candidate.as_deref(), Some(c));
+                assert!(
+                    matches!(later.phase, Phase::Deploy | Phase::ValidateHealth),
+                    "{later:?}"
+                );
+                assert_eq!(later.weight, 0);
+            }
+        }
+        // Naming v2 again (reverting the revert) does not retry it.
+        let again = run(&later, &p, &at(140)).0;
+        assert_eq!(
+            (again.phase, again.weight),
+            (Phase::Previous, 0),
+            "{what}: {again:?}"
+        );
+        let again = run(&again, &p, &pass(300)).0;
+        assert_eq!((again.phase, again.weight), (Phase::Previous, 0), "{what}");
+        // A new commit that changes the candidate starts a rollout.
+        let fresh = run(
+            &again,
+            &p,
+            &Tick {
+                candidate: Some("v3"),
+                ..at(310)
+            },
+        )
+        .0;
+        assert_eq!(fresh.candidate.as_deref(), Some("v3"), "{what}");
+        assert!(
+            matches!(fresh.phase, Phase::Deploy | Phase::ValidateHealth),
+            "{what}: a new rollout starts: {fresh:?}"
+        );
+    }
+}
+
+#[test]
+fn a_finished_rollout_is_not_withdrawn() {
+    let p = plan();
+    let full = RolloutState {
+        candidate: Some("v2".into()),
+        phase: Phase::Full,
+        weight: PPM_MAX,
+        ..RolloutState::idle()
+    };
+    let (idle, _) = run(
+        &full,
+        &p,
+        &Tick {
+            candidate: None,
+            ..at(10)
+        },
+    );
+    assert_eq!(
+        idle.phase,
+        Phase::Idle,
+        "removing a promoted candidate is no rollback"
+    );
+    assert!(idle.failed.is_empty());
+    let previous = RolloutState {
+        candidate: Some("v2".into()),
+        phase: Phase::Previous,
+        failed: vec!["v2".into()],
+        reason: "gate failed".into(),
+        ..RolloutState::idle()
+    };
+    let (idle, _) = run(
+        &previous,
+        &p,
+        &Tick {
+            candidate: None,
+            ..at(10)
+        },
+    );
+    assert_eq!(idle.phase, Phase::Idle);
+    assert_eq!(idle.failed, vec!["v2".to_owned()]);
 }
