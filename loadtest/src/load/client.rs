@@ -47,10 +47,10 @@ pub(crate) struct HttpExchange {
 }
 
 /// How a stream ended, as the scanner saw it.
-#[derive(Default)]
-struct StreamEnd {
-    done: bool,
-    error_event: bool,
+#[derive(Debug, Default)]
+pub(crate) struct StreamEnd {
+    pub done: bool,
+    pub error_event: bool,
     last_token: Option<Instant>,
 }
 
@@ -224,7 +224,8 @@ impl Exchange for HttpExchange {
 // === impl StreamEnd ===
 
 impl StreamEnd {
-    fn on_event(&mut self, event: Event, now: Instant, s: &mut Sample) {
+    /// Notes one event that arrived (in a chunk read) at `now`.
+    pub fn on_event(&mut self, event: Event, now: Instant, s: &mut Sample) {
         match event {
             Event::Token => {
                 match self.last_token {
