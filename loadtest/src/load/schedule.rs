@@ -99,7 +99,8 @@ impl Slots {
     pub fn take(&mut self, now: Instant) -> Slot {
         let due = match &mut self.kind {
             Kind::Open { next, .. } => *next,
-            Kind::Closed => now,
+            // A worker ready before the start waits for it.
+            Kind::Closed => now.max(self.window.start),
         };
         if self.window.end.is_some_and(|end| due >= end) {
             return Slot::Stop;
