@@ -48,6 +48,10 @@ pub struct LoadArgs {
     /// Open-loop arrivals: evenly spaced or a Poisson process.
     #[arg(long, value_enum, default_value = "constant")]
     pub arrival: Arrival,
+    /// Open loop: busy-wait (yielding to other tasks) the last millisecond before each send, so
+    /// sends are not bunched on tokio's 1 ms timer ticks; costs generator CPU.
+    #[arg(long)]
+    pub spin: bool,
     /// Keep-alive connections per target (closed loop: each sends back to back).
     #[arg(long, short = 'c', default_value = "1")]
     pub connections: usize,
@@ -144,6 +148,7 @@ pub(crate) struct Plan {
     pub slice: Duration,
     pub request: request::Template,
     pub seed: u64,
+    pub spin: bool,
 }
 
 /// Open or closed loop.
@@ -261,6 +266,7 @@ impl TryFrom<&LoadArgs> for Plan {
             },
             request,
             seed: a.seed,
+            spin: a.spin,
         })
     }
 }

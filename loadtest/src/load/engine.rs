@@ -14,6 +14,9 @@ use super::{
 /// Pause after a failed connect in closed loop, so a dead target is not hammered in a spin.
 const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 
+/// The resolution of tokio's timer wheel.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+
 /// Recorders of target A and target B (B unused without `--compare`).
 pub(crate) type Pair = [Recorder; 2];
 
@@ -30,6 +33,9 @@ pub(crate) struct Setup {
     pub start: Instant,
     pub slice: Duration,
     pub closed: bool,
+    /// Busy-wait (yielding) the last millisecond before each due time instead of relying on
+    /// the 1 ms timer alone.
+    pub spin: bool,
     /// How often interval recorders go to the main thread.
     pub tick: Duration,
 }
@@ -91,15 +97,40 @@ async fn worker<E: Exchange>(
             }
             Slot::Go { due, measured } => (due, measured),
         };
-        sleep_until(due).await;
+        let from = start_time(due, setup.spin).await;
         let target = target_of(setup.start, setup.slice, due);
         sample.reset();
         ex.exchange(target, &mut sample).await;
         if measured {
-            rec.borrow_mut()[target].record(due, Instant::now(), &sample);
+            rec.borrow_mut()[target].record(from, Instant::now(), &sample);
         }
         if setup.closed && sample.error == Some(ErrorKind::Connect) {
             sleep(CONNECT_BACKOFF).await;
         }
     }
+}
+
+/// Waits for `due` and returns the instant latency counts from.
+///
+/// A worker that is free only after `due` (every connection was busy: the target is behind)
+/// sends at once and counts from `due`, so the wait the target caused is in the latency (the
+/// coordinated-omission correction). A worker free before `due` sleeps and counts from when it
+/// woke: the timer's lateness (tokio's wheel has 1 ms resolution) is the generator's, not the
+/// target's.
+async fn start_time(due: Instant, spin: bool) -> Instant {
+    let now = Instant::now();
+    if now >= due {
+        return due;
+    }
+    if spin {
+        if due - now > TIMER_RESOLUTION {
+            sleep_until(due - TIMER_RESOLUTION).await;
+        }
+        while Instant::now() < due {
+            tokio::task::yield_now().await;
+        }
+    } else {
+        sleep_until(due).await;
+    }
+    Instant::now()
 }

@@ -151,6 +151,7 @@ fn generator(
             start,
             slice: plan.slice,
             closed: plan.mode == Mode::Closed,
+            spin: plan.spin,
             tick: TICK,
         };
         Ok(drive(exchanges, slots, setup, data).await)
@@ -222,6 +223,7 @@ struct Progress {
     start: Instant,
     warm_end: Instant,
     next: Instant,
+    last: Instant,
     last_completed: u64,
     target_rate: Option<f64>,
     compare: bool,
@@ -235,6 +237,7 @@ impl Progress {
             start,
             warm_end: start + plan.warmup,
             next: start + TICK,
+            last: start,
             last_completed: 0,
             target_rate: match plan.mode {
                 Mode::Open { rate, .. } => Some(rate),
@@ -250,10 +253,10 @@ impl Progress {
             return;
         }
         let completed: u64 = total.iter().map(Recorder::completed).sum();
-        let elapsed = now - (self.next - TICK);
-        let rate = (completed - self.last_completed) as f64 / elapsed.as_secs_f64();
+        let rate = (completed - self.last_completed) as f64 / (now - self.last).as_secs_f64();
         self.last_completed = completed;
-        self.next += TICK;
+        self.last = now;
+        self.next = now + TICK;
         let mut line = format!("[{:>5.1}s] ", (now - self.start).as_secs_f64());
         if now < self.warm_end {
             line.push_str("warming up");

@@ -204,6 +204,7 @@ async fn run_scripted(slots: Slots, closed: bool, workers: usize, start: Instant
         start,
         slice: Duration::ZERO,
         closed,
+        spin: false,
         tick: Duration::from_millis(100),
     };
     let (tx, rx) = mpsc::channel();
