@@ -134,7 +134,7 @@ impl HttpExchange {
         };
         // hyper takes the header map by value: this clone is the one allocation per request.
         *req.headers_mut() = tpl.headers.clone();
-        if !shared.h2c {
+        if !shared.h2c && !tpl.headers.contains_key(http::header::HOST) {
             req.headers_mut().insert(http::header::HOST, t.host.clone());
         }
         req

@@ -146,7 +146,7 @@ impl Report {
             t.table(&mut out, &name, r.target_rate);
         }
         if let Some(c) = &self.compare {
-            c.table(&mut out);
+            c.table(&mut out, r.stream);
         }
         out
     }
@@ -302,7 +302,7 @@ impl Comparison {
         }
     }
 
-    fn table(&self, out: &mut String) {
+    fn table(&self, out: &mut String, stream: bool) {
         let _ = writeln!(out, "\nB - A (what B adds)");
         let _ = writeln!(
             out,
@@ -310,7 +310,8 @@ impl Comparison {
             "", "p50", "p90", "p99", "p99.9"
         );
         let a = &self.added_us;
-        for (metric, added) in [("total", &a.total), ("ttfb", &a.ttfb), ("ttft", &a.ttft)] {
+        let rows = [("total", &a.total), ("ttfb", &a.ttfb), ("ttft", &a.ttft)];
+        for (metric, added) in rows.into_iter().take(if stream { 3 } else { 2 }) {
             let _ = write!(out, "  {metric:<6}");
             for (_, v) in added.rows() {
                 let _ = write!(out, "{:>10}", fmt_signed_us(v));
