@@ -46,7 +46,7 @@ pub(crate) async fn drive<E: Exchange + 'static>(
     exchanges: Vec<E>,
     slots: Slots,
     setup: Setup,
-    tx: mpsc::Sender<Pair>,
+    tx: mpsc::SyncSender<Pair>,
 ) -> Pair {
     let slots = Rc::new(RefCell::new(slots));
     let rec: Rc<RefCell<Pair>> = Rc::default();
@@ -62,9 +62,12 @@ pub(crate) async fn drive<E: Exchange + 'static>(
                 at += setup.tick;
                 sleep_until(at).await;
                 let interval = rec.borrow().clone();
-                rec.borrow_mut().iter_mut().for_each(Recorder::reset);
-                if tx.send(interval).is_err() {
-                    return;
+                match tx.try_send(interval) {
+                    Ok(()) => rec.borrow_mut().iter_mut().for_each(Recorder::reset),
+                    // The main thread is behind: keep accumulating and hand it all over next
+                    // tick, so the queue stays bounded and nothing is lost.
+                    Err(mpsc::TrySendError::Full(_)) => {}
+                    Err(mpsc::TrySendError::Disconnected(_)) => return,
                 }
             }
         })

@@ -17,6 +17,8 @@ use super::{
 
 /// Progress and interval hand-over period.
 const TICK: Duration = Duration::from_secs(1);
+/// Interval hand-overs that may wait for the main thread (a full queue delays, never drops).
+const INTERVAL_QUEUE: usize = 16;
 /// Head start between "go" and the first due time, so every thread is awake for it.
 const START_DELAY: Duration = Duration::from_millis(20);
 
@@ -41,7 +43,7 @@ type ThreadResult = anyhow::Result<Pair>;
 /// Runs the plan to its end; `progress` prints a line on stderr every second.
 pub(crate) fn execute(plan: &Plan, progress: bool) -> anyhow::Result<Outcome> {
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-    let (data_tx, data_rx) = mpsc::channel::<Pair>();
+    let (data_tx, data_rx) = mpsc::sync_channel::<Pair>(INTERVAL_QUEUE);
     let (go_tx, go_rx) = watch::channel(Go::Wait);
     let mut handles = Vec::new();
     for index in 0..plan.threads {
@@ -117,7 +119,7 @@ fn generator(
     index: usize,
     plan: &Plan,
     ready: &mpsc::Sender<Result<(), String>>,
-    data: mpsc::Sender<Pair>,
+    data: mpsc::SyncSender<Pair>,
     mut go: watch::Receiver<Go>,
 ) -> ThreadResult {
     let rt = match tokio::runtime::Builder::new_current_thread()

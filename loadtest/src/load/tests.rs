@@ -207,7 +207,7 @@ async fn run_scripted(slots: Slots, closed: bool, workers: usize, start: Instant
         spin: false,
         tick: Duration::from_millis(100),
     };
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(64);
     let last = LocalSet::new()
         .run_until(drive(exchanges, slots, setup, tx))
         .await;
