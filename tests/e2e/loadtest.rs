@@ -112,19 +112,29 @@ async fn open_loop_streams_are_counted_with_ttft_and_token_gaps() {
 }
 
 #[tokio::test]
-async fn closed_loop_runs_a_request_count_and_writes_csv() {
+async fn closed_loop_runs_a_request_count_after_warmup_cycling_prompts_and_writes_csv() {
     let _heavy = heavy().await;
     let sim = start_sim("a", "m", |_| {}).await;
     let dir = temp_dir("loadtest-csv");
     let csv = dir.join("out.csv");
+    let prompts = dir.join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "\"first prompt\"\n{\"model\":\"m\",\"prompt\":\"second\"}\n",
+    )
+    .expect("write prompts");
     let r = report(&[
         &sim.url(),
         "--connections",
         "2",
         "--requests",
         "100",
+        "--warmup",
+        "200ms",
         "--api",
         "completions",
+        "--prompts",
+        prompts.to_str().expect("utf-8 path"),
         "--csv",
         csv.to_str().expect("utf-8 path"),
     ])
@@ -132,8 +142,15 @@ async fn closed_loop_runs_a_request_count_and_writes_csv() {
     let t = &r["targets"][0];
     assert_eq!(r["run"]["mode"], "closed");
     assert_eq!((n(&t["requests"]), n(&t["ok"])), (100, 100), "{t}");
-    assert_eq!(sim.requests_total(), 100);
-    assert!(sim.received().iter().all(|q| q.path == "/v1/completions"));
+    assert!(
+        sim.requests_total() > 100,
+        "warm-up requests are sent, not counted"
+    );
+    let received = sim.received();
+    assert!(received.iter().all(|q| q.path == "/v1/completions"));
+    let bodies: std::collections::HashSet<&str> =
+        received.iter().map(|q| q.sha256.as_str()).collect();
+    assert_eq!(bodies.len(), 2, "both prompt lines are used in turn");
     assert_eq!(
         n(&t["latency_us"]["ttft"]["count"]),
         0,
