@@ -55,7 +55,7 @@ pub(crate) fn execute(plan: &Plan, progress: bool) -> anyhow::Result<Outcome> {
         );
         let handle = thread::Builder::new()
             .name(format!("loadtest-{index}"))
-            .spawn(move || generator(index, &plan, &ready_tx, data_tx, go_rx))
+            .spawn(move || generator(index, &plan, ready_tx, data_tx, go_rx))
             .context("cannot start a generator thread")?;
         handles.push(handle);
     }
@@ -118,7 +118,9 @@ fn merge(total: &mut Pair, interval: &Pair) {
 fn generator(
     index: usize,
     plan: &Plan,
-    ready: &mpsc::Sender<Result<(), String>>,
+    // Owned and dropped once answered, so a thread that dies in setup ends the main thread's
+    // wait instead of leaving it waiting for an answer that never comes.
+    ready: mpsc::Sender<Result<(), String>>,
     data: mpsc::SyncSender<Pair>,
     mut go: watch::Receiver<Go>,
 ) -> ThreadResult {
@@ -134,16 +136,11 @@ fn generator(
         }
     };
     LocalSet::new().block_on(&rt, async move {
-        let exchanges = match connect(index, plan).await {
-            Ok(x) => {
-                let _ = ready.send(Ok(()));
-                x
-            }
-            Err(e) => {
-                let _ = ready.send(Err(e.clone()));
-                return Err(anyhow!(e));
-            }
-        };
+        let connected = connect(index, plan).await;
+        // The main thread waits for this answer; if it is gone there is nobody to tell.
+        let _ = ready.send(connected.as_ref().map(|_| ()).map_err(Clone::clone));
+        drop(ready);
+        let exchanges = connected.map_err(|e| anyhow!(e))?;
         let start = match *go.wait_for(|g| !matches!(g, Go::Wait)).await? {
             Go::Start(start) => start,
             _ => return Ok(Pair::default()),
