@@ -39,18 +39,23 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Operator CLI: rollout status and break-glass commands through the admin API.
     Ctl(ctl::CtlArgs),
+    /// Load generator: open or closed loop, OpenAI-shaped or plain requests, HDR latencies,
+    /// `--compare` to measure what a gateway adds (see docs/loadtest.md).
+    Loadtest(Box<rollgate_loadtest::load::LoadArgs>),
     /// Serve this node's GPU memory (NVML) as /metrics and /gpus for rollout gates.
     GpuAgent(rollgate_control::gpu::GpuAgentArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo prints its own live table; routine info logs would bury it.
-    init_logging(if matches!(cli.command, Command::Demo(_)) {
-        "warn"
-    } else {
-        "info"
-    });
+    // The demo and the load generator print their own live lines; info logs would bury them.
+    init_logging(
+        if matches!(cli.command, Command::Demo(_) | Command::Loadtest(_)) {
+            "warn"
+        } else {
+            "info"
+        },
+    );
     let result = match cli.command {
         Command::Validate(args) => return pr::validate(args),
         Command::Diff(args) => return pr::diff(args),
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
         Command::GpuAgent(args) => runtime().and_then(|rt| rt.block_on(gpu_agent(args))),
+        // Runs its own generator threads and runtimes; no control runtime needed.
+        Command::Loadtest(args) => rollgate_loadtest::load::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

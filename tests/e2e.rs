@@ -57,3 +57,6 @@ mod breakglass;
 
 #[path = "e2e/git.rs"]
 mod git;
+
+#[path = "e2e/loadtest.rs"]
+mod loadtest;

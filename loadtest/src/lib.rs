@@ -1,3 +1,4 @@
 //! Load generator and model-server simulator.
 
+pub mod load;
 pub mod sim;

@@ -1,0 +1,242 @@
+//! The real exchange: hyper 1 client connections (HTTP/1.1 or h2c prior knowledge) driven
+//! directly on the thread's runtime, one request in flight per worker, reconnecting after a
+//! failure; the body is read frame by frame so SSE events are timed as they arrive.
+
+use std::{rc::Rc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    body::Incoming,
+    client::conn::{http1, http2},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::{net::TcpStream, time::Instant};
+
+use super::{
+    engine::Exchange,
+    request::Template,
+    sse::{Event, SseScanner},
+    stats::{ErrorKind, Sample},
+    Target,
+};
+
+/// A ready-to-use connection to one target.
+pub(crate) enum Conn {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// What every worker of a run shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub targets: Vec<Target>,
+    pub template: Template,
+    pub h2c: bool,
+    pub timeout: Duration,
+}
+
+/// One worker's exchange: a connection per target and its own SSE scanner.
+pub(crate) struct HttpExchange {
+    shared: Rc<Shared>,
+    conns: [Option<Conn>; 2],
+    /// Index of the next body in `template.bodies`.
+    next_body: usize,
+    scanner: SseScanner,
+}
+
+/// How a stream ended, as the scanner saw it.
+#[derive(Debug, Default)]
+pub(crate) struct StreamEnd {
+    pub done: bool,
+    pub error_event: bool,
+    last_token: Option<Instant>,
+}
+
+// === impl Conn ===
+
+impl Conn {
+    /// Connects and handshakes; the connection's driver runs as a local task.
+    pub async fn open(target: &Target, h2c: bool) -> std::io::Result<Self> {
+        let stream = TcpStream::connect(target.addr).await?;
+        // Small requests and SSE events must not wait for Nagle.
+        stream.set_nodelay(true)?;
+        let io = TokioIo::new(stream);
+        if h2c {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(std::io::Error::other)?;
+            tokio::task::spawn_local(async move {
+                // The connection ends when the peer closes it or every sender is gone.
+                let _ = conn.await;
+            });
+            Ok(Self::H2(send))
+        } else {
+            let (send, conn) = http1::handshake(io).await.map_err(std::io::Error::other)?;
+            tokio::task::spawn_local(async move {
+                // As above: its end is seen by the sender.
+                let _ = conn.await;
+            });
+            Ok(Self::H1(send))
+        }
+    }
+
+    /// Another handle on the same connection: HTTP/2 multiplexes, HTTP/1.1 cannot be shared.
+    pub fn share(&self) -> Option<Self> {
+        match self {
+            Self::H1(_) => None,
+            Self::H2(s) => Some(Self::H2(s.clone())),
+        }
+    }
+
+    /// Waits until it can take a request; `false` when the connection is gone.
+    async fn ready(&mut self) -> bool {
+        match self {
+            Self::H1(s) => s.ready().await.is_ok(),
+            Self::H2(s) => s.ready().await.is_ok(),
+        }
+    }
+
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Self::H1(s) => s.send_request(req).await,
+            Self::H2(s) => s.send_request(req).await,
+        }
+    }
+}
+
+// === impl HttpExchange ===
+
+impl HttpExchange {
+    /// A worker using already-open connections (`conns[i]` for target `i`).
+    pub fn new(shared: Rc<Shared>, conns: [Option<Conn>; 2], first_body: usize) -> Self {
+        Self {
+            shared,
+            conns,
+            next_body: first_body,
+            scanner: SseScanner::default(),
+        }
+    }
+
+    fn request(&mut self, target: usize) -> Request<Full<Bytes>> {
+        let shared = &*self.shared;
+        let t = &shared.targets[target];
+        let tpl = &shared.template;
+        let body = tpl.bodies[self.next_body % tpl.bodies.len()].clone();
+        self.next_body = self.next_body.wrapping_add(1);
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = tpl.method.clone();
+        *req.uri_mut() = if shared.h2c {
+            t.absolute.clone()
+        } else {
+            t.origin.clone()
+        };
+        // hyper takes the header map by value: this clone is the one allocation per request.
+        *req.headers_mut() = tpl.headers.clone();
+        if !shared.h2c && !tpl.headers.contains_key(http::header::HOST) {
+            req.headers_mut().insert(http::header::HOST, t.host.clone());
+        }
+        req
+    }
+
+    /// A connection to `target` that can take a request now, reconnecting if the old one
+    /// closed (a server may close an idle keep-alive connection at any time).
+    async fn ready(&mut self, target: usize) -> Result<&mut Conn, ErrorKind> {
+        let usable = match &mut self.conns[target] {
+            Some(conn) => conn.ready().await,
+            None => false,
+        };
+        if !usable {
+            self.conns[target] = None;
+            let shared = &*self.shared;
+            let mut conn = Conn::open(&shared.targets[target], shared.h2c)
+                .await
+                .map_err(|_| ErrorKind::Connect)?;
+            if !conn.ready().await {
+                return Err(ErrorKind::Connect);
+            }
+            self.conns[target] = Some(conn);
+        }
+        self.conns[target].as_mut().ok_or(ErrorKind::Connect)
+    }
+
+    async fn attempt(&mut self, target: usize, s: &mut Sample) -> Result<(), ErrorKind> {
+        let req = self.request(target);
+        let conn = self.ready(target).await?;
+        let resp = conn.send(req).await.map_err(|_| ErrorKind::Io)?;
+        s.head = Some(Instant::now());
+        let status = resp.status();
+        let failed = if status.is_client_error() {
+            Some(ErrorKind::Status4xx)
+        } else if status.is_success() || status.is_redirection() || status.is_informational() {
+            None
+        } else {
+            Some(ErrorKind::Status5xx)
+        };
+        let mut body = resp.into_body();
+        let sse = self.shared.template.sse && failed.is_none();
+        self.scanner.reset();
+        let mut end = StreamEnd::default();
+        while let Some(frame) = body.frame().await {
+            // A body error after the head: the stream or body was cut.
+            let frame = frame.map_err(|_| failed.unwrap_or(ErrorKind::Cut))?;
+            if let (true, Some(data)) = (sse, frame.data_ref()) {
+                let now = Instant::now();
+                self.scanner.feed(data, |e| end.on_event(e, now, s));
+            }
+        }
+        if let Some(kind) = failed {
+            return Err(kind);
+        }
+        if sse {
+            let now = Instant::now();
+            self.scanner.finish(|e| end.on_event(e, now, s));
+            if end.error_event {
+                return Err(ErrorKind::ErrorEvent);
+            }
+            if !end.done {
+                return Err(ErrorKind::Cut);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Exchange for HttpExchange {
+    async fn exchange(&mut self, target: usize, s: &mut Sample) {
+        let timeout = self.shared.timeout;
+        let outcome = match tokio::time::timeout(timeout, self.attempt(target, s)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(ErrorKind::Timeout),
+        };
+        if let Err(kind) = outcome {
+            s.error = Some(kind);
+            // After a cut, a timeout or a broken exchange the connection's state is unknown;
+            // status errors leave it usable.
+            if !matches!(kind, ErrorKind::Status4xx | ErrorKind::Status5xx) {
+                self.conns[target] = None;
+            }
+        }
+    }
+}
+
+// === impl StreamEnd ===
+
+impl StreamEnd {
+    /// Notes one event that arrived (in a chunk read) at `now`.
+    pub fn on_event(&mut self, event: Event, now: Instant, s: &mut Sample) {
+        match event {
+            Event::Token => {
+                match self.last_token {
+                    None => s.first_token = Some(now),
+                    Some(last) => s.gaps.push(now - last),
+                }
+                self.last_token = Some(now);
+            }
+            Event::Done => self.done = true,
+            Event::Error => self.error_event = true,
+            Event::Other => {}
+        }
+    }
+}

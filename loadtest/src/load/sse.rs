@@ -1,0 +1,132 @@
+//! An incremental server-sent-events scanner: it classifies each event of an OpenAI-style stream
+//! (a token, `[DONE]`, an error, anything else) as chunks arrive, without parsing JSON and
+//! without allocating once its line buffer has grown.
+
+use memchr::memmem;
+
+/// What one dispatched event carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Event {
+    /// Data with no token text (a role-only delta, a finish reason, usage).
+    Other,
+    /// Data with a non-empty `content` or `text` string: a token reached the client.
+    Token,
+    /// `data: [DONE]`, the end of an OpenAI stream.
+    Done,
+    /// `data: {"error": ...}` or `event: error`: the server failed after its 200.
+    Error,
+}
+
+/// Scans one response body at a time; [`SseScanner::reset`] before the next.
+#[derive(Debug, Default)]
+pub struct SseScanner {
+    /// The start of a line split across chunks.
+    carry: Vec<u8>,
+    /// The class of the event being read (`None` until it has a data or event line).
+    pending: Option<Event>,
+}
+
+// === impl SseScanner ===
+
+impl SseScanner {
+    /// Forgets any partial line or event, keeping the buffer's capacity.
+    pub fn reset(&mut self) {
+        self.carry.clear();
+        self.pending = None;
+    }
+
+    /// Scans `chunk`, calling `on_event` for each event it completes (at its blank line).
+    pub fn feed(&mut self, mut chunk: &[u8], mut on_event: impl FnMut(Event)) {
+        if !self.carry.is_empty() {
+            match memchr::memchr(b'\n', chunk) {
+                None => {
+                    self.carry.extend_from_slice(chunk);
+                    return;
+                }
+                Some(i) => {
+                    self.carry.extend_from_slice(&chunk[..i]);
+                    chunk = &chunk[i + 1..];
+                    let line = std::mem::take(&mut self.carry);
+                    self.line(&line, &mut on_event);
+                    self.carry = line;
+                    self.carry.clear();
+                }
+            }
+        }
+        while let Some(i) = memchr::memchr(b'\n', chunk) {
+            self.line(&chunk[..i], &mut on_event);
+            chunk = &chunk[i + 1..];
+        }
+        self.carry.extend_from_slice(chunk);
+    }
+
+    /// The body ended: an event still open (no blank line after it) is dispatched too, so a
+    /// final `[DONE]` without its blank line still counts.
+    pub fn finish(&mut self, mut on_event: impl FnMut(Event)) {
+        if !self.carry.is_empty() {
+            let line = std::mem::take(&mut self.carry);
+            self.line(&line, &mut on_event);
+        }
+        if let Some(event) = self.pending.take() {
+            on_event(event);
+        }
+    }
+
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(Event)) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            if let Some(event) = self.pending.take() {
+                on_event(event);
+            }
+            return;
+        }
+        let class = if let Some(data) = line.strip_prefix(b"data:") {
+            classify(data)
+        } else if let Some(name) = line.strip_prefix(b"event:") {
+            if name.trim_ascii() == b"error" {
+                Event::Error
+            } else {
+                return;
+            }
+        } else {
+            // Comments, `id:`, `retry:`: nothing a client measures.
+            return;
+        };
+        self.pending = Some(self.pending.map_or(class, |p| p.max(class)));
+    }
+}
+
+/// Classifies one `data:` payload.
+pub fn classify(data: &[u8]) -> Event {
+    let data = data.trim_ascii();
+    if data == b"[DONE]" {
+        Event::Done
+    } else if has_key(data, b"\"error\"") {
+        Event::Error
+    } else if has_text(data, b"\"content\"") || has_text(data, b"\"text\"") {
+        Event::Token
+    } else {
+        Event::Other
+    }
+}
+
+/// The key (with its quotes) occurs followed by a colon: a key, not a word inside a string
+/// (inside a JSON string the quotes would be escaped).
+fn has_key(data: &[u8], key: &[u8]) -> bool {
+    memmem::find_iter(data, key).any(|i| value_after(data, i + key.len()).is_some())
+}
+
+/// The key occurs with a non-empty string value.
+fn has_text(data: &[u8], key: &[u8]) -> bool {
+    memmem::find_iter(data, key).any(|i| {
+        value_after(data, i + key.len())
+            .is_some_and(|v| v.len() >= 2 && v[0] == b'"' && v[1] != b'"')
+    })
+}
+
+/// What follows `: ` after a key ending at `at`, or `None` when no colon follows.
+fn value_after(data: &[u8], at: usize) -> Option<&[u8]> {
+    let rest = data.get(at..)?.trim_ascii_start();
+    let rest = rest.strip_prefix(b":")?;
+    Some(rest.trim_ascii_start())
+}

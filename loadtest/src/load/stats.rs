@@ -1,0 +1,250 @@
+//! What a run measures: per-request samples folded into HDR histograms (microseconds) and error
+//! counts, merged across threads, and the percentile summaries the reports print.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio::time::Instant;
+
+/// Largest latency a histogram holds exactly: one hour in µs (longer ones are clamped to it).
+const HIGHEST_US: u64 = 3_600_000_000;
+/// Three significant digits: 0.1 % error at any magnitude, about 190 KB per histogram.
+const SIGFIGS: u8 = 3;
+
+/// Why a request failed. Request errors are counted and reported, never fatal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The TCP connect (or HTTP/2 handshake) to the target failed.
+    Connect,
+    /// No complete answer within `--timeout`.
+    Timeout,
+    /// The connection failed after the request went out and before the response head.
+    Io,
+    /// A 4xx response.
+    Status4xx,
+    /// A 5xx response (or any other non-2xx/3xx status).
+    Status5xx,
+    /// After a 2xx head: the body was cut, or a stream ended without `[DONE]`.
+    Cut,
+    /// After a 2xx head: the stream carried an error event.
+    ErrorEvent,
+}
+
+/// Errors by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Errors {
+    pub connect: u64,
+    pub timeout: u64,
+    pub io: u64,
+    pub status_4xx: u64,
+    pub status_5xx: u64,
+    /// Body cut or stream without `[DONE]` after a 2xx head.
+    pub cut_after_200: u64,
+    /// Error event in a stream after a 2xx head.
+    pub error_event: u64,
+}
+
+/// One request's timings, filled by the exchange and folded into a [`Recorder`]. A worker keeps
+/// one and reuses its buffer, so recording allocates nothing.
+#[derive(Debug, Default)]
+pub struct Sample {
+    /// Response head received.
+    pub head: Option<Instant>,
+    /// First token event received (streams only).
+    pub first_token: Option<Instant>,
+    /// Gaps between consecutive token events.
+    pub gaps: Vec<Duration>,
+    pub error: Option<ErrorKind>,
+}
+
+/// The histograms and counters of one target.
+#[derive(Clone, Debug)]
+pub struct Recorder {
+    pub total: Histogram<u64>,
+    pub ttfb: Histogram<u64>,
+    pub ttft: Histogram<u64>,
+    pub itl: Histogram<u64>,
+    /// Requests that succeeded (their total latency is in `total`).
+    pub ok: u64,
+    pub errors: Errors,
+    /// Open-loop requests that were due but never sent (the generator gave up, far behind).
+    pub dropped: u64,
+}
+
+/// Percentiles of one histogram, in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    #[serde(rename = "p99.9")]
+    pub p99_9: u64,
+    pub max: u64,
+}
+
+// === impl Errors ===
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.connect
+            + self.timeout
+            + self.io
+            + self.status_4xx
+            + self.status_5xx
+            + self.cut_after_200
+            + self.error_event
+    }
+
+    pub fn add(&mut self, kind: ErrorKind) {
+        *match kind {
+            ErrorKind::Connect => &mut self.connect,
+            ErrorKind::Timeout => &mut self.timeout,
+            ErrorKind::Io => &mut self.io,
+            ErrorKind::Status4xx => &mut self.status_4xx,
+            ErrorKind::Status5xx => &mut self.status_5xx,
+            ErrorKind::Cut => &mut self.cut_after_200,
+            ErrorKind::ErrorEvent => &mut self.error_event,
+        } += 1;
+    }
+
+    fn merge(&mut self, o: &Errors) {
+        self.connect += o.connect;
+        self.timeout += o.timeout;
+        self.io += o.io;
+        self.status_4xx += o.status_4xx;
+        self.status_5xx += o.status_5xx;
+        self.cut_after_200 += o.cut_after_200;
+        self.error_event += o.error_event;
+    }
+
+    /// `(name, count)` for every kind, in report order.
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+        [
+            ("connect", self.connect),
+            ("timeout", self.timeout),
+            ("io", self.io),
+            ("status_4xx", self.status_4xx),
+            ("status_5xx", self.status_5xx),
+            ("cut_after_200", self.cut_after_200),
+            ("error_event", self.error_event),
+        ]
+    }
+}
+
+// === impl Sample ===
+
+impl Sample {
+    /// Clears it for the next request, keeping the gap buffer's capacity.
+    pub fn reset(&mut self) {
+        self.head = None;
+        self.first_token = None;
+        self.gaps.clear();
+        self.error = None;
+    }
+}
+
+// === impl Recorder ===
+
+impl Default for Recorder {
+    fn default() -> Self {
+        let h = || {
+            // Constant, valid bounds: 1 ≤ low, high ≥ 2·low, sigfigs ≤ 5.
+            Histogram::new_with_bounds(1, HIGHEST_US, SIGFIGS).expect("valid bounds")
+        };
+        Self {
+            total: h(),
+            ttfb: h(),
+            ttft: h(),
+            itl: h(),
+            ok: 0,
+            errors: Errors::default(),
+            dropped: 0,
+        }
+    }
+}
+
+impl Recorder {
+    /// Folds in one finished request that was due at `due` and ended at `end`. Failed requests
+    /// are counted by kind; their latencies stay out of the histograms.
+    pub fn record(&mut self, due: Instant, end: Instant, s: &Sample) {
+        if let Some(kind) = s.error {
+            self.errors.add(kind);
+            return;
+        }
+        self.ok += 1;
+        self.total.saturating_record(micros(end - due));
+        if let Some(head) = s.head {
+            self.ttfb.saturating_record(micros(head - due));
+        }
+        if let Some(first) = s.first_token {
+            self.ttft.saturating_record(micros(first - due));
+        }
+        for gap in &s.gaps {
+            self.itl.saturating_record(micros(*gap));
+        }
+    }
+
+    /// Requests that ended (succeeded or failed); dropped ones were never sent.
+    pub fn completed(&self) -> u64 {
+        self.ok + self.errors.total()
+    }
+
+    pub fn merge(&mut self, o: &Recorder) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.total.add(&o.total);
+        let _ = self.ttfb.add(&o.ttfb);
+        let _ = self.ttft.add(&o.ttft);
+        let _ = self.itl.add(&o.itl);
+        self.ok += o.ok;
+        self.errors.merge(&o.errors);
+        self.dropped += o.dropped;
+    }
+
+    /// Empties it for the next interval, keeping its memory.
+    pub fn reset(&mut self) {
+        self.total.reset();
+        self.ttfb.reset();
+        self.ttft.reset();
+        self.itl.reset();
+        self.ok = 0;
+        self.errors = Errors::default();
+        self.dropped = 0;
+    }
+}
+
+// === impl Percentiles ===
+
+impl Percentiles {
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: h.len(),
+            mean: h.mean(),
+            p50: h.value_at_quantile(0.50),
+            p90: h.value_at_quantile(0.90),
+            p99: h.value_at_quantile(0.99),
+            p99_9: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+
+    /// `(name, µs)` for each reported percentile and the maximum, in order.
+    pub fn rows(&self) -> [(&'static str, u64); 5] {
+        [
+            ("p50", self.p50),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p99.9", self.p99_9),
+            ("max", self.max),
+        ]
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

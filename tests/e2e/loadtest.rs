@@ -1,0 +1,318 @@
+//! `rollgate loadtest`, the real binary, against simulators and a gateway: open and closed loop,
+//! streaming and not, HTTP/1.1 and h2c, errors counted (500s, cut streams, error events) and not
+//! fatal, `--compare` of a simulator directly and through the gateway, setup failures exit 1.
+//! Each run loads loopback for at most 2 s.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use rollgate_loadtest::sim::{Faults, Ratio};
+use serde_json::Value;
+
+use crate::support::*;
+
+/// Bounds a hung generator; every run here lasts a few seconds.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `rollgate loadtest ARGS` to its end.
+async fn loadtest(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .arg("loadtest")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rollgate loadtest");
+        let deadline = std::time::Instant::now() + RUN_LIMIT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                // Killing a process that just exited is harmless.
+                let _ = child.kill();
+                panic!("rollgate loadtest {args:?} did not finish within {RUN_LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("loadtest output")
+    })
+    .await
+    .expect("loadtest task")
+}
+
+/// Runs it with `--json --quiet`, expects exit 0 and returns the report.
+async fn report(args: &[&str]) -> Value {
+    let mut all = vec!["--json", "--quiet", "--timeout", "5s"];
+    all.extend_from_slice(args);
+    let out = loadtest(&all).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest {all:?} failed: {stderr}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}\n{stderr}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+fn n(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("{v} is not a count"))
+}
+
+#[tokio::test]
+async fn open_loop_streams_are_counted_with_ttft_and_token_gaps() {
+    let _heavy = heavy().await;
+    let sim = start_sim("a", "m", |a| {
+        a.ttft = Duration::from_millis(20);
+        a.tpot = Duration::from_millis(2);
+    })
+    .await;
+    let r = report(&[
+        &sim.url(),
+        "--model",
+        "m",
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--connections",
+        "4",
+        "--stream",
+        "--max-tokens",
+        "5",
+    ])
+    .await;
+    let t = &r["targets"][0];
+    assert_eq!(r["run"]["mode"], "open");
+    assert_eq!(n(&t["errors_total"]), 0, "{t}");
+    assert_eq!(n(&t["requests"]), 50, "{t}");
+    assert_eq!(
+        n(&t["ok"]),
+        sim.requests_total(),
+        "every request the sim got is counted"
+    );
+    let lat = &t["latency_us"];
+    assert!(
+        n(&lat["ttft"]["p50"]) >= 20_000,
+        "TTFT below the sim's 20 ms: {lat}"
+    );
+    assert!(n(&lat["ttft"]["max"]) <= n(&lat["total"]["max"]), "{lat}");
+    assert_eq!(
+        n(&lat["itl"]["count"]),
+        4 * 50,
+        "4 gaps between 5 tokens: {lat}"
+    );
+    // The sim paces tokens by due time, so one late event makes the next gap short; the mean
+    // keeps the pace.
+    let itl_mean = lat["itl"]["mean"].as_f64().expect("mean");
+    assert!(itl_mean >= 1_800.0, "gaps below the sim's 2 ms: {lat}");
+    let rate = t["rate"].as_f64().expect("rate");
+    assert!((rate - 50.0).abs() < 1.0, "rate {rate}");
+}
+
+#[tokio::test]
+async fn closed_loop_runs_a_request_count_after_warmup_cycling_prompts_and_writes_csv() {
+    let _heavy = heavy().await;
+    let sim = start_sim("a", "m", |_| {}).await;
+    let dir = temp_dir("loadtest-csv");
+    let csv = dir.join("out.csv");
+    let prompts = dir.join("prompts.jsonl");
+    std::fs::write(
+        &prompts,
+        "\"first prompt\"\n{\"model\":\"m\",\"prompt\":\"second\"}\n",
+    )
+    .expect("write prompts");
+    let r = report(&[
+        &sim.url(),
+        "--connections",
+        "2",
+        "--requests",
+        "100",
+        "--warmup",
+        "200ms",
+        "--api",
+        "completions",
+        "--prompts",
+        prompts.to_str().expect("utf-8 path"),
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    let t = &r["targets"][0];
+    assert_eq!(r["run"]["mode"], "closed");
+    assert_eq!((n(&t["requests"]), n(&t["ok"])), (100, 100), "{t}");
+    assert!(
+        sim.requests_total() > 100,
+        "warm-up requests are sent, not counted"
+    );
+    let received = sim.received();
+    assert!(received.iter().all(|q| q.path == "/v1/completions"));
+    let bodies: std::collections::HashSet<&str> =
+        received.iter().map(|q| q.sha256.as_str()).collect();
+    assert_eq!(bodies.len(), 2, "both prompt lines are used in turn");
+    assert_eq!(
+        n(&t["latency_us"]["ttft"]["count"]),
+        0,
+        "no stream, no TTFT"
+    );
+    let rows = std::fs::read_to_string(&csv).expect("csv written");
+    assert!(
+        rows.starts_with("target,url,metric,stat,value_us\n"),
+        "{rows}"
+    );
+    let p99 = n(&t["latency_us"]["total"]["p99"]);
+    assert!(rows.contains(&format!("total,p99,{p99}\n")), "{rows}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn h2c_multiplexes_streams_on_one_connection() {
+    let _heavy = heavy().await;
+    let sim = start_sim("a", "m", |_| {}).await;
+    let r = report(&[
+        &sim.url(),
+        "--h2c",
+        "--streams",
+        "4",
+        "--requests",
+        "80",
+        "--stream",
+    ])
+    .await;
+    let t = &r["targets"][0];
+    assert_eq!(r["run"]["protocol"], "h2c");
+    assert_eq!((n(&t["ok"]), n(&t["errors_total"])), (80, 0), "{t}");
+    assert_eq!(n(&t["latency_us"]["ttft"]["count"]), 80);
+}
+
+#[tokio::test]
+async fn failures_are_counted_by_kind_and_not_fatal() {
+    let _heavy = heavy().await;
+    let sim = start_sim("a", "m", |a| {
+        a.seed = 5;
+        a.faults = Faults {
+            error_rate: Ratio::new(0.25).expect("share"),
+            truncate_rate: Ratio::new(0.25).expect("share"),
+            error_event_rate: Ratio::new(0.25).expect("share"),
+            ..Faults::default()
+        };
+    })
+    .await;
+    let r = report(&[
+        &sim.url(),
+        "--requests",
+        "80",
+        "--connections",
+        "2",
+        "--stream",
+    ])
+    .await;
+    let t = &r["targets"][0];
+    let e = &t["errors"];
+    for kind in ["status_5xx", "cut_after_200", "error_event"] {
+        assert!(n(&e[kind]) > 0, "no {kind}: {e}");
+    }
+    assert_eq!(
+        n(&e["connect"]) + n(&e["timeout"]) + n(&e["status_4xx"]),
+        0,
+        "{e}"
+    );
+    assert_eq!(n(&t["ok"]) + n(&t["errors_total"]), 80, "{t}");
+    assert!(n(&t["ok"]) > 0, "{t}");
+}
+
+#[tokio::test]
+async fn compare_reports_what_the_gateway_adds_over_the_upstream() {
+    let _heavy = heavy().await;
+    let sim = start_sim("a", "m", |_| {}).await;
+    let gw = Gateway::start(&config(&sim, None, "", ""));
+    let out = loadtest(&[
+        "--compare",
+        &sim.url(),
+        &gw.url(""),
+        "--model",
+        "m",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--slice",
+        "250ms",
+        "--quiet",
+    ])
+    .await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "A http://",
+        "B http://",
+        "B - A (what B adds)",
+        "throughput B/A",
+    ] {
+        assert!(table.contains(want), "{want:?} missing from\n{table}");
+    }
+    let stable_2xx =
+        r#"rollgate_proxy_requests_total{model="m",variant="stable",status_class="2xx"}"#;
+    let before = metric(&gw.metrics().await, stable_2xx).unwrap_or(0.0);
+    let r = report(&[
+        "--compare",
+        &sim.url(),
+        &gw.url(""),
+        "--model",
+        "m",
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--slice",
+        "250ms",
+    ])
+    .await;
+    let (a, b) = (&r["targets"][0], &r["targets"][1]);
+    for t in [a, b] {
+        assert_eq!(n(&t["errors_total"]), 0, "{t}");
+        // Half of 2 s at 100 req/s each.
+        assert!(n(&t["requests"]).abs_diff(100) <= 2, "{t}");
+    }
+    let through = metric(&gw.metrics().await, stable_2xx).unwrap_or(0.0) - before;
+    assert_eq!(through, n(&b["ok"]) as f64, "B went through the gateway");
+    let added = &r["compare"]["added_us"]["total"];
+    for p in ["p50", "p90", "p99", "p99.9"] {
+        assert!(added[p].is_i64(), "no added {p}: {added}");
+    }
+    let ratio = r["compare"]["throughput_ratio"].as_f64().expect("ratio");
+    assert!(
+        (0.95..=1.05).contains(&ratio),
+        "same open-loop rate on both: {ratio}"
+    );
+}
+
+#[tokio::test]
+async fn setup_failures_exit_non_zero_and_say_why() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let out = loadtest(&[&format!("http://{closed}"), "--duration", "1s"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    let out = loadtest(&[
+        "http://127.0.0.1:1",
+        "--rate=0",
+        "--prompts",
+        "/nonexistent",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--rate") && stderr.contains("/nonexistent"),
+        "{stderr}"
+    );
+}
