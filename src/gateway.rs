@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use rollgate_control::gitops::{EventCounters, Gitops};
 use rollgate_control::operator::{AdminAuth, Audit};
 use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
@@ -118,6 +119,7 @@ impl Gateway {
             .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
         let drain_timeout = config.drain_timeout;
         let state_dir = config.state_dir.clone();
+        let gitops_config = config.gitops.clone();
         let auth = AdminAuth::load(config.admin.token_file.as_deref())
             .context("reading the admin token file")?;
         let audit_path = config
@@ -151,6 +153,10 @@ impl Gateway {
         let admin = admin_listener.local_addr()?;
         let (admin_stop, stop_rx) = watch::channel(false);
         tokio::spawn(driver.run(stop_rx.clone()));
+        let gitops = Gitops::new(proxy.clone(), handle.clone(), Some(driver_handle.clone()));
+        let sinks =
+            crate::gitops::sinks(&gitops_config, EventCounters::register(&mut registry)).await?;
+        tokio::spawn(gitops.clone().publish(sinks, stop_rx.clone()));
         let server = AdminServer {
             driver: Some(driver_handle.clone()),
             auth,
@@ -158,6 +164,7 @@ impl Gateway {
             registry: Arc::new(registry),
             proxy: proxy.clone(),
             reloader: handle.clone(),
+            gitops,
         };
         tokio::spawn(async move {
             if let Err(e) = serve_admin(admin_listener, server, stop_rx).await {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod demo;
 mod gateway;
+mod gitops;
 mod rollout;
 
 #[derive(Parser, Debug)]
@@ -39,6 +40,9 @@ enum Command {
     Ctl(ctl::CtlArgs),
     /// Serve this node's GPU memory (NVML) as /metrics and /gpus for rollout gates.
     GpuAgent(rollgate_control::gpu::GpuAgentArgs),
+    /// Print the `ModelRollout` CustomResourceDefinition (YAML) that status is written to.
+    #[cfg(feature = "k8s")]
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,13 @@ fn main() -> ExitCode {
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
         Command::GpuAgent(args) => runtime().and_then(|rt| rt.block_on(gpu_agent(args))),
+        #[cfg(feature = "k8s")]
+        Command::Crd => gitops::crd().map(|yaml| {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{yaml}");
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

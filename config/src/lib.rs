@@ -19,6 +19,7 @@ mod validate;
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{ConfigError, Errors, ParseError};
 pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
+pub use validate::gitops::{Gitops, Kubernetes};
 
 /// Parses and validates a YAML config document, collecting every error.
 pub fn parse(yaml: &str) -> Result<Config, Errors> {
@@ -43,6 +44,8 @@ pub struct Config {
     /// Directory for persistent state (rollout progress). None: kept in memory only, so a
     /// restart begins every rollout again.
     pub state_dir: Option<PathBuf>,
+    /// Where model statuses are pushed (`gitops:`); see `docs/gitops.md`.
+    pub gitops: Gitops,
     pub models: Vec<Model>,
 }
 

@@ -54,6 +54,7 @@ pub(crate) struct RawConfig {
     pub routing: Field<RawRouting>,
     pub drain_timeout: Field<Duration>,
     pub state_dir: Field<PathBuf>,
+    pub gitops: Field<crate::validate::gitops::RawGitops>,
     pub models: Field<Vec<Parsed<RawModel>>>,
 }
 
@@ -397,6 +398,8 @@ sections!(
     RawMetricErrors,
     RawPromql,
     RawPromqlQuery,
+    crate::validate::gitops::RawGitops,
+    crate::validate::gitops::RawKubernetes,
 );
 
 /// Items keep their index even when some are unusable, so later errors point at the right one.

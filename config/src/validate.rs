@@ -18,6 +18,7 @@ use crate::raw::{
 };
 use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
 
+pub(crate) mod gitops;
 mod model;
 mod rollout;
 
@@ -200,6 +201,7 @@ impl TryFrom<RawConfig> for Config {
         let ejection = c.section("ejection", raw.ejection);
         let routing = c.section("routing", raw.routing);
         let state_dir = c.take("state_dir", raw.state_dir);
+        let gitops = c.section("gitops", raw.gitops);
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -224,6 +226,7 @@ impl TryFrom<RawConfig> for Config {
                 routing: routing?,
                 drain_timeout,
                 state_dir,
+                gitops: gitops?,
                 models: models?,
             })
         })();

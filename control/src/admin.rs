@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`.
+//! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, the rollout API and
+//! the GitOps endpoints (`/status/models/{model}`, `/gitops/...`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct AdminServer {
     pub driver: Option<DriverHandle>,
     pub auth: Option<AdminAuth>,
     pub audit: Audit,
+    /// Model statuses and the Argo Rollouts / Flagger endpoints.
+    pub gitops: crate::gitops::Gitops,
 }
 
 /// Largest operator command body read.
@@ -83,7 +86,9 @@ impl AdminServer {
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => {
-                let report = StatusReport::build(&self.proxy, &self.reloader, self.driver.as_ref());
+                let mut report =
+                    StatusReport::build(&self.proxy, &self.reloader, self.driver.as_ref());
+                report.kstatus = self.gitops.statuses();
                 json(StatusCode::OK, &report)
             }
             (&Method::POST, "/reload") => {
@@ -101,6 +106,12 @@ impl AdminServer {
                 json(StatusCode::OK, &statuses)
             }
             (&Method::POST, path) if path.starts_with("/rollouts/") => self.command(req).await,
+            (_, path) if path.starts_with("/status/models/") || path.starts_with("/gitops/") => {
+                match self.gitops.handle(req).await {
+                    Some(resp) => resp,
+                    None => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
             (_, "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }

@@ -4,6 +4,7 @@
 //! Depends on `config` and on the data plane's public [`rollgate_proxy::ProxyHandle`].
 
 mod admin;
+pub mod gitops;
 pub mod gpu;
 pub mod operator;
 mod reload;

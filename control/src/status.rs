@@ -17,6 +17,8 @@ pub struct StatusReport {
     pub models: Vec<Value>,
     /// One kstatus-shaped rollout status per model with a rollout plan.
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
+    /// The kstatus object of every model, by name (what `GET /status/models/{model}` serves).
+    pub kstatus: std::collections::BTreeMap<String, crate::gitops::ModelStatus>,
 }
 
 // === impl StatusReport ===
@@ -62,6 +64,7 @@ impl StatusReport {
             rollouts: driver
                 .map(crate::rollout::DriverHandle::status)
                 .unwrap_or_default(),
+            kstatus: std::collections::BTreeMap::new(),
         }
     }
 }
