@@ -45,3 +45,6 @@ mod ctl;
 
 #[path = "e2e/promql.rs"]
 mod promql;
+
+#[path = "e2e/gitops.rs"]
+mod gitops;
