@@ -1,6 +1,5 @@
 //! Wiring of the pushed GitOps sinks from the `gitops:` config section, and `rollgate crd`.
 
-use anyhow::Context as _;
 use rollgate_control::gitops::{flux_sink, EventCounters, SinkQueue, DEFAULT_NAMESPACE};
 
 /// The sinks the config asks for.
@@ -26,12 +25,9 @@ pub(crate) async fn sinks(
 
 #[cfg(feature = "k8s")]
 async fn kubernetes(namespace: &str, counters: EventCounters) -> anyhow::Result<SinkQueue> {
-    let client = kube::Client::try_default()
+    rollgate_control::gitops::k8s::sink_from_env(namespace, counters)
         .await
-        .context("gitops.kubernetes: no Kubernetes client config (in-cluster or KUBECONFIG)")?;
-    Ok(rollgate_control::gitops::k8s::sink(
-        client, namespace, counters,
-    ))
+        .map_err(|e| anyhow::anyhow!("gitops.kubernetes: {e}"))
 }
 
 #[cfg(not(feature = "k8s"))]
@@ -39,7 +35,6 @@ async fn kubernetes(_namespace: &str, _counters: EventCounters) -> anyhow::Resul
     Err(anyhow::anyhow!(
         "gitops.kubernetes is set but this rollgate was built without the `k8s` feature"
     ))
-    .context("publishing ModelRollout status")
 }
 
 /// `rollgate crd`: the `ModelRollout` CustomResourceDefinition as YAML.

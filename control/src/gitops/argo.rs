@@ -12,7 +12,7 @@ pub struct WebMetric<'a> {
     pub verdict: Verdict,
     pub phase: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<u32>,
+    pub step: Option<i64>,
     /// The serving config revision.
     pub revision: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -49,6 +49,15 @@ pub fn sink(client: Client, namespace: &str, counters: EventCounters) -> SinkQue
     })
 }
 
+/// The Kubernetes sink with a client from the environment (in-cluster service account, or
+/// `KUBECONFIG`).
+pub async fn sink_from_env(namespace: &str, counters: EventCounters) -> Result<SinkQueue, String> {
+    let client = Client::try_default()
+        .await
+        .map_err(|e| format!("no Kubernetes client config (in-cluster or KUBECONFIG): {e}"))?;
+    Ok(sink(client, namespace, counters))
+}
+
 /// Reads the object's generation, then server-side-applies `.status`.
 pub async fn apply_status(
     api: &Api<ModelRollout>,

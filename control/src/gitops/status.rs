@@ -26,7 +26,7 @@ pub struct ModelStatus {
     pub phase: String,
     /// Canary step index (0-based), only in `Canary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub step: Option<u32>,
+    pub step: Option<i64>,
     /// The candidate the rollout is about (`revision@fingerprint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<String>,
@@ -140,13 +140,13 @@ pub fn build(r: &RolloutStatus, cx: Context<'_>) -> ModelStatus {
 }
 
 /// A phase's name and, for Canary, its step.
-pub fn phase_name(p: Phase) -> (&'static str, Option<u32>) {
+pub fn phase_name(p: Phase) -> (&'static str, Option<i64>) {
     match p {
         Phase::Idle => ("Idle", None),
         Phase::Deploy => ("Deploy", None),
         Phase::ValidateHealth => ("ValidateHealth", None),
         Phase::Shadow => ("Shadow", None),
-        Phase::Canary(i) => ("Canary", Some(u32::try_from(i).unwrap_or(u32::MAX))),
+        Phase::Canary(i) => ("Canary", Some(i64::try_from(i).unwrap_or(i64::MAX))),
         Phase::Promote => ("Promote", None),
         Phase::Full => ("Full", None),
         Phase::Rollback => ("Rollback", None),
