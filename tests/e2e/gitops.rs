@@ -447,3 +447,34 @@ async fn unknown_models_hooks_and_bad_payloads_are_clear_errors() {
     let r = get(&c, &gw.admin_url("/gitops/flagger/rollout")).await;
     assert_eq!(r.status, 405);
 }
+
+/// With `gitops.kubernetes` set, a build without the `k8s` feature (or one with no cluster to
+/// talk to) refuses to start and says why, instead of silently not publishing.
+#[tokio::test]
+async fn kubernetes_publishing_that_cannot_work_refuses_to_start() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let dir = temp_dir("gitops-k8s");
+    let path = dir.join("rollgate.yaml");
+    std::fs::write(
+        &path,
+        config(
+            &stable,
+            None,
+            "",
+            "gitops: { kubernetes: { namespace: ml } }\n",
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", dir.join("no-kubeconfig"))
+        .env("HOME", &dir)
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("gitops.kubernetes"), "{stderr}");
+}
