@@ -310,23 +310,18 @@ impl Gitops {
 /// Whether a status differs from the one last published in what GitOps tools watch: phase,
 /// step, candidate, revision, pause, pin, or a condition's status or reason.
 fn changed(a: &ModelStatus, b: &ModelStatus) -> bool {
-    let key = |s: &ModelStatus| {
-        let conds: Vec<(&str, &str)> = s
-            .conditions
+    let conditions_differ = a.conditions.len() != b.conditions.len()
+        || a.conditions
             .iter()
-            .map(|c| (c.status.as_str(), c.reason.as_str()))
-            .collect();
-        (
-            s.phase.clone(),
-            s.step,
-            s.candidate.clone(),
-            s.observed_revision.clone(),
-            s.paused.clone(),
-            s.pinned.clone(),
-            format!("{conds:?}"),
-        )
-    };
-    key(a) != key(b)
+            .zip(&b.conditions)
+            .any(|(x, y)| x.status != y.status || x.reason != y.reason);
+    conditions_differ
+        || a.phase != b.phase
+        || a.step != b.step
+        || a.candidate != b.candidate
+        || a.observed_revision != b.observed_revision
+        || a.paused != b.paused
+        || a.pinned != b.pinned
 }
 
 fn idle(model: &str, weight: rollgate_config::Ppm) -> RolloutStatus {

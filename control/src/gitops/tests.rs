@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::reload::ReloadOutcome;
@@ -431,4 +431,67 @@ async fn a_stuck_sink_drops_and_counts_instead_of_blocking() {
         sink.offer(change(Phase::Canary(0)));
     }
     assert_eq!(counter(&registry, "flux", "dropped"), Some(10.0));
+}
+
+fn sink_into(
+    initial: bool,
+    registry: &mut Registry,
+) -> (SinkQueue, mpsc::UnboundedReceiver<Change>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = SinkQueue::spawn(
+        "flux",
+        EventCounters::register(registry),
+        initial,
+        move |c| {
+            let _ = tx.send(c);
+            std::future::ready(Ok(()))
+        },
+    );
+    (sink, rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_publisher_sends_changes_once_and_skips_a_quiet_start_where_asked() {
+    let yaml = "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:9\"], engine: vllm }\n";
+    let mut registry = Registry::default();
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(yaml).expect("config"),
+        "rev-1",
+        &mut registry,
+    );
+    let (_reloader, handle) =
+        crate::reload::Reloader::new("/nonexistent".into(), proxy.clone(), &mut registry);
+    let gitops = Gitops::new(proxy.clone(), handle, None);
+    let (all, mut all_rx) = sink_into(true, &mut registry);
+    let (changes, mut changes_rx) = sink_into(false, &mut registry);
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(gitops.publish(vec![all, changes], stop));
+
+    let first = all_rx.recv().await.expect("initial status");
+    assert_eq!(
+        (
+            first.status.phase.as_str(),
+            first.status.observed_revision.as_str()
+        ),
+        ("Idle", "rev-1")
+    );
+    assert!(first.previous.is_none());
+    // Several quiet ticks: nothing more, and nothing at all for the sink that skips a quiet start.
+    tokio::time::sleep(PUBLISH_TICK * 3).await;
+    assert!(all_rx.try_recv().is_err());
+    assert!(changes_rx.try_recv().is_err());
+
+    proxy.apply(rollgate_config::parse(yaml).expect("config"), "rev-2");
+    for rx in [&mut all_rx, &mut changes_rx] {
+        let c = rx.recv().await.expect("change");
+        assert_eq!(c.status.observed_revision, "rev-2");
+        assert_eq!(
+            c.previous.map(|p| p.observed_revision).as_deref(),
+            Some("rev-1")
+        );
+    }
+    tokio::time::sleep(PUBLISH_TICK * 3).await;
+    assert!(all_rx.try_recv().is_err(), "published once per change");
+    stop_tx.send(true).expect("stop");
+    task.await.expect("publisher ends on shutdown");
 }
