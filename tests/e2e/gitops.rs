@@ -478,3 +478,139 @@ async fn kubernetes_publishing_that_cannot_work_refuses_to_start() {
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("gitops.kubernetes"), "{stderr}");
 }
+
+/// The whole chain with the `k8s` build: rollout driver → publisher → kube client → a fake
+/// Kubernetes API server on loopback, found through `KUBECONFIG`.
+#[cfg(feature = "k8s")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_phase_reaches_the_fake_api_server_as_a_status_apply() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let patches: Arc<Mutex<Vec<(String, String, String, Value)>>> = Arc::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    let log = patches.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        if parts.method == hyper::Method::PATCH {
+                            let ctype = parts
+                                .headers
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            log.lock().expect("log").push((
+                                parts.uri.path().to_owned(),
+                                parts.uri.query().unwrap_or("").to_owned(),
+                                ctype,
+                                body,
+                            ));
+                        }
+                        let object = serde_json::json!({
+                            "apiVersion": "rollgate.dev/v1alpha1", "kind": "ModelRollout",
+                            "metadata": { "name": "m", "namespace": "ml", "generation": 7 },
+                            "spec": { "model": "m" }
+                        });
+                        let mut resp =
+                            hyper::Response::new(Full::new(Bytes::from(object.to_string())));
+                        resp.headers_mut().insert(
+                            "content-type",
+                            hyper::header::HeaderValue::from_static("application/json"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let dir = temp_dir("gitops-kube");
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{ name: fake, cluster: {{ server: \"{api}\" }} }}]\n\
+         users: [{{ name: u, user: {{}} }}]\ncontexts: [{{ name: c, context: {{ cluster: fake, user: u }} }}]\ncurrent-context: c\n"
+    )).expect("kubeconfig");
+    let plan = "    rollout: { steps: [{ weight: 10%, for: 60s }], gates: { error_rate: { max: 1% } }, min_samples: 1000 }\n";
+    let path = dir.join("rollgate.yaml");
+    std::fs::write(
+        &path,
+        config(
+            &stable,
+            Some(&candidate),
+            plan,
+            "gitops: { kubernetes: { namespace: ml } }\n",
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rollgate"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut ready)
+        .expect("ready line");
+    assert!(ready.starts_with("rollgate ready"), "{ready:?}");
+
+    let deadline = Instant::now() + DEADLINE;
+    let canary = loop {
+        let found = patches
+            .lock()
+            .expect("log")
+            .iter()
+            .find(|p| p.3["status"]["phase"] == "Canary")
+            .cloned();
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no Canary status patch; got {:?}",
+            patches.lock().expect("log")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (path, query, ctype, body) = canary;
+    assert_eq!(
+        path,
+        "/apis/rollgate.dev/v1alpha1/namespaces/ml/modelrollouts/m/status"
+    );
+    let mut query: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+    query.sort_unstable();
+    assert_eq!(query, ["fieldManager=rollgate", "force=true"]);
+    assert_eq!(ctype, "application/apply-patch+yaml");
+    let status = &body["status"];
+    assert_eq!(status["observedGeneration"], 7);
+    assert!(
+        status["observedRevision"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{body:#}"
+    );
+    assert_eq!(cs(status, "Reconciling"), pair("True", "Canary"));
+}
