@@ -487,7 +487,9 @@ async fn a_rollout_phase_reaches_the_fake_api_server_as_a_status_apply() {
     use std::io::{BufRead, BufReader};
     use std::sync::{Arc, Mutex};
 
-    let patches: Arc<Mutex<Vec<(String, String, String, Value)>>> = Arc::default();
+    /// `(path, query, content type, body)` of each PATCH.
+    type Patches = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+    let patches: Patches = Arc::default();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let api = format!("http://{}", listener.local_addr().expect("addr"));
     let log = patches.clone();
