@@ -135,15 +135,19 @@ impl Gitops {
             .models
             .iter()
             .map(|m| {
-                // Before the driver's first step a model is Idle at the configured split.
-                let r = rollouts.get(&m.name).cloned().unwrap_or_else(|| {
-                    idle(
-                        &m.name,
-                        m.candidate
-                            .as_ref()
-                            .map_or(rollgate_config::Ppm::ZERO, |_| m.weight),
-                    )
-                });
+                // Idle means no rollout directive: the configured split serves (also before the
+                // driver's first step).
+                let configured = m
+                    .candidate
+                    .as_ref()
+                    .map_or(rollgate_config::Ppm::ZERO, |_| m.weight);
+                let mut r = rollouts
+                    .get(&m.name)
+                    .cloned()
+                    .unwrap_or_else(|| idle(&m.name, configured));
+                if r.phase == Phase::Idle {
+                    r.weight = configured.to_string();
+                }
                 let cx = Context {
                     serving: snap.revision(),
                     latest: latest.as_ref(),

@@ -394,6 +394,19 @@ async fn unknown_models_hooks_and_bad_payloads_are_clear_errors() {
     assert_eq!(cs(&s, "Ready"), pair("True", "Stable"));
     assert_eq!(s["observedGeneration"], 1);
 
+    // A candidate without a rollout plan: Idle at the configured split.
+    let cand = start_sim("candidate", "m", |_| {}).await;
+    gw.write_config(&config(&stable, Some(&cand), "    weight: 20%\n", ""));
+    assert_eq!(gw.reload().await["result"], "success");
+    let s = get(&c, &gw.admin_url("/status/models/m")).await.json();
+    assert_eq!(
+        (s["phase"].as_str(), s["weight"].as_str()),
+        (Some("Idle"), Some("20%")),
+        "{s:#}"
+    );
+    assert_eq!(cs(&s, "Ready"), pair("True", "Idle"));
+    assert_eq!(s["observedGeneration"], 2, "one applied reload");
+
     let r = get(&c, &gw.admin_url("/gitops/argo-rollouts/nope")).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"]["code"], "model_not_found");
@@ -403,7 +416,7 @@ async fn unknown_models_hooks_and_bad_payloads_are_clear_errors() {
     assert_eq!(
         (r.status, r.json()["verdict"].as_str()),
         (200, Some("hold")),
-        "no candidate: hold"
+        "Idle: hold"
     );
 
     // Flagger's payload names canary `podinfo`; no such model here.
