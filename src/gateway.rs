@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 use rollgate_config::Role;
 use rollgate_control::breakglass::OperatorNotes;
 use rollgate_control::git::{GitSettings, GitSource};
+use rollgate_control::gitops::{EventCounters, Gitops};
 use rollgate_control::operator::{AdminAuth, Audit};
 use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
@@ -183,6 +184,7 @@ impl Gateway {
             .with_context(|| format!("binding the admin API on {}", config.admin.listen))?;
         let drain_timeout = config.drain_timeout;
         let state_dir = config.state_dir.clone();
+        let gitops_config = config.gitops.clone();
         let auth = AdminAuth::load(&config.admin).context("reading the admin tokens")?;
         let sync_pause_approvers = config.admin.sync_pause_approvers;
         let audit_path = config
@@ -241,6 +243,10 @@ impl Gateway {
         let admin = admin_listener.local_addr()?;
         let (admin_stop, stop_rx) = watch::channel(false);
         tokio::spawn(driver.run(stop_rx.clone()));
+        let gitops = Gitops::new(proxy.clone(), handle.clone(), Some(driver_handle.clone()));
+        let sinks =
+            crate::gitops::sinks(&gitops_config, EventCounters::register(&mut registry)).await?;
+        tokio::spawn(gitops.clone().publish(sinks, stop_rx.clone()));
         let server = AdminServer {
             driver: Some(driver_handle.clone()),
             auth,
@@ -250,6 +256,7 @@ impl Gateway {
             registry: Arc::new(registry),
             proxy: proxy.clone(),
             reloader: handle.clone(),
+            gitops,
         };
         tokio::spawn(async move {
             if let Err(e) = serve_admin(admin_listener, server, stop_rx).await {

@@ -8,6 +8,7 @@ mod ctl;
 mod demo;
 mod gateway;
 mod pr;
+mod gitops;
 mod rollout;
 
 #[derive(Parser, Debug)]
@@ -44,6 +45,9 @@ enum Command {
     Loadtest(Box<rollgate_loadtest::load::LoadArgs>),
     /// Serve this node's GPU memory (NVML) as /metrics and /gpus for rollout gates.
     GpuAgent(rollgate_control::gpu::GpuAgentArgs),
+    /// Print the `ModelRollout` CustomResourceDefinition (YAML) that status is written to.
+    #[cfg(feature = "k8s")]
+    Crd,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +72,13 @@ fn main() -> ExitCode {
         Command::GpuAgent(args) => runtime().and_then(|rt| rt.block_on(gpu_agent(args))),
         // Runs its own generator threads and runtimes; no control runtime needed.
         Command::Loadtest(args) => rollgate_loadtest::load::run(&args),
+        #[cfg(feature = "k8s")]
+        Command::Crd => gitops::crd().map(|yaml| {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{yaml}");
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -60,3 +60,6 @@ mod git;
 
 #[path = "e2e/loadtest.rs"]
 mod loadtest;
+
+#[path = "e2e/gitops.rs"]
+mod gitops;

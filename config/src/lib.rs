@@ -21,6 +21,7 @@ pub use diff::{diff, Change, ChangeKind};
 pub use error::{ConfigError, Errors, ParseError};
 pub use policy::{check, rollout_change, RolloutChange, Violation};
 pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
+pub use validate::gitops::{Gitops, Kubernetes};
 
 /// Parses and validates a YAML config document, collecting every error.
 pub fn parse(yaml: &str) -> Result<Config, Errors> {
@@ -51,6 +52,8 @@ pub struct Config {
     /// Rules for changes to this config, checked by `rollgate validate --repo` and `rollgate
     /// diff` (never at runtime). Default: no rules.
     pub policy: Policy,
+    /// Where model statuses are pushed (`gitops:`); see `docs/gitops.md`.
+    pub gitops: Gitops,
     pub models: Vec<Model>,
 }
 

@@ -56,6 +56,7 @@ pub(crate) struct RawConfig {
     pub state_dir: Field<PathBuf>,
     pub env: Field<String>,
     pub policy: Field<RawPolicy>,
+    pub gitops: Field<crate::validate::gitops::RawGitops>,
     pub models: Field<Vec<Parsed<RawModel>>>,
 }
 
@@ -428,6 +429,8 @@ sections!(
     RawPromql,
     RawPromqlQuery,
     RawPolicy,
+    crate::validate::gitops::RawGitops,
+    crate::validate::gitops::RawKubernetes,
 );
 
 /// Items keep their index even when some are unusable, so later errors point at the right one.

@@ -21,6 +21,7 @@ use crate::{
     Upstream,
 };
 
+pub(crate) mod gitops;
 mod model;
 mod policy;
 mod rollout;
@@ -204,6 +205,7 @@ impl TryFrom<RawConfig> for Config {
         let ejection = c.section("ejection", raw.ejection);
         let routing = c.section("routing", raw.routing);
         let state_dir = c.take("state_dir", raw.state_dir);
+        let gitops = c.section("gitops", raw.gitops);
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -235,6 +237,7 @@ impl TryFrom<RawConfig> for Config {
                 state_dir,
                 env,
                 policy: policy?,
+                gitops: gitops?,
                 models: models?,
             })
         })();

@@ -1,6 +1,7 @@
 //! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, `POST /hooks/git`,
-//! the rollout commands and the break-glass sync endpoints (`POST /sync/pause`,
-//! `POST /sync/resume`, `GET /live-config`).
+//! the rollout commands, the break-glass sync endpoints (`POST /sync/pause`,
+//! `POST /sync/resume`, `GET /live-config`) and the GitOps endpoints
+//! (`/status/models/{model}`, `/gitops/...`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct AdminServer {
     pub notes: OperatorNotes,
     /// `admin.sync_pause_approvers` (1 or 2).
     pub sync_pause_approvers: u32,
+    /// Model statuses and the Argo Rollouts / Flagger endpoints.
+    pub gitops: crate::gitops::Gitops,
 }
 
 /// Largest operator command body read.
@@ -92,12 +95,13 @@ impl AdminServer {
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/status") => {
-                let report = StatusReport::build_with_notes(
+                let mut report = StatusReport::build_with_notes(
                     &self.proxy,
                     &self.reloader,
                     self.driver.as_ref(),
                     &self.notes,
                 );
+                report.kstatus = self.gitops.statuses();
                 json(StatusCode::OK, &report)
             }
             (&Method::POST, "/reload") => {
@@ -118,6 +122,12 @@ impl AdminServer {
             (&Method::POST, "/sync/pause" | "/sync/resume") => self.sync(req).await,
             (&Method::GET, "/live-config") => self.live_config(&req),
             (&Method::POST, "/hooks/git") => self.git_hook(req).await,
+            (_, path) if path.starts_with("/status/models/") || path.starts_with("/gitops/") => {
+                match self.gitops.handle(req).await {
+                    Some(resp) => resp,
+                    None => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
             (
                 _,
                 "/metrics" | "/healthz" | "/status" | "/reload" | "/rollouts" | "/sync/pause"

@@ -6,6 +6,7 @@
 mod admin;
 pub mod breakglass;
 pub mod git;
+pub mod gitops;
 pub mod gpu;
 pub mod operator;
 mod reload;

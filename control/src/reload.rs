@@ -362,6 +362,13 @@ impl ReloaderHandle {
         lock(&self.state.last).clone()
     }
 
+    /// The most recent outcome, "unchanged" included (content already rejected reads as that
+    /// rejection): what the status conditions judge, so a revert to the serving revision clears
+    /// an `InvalidConfig` stall.
+    pub fn latest(&self) -> Option<ReloadOutcome> {
+        lock(&self.state.latest).clone()
+    }
+
     /// Reload attempts by result, as `rollgate_config_reload_total` counts them.
     pub fn counts(&self) -> [(&'static str, u64); 4] {
         std::array::from_fn(|i| (RESULTS[i], self.state.counts[i].load(Relaxed)))

@@ -26,6 +26,8 @@ pub struct StatusReport {
     /// conditions `Synced` (desired revision applied) and `Stalled` (naming the revision and
     /// every error while the source's newest revision is one that was refused).
     pub sync: SyncReport,
+    /// The kstatus object of every model, by name (what `GET /status/models/{model}` serves).
+    pub kstatus: std::collections::BTreeMap<String, crate::gitops::ModelStatus>,
 }
 
 /// The live weight and drift of every serving model, in config order.
@@ -98,6 +100,7 @@ impl StatusReport {
                     &live.drift,
                 )
             },
+            kstatus: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -1,0 +1,312 @@
+//! The kstatus object of one model: what Flux, Argo CD and `kubectl wait` read. Built from the
+//! rollout driver's status, the serving config revision and the reload funnel's latest outcome;
+//! condition transition times are kept by a [`ConditionClock`] so that they move only when a
+//! condition's status flips.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::reload::ReloadOutcome;
+use crate::rollout::{Phase, RolloutStatus};
+
+/// `status` of a `ModelRollout` (kstatus shape, camelCase), served by `GET /status/models/{model}`
+/// and patched into Kubernetes by the `k8s` feature.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "k8s", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ModelStatus {
+    /// Over HTTP: the gateway's config generation (1 + applied reloads). In Kubernetes: the
+    /// `metadata.generation` of the resource the status was written for.
+    pub observed_generation: i64,
+    /// The config revision serving now (a content hash, or the commit SHA under Git).
+    pub observed_revision: String,
+    /// Idle|Deploy|ValidateHealth|Shadow|Canary|Promote|Full|Rollback|Previous.
+    pub phase: String,
+    /// Canary step index (0-based), only in `Canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    /// The candidate the rollout is about (`revision@fingerprint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<String>,
+    /// Candidate traffic share now, e.g. `10%`.
+    pub weight: String,
+    /// Shadow mirror sample now, e.g. `5%`.
+    pub mirror: String,
+    /// Operator pause reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// Operator pin of the candidate weight, e.g. `30%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// Why the last rollout transition happened.
+    pub reason: String,
+    /// `Ready`, `Reconciling`, `Stalled`, always all three.
+    pub conditions: Vec<StatusCondition>,
+    /// The gate evaluation behind the phase (free-form: per gate verdict, value, threshold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "k8s", schemars(schema_with = "free_form"))]
+    pub gates: Option<serde_json::Value>,
+}
+
+/// One kstatus condition.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "k8s", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCondition {
+    /// `Ready`, `Reconciling` or `Stalled`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason (`Full`, `Canary`, `RolledBack`, `InvalidConfig`, ...).
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339, UTC: when `status` last changed.
+    pub last_transition_time: String,
+}
+
+/// Transition times per model and condition type. A time changes only when the status flips.
+#[derive(Debug, Default)]
+pub struct ConditionClock {
+    seen: HashMap<(String, String), (String, String)>,
+}
+
+/// What the verdict endpoints answer, from one status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Promote,
+    Hold,
+    Rollback,
+}
+
+/// A hold that is not waiting for evidence: invalid config, pause, pin or a holding rollout.
+pub(crate) fn is_held(s: &ModelStatus) -> bool {
+    condition(s, "Stalled").is_some_and(|c| c.status == "True")
+}
+
+/// The condition of a type, if present.
+pub fn condition<'a>(s: &'a ModelStatus, kind: &str) -> Option<&'a StatusCondition> {
+    s.conditions.iter().find(|c| c.kind == kind)
+}
+
+/// The verdict for a status: `rollback` once rollgate rolled the candidate back (until a new
+/// candidate); `promote` at Promote/Full unless held; `hold` otherwise.
+pub fn verdict(s: &ModelStatus) -> Verdict {
+    match s.phase.as_str() {
+        "Rollback" | "Previous" => Verdict::Rollback,
+        _ if is_held(s) => Verdict::Hold,
+        "Promote" | "Full" => Verdict::Promote,
+        _ => Verdict::Hold,
+    }
+}
+
+/// Inputs of [`build`] besides the rollout status.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// Revision of the serving snapshot.
+    pub serving: &'a str,
+    /// The reload funnel's most recent outcome.
+    pub latest: Option<&'a ReloadOutcome>,
+    /// Whether the serving config names a candidate for this model.
+    pub has_candidate: bool,
+    pub generation: i64,
+}
+
+/// Builds the status without transition times (see [`ConditionClock::stamp`]).
+pub fn build(r: &RolloutStatus, cx: Context<'_>) -> ModelStatus {
+    let (phase, step) = phase_name(r.phase);
+    let gates = r
+        .gates
+        .as_ref()
+        .or(r.transition_gates.as_ref())
+        .and_then(|g| serde_json::to_value(g).ok());
+    ModelStatus {
+        observed_generation: cx.generation,
+        observed_revision: cx.serving.to_owned(),
+        phase: phase.to_owned(),
+        step,
+        candidate: r.candidate.clone(),
+        weight: r.weight.clone(),
+        mirror: r.mirror.clone(),
+        paused: r.paused.clone(),
+        pinned: r.pinned.clone(),
+        reason: r.reason.clone(),
+        conditions: conditions(r, cx),
+        gates,
+    }
+}
+
+/// A phase's name and, for Canary, its step.
+pub fn phase_name(p: Phase) -> (&'static str, Option<i64>) {
+    match p {
+        Phase::Idle => ("Idle", None),
+        Phase::Deploy => ("Deploy", None),
+        Phase::ValidateHealth => ("ValidateHealth", None),
+        Phase::Shadow => ("Shadow", None),
+        Phase::Canary(i) => ("Canary", Some(i64::try_from(i).unwrap_or(i64::MAX))),
+        Phase::Promote => ("Promote", None),
+        Phase::Full => ("Full", None),
+        Phase::Rollback => ("Rollback", None),
+        Phase::Previous => ("Previous", None),
+    }
+}
+
+fn conditions(r: &RolloutStatus, cx: Context<'_>) -> Vec<StatusCondition> {
+    let (phase, step) = phase_name(r.phase);
+    let at = match step {
+        Some(i) => format!("{phase} step {} at {}", i + 1, r.weight),
+        None => format!("{phase} at {}", r.weight),
+    };
+    let progressing = matches!(
+        r.phase,
+        Phase::Deploy | Phase::ValidateHealth | Phase::Shadow | Phase::Canary(_) | Phase::Promote
+    );
+    let rolled_back = matches!(r.phase, Phase::Rollback | Phase::Previous);
+    let stalled = stalled(r, cx, rolled_back);
+    let ready = match r.phase {
+        Phase::Full => (
+            true,
+            "Full",
+            format!("candidate serves all traffic: {}", r.reason),
+        ),
+        Phase::Idle if !cx.has_candidate => {
+            (true, "Stable", "stable serves all traffic".to_owned())
+        }
+        Phase::Idle => (
+            true,
+            "Idle",
+            format!(
+                "no rollout plan: the configured split serves ({} to the candidate)",
+                r.weight
+            ),
+        ),
+        _ if rolled_back => (false, "RolledBack", format!("{at}: {}", r.reason)),
+        _ => (false, phase, format!("{at}: {}", r.reason)),
+    };
+    let reconciling = if progressing && stalled.is_none() {
+        (true, phase, format!("{at}: {}", r.reason))
+    } else if progressing {
+        (false, "Held", format!("{at}: held"))
+    } else {
+        (false, "Settled", format!("{phase}: nothing in progress"))
+    };
+    let stalled = stalled.map_or_else(
+        || (false, "Healthy", "no error and no hold".to_owned()),
+        |(reason, message)| (true, reason, message),
+    );
+    [
+        ("Ready", ready),
+        ("Reconciling", reconciling),
+        ("Stalled", stalled),
+    ]
+    .into_iter()
+    .map(|(kind, (on, reason, message))| StatusCondition {
+        kind: kind.to_owned(),
+        status: if on { "True" } else { "False" }.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: String::new(),
+    })
+    .collect()
+}
+
+/// Why the model is stuck, most urgent first: an invalid newer config, a rollback, an operator
+/// pause or pin, a rollout holding on metric errors.
+fn stalled(
+    r: &RolloutStatus,
+    cx: Context<'_>,
+    rolled_back: bool,
+) -> Option<(&'static str, String)> {
+    if let Some(ReloadOutcome::Invalid { revision, errors }) = cx.latest {
+        if revision != cx.serving {
+            let message = format!(
+                "revision {revision} is invalid ({} errors: {}); revision {} keeps serving",
+                errors.len(),
+                errors.join("; "),
+                cx.serving
+            );
+            return Some(("InvalidConfig", message));
+        }
+    }
+    if rolled_back {
+        return Some(("RolledBack", format!("candidate rolled back: {}", r.reason)));
+    }
+    if let Some(why) = &r.paused {
+        return Some(("Paused", format!("paused by an operator: {why}")));
+    }
+    if let Some(w) = &r.pinned {
+        return Some((
+            "Pinned",
+            format!("candidate weight pinned at {w} by an operator"),
+        ));
+    }
+    if r.reason.starts_with("holding") {
+        return Some(("Holding", r.reason.clone()));
+    }
+    None
+}
+
+#[cfg(feature = "k8s")]
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+// === impl ConditionClock ===
+
+impl ConditionClock {
+    /// Fills `lastTransitionTime` for each condition of `model`: the remembered time while the
+    /// status is unchanged, `now` when it flipped or is new.
+    pub fn stamp(&mut self, model: &str, status: &mut ModelStatus, now: SystemTime) {
+        for c in &mut status.conditions {
+            let key = (model.to_owned(), c.kind.clone());
+            let entry = self
+                .seen
+                .entry(key)
+                .or_insert_with(|| (c.status.clone(), rfc3339(now)));
+            if entry.0 != c.status {
+                *entry = (c.status.clone(), rfc3339(now));
+            }
+            c.last_transition_time.clone_from(&entry.1);
+        }
+    }
+
+    /// Forgets models no longer configured.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.seen.retain(|(m, _), _| keep(m));
+    }
+}
+
+/// `2026-11-26T14:09:34Z` for a time (seconds precision, as Kubernetes writes it).
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
