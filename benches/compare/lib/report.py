@@ -44,6 +44,15 @@ class R:
                 vals.append(f)
         return statistics.median(vals) if vals else None
 
+    def total(self, wl, t, m):
+        total = 0.0
+        for v in self.data.get((wl, t, m), []):
+            try:
+                total += float(v)
+            except ValueError:
+                pass
+        return total
+
     def text(self, wl, t, m):
         v = self.data.get((wl, t, m))
         return v[0] if v else None
@@ -178,7 +187,7 @@ def table(path):
         b99 = r.med("sse", "direct", "p99")
         for t in TARGETS:
             p50, p99 = r.med("sse", t, "p50"), r.med("sse", t, "p99")
-            batched = r.text("sse", t, "batched") or "n/a"
+            batched = f"{r.total('sse', t, 'batched'):.0f}/{r.total('sse', t, 'streams'):.0f}"
             if t == "direct":
                 cells.append(f"p50 {f(p50, '{:.0f}')} / p99 {f(p99, '{:.0f}')} µs base; batched {batched}")
             elif p99 is None or b99 is None:
