@@ -29,6 +29,10 @@ pub struct EndpointState {
     /// Nanoseconds since `epoch` until which the endpoint is out; 0 = in.
     ejected_until: AtomicU64,
     epoch: Instant,
+    /// Exchanges started on a new connection / on a pooled one (connection reuse, by worker
+    /// pools and shadow mirrors alike).
+    pub(crate) exchanges_new: AtomicU64,
+    pub(crate) exchanges_pooled: AtomicU64,
 }
 
 /// The endpoints of one backend, pre-built at snapshot time.
@@ -164,9 +168,19 @@ impl EndpointRegistry {
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             epoch: self.epoch.unwrap_or_else(Instant::now),
+            exchanges_new: AtomicU64::new(0),
+            exchanges_pooled: AtomicU64::new(0),
         });
         map.insert(ep.url.clone(), state.clone());
         state
+    }
+
+    /// Every endpoint ever configured, sorted by URL (for metrics; not on the request path).
+    pub(crate) fn all(&self) -> Vec<Arc<EndpointState>> {
+        let map = self.by_url.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<_> = map.values().cloned().collect();
+        all.sort_by(|a, b| a.url.cmp(&b.url));
+        all
     }
 }
 

@@ -24,7 +24,7 @@ pub(crate) struct Shared {
     /// from the latest of both; never taken on the request path.
     publish: Mutex<Published>,
     pub(crate) stats: Arc<StatsRegistry>,
-    pub(crate) endpoints: EndpointRegistry,
+    pub(crate) endpoints: Arc<EndpointRegistry>,
     pub(crate) pairs: ShadowPairs,
 }
 
@@ -44,7 +44,7 @@ impl ProxyHandle {
     /// Builds the first snapshot and registers the data-plane metrics (`rollgate_proxy_*`).
     pub fn new(config: Config, revision: &str, registry: &mut Registry) -> ProxyHandle {
         let stats = Arc::new(StatsRegistry::default());
-        let endpoints = EndpointRegistry::new();
+        let endpoints = Arc::new(EndpointRegistry::new());
         let config = Arc::new(config);
         let directives = Directives::new();
         let snapshot = Snapshot::build(config.clone(), revision, &directives, &stats, &endpoints);
@@ -55,6 +55,7 @@ impl ProxyHandle {
         };
         registry.register_collector(Box::new(ProxyCollector {
             stats: stats.clone(),
+            endpoints: endpoints.clone(),
         }));
         ProxyHandle {
             shared: Arc::new(Shared {

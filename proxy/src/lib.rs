@@ -9,6 +9,8 @@
 //! `proxy` depends on `config` only; the control plane reads this crate through
 //! [`ProxyHandle`].
 
+#[doc(hidden)]
+pub mod bench_api;
 mod body;
 mod endpoint;
 mod error;

@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use hyper::client::conn::http1;
@@ -68,6 +69,7 @@ impl Pool {
             // A connection whose previous response just ended may not have flagged itself ready
             // yet; waiting for it is a poll of its driver task, not a network round trip.
             if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
+                ep.exchanges_pooled.fetch_add(1, Relaxed);
                 return Ok(Conn {
                     endpoint: ep.id,
                     sender,
@@ -107,6 +109,7 @@ impl Pool {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(UpstreamError::Handshake)?;
+        ep.exchanges_new.fetch_add(1, Relaxed);
         tokio::task::spawn_local(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");

@@ -28,7 +28,7 @@ use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant}
 
 /// Routing headers naming the model (Gateway API Inference Extension, Envoy AI Gateway);
 /// pre-parsed so a lookup does not validate the name on every request.
-static MODEL_HEADERS: [HeaderName; 2] = [
+pub(crate) static MODEL_HEADERS: [HeaderName; 2] = [
     HeaderName::from_static("x-gateway-model-name"),
     HeaderName::from_static("x-ai-eg-model"),
 ];

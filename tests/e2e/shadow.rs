@@ -280,3 +280,57 @@ async fn assert_mirrors_accounted(gw: &Gateway) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Acceptance 3's reuse figure: mirrors ride pooled connections. 1,000 sequential requests, all
+/// mirrored: `rollgate_proxy_upstream_exchanges_total` counts every one on the candidate's
+/// endpoint, and at most 1 % of them needed a new connection. New connections are bounded by how
+/// many mirrors overlap (a mirror may still be finishing when the next request starts: 4 of 500
+/// were new in a run with 2 workers), not by the request count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_reuse_pooled_connections_and_say_so_in_metrics() {
+    const N: usize = 1_000;
+    let _heavy = heavy().await;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let c = client();
+    for _ in 0..N {
+        let r = send(
+            &c,
+            &gw.url("/v1/chat/completions"),
+            &[],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+    }
+    let series = |conn: &str| {
+        format!(
+            r#"rollgate_proxy_upstream_exchanges_total{{endpoint="{}",connection="{conn}"}}"#,
+            candidate.url()
+        )
+    };
+    let deadline = Instant::now() + SHADOW_DEADLINE;
+    let (new, pooled) = loop {
+        let m = gw.metrics().await;
+        let new = metric(&m, &series("new")).unwrap_or(0.0);
+        let pooled = metric(&m, &series("pooled")).unwrap_or(0.0);
+        if new + pooled >= N as f64 || Instant::now() > deadline {
+            break (new, pooled);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    eprintln!("mirrors on the candidate: {new} on new connections, {pooled} on pooled ones");
+    assert_eq!(new + pooled, N as f64, "every mirror is counted once");
+    assert!(
+        new <= (N / 100) as f64,
+        "{new} of {N} mirrors opened a connection"
+    );
+    // The stable side is counted the same way.
+    let m = gw.metrics().await;
+    let stable_pooled = format!(
+        r#"rollgate_proxy_upstream_exchanges_total{{endpoint="{}",connection="pooled"}}"#,
+        stable.url()
+    );
+    assert!(metric(&m, &stable_pooled).unwrap_or(0.0) >= (N - N / 100) as f64);
+}

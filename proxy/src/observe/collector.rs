@@ -14,6 +14,7 @@ use crate::split::Variant;
 #[derive(Debug)]
 pub(crate) struct ProxyCollector {
     pub(crate) stats: Arc<StatsRegistry>,
+    pub(crate) endpoints: Arc<crate::endpoint::EndpointRegistry>,
 }
 
 type Fmt = Result<(), std::fmt::Error>;
@@ -156,6 +157,23 @@ impl Collector for ProxyCollector {
                 let labels = [("model", &*m.model), ("role", *role)];
                 f.encode_family(&labels)?
                     .encode_counter::<[(&str, &str); 0], _, u64>(&m.ejections[i], None)?;
+            }
+        }
+
+        let mut f = enc.encode_descriptor(
+            "rollgate_proxy_upstream_exchanges",
+            "Upstream exchanges (primary and mirrored) by endpoint and whether the connection was new or pooled",
+            None,
+            MetricType::Counter,
+        )?;
+        for ep in self.endpoints.all() {
+            for (origin, n) in [("new", &ep.exchanges_new), ("pooled", &ep.exchanges_pooled)] {
+                let labels = [("endpoint", &*ep.url), ("connection", origin)];
+                f.encode_family(&labels)?
+                    .encode_counter::<[(&str, &str); 0], _, u64>(
+                        &n.load(std::sync::atomic::Ordering::Relaxed),
+                        None,
+                    )?;
             }
         }
         Ok(())

@@ -1,0 +1,261 @@
+//! Criterion benchmarks of every per-request hot path of the data plane: model resolution (JSON
+//! body prefix and routing header), cohort hash and split decision, endpoint choice, SSE event
+//! parsing and observation recording; plus the config validation a reload runs and the metrics
+//! encoding a scrape runs.
+//!
+//! `cargo bench -p rollgate-benches -- --quick` for a fast pass; see docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use prometheus_client::registry::Registry;
+use rollgate_proxy::bench_api::{self, Endpoints, Histogram};
+use rollgate_proxy::scan::JsonPrefixScanner;
+use rollgate_proxy::sse::SseObserver;
+use rollgate_proxy::{cohort_of, ProxyHandle};
+
+const EXAMPLE: &str = include_str!("../../deploy/examples/rollgate.yaml");
+const PREFIX_LIMIT: usize = 64 << 10;
+
+/// A typical small chat request, `model` first.
+fn chat_body(model_last: bool, history: usize) -> Vec<u8> {
+    let messages: Vec<String> = (0..history)
+        .map(|i| {
+            format!(
+                r#"{{"role":"{}","content":"message {i}: the quick brown fox jumps over the lazy dog \u00e9 \"quoted\""}}"#,
+                if i % 2 == 0 { "user" } else { "assistant" }
+            )
+        })
+        .collect();
+    let messages = messages.join(",");
+    if model_last {
+        format!(
+            r#"{{"messages":[{messages}],"max_tokens":64,"stream":true,"user":"user-4711","model":"chat-small"}}"#
+        )
+    } else {
+        format!(
+            r#"{{"model":"chat-small","user":"user-4711","messages":[{messages}],"max_tokens":64,"stream":true}}"#
+        )
+    }
+    .into_bytes()
+}
+
+/// A config with `n` models (one stable endpoint, a candidate at 10 %, header cohort).
+fn config_yaml(n: usize) -> String {
+    let mut y =
+        String::from("listen: 127.0.0.1:0\nworkers: 1\nadmin: { listen: 127.0.0.1:0 }\nmodels:\n");
+    for i in 0..n {
+        y.push_str(&format!(
+            "  - name: model-{i}\n    stable: {{ endpoints: [\"http://127.0.0.1:{}\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:{}\"] }}\n    weight: 10%\n    cohort: {{ header: x-user-id }}\n",
+            21_000 + 2 * i,
+            21_001 + 2 * i
+        ));
+    }
+    y
+}
+
+fn handle(yaml: &str) -> (ProxyHandle, Registry) {
+    let cfg = rollgate_config::parse(yaml).expect("valid config");
+    let mut registry = Registry::default();
+    let handle = ProxyHandle::new(cfg, "bench", &mut registry);
+    (handle, registry)
+}
+
+fn model_resolution(c: &mut Criterion) {
+    let mut g = c.benchmark_group("resolve");
+    for (name, body) in [
+        ("body_model_first_300B", chat_body(false, 2)),
+        ("body_model_last_4KiB", chat_body(true, 36)),
+    ] {
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sc = JsonPrefixScanner::new(None, PREFIX_LIMIT);
+                let _ = black_box(sc.feed(black_box(&body)));
+                black_box(sc.model().map(str::len))
+            })
+        });
+    }
+    let body = chat_body(false, 2);
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("body_model_and_cohort_field_300B", |b| {
+        b.iter(|| {
+            let mut sc = JsonPrefixScanner::new(Some("user"), PREFIX_LIMIT);
+            let _ = black_box(sc.feed(black_box(&body)));
+            black_box((sc.model().map(str::len), sc.field().map(str::len)))
+        })
+    });
+    let body = chat_body(true, 36);
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("body_model_last_4KiB_in_1460B_segments", |b| {
+        b.iter(|| {
+            let mut sc = JsonPrefixScanner::new(None, PREFIX_LIMIT);
+            for chunk in body.chunks(1460) {
+                let _ = black_box(sc.feed(black_box(chunk)));
+            }
+            black_box(sc.model().map(str::len))
+        })
+    });
+    g.throughput(Throughput::Elements(1));
+
+    let (h, _registry) = handle(&config_yaml(10));
+    let snap = h.snapshot();
+    let mut headers = HeaderMap::new();
+    for (k, v) in [
+        ("host", "gateway.example:8080"),
+        ("user-agent", "OpenAI/Python 1.54.0"),
+        ("content-type", "application/json"),
+        ("accept", "text/event-stream"),
+        ("authorization", "Bearer sk-0123456789abcdef"),
+        ("x-user-id", "user-4711"),
+        ("x-gateway-model-name", "model-7"),
+    ] {
+        headers.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+    }
+    g.bench_function("routing_header_10_models", |b| {
+        b.iter(|| black_box(bench_api::header_model(&snap, black_box(&headers)).map(str::len)))
+    });
+    g.finish();
+}
+
+fn split(c: &mut Criterion) {
+    let mut g = c.benchmark_group("split");
+    g.bench_function("cohort_hash_16B_key", |b| {
+        b.iter(|| black_box(cohort_of(black_box(b"user-4711-abcdef"))))
+    });
+    let (h, _registry) = handle(&config_yaml(10));
+    let snap = h.snapshot();
+    g.bench_function("decision_keyed", |b| {
+        b.iter(|| {
+            black_box(bench_api::split(
+                &snap,
+                black_box("model-3"),
+                Some(b"user-4711"),
+            ))
+        })
+    });
+    g.bench_function("decision_random_cohort", |b| {
+        b.iter(|| black_box(bench_api::split(&snap, black_box("model-3"), None)))
+    });
+    g.finish();
+}
+
+fn endpoint(c: &mut Criterion) {
+    let mut g = c.benchmark_group("endpoint");
+    let one = Endpoints::new(1, None);
+    g.bench_function("single", |b| b.iter(|| black_box(one.pick(None))));
+    for n in [4, 16] {
+        let p2c = Endpoints::new(n, None);
+        g.bench_function(format!("p2c_{n}"), |b| b.iter(|| black_box(p2c.pick(None))));
+        let ring = Endpoints::new(n, Some(1.25));
+        let key = 0x1234_5678_9abc_def0u64.to_le_bytes();
+        g.bench_function(format!("ketama_affinity_{n}"), |b| {
+            b.iter(|| black_box(ring.pick(Some(black_box(&key)))))
+        });
+    }
+    g.finish();
+}
+
+fn config(c: &mut Criterion) {
+    let mut g = c.benchmark_group("config");
+    g.bench_function("parse_validate_example", |b| {
+        b.iter(|| black_box(rollgate_config::parse(black_box(EXAMPLE)).is_ok()))
+    });
+    let ten = config_yaml(10);
+    g.bench_function("parse_validate_10_models", |b| {
+        b.iter(|| black_box(rollgate_config::parse(black_box(&ten)).is_ok()))
+    });
+    g.finish();
+}
+
+fn metrics(c: &mut Criterion) {
+    let mut g = c.benchmark_group("metrics");
+    let (h, registry) = handle(&config_yaml(10));
+    let snap = h.snapshot();
+    for i in 0..10 {
+        for ms in [1, 4, 20, 90, 400] {
+            bench_api::record(&snap, &format!("model-{i}"), Duration::from_millis(ms));
+        }
+    }
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+    g.throughput(Throughput::Bytes(out.len() as u64));
+    g.bench_function("encode_text_10_models", |b| {
+        b.iter_batched_ref(
+            || String::with_capacity(out.len()),
+            |buf| prometheus_client::encoding::text::encode(buf, &registry).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    g.throughput(Throughput::Elements(10));
+    g.bench_function("observe_10_models", |b| {
+        b.iter(|| black_box(h.observe().len()))
+    });
+    g.finish();
+}
+
+fn sse(c: &mut Criterion) {
+    let mut g = c.benchmark_group("sse");
+    let event = |i: usize| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"chat-small\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let events: Vec<Vec<u8>> = (0..16)
+        .map(|i| event(i).into_bytes())
+        .chain([b"data: [DONE]\n\n".to_vec()])
+        .collect();
+    let whole: Vec<u8> = events.concat();
+    g.throughput(Throughput::Elements(events.len() as u64));
+    g.bench_function("stream_17_events_one_chunk_per_event", |b| {
+        b.iter(|| {
+            let mut o = SseObserver::new();
+            for e in &events {
+                black_box(o.feed(black_box(e)));
+            }
+            black_box((o.events(), o.done()))
+        })
+    });
+    g.bench_function("stream_17_events_one_chunk", |b| {
+        b.iter(|| {
+            let mut o = SseObserver::new();
+            black_box(o.feed(black_box(&whole)));
+            black_box((o.events(), o.done()))
+        })
+    });
+    g.finish();
+}
+
+fn observe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("observe");
+    let hist = Histogram::default();
+    g.bench_function("histogram_observe", |b| {
+        b.iter(|| hist.observe(black_box(Duration::from_micros(1_800))))
+    });
+    let (h, _registry) = handle(&config_yaml(1));
+    let snap = h.snapshot();
+    g.bench_function("record_request", |b| {
+        b.iter(|| {
+            bench_api::record(
+                &snap,
+                black_box("model-0"),
+                black_box(Duration::from_micros(1_800)),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = hot_paths;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30);
+    targets = model_resolution, split, endpoint, config, metrics, sse, observe
+}
+criterion_main!(hot_paths);

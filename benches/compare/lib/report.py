@@ -1,0 +1,259 @@
+#!/usr/bin/env python3
+"""Renders the comparison's results (TSV: workload, target, metric, value; one line per run) as
+a markdown table of medians and ratios, like the issue's.
+
+  report.py table RESULTS.tsv
+  report.py loadtest-json FILE     prints `p50_us p99_us` from `rollgate loadtest --json` output
+"""
+
+import json
+import math
+import statistics
+import sys
+from collections import defaultdict
+
+TARGETS = ["direct", "nginx", "haproxy", "rollgate"]
+HEAD = ["workload", "direct (the limit)", "nginx", "HAProxy", "rollgate"]
+
+
+def load(path):
+    data = defaultdict(list)
+    for line in open(path):
+        parts = line.rstrip("\n").split("\t")
+        if len(parts) == 4:
+            wl, target, metric, value = parts
+            data[(wl, target, metric)].append(value)
+    return data
+
+
+class R:
+    def __init__(self, data):
+        self.data = data
+
+    def runs(self, wl, t, m):
+        return len(self.data.get((wl, t, m), []))
+
+    def med(self, wl, t, m):
+        vals = []
+        for v in self.data.get((wl, t, m), []):
+            try:
+                f = float(v)
+            except ValueError:
+                continue
+            if not math.isnan(f):
+                vals.append(f)
+        return statistics.median(vals) if vals else None
+
+    def total(self, wl, t, m):
+        total = 0.0
+        for v in self.data.get((wl, t, m), []):
+            try:
+                total += float(v)
+            except ValueError:
+                pass
+        return total
+
+    def text(self, wl, t, m):
+        v = self.data.get((wl, t, m))
+        return v[0] if v else None
+
+    def has(self, wl):
+        return any(k[0] == wl for k in self.data)
+
+
+def f(v, fmt="{:.1f}", none="n/a"):
+    return none if v is None else fmt.format(v)
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def k(v):
+    return "n/a" if v is None else f"{v / 1000:.1f}k"
+
+
+def table(path):
+    r = R(load(path))
+    rows = []
+
+    up_n, up_s = r.med("upstream", "nginx", "rps"), r.med("upstream", "sim", "rps")
+    notes = [
+        f"Fast upstream: nginx `return 200` ({k(up_n)} rps direct) vs `rollgate sim` with zero "
+        f"latency ({k(up_s)} rps), both measured directly with wrk -c64 at the start of the run. nginx is "
+        "the upstream of the small-request, body, split, mirror and reload workloads (it is the faster "
+        "one on a quiet machine and costs no JSON generation); the simulator serves the SSE and "
+        "long-stream workloads and the 50 ms shadow (pinned to the load generator's core: it stands "
+        "for another machine)."
+    ]
+
+    if r.has("small"):
+        cells = []
+        for t in TARGETS:
+            rps, cpu = r.med("small", t, "rps"), r.med("small", t, "cpu_us")
+            if t == "direct":
+                cells.append(f"{k(rps)} rps (upstream {f(cpu)} µs CPU/req)")
+                continue
+            base = "direct" if t == "nginx" else "nginx"
+            cells.append(
+                f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{f(ratio(rps, r.med('small', base, 'rps')), '{:.2f}')} "
+                f"{base} rps, ×{f(ratio(cpu, r.med('small', 'nginx', 'cpu_us')), '{:.2f}')} nginx CPU)"
+                if t != "nginx"
+                else f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{f(ratio(rps, r.med('small', 'direct', 'rps')), '{:.2f}')} direct rps)"
+            )
+        rows.append(["small requests saturated, 64 connections", *cells])
+
+    def added(wl, label, unit_ms=False):
+        cells = []
+        b50, b99 = r.med(wl, "direct", "p50"), r.med(wl, "direct", "p99")
+        for t in TARGETS:
+            p50, p99 = r.med(wl, t, "p50"), r.med(wl, t, "p99")
+            if t == "direct":
+                cells.append(f"{f(p50, '{:.0f}')} / {f(p99, '{:.0f}')} µs base")
+            elif p50 is None or b50 is None:
+                cells.append("n/a")
+            else:
+                cells.append(f"{p50 - b50:+.0f} / {p99 - b99:+.0f} µs")
+        rows.append([label, *cells])
+
+    if r.has("onecon"):
+        added("onecon", "one connection, added p50 / p99 (wrk -c1 --latency)")
+    if r.has("rate5k"):
+        note = r.text("rate5k", "note", "text")
+        if note:
+            rows.append(["fixed 5k req/s, added p50 / p99", note, "", "", ""])
+        else:
+            added("rate5k", "fixed 5k req/s, added p50 / p99 (rollgate loadtest --rate)")
+
+    if r.has("body64k"):
+        cells = []
+        n = r.med("body64k", "nginx", "rps")
+        for t in TARGETS:
+            rps = r.med("body64k", t, "rps")
+            cpu = r.med("body64k", t, "cpu_us")
+            extra = "" if t in ("direct", "nginx") else f" (×{f(ratio(rps, n), '{:.2f}')} nginx)"
+            cells.append(f"{k(rps)} rps, {f(cpu)} µs CPU/req{extra}")
+        rows.append(["64 KiB bodies, 64 connections", *cells])
+
+    if r.has("split"):
+        cells = ["–"]
+        for t in TARGETS[1:]:
+            plain = r.med("split", t, "rps_plain")
+            s = ratio(r.med("split", t, "rps_split"), plain)
+            cell = f"{f(s, '{:.2f}')}"
+            if t == "nginx":
+                cell += f" (weights), {f(ratio(r.med('split', t, 'rps_split_clients'), plain), '{:.2f}')} (`split_clients`)"
+            elif t == "rollgate":
+                cell += " (weight 10%)"
+            cells.append(cell + f"; unsplit {k(plain)} rps")
+        rows.append(["90/10 split, rps vs the same gateway unsplit", *cells])
+
+    if r.has("mirror"):
+        cells = ["–"]
+        for t in TARGETS[1:]:
+            if t == "haproxy":
+                cells.append("no mirroring")
+                continue
+            s = r.med("mirror", t, "rps_split")
+            m10, m100 = r.med("mirror", t, "rps_mirror10"), r.med("mirror", t, "rps_mirror100")
+            cell = f"{f(ratio(m10, s), '{:.2f}')} / {f(ratio(m100, s), '{:.2f}')}"
+            if t == "nginx":
+                cell += " (no real sampling: every request makes the mirror subrequest)"
+            if t == "rollgate":
+                cell += (
+                    f"; candidate connections reused {f(r.med('mirror', t, 'candidate_reuse_pct_mirror10'), '{:.2f}')} % / "
+                    f"{f(r.med('mirror', t, 'candidate_reuse_pct_mirror100'), '{:.2f}')} %; mirrors dropped "
+                    f"{f(r.med('mirror', t, 'shadow_dropped_mirror10'), '{:.0f}')} / {f(r.med('mirror', t, 'shadow_dropped_mirror100'), '{:.0f}')}"
+                )
+            cells.append(cell)
+        rows.append(["split + 10 % / 100 % mirror, rps vs split", *cells])
+
+    if r.has("shadow50"):
+        cells = ["–"]
+        for t in TARGETS[1:]:
+            if t == "haproxy":
+                cells.append("no mirroring")
+                continue
+            p = ratio(r.med("shadow50", t, "p99_mirroronly"), r.med("shadow50", t, "p99_plain"))
+            q = ratio(r.med("shadow50", t, "rps_mirroronly"), r.med("shadow50", t, "rps_plain"))
+            cells.append(
+                f"primary p99 ×{f(p, '{:.2f}')} ({f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
+                f"{f(r.med('shadow50', t, 'p99_mirroronly'), '{:.0f}')} µs), throughput ×{f(q, '{:.3f}')}"
+            )
+        rows.append(["100 % mirror to a shadow that adds 50 ms, vs no mirror", *cells])
+
+    if r.has("sse"):
+        cells = []
+        b99 = r.med("sse", "direct", "p99")
+        for t in TARGETS:
+            p50, p99 = r.med("sse", t, "p50"), r.med("sse", t, "p99")
+            batched = f"{r.total('sse', t, 'batched'):.0f}/{r.total('sse', t, 'streams'):.0f}"
+            if t == "direct":
+                cells.append(f"p50 {f(p50, '{:.0f}')} / p99 {f(p99, '{:.0f}')} µs base; batched {batched}")
+            elif p99 is None or b99 is None:
+                cells.append("n/a")
+            else:
+                cells.append(f"{(p99 - b99) / 1000:+.2f} ms p99; batched {batched}")
+        rows.append(["SSE, added time to first event p99 (first event held 20 ms apart)", *cells])
+
+    if r.has("streams") or r.has("idle"):
+        cells = ["–"]
+        for t in TARGETS[1:]:
+            s, i = r.med("streams", t, "kb_per_stream"), r.med("idle", t, "kb_per_conn")
+            cells.append(f"{f(s)} KB / {f(i, '{:.2f}')} KB")
+        rows.append(["memory (RSS delta) per active stream (2,000) / per idle keep-alive connection (8,000)", *cells])
+
+    if r.has("reload"):
+        cells = ["–"]
+        for t in TARGETS[1:]:
+            failed, reloads = r.med("reload", t, "failed"), r.med("reload", t, "reloads")
+            cell = f"{f(failed, '{:.0f}')} failed over {f(reloads, '{:.0f}')} reloads"
+            if failed is not None and reloads:
+                cell += f" ({failed / reloads:.1f} per reload)"
+            if t == "rollgate":
+                cell += f"; applied reloads (cumulative counter) {f(r.med('reload', t, 'applied'), '{:.0f}')}"
+            cells.append(cell)
+        rows.append(["config reload every second under load (wrk -c64)", *cells])
+
+    if r.has("compare"):
+        note = r.text("compare", "note", "text") or r.text("compare", "rollgate", "text")
+        rows.append(["`rollgate loadtest --compare` direct vs rollgate, one connection", "", "", "", note or "n/a"])
+
+    out = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    print("\n".join(out))
+    print()
+    for n in notes:
+        print(n)
+
+
+def find_quantiles(obj, path=""):
+    """Yields (path, p50, p99) for every dict holding p50 and p99 keys."""
+    if isinstance(obj, dict):
+        keys = {str(k).lower(): v for k, v in obj.items()}
+        p50 = next((v for k2, v in keys.items() if k2.startswith("p50")), None)
+        p99 = next((v for k2, v in keys.items() if k2.startswith("p99") and not k2.startswith("p99.") and "9_9" not in k2 and k2 != "p999"), None)
+        unit = next((k2[3:] for k2 in keys if k2.startswith("p50")), "")
+        if isinstance(p50, (int, float)) and isinstance(p99, (int, float)):
+            yield path, p50, p99, unit
+        for k2, v in obj.items():
+            yield from find_quantiles(v, f"{path}.{k2}")
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from find_quantiles(v, f"{path}[{i}]")
+
+
+def loadtest_json(path):
+    """Best effort: the total-latency p50/p99 from `rollgate loadtest --json`, in µs."""
+    text = open(path).read()
+    doc = json.loads(text[text.index("{"):])
+    found = list(find_quantiles(doc))
+    # Prefer total latency over TTFB/TTFT/inter-token quantiles.
+    found.sort(key=lambda x: (not any(w in x[0].lower() for w in ("latency", "total")), len(x[0])))
+    _, p50, p99, unit = found[0]
+    scale = {"_us": 1, "_ms": 1e3, "_s": 1e6, "_ns": 1e-3}.get(unit, 1e3)
+    print(f"{p50 * scale:.1f} {p99 * scale:.1f}")
+
+
+if __name__ == "__main__":
+    {"table": table, "loadtest-json": loadtest_json}[sys.argv[1]](sys.argv[2])

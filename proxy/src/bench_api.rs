@@ -1,0 +1,90 @@
+//! Entry points to crate-private hot paths for the criterion benchmarks (`benches/`). Not a
+//! stable API: each function runs the same code the request path runs, nothing more.
+
+use std::time::Duration;
+
+use hyper::header::HeaderMap;
+use rollgate_config::Endpoint;
+use tokio::time::Instant;
+
+use crate::endpoint::{EndpointRegistry, EndpointSet};
+use crate::observe::{AtomicHistogram, StatusClass};
+use crate::snapshot::Snapshot;
+use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
+
+/// The model named by a routing header (`x-gateway-model-name`, `x-ai-eg-model`), looked up in
+/// the snapshot as `service::resolve` does. Returns the route's name.
+pub fn header_model<'a>(snap: &'a Snapshot, headers: &HeaderMap) -> Option<&'a str> {
+    let v = crate::service::MODEL_HEADERS
+        .iter()
+        .find_map(|h| headers.get(h))?;
+    let name = v.to_str().ok()?;
+    snap.model(name).map(|r| &*r.name)
+}
+
+/// The split decision for a model as `service::pick_variant` makes it: hash the cohort key
+/// (random cohort without one) and compare with the route's weight.
+pub fn split(snap: &Snapshot, model: &str, key: Option<&[u8]>) -> Option<Variant> {
+    let route = snap.model(model)?;
+    if route.weight.get() == 0 {
+        return Some(Variant::Stable);
+    }
+    let cohort = key.map_or_else(random_cohort, |k| cohort_of_hash(hash64(k)));
+    Some(if is_candidate(cohort, route.weight) {
+        Variant::Candidate
+    } else {
+        Variant::Stable
+    })
+}
+
+/// A backend's endpoint set, for the endpoint-choice benchmark.
+#[derive(Debug)]
+pub struct Endpoints {
+    set: EndpointSet,
+}
+
+impl Endpoints {
+    /// `n` endpoints on distinct loopback ports; consistent-hash affinity when `affinity` is set.
+    pub fn new(n: usize, affinity: Option<f64>) -> Self {
+        let registry = EndpointRegistry::new();
+        let endpoints = (0..n)
+            .map(|i| {
+                let authority = format!("127.0.0.1:{}", 20_000 + i);
+                registry.get(&Endpoint {
+                    url: format!("http://{authority}"),
+                    authority,
+                })
+            })
+            .collect();
+        Endpoints {
+            set: EndpointSet::new(endpoints, affinity),
+        }
+    }
+
+    /// One pick (P2C, or ketama affinity by `key`), as the exchange does before connecting.
+    /// Returns the picked endpoint's index in the process.
+    pub fn pick(&self, key: Option<&[u8]>) -> Option<u64> {
+        self.set.pick(key, Instant::now()).map(|e| e.id)
+    }
+}
+
+/// Records one finished stable request of `model` (in-flight gauge, status counter, latency
+/// histogram) through the route's stats, as the request start and the response body's end do.
+pub fn record(snap: &Snapshot, model: &str, latency: Duration) {
+    if let Some(route) = snap.model(model) {
+        let v = route.stats.variant(Variant::Stable);
+        v.start();
+        v.finish(StatusClass::Success, latency);
+    }
+}
+
+/// The request path's atomic latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram(AtomicHistogram);
+
+impl Histogram {
+    /// One observation: bucket search plus three relaxed atomic adds.
+    pub fn observe(&self, d: Duration) {
+        self.0.observe(d);
+    }
+}
