@@ -4,6 +4,7 @@ a markdown table of medians and ratios, like the issue's.
 
   report.py table RESULTS.tsv
   report.py loadtest-json FILE     prints `p50_us p99_us` from `rollgate loadtest --json` output
+  report.py loadtest-compare FILE  prints `added_p50_us added_p99_us ratio` from `--compare --json`
 """
 
 import json
@@ -216,8 +217,10 @@ def table(path):
         rows.append(["config reload every second under load (wrk -c64)", *cells])
 
     if r.has("compare"):
-        note = r.text("compare", "note", "text") or r.text("compare", "rollgate", "text")
-        rows.append(["`rollgate loadtest --compare` direct vs rollgate, one connection", "", "", "", note or "n/a"])
+        note = r.text("compare", "note", "text")
+        p50, p99 = r.med("compare", "rollgate", "p50"), r.med("compare", "rollgate", "p99")
+        cell = note or ("n/a" if p50 is None else f"{p50:+.0f} / {p99:+.0f} µs")
+        rows.append(["one connection, added p50 / p99 (`rollgate loadtest --compare`, alternating slices)", "", "", "", cell])
 
     out = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
@@ -244,16 +247,17 @@ def find_quantiles(obj, path=""):
 
 
 def loadtest_json(path):
-    """Best effort: the total-latency p50/p99 from `rollgate loadtest --json`, in µs."""
-    text = open(path).read()
-    doc = json.loads(text[text.index("{"):])
-    found = list(find_quantiles(doc))
-    # Prefer total latency over TTFB/TTFT/inter-token quantiles.
-    found.sort(key=lambda x: (not any(w in x[0].lower() for w in ("latency", "total")), len(x[0])))
-    _, p50, p99, unit = found[0]
-    scale = {"_us": 1, "_ms": 1e3, "_s": 1e6, "_ns": 1e-3}.get(unit, 1e3)
-    print(f"{p50 * scale:.1f} {p99 * scale:.1f}")
+    """`p50_us p99_us` of total latency from `rollgate loadtest --json` (the first target)."""
+    doc = json.load(open(path))
+    total = doc["targets"][0]["latency_us"]["total"]
+    print(f"{total['p50']:.1f} {total['p99']:.1f}")
 
+
+def loadtest_compare(path):
+    """`added_p50_us added_p99_us ratio` from `rollgate loadtest --compare --json`."""
+    doc = json.load(open(path))
+    added = doc["compare"]["added_us"]["total"]
+    print(f"{added['p50']:.1f} {added['p99']:.1f} {doc['compare']['throughput_ratio']:.3f}")
 
 if __name__ == "__main__":
-    {"table": table, "loadtest-json": loadtest_json}[sys.argv[1]](sys.argv[2])
+    {"table": table, "loadtest-json": loadtest_json, "loadtest-compare": loadtest_compare}[sys.argv[1]](sys.argv[2])
