@@ -96,7 +96,7 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         variant_header: text,
         allow_override: text,
     });
-    fields!(d, "", old, new, { drain_timeout: dur });
+    fields!(d, "", old, new, { data_plane: text, drain_timeout: dur });
 }
 
 fn diff_model(d: &mut Diff, path: &str, old: &Model, new: &Model) {

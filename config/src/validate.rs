@@ -16,7 +16,9 @@ use crate::raw::{
     Bytes, Field, Parsed, RawAdmin, RawConfig, RawEjection, RawLimits, RawModel, RawRouting,
     RawTls, RawUpstream,
 };
-use crate::{Admin, Config, ConfigError, Ejection, Errors, Limits, Model, Routing, Tls, Upstream};
+use crate::{
+    Admin, Config, ConfigError, DataPlane, Ejection, Errors, Limits, Model, Routing, Tls, Upstream,
+};
 
 mod model;
 mod rollout;
@@ -200,6 +202,14 @@ impl TryFrom<RawConfig> for Config {
         let ejection = c.section("ejection", raw.ejection);
         let routing = c.section("routing", raw.routing);
         let state_dir = c.take("state_dir", raw.state_dir);
+        let data_plane = match c.take("data_plane", raw.data_plane).as_deref() {
+            None | Some("hyper") => DataPlane::Hyper,
+            Some("fast") => DataPlane::Fast,
+            Some(other) => {
+                c.error("data_plane", format!("`{other}` is not hyper or fast"));
+                DataPlane::Hyper
+            }
+        };
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -222,6 +232,7 @@ impl TryFrom<RawConfig> for Config {
                 upstream: upstream?,
                 ejection: ejection?,
                 routing: routing?,
+                data_plane,
                 drain_timeout,
                 state_dir,
                 models: models?,

@@ -12,6 +12,7 @@
 mod body;
 mod endpoint;
 mod error;
+pub mod h1;
 mod handle;
 mod observe;
 mod pool;
