@@ -151,8 +151,13 @@ pub(crate) async fn serve(
     tokio::pin!(sleep);
     let mut first = true;
     loop {
-        let snap = worker.shared.snapshot.load_full();
-        let cfg = snap.config();
+        let wait = worker
+            .shared
+            .snapshot
+            .load()
+            .config()
+            .limits
+            .header_read_timeout;
         // Between requests the connection holds no buffer.
         if down.pos == down.buf.len() {
             let buf = std::mem::take(&mut down.buf);
@@ -163,19 +168,36 @@ pub(crate) async fn serve(
             if *shutdown.borrow() {
                 return;
             }
-            let deadline = Instant::now() + cfg.limits.header_read_timeout;
+            let deadline = Instant::now() + wait;
             sleep.as_mut().reset(deadline);
-            tokio::select! {
-                biased;
-                r = down.io.readable() => if r.is_err() { return },
-                () = &mut sleep => return,
-                _ = shutdown.changed() => return,
+            loop {
+                tokio::select! {
+                    biased;
+                    r = down.io.readable() => if r.is_err() { return },
+                    () = &mut sleep => return,
+                    _ = shutdown.changed() => return,
+                }
+                // Readiness may be left over from the last request: a buffer is taken only
+                // once bytes of the next one are really there.
+                let mut buf = fast.buf();
+                match down.io.try_read_buf(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {
+                        down.buf = buf;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => fast.give(buf),
+                    Err(_) => return,
+                }
             }
-            down.buf = fast.buf();
         }
         if down.out.capacity() == 0 {
             down.out = fast.buf();
         }
+        // Loaded once the request has begun to arrive: a reload while the connection was idle
+        // applies to this request.
+        let snap = worker.shared.snapshot.load_full();
+        let cfg = snap.config();
         let deadline = Instant::now() + cfg.limits.header_read_timeout;
         let head = match down.read_head(cfg, first, &mut sleep, deadline).await {
             Ok(Some(HeadRead::Request(d))) => d,
@@ -260,6 +282,7 @@ impl Down<'_> {
         let head_at = self.pos;
         self.pos += d.len;
         let mut body = match d.framing {
+            Framing::Length(0) => BodyIn::Done,
             Framing::Length(n) => BodyIn::Length(n),
             Framing::Chunked => BodyIn::Chunked(ChunkedDecoder::new()),
             Framing::Empty | Framing::Close => BodyIn::Done,
@@ -606,10 +629,7 @@ impl Down<'_> {
             self.out.extend_from_slice(b"\r\n");
             let at_hand = match body {
                 BodyIn::Length(n) => {
-                    let len = n.to_string();
-                    self.out.extend_from_slice(b"content-length: ");
-                    self.out.extend_from_slice(len.as_bytes());
-                    self.out.extend_from_slice(b"\r\n\r\n");
+                    let _ = write!(self.out, "content-length: {n}\r\n\r\n");
                     (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX))
                 }
                 BodyIn::Chunked(_) => {
@@ -622,10 +642,7 @@ impl Down<'_> {
                 }
                 BodyIn::Done if !prefix.is_empty() => {
                     // A chunked body fully read while scanning: send it with a length.
-                    let len = prefix.len().to_string();
-                    self.out.extend_from_slice(b"content-length: ");
-                    self.out.extend_from_slice(len.as_bytes());
-                    self.out.extend_from_slice(b"\r\n\r\n");
+                    let _ = write!(self.out, "content-length: {}\r\n\r\n", prefix.len());
                     self.out.extend_from_slice(prefix);
                     0
                 }
@@ -1398,6 +1415,3 @@ fn find_header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
             .then(|| trim(&line[colon + 1..]))
     })
 }
-
-#[cfg(test)]
-mod tests;

@@ -23,7 +23,7 @@ const MAX_CHUNK_LINE_EXTRA: usize = 4096;
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No body.
+    /// No body (and no framing header).
     Empty,
     /// Exactly this many bytes.
     Length(u64),
@@ -135,7 +135,8 @@ pub fn parse_request<'b>(
     }
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HeadError::LengthAndChunked),
-        (Some(0) | None, false) => Framing::Empty,
+        (None, false) => Framing::Empty,
+        // An explicit zero stays a length, so that it is forwarded as one.
         (Some(n), false) => Framing::Length(n),
         (None, true) => Framing::Chunked,
     };

@@ -4,9 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::io;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -117,6 +119,12 @@ impl FastPool {
 
     /// Returns a connection whose exchange ended cleanly.
     pub(crate) fn put(&self, conn: UpConn) {
+        // The last read took the whole response without seeing `WouldBlock`, so the runtime
+        // still flags the socket readable. Clear that flag (no system call): from now on,
+        // readiness means the peer closed the idle connection (or broke protocol).
+        let _ = conn.io.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.endpoint).or_default();
         if list.len() < self.max_idle {
