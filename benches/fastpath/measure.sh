@@ -5,6 +5,7 @@
 # the load generator runs on core $LOAD_CPU. Reported per request:
 #   cpu_us  - the proxy's user+system CPU time (from /proc/<pid>/stat) / requests
 #   Ir      - (MODE=callgrind) user-space instructions executed by the proxy / requests
+#   syscalls, ctxsw - system calls and context switches of the proxy / requests
 #   rps     - wall-clock rate (noisy on a shared machine; for orientation only)
 #
 # Usage: benches/fastpath/measure.sh [ROLLGATE_BIN] [REQUESTS]
@@ -71,20 +72,26 @@ measure() { # name pid port
   local name=$1 pid=$2 port=$3 out
   load "http://127.0.0.1:$port/" $((N / 10)) >/dev/null # warm up: pools, caches
   if [ "$MODE" = callgrind ]; then
-    callgrind_control -z "$pid" >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1
     out=$(load "http://127.0.0.1:$port/" "$N")
-    callgrind_control -d "$pid" >/dev/null; sleep 1
+    callgrind_control -d "$pid" >/dev/null 2>&1; sleep 1
     local f; f=$(ls -t "$D"/cg."$pid"* | head -1)
     local ir; ir=$(grep -m1 '^summary:\|^totals:' "$f" | awk '{print $2}')
     echo "$name Ir/req=$((ir / N)) $(echo "$out" | grep -E 'succeeded|finished in' | tr -s ' ' | tr '\n' ' ')"
     cp "$f" "/tmp/cg.$name.out"
   else
-    local t0 t1 rec=""; t0=$(cpu_ticks "$pid")
+    local t0 t1 rec="" st; t0=$(cpu_ticks "$pid")
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -o "$D/stat.$name" \
+      >/dev/null 2>&1 & st=$!
     if [ "${PERF:-0}" = 1 ]; then
       perf record -F 4999 -g -p "$pid" -o "$D/perf.$name" >/dev/null 2>&1 & rec=$!
     fi
     out=$(load "http://127.0.0.1:$port/" "$N")
     t1=$(cpu_ticks "$pid")
+    kill -INT "$st"; wait "$st" || true
+    local sys cs
+    sys=$(awk -F, '/sys_enter/ {print $1}' "$D/stat.$name")
+    cs=$(awk -F, '/context-switches/ {print $1}' "$D/stat.$name")
     if [ -n "$rec" ]; then
       kill -INT "$rec"; wait "$rec" || true
       perf report -i "$D/perf.$name" --no-children --percent-limit 0.7 --stdio -g none \
@@ -92,7 +99,10 @@ measure() { # name pid port
     fi
     local hz; hz=$(getconf CLK_TCK)
     local rps; rps=$(echo "$out" | awk '/finished in/ {print $4}')
-    echo "$name cpu_us/req=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN{printf "%.2f", t/hz*1e6/n}') rps=$rps $(echo "$out" | grep -E '^requests:' | tr -s ' ')"
+    echo "$name cpu_us/req=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN{printf "%.2f", t/hz*1e6/n}')" \
+      "syscalls/req=$(awk -v s="$sys" -v n="$N" 'BEGIN{printf "%.2f", s/n}')" \
+      "ctxsw/req=$(awk -v s="$cs" -v n="$N" 'BEGIN{printf "%.3f", s/n}') rps=$rps" \
+      "$(echo "$out" | grep -E '^requests:' | tr -s ' ' | cut -d' ' -f8-9)"
   fi
 }
 measure nginx "$NGX_PID" "$NGX"

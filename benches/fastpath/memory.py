@@ -2,7 +2,7 @@
 """RSS per connection of a proxy process: idle keep-alive connections or active SSE streams.
 
 usage: memory.py PID HOST:PORT N idle|sse
-Opens N connections; each sends one request (idle: a small chat request, answered in full, then
+Opens N connections; each sends one request (idle: GET /v1/models, answered in full, then
 the connection stays open; sse: a streaming chat request whose first event is read, then the
 stream is left open). Prints (RSS after - RSS before) / N from /proc/PID/status.
 """
@@ -10,7 +10,7 @@ import os, socket, sys, time, resource
 
 pid, addr, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 host, port = addr.split(":")
-resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 def rss_kb():
     for line in open(f"/proc/{pid}/status"):
@@ -21,6 +21,9 @@ stream = "true" if mode == "sse" else "false"
 body = ('{"model":"m","stream":%s,"messages":[{"role":"user","content":"hi"}]}' % stream).encode()
 req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
        b"content-length: %d\r\n\r\n" % len(body)) + body
+if mode == "idle":
+    # Answered by the gateway itself: the connection is then idle in keep-alive.
+    req = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
 
 # Warm up: one round of the same kind, closed, so allocator pools and caches exist before.
 for _ in range(50):

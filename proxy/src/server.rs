@@ -208,10 +208,19 @@ async fn accept_loop(
         );
         let tls = tls.clone();
         open.0.set(open.0.get() + 1);
+        let fast = worker.shared.snapshot.load().config().data_plane == DataPlane::Fast;
+        if tls.is_none() && fast {
+            // Its own task, so that the task is sized for the fast path's future, not for
+            // hyper's or the TLS handshake's (memory per idle connection).
+            tokio::task::spawn_local(async move {
+                crate::h1::serve(stream, worker, &builder, shutdown).await;
+                open.0.set(open.0.get() - 1);
+                open.1.notify_one();
+            });
+            continue;
+        }
         tokio::task::spawn_local(async move {
-            let fast = worker.shared.snapshot.load().config().data_plane == DataPlane::Fast;
             match tls {
-                None if fast => crate::h1::serve(stream, worker, &builder, shutdown).await,
                 None => serve_conn(stream, worker, &builder, shutdown).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(s) => serve_conn(s, worker, &builder, shutdown).await,

@@ -29,7 +29,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 use hyper_util::server::conn::auto;
 use rollgate_config::{Cohort, Config, PPM_MAX};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
@@ -180,9 +180,13 @@ pub(crate) async fn serve(
                 // Readiness may be left over from the last request: a buffer is taken only
                 // once bytes of the next one are really there.
                 let mut buf = fast.buf();
+                let spare = buf.capacity();
                 match down.io.try_read_buf(&mut buf) {
                     Ok(0) => return,
-                    Ok(_) => {
+                    Ok(n) => {
+                        if n < spare {
+                            drained(&down.io);
+                        }
                         down.buf = buf;
                         break;
                     }
@@ -204,7 +208,14 @@ pub(crate) async fn serve(
             Ok(Some(HeadRead::Unusual)) => {
                 let pre = down.buf.split_off(down.pos);
                 let io = rewind::Rewind::new(pre, down.io);
-                crate::server::serve_conn(io, worker.clone(), builder, shutdown).await;
+                // Boxed: hyper's connection future is large and rare here.
+                Box::pin(crate::server::serve_conn(
+                    io,
+                    worker.clone(),
+                    builder,
+                    shutdown,
+                ))
+                .await;
                 return;
             }
             Ok(None) => return,
@@ -217,7 +228,9 @@ pub(crate) async fn serve(
         };
         first = false;
         let close = head.close || *shutdown.borrow();
-        match down.request(head, &snap, close, &mut sleep).await {
+        // Boxed, so that an idle connection's task holds only this loop's small state; the
+        // request's own state lives only while a request does.
+        match Box::pin(down.request(head, &snap, close, &mut sleep)).await {
             Ok(true) if !close => {}
             _ => {
                 let _ = down.io.shutdown().await;
@@ -1098,9 +1111,15 @@ async fn fill(
         buf.reserve(pool::BUF_SIZE);
     }
     loop {
+        let spare = buf.capacity() - buf.len();
         match io.try_read_buf(buf) {
             Ok(0) => return Ok(Fill::Eof),
-            Ok(_) => return Ok(Fill::Data),
+            Ok(n) => {
+                if n < spare {
+                    drained(io);
+                }
+                return Ok(Fill::Data);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
@@ -1113,6 +1132,16 @@ async fn fill(
             () = sleep.as_mut() => return Ok(Fill::Timeout),
         }
     }
+}
+
+/// After a read that did not fill the space offered, the socket is empty: clear the runtime's
+/// readiness flag (no system call) so that the next read waits for the event loop instead of
+/// first making a `recv` that fails with `EAGAIN`. Safe with edge-triggered epoll: bytes that
+/// arrive later raise a new event, and tokio ignores the clear if an event came meanwhile.
+fn drained(io: &TcpStream) {
+    let _ = io.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
 }
 
 /// Writes `a` then `b`, as one `writev` when possible.
