@@ -9,7 +9,8 @@
 #   rps     - wall-clock rate (noisy on a shared machine; for orientation only)
 #
 # Usage: benches/fastpath/measure.sh [ROLLGATE_BIN] [REQUESTS]
-#   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET.
+#   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET,
+#   BODY=65536 a JSON POST of 64 KiB.
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
 #   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines.
 set -euo pipefail
@@ -59,8 +60,12 @@ for p in $UP $NGX $RG; do
 done
 
 load() { # url n
-  if [ "${BODY:-0}" = 1 ]; then
-    printf '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$D/body.json"
+  if [ "${BODY:-0}" != 0 ]; then
+    if [ "$BODY" = 1 ]; then
+      printf '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$D/body.json"
+    else # BODY=<bytes>: a JSON body of about that size
+      python3 -c "import sys; n=int(sys.argv[1]); print('{\"model\":\"m\",\"x\":\"' + 'a'*(n-20) + '\"}', end='')" "$BODY" > "$D/body.json"
+    fi
     taskset -c "$LOAD_CPU" h2load --h1 -n "$2" -c "$CONNS" -m 1 -d "$D/body.json" \
       -H 'content-type: application/json' "$1"
   else

@@ -241,6 +241,40 @@ async fn fast_path_keeps_pipelined_requests_apart_and_hands_unusual_ones_to_hype
     let got = seen.lock().expect("log").clone();
     let bodies: Vec<&[u8]> = got.iter().map(|s| s.body.as_slice()).collect();
     assert_eq!(bodies, [&b"first"[..], &b"second"[..]]);
+    // A head and its body in separate packets, the model named only in the body (so the body
+    // is read before anything is forwarded), then the next request on the same connection.
+    seen.lock().expect("log").clear();
+    let split_answer = tokio::task::spawn_blocking(move || {
+        let body = br#"{"model":"m","messages":[]}"#;
+        let mut c = TcpStream::connect(data).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut answers = String::new();
+        for _ in 0..2 {
+            let head = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            c.write_all(head.as_bytes()).expect("head");
+            std::thread::sleep(Duration::from_millis(100));
+            c.write_all(body).expect("body");
+            let mut buf = [0u8; 4096];
+            let n = c.read(&mut buf).expect("answer");
+            answers.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        answers
+    })
+    .await
+    .expect("split exchange");
+    assert_eq!(
+        split_answer.matches("HTTP/1.1 200 OK").count(),
+        2,
+        "{split_answer}"
+    );
+    let got = seen.lock().expect("log").clone();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].body, br#"{"model":"m","messages":[]}"#);
+
     // HTTP/1.0 is served (by hyper, after the hand-over), with its bytes intact.
     seen.lock().expect("log").clear();
     let old = format!(

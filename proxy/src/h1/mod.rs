@@ -591,10 +591,8 @@ impl Down<'_> {
                 }
                 BodyIn::Done => return Ok(sc.finish()),
             }
-            if self.pos == self.buf.len() {
-                self.buf.clear();
-                self.pos = 0;
-            }
+            // The buffer is never compacted here: the head (read again for the cohort key and
+            // the mirror) and the unconsumed body prefix stay where they are.
             match fill(&self.io, &mut self.buf, sleep, deadline).await {
                 Ok(Fill::Data) => {}
                 _ => return Err(None),
