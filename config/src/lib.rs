@@ -39,7 +39,7 @@ pub struct Config {
     pub ejection: Ejection,
     pub routing: Routing,
     /// Which HTTP/1.1 implementation serves plain (non-TLS) downstream connections. Read per
-    /// accepted connection, so a reload applies to new connections. Default `hyper`.
+    /// accepted connection, so a reload applies to new connections. Default `fast`.
     pub data_plane: DataPlane,
     /// How long SIGTERM waits for in-flight requests and streams before exiting.
     pub drain_timeout: Duration,
@@ -91,11 +91,11 @@ pub struct Limits {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DataPlane {
     /// hyper 1 for every connection.
-    #[default]
     Hyper,
     /// rollgate's specialised HTTP/1.1 relay for plain HTTP/1.1 connections (Content-Length
     /// and chunked bodies, SSE passthrough); hyper still serves TLS, h2c, HTTP/1.0, upgrades,
     /// `Expect`, CONNECT and non-origin-form targets (the connection is handed over whole).
+    #[default]
     Fast,
 }
 

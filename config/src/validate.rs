@@ -203,11 +203,11 @@ impl TryFrom<RawConfig> for Config {
         let routing = c.section("routing", raw.routing);
         let state_dir = c.take("state_dir", raw.state_dir);
         let data_plane = match c.take("data_plane", raw.data_plane).as_deref() {
-            None | Some("hyper") => DataPlane::Hyper,
-            Some("fast") => DataPlane::Fast,
+            None | Some("fast") => DataPlane::Fast,
+            Some("hyper") => DataPlane::Hyper,
             Some(other) => {
-                c.error("data_plane", format!("`{other}` is not hyper or fast"));
-                DataPlane::Hyper
+                c.error("data_plane", format!("`{other}` is not fast or hyper"));
+                DataPlane::Fast
             }
         };
         let drain_timeout = c

@@ -760,7 +760,7 @@ impl Down<'_> {
                         (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX));
                     if avail > 0 {
                         let data = &self.buf[self.pos..self.pos + avail];
-                        up.io.write_all(data).await.map_err(|e| upstream_err(e))?;
+                        up.io.write_all(data).await.map_err(upstream_err)?;
                         tee_send(tee, data);
                         self.pos += avail;
                         *n -= avail as u64;

@@ -182,13 +182,12 @@ pub fn parse_response<'b>(
             // The last coding decides; anything but chunked last is delimited by close.
             let last = h.value.rsplit(|&b| b == b',').next().map(trim);
             te = Some(last.is_some_and(|l| l.eq_ignore_ascii_case(b"chunked")));
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if h.value
+        } else if name.eq_ignore_ascii_case(b"connection")
+            && h.value
                 .split(|&b| b == b',')
                 .any(|t| trim(t).eq_ignore_ascii_case(b"close"))
-            {
-                close = true;
-            }
+        {
+            close = true;
         }
     }
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
