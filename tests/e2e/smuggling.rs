@@ -277,9 +277,7 @@ async fn fast_path_keeps_pipelined_requests_apart_and_hands_unusual_ones_to_hype
 
     // HTTP/1.0 is served (by hyper, after the hand-over), with its bytes intact.
     seen.lock().expect("log").clear();
-    let old = format!(
-        "POST /v1/chat/completions HTTP/1.0\r\nx-gateway-model-name: m\r\nContent-Length: 3\r\n\r\nold"
-    );
+    let old = "POST /v1/chat/completions HTTP/1.0\r\nx-gateway-model-name: m\r\nContent-Length: 3\r\n\r\nold".to_owned();
     let (answer, _) = tokio::task::spawn_blocking(move || exchange(data, old.as_bytes()))
         .await
         .expect("exchange");
