@@ -12,7 +12,8 @@
 #   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET,
 #   BODY=65536 a JSON POST of 64 KiB.
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
-#   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines.
+#   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines; MODEL_EXTRA adds lines to
+#   the model (indented 4 spaces: a candidate, weight, shadow); ONLY=rollgate skips nginx.
 set -euo pipefail
 BIN=${1:-${CARGO_TARGET_DIR:-target}/release/rollgate}
 N=${2:-200000}
@@ -49,6 +50,7 @@ models:
   - name: m
     default: true
     stable: { endpoints: ["http://127.0.0.1:$UP"], engine: vllm }
+${MODEL_EXTRA:-}
 C
 taskset -c "$PROXY_CPU" nginx -c "$D/up.conf" -p "$D" & pids+=($!)
 VG=()
@@ -110,7 +112,7 @@ measure() { # name pid port
       "$(echo "$out" | grep -E '^requests:' | tr -s ' ' | cut -d' ' -f8-9)"
   fi
 }
-measure nginx "$NGX_PID" "$NGX"
-measure rollgate "$RG_PID" "$RG"
-measure nginx "$NGX_PID" "$NGX"
-measure rollgate "$RG_PID" "$RG"
+for _ in 1 2; do
+  [ "${ONLY:-}" = rollgate ] || measure nginx "$NGX_PID" "$NGX"
+  measure rollgate "$RG_PID" "$RG"
+done
