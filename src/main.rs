@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 mod ctl;
 mod demo;
 mod gateway;
-mod pr;
 mod gitops;
+mod pr;
 mod rollout;
 
 #[derive(Parser, Debug)]

@@ -31,6 +31,9 @@ mod cli;
 #[path = "e2e/timeouts.rs"]
 mod timeouts;
 
+#[path = "e2e/smuggling.rs"]
+mod smuggling;
+
 #[path = "e2e/rollout.rs"]
 mod rollout;
 

@@ -111,7 +111,7 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         variant_header: text,
         allow_override: text,
     });
-    fields!(d, "", old, new, { drain_timeout: dur });
+    fields!(d, "", old, new, { data_plane: text, drain_timeout: dur });
     d.value("state_dir", &old.state_dir, &new.state_dir, path);
     d.value("env", &old.env, &new.env, label);
     diff_policy(d, &old.policy, &new.policy);

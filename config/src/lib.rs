@@ -41,6 +41,9 @@ pub struct Config {
     pub upstream: Upstream,
     pub ejection: Ejection,
     pub routing: Routing,
+    /// Which HTTP/1.1 implementation serves plain (non-TLS) downstream connections. Read per
+    /// accepted connection, so a reload applies to new connections. Default `fast`.
+    pub data_plane: DataPlane,
     /// How long SIGTERM waits for in-flight requests and streams before exiting.
     pub drain_timeout: Duration,
     /// Directory for persistent state (rollout progress). None: kept in memory only, so a
@@ -171,6 +174,27 @@ pub struct Limits {
     /// timer whenever it waits for a request head, so it is also how long an idle HTTP/1
     /// keep-alive connection stays open.
     pub header_read_timeout: Duration,
+}
+
+/// The HTTP/1.1 implementation behind the data plane's listeners (`data_plane:` key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DataPlane {
+    /// hyper 1 for every connection.
+    Hyper,
+    /// rollgate's specialised HTTP/1.1 relay for plain HTTP/1.1 connections (Content-Length
+    /// and chunked bodies, SSE passthrough); hyper still serves TLS, h2c, HTTP/1.0, upgrades,
+    /// `Expect`, CONNECT and non-origin-form targets (the connection is handed over whole).
+    #[default]
+    Fast,
+}
+
+impl std::fmt::Display for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataPlane::Hyper => "hyper",
+            DataPlane::Fast => "fast",
+        })
+    }
 }
 
 /// Timeouts and pool settings for connections to model servers.

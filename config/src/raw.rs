@@ -52,6 +52,7 @@ pub(crate) struct RawConfig {
     pub upstream: Field<RawUpstream>,
     pub ejection: Field<RawEjection>,
     pub routing: Field<RawRouting>,
+    pub data_plane: Field<String>,
     pub drain_timeout: Field<Duration>,
     pub state_dir: Field<PathBuf>,
     pub env: Field<String>,

@@ -17,8 +17,8 @@ use crate::raw::{
     RawRouting, RawTls, RawUpstream,
 };
 use crate::{
-    Admin, AdminToken, Config, ConfigError, Ejection, Errors, Limits, Model, Role, Routing, Tls,
-    Upstream,
+    Admin, AdminToken, Config, ConfigError, DataPlane, Ejection, Errors, Limits, Model, Role,
+    Routing, Tls, Upstream,
 };
 
 pub(crate) mod gitops;
@@ -206,6 +206,14 @@ impl TryFrom<RawConfig> for Config {
         let routing = c.section("routing", raw.routing);
         let state_dir = c.take("state_dir", raw.state_dir);
         let gitops = c.section("gitops", raw.gitops);
+        let data_plane = match c.take("data_plane", raw.data_plane).as_deref() {
+            None | Some("fast") => DataPlane::Fast,
+            Some("hyper") => DataPlane::Hyper,
+            Some(other) => {
+                c.error("data_plane", format!("`{other}` is not fast or hyper"));
+                DataPlane::Fast
+            }
+        };
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
@@ -233,6 +241,7 @@ impl TryFrom<RawConfig> for Config {
                 upstream: upstream?,
                 ejection: ejection?,
                 routing: routing?,
+                data_plane,
                 drain_timeout,
                 state_dir,
                 env,

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 
 mod observed;
 
-pub(crate) use observed::{Exchange, ObservedBody};
+pub(crate) use observed::{Exchange, ObservedBody, Observer};
 
 use crate::shadow::{ShadowBody, ShadowTee};
 

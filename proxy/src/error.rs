@@ -110,11 +110,16 @@ impl Reject {
 
     /// The OpenAI-shaped error response.
     pub(crate) fn response(&self) -> Response<ResponseBody> {
+        error_response(self.status(), Bytes::from(self.json()))
+    }
+
+    /// The OpenAI-shaped error body.
+    pub(crate) fn json(&self) -> String {
         let (kind, param, code) = self.kind();
-        let body = serde_json::json!({
+        serde_json::json!({
             "error": { "message": self.to_string(), "type": kind, "param": param, "code": code }
-        });
-        error_response(self.status(), Bytes::from(body.to_string()))
+        })
+        .to_string()
     }
 }
 

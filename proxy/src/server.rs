@@ -19,6 +19,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio::task::LocalSet;
 
+use rollgate_config::DataPlane;
+
 use crate::handle::ProxyHandle;
 use crate::pool::Pool;
 use crate::service::Worker;
@@ -51,7 +53,7 @@ pub struct Running {
 /// Hyper executor for HTTP/2 streams: they run on the worker's `LocalSet`, never crossing
 /// threads.
 #[derive(Clone, Copy, Debug)]
-struct LocalExec;
+pub(crate) struct LocalExec;
 
 // === impl Listeners ===
 
@@ -161,9 +163,15 @@ async fn accept_loop(
     let cfg = handle.snapshot().config().clone();
     let up = &cfg.upstream;
     let pool = Pool::new(up.pool_max_idle, up.pool_idle_timeout, up.connect_timeout);
+    let fast = Rc::new(crate::h1::FastPool::new(
+        up.pool_max_idle,
+        up.pool_idle_timeout,
+        up.connect_timeout,
+    ));
     let worker = Rc::new(Worker {
         shared: handle.shared.clone(),
         pool: pool.clone(),
+        fast: fast.clone(),
     });
     let builder = Rc::new(http_builder(&cfg));
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
@@ -173,6 +181,7 @@ async fn accept_loop(
         loop {
             tick.tick().await;
             pool.sweep();
+            fast.sweep();
         }
     });
     loop {
@@ -199,6 +208,17 @@ async fn accept_loop(
         );
         let tls = tls.clone();
         open.0.set(open.0.get() + 1);
+        let fast = worker.shared.snapshot.load().config().data_plane == DataPlane::Fast;
+        if tls.is_none() && fast {
+            // Its own task, so that the task is sized for the fast path's future, not for
+            // hyper's or the TLS handshake's (memory per idle connection).
+            tokio::task::spawn_local(async move {
+                crate::h1::serve(stream, worker, &builder, shutdown).await;
+                open.0.set(open.0.get() - 1);
+                open.1.notify_one();
+            });
+            continue;
+        }
         tokio::task::spawn_local(async move {
             match tls {
                 None => serve_conn(stream, worker, &builder, shutdown).await,
@@ -232,7 +252,8 @@ fn http_builder(cfg: &rollgate_config::Config) -> auto::Builder<LocalExec> {
     b
 }
 
-async fn serve_conn<I>(
+/// Serves one downstream connection with hyper (HTTP/1.1 or h2c, sniffed).
+pub(crate) async fn serve_conn<I>(
     io: I,
     worker: Rc<Worker>,
     builder: &auto::Builder<LocalExec>,

@@ -46,6 +46,8 @@ const CONNECT_ATTEMPTS: usize = 3;
 pub(crate) struct Worker {
     pub(crate) shared: Arc<Shared>,
     pub(crate) pool: Rc<Pool>,
+    /// The fast HTTP/1.1 path's upstream pool and buffers.
+    pub(crate) fast: Rc<crate::h1::FastPool>,
 }
 
 /// What resolution found in the request.
@@ -65,7 +67,7 @@ impl Worker {
         self: Rc<Self>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
-        let snap = self.shared.snapshot.load_full();
+        let snap = self.shared.snapshot.load();
         match self.route(&snap, req).await {
             Ok(resp) => Ok(resp),
             Err(rej) => {
@@ -455,7 +457,7 @@ fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Origin-form URI, HTTP/1.1, no hop-by-hop or rollgate control headers.
-fn prepare_upstream(parts: &mut hyper::http::request::Parts) {
+pub(crate) fn prepare_upstream(parts: &mut hyper::http::request::Parts) {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts.uri.path_and_query().cloned();
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);

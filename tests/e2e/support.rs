@@ -87,6 +87,19 @@ pub fn config(stable: &Sim, candidate: Option<&Sim>, model_extra: &str, top: &st
     )
 }
 
+/// Runs the suite against either HTTP/1.1 implementation: `ROLLGATE_E2E_DATA_PLANE=fast` (or
+/// `hyper`) adds `data_plane:` to every config that does not set it.
+fn with_data_plane(yaml: &str) -> String {
+    match std::env::var("ROLLGATE_E2E_DATA_PLANE") {
+        Ok(dp) if !yaml.contains("data_plane:") && !yaml.trim().is_empty() => {
+            // Appended, so line numbers in error messages stay as the test wrote them.
+            let sep = if yaml.ends_with('\n') { "" } else { "\n" };
+            format!("{yaml}{sep}data_plane: {dp}\n")
+        }
+        _ => yaml.to_owned(),
+    }
+}
+
 pub fn client() -> HttpClient {
     Client::builder(TokioExecutor::new()).build_http()
 }
@@ -183,7 +196,7 @@ impl Gateway {
     pub fn start(yaml: &str) -> Gateway {
         let dir = temp_dir("gw");
         let config = dir.join("rollgate.yaml");
-        std::fs::write(&config, yaml).expect("write config");
+        std::fs::write(&config, with_data_plane(yaml)).expect("write config");
         Gateway::spawn(dir, config)
     }
 
@@ -267,7 +280,7 @@ impl Gateway {
     /// Replaces the config file atomically (write + rename), as a deploy tool would.
     pub fn write_config(&self, yaml: &str) {
         let tmp = self.dir.join("rollgate.yaml.tmp");
-        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::write(&tmp, with_data_plane(yaml)).expect("write config");
         std::fs::rename(&tmp, &self.config).expect("rename config");
     }
 

@@ -159,6 +159,7 @@ fn defaults() {
     assert_eq!(config.ejection, Ejection::default());
     assert_eq!(config.routing, Routing::default());
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    assert_eq!(config.data_plane, crate::DataPlane::Fast);
     let chat = &config.models[0];
     assert!(!chat.default);
     assert_eq!(chat.stable.engine, Engine::Openai);
@@ -246,6 +247,10 @@ fn rules_across_models_and_sections() {
             ("drain_timeout", "`soon` is not a number"),
         ),
         ("workers: -2", ("workers", "non-negative whole number")),
+        (
+            "data_plane: nginx",
+            ("data_plane", "`nginx` is not fast or hyper"),
+        ),
         (
             "admin: {listen: localhost:9090}",
             ("admin.listen", "`localhost:9090` is not an address"),

@@ -459,8 +459,7 @@ async fn the_publisher_sends_changes_once_and_skips_a_quiet_start_where_asked() 
         "rev-1",
         &mut registry,
     );
-    let (_reloader, handle) =
-        crate::reload::Reloader::new(
+    let (_reloader, handle) = crate::reload::Reloader::new(
         crate::reload::ConfigSource::File("/nonexistent".into()),
         yaml,
         proxy.clone(),

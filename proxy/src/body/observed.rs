@@ -34,16 +34,30 @@ pub(crate) struct Exchange {
     pub(crate) ejection: Ejection,
 }
 
+/// What is observed of one response body, whichever HTTP implementation carries it: first
+/// byte, first SSE event, stream failures, the shadow capture; finished exactly once.
 #[derive(Debug)]
-pub(crate) struct ObservedBody {
-    inner: Incoming,
-    ex: Exchange,
-    idle: Pin<Box<Sleep>>,
-    idle_timeout: Duration,
+pub(crate) struct Observer {
+    pub(crate) stats: Arc<ModelStats>,
+    pub(crate) variant: Variant,
+    pub(crate) start: Instant,
+    pub(crate) status: u16,
+    pub(crate) outstanding: Outstanding,
+    pub(crate) ejection: Ejection,
     sse: Option<SseObserver>,
     first_byte: bool,
     capture: Option<(Capture, PairSide)>,
     finished: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct ObservedBody {
+    inner: Incoming,
+    obs: Observer,
+    conn: Option<Conn>,
+    pool: Rc<Pool>,
+    idle: Pin<Box<Sleep>>,
+    idle_timeout: Duration,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -51,6 +65,101 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("upstream sent nothing for {0:?}")]
 struct IdleTimeout(Duration);
+
+// === impl Observer ===
+
+impl Observer {
+    pub(crate) fn new(
+        ex: Exchange,
+        sse: bool,
+        capture: Option<(Capture, PairSide)>,
+    ) -> (Self, Option<Conn>, Rc<Pool>) {
+        let obs = Observer {
+            stats: ex.stats,
+            variant: ex.variant,
+            start: ex.start,
+            status: ex.status,
+            outstanding: ex.outstanding,
+            ejection: ex.ejection,
+            sse: sse.then(SseObserver::new),
+            first_byte: false,
+            capture,
+            finished: false,
+        };
+        (obs, ex.conn, ex.pool)
+    }
+
+    /// A chunk of the response body arrived at `now`.
+    pub(crate) fn on_data(&mut self, data: &[u8], now: Instant) {
+        let vs = self.stats.variant(self.variant);
+        if !self.first_byte {
+            self.first_byte = true;
+            vs.ttfb.observe(now - self.start);
+        }
+        if let Some(sse) = self.sse.as_mut() {
+            if sse.feed(data).first_data {
+                vs.ttft.observe(now - self.start);
+            }
+        }
+        if let Some((cap, _)) = self.capture.as_mut() {
+            cap.push(data);
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Ends the exchange: `failure` is set when the stream broke. Returns true when the
+    /// upstream connection may be reused (the stream was not broken), false otherwise.
+    pub(crate) fn finish(&mut self, failure: Option<StreamFailure>) -> bool {
+        if self.finished {
+            return false;
+        }
+        self.finished = true;
+        let ok_head = (200..300).contains(&self.status);
+        let failure = failure.or_else(|| {
+            let sse = self.sse.as_ref()?;
+            if sse.error() {
+                Some(StreamFailure::ErrorEvent)
+            } else if ok_head && !sse.done() {
+                Some(StreamFailure::Truncated)
+            } else {
+                None
+            }
+        });
+        let vs = self.stats.variant(self.variant);
+        if let Some(f) = failure.filter(|_| ok_head) {
+            vs.stream_failure(f);
+        }
+        vs.finish(StatusClass::of(self.status), self.start.elapsed());
+        if self.variant == Variant::Candidate && (self.status >= 500 || failure.is_some()) {
+            self.stats.candidate_failed();
+        }
+        let broken = matches!(
+            failure,
+            Some(StreamFailure::IdleTimeout | StreamFailure::UpstreamReset)
+        );
+        if broken {
+            let ep = self.outstanding.endpoint();
+            let candidate = self.variant == Variant::Candidate;
+            self.stats
+                .record(ep, Outcome::Failure, &self.ejection, candidate);
+        }
+        if let Some((cap, side)) = self.capture.take() {
+            side.complete(self.status, cap, failure.is_some(), self.sse.is_some());
+        }
+        !broken
+    }
+
+    /// The client went away before the end: counted as cancelled, not as a failure.
+    pub(crate) fn cancel(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.stats.variant(self.variant).cancelled();
+        }
+    }
+}
 
 // === impl ObservedBody ===
 
@@ -62,77 +171,33 @@ impl ObservedBody {
         sse: bool,
         capture: Option<(Capture, PairSide)>,
     ) -> Self {
+        let (obs, conn, pool) = Observer::new(ex, sse, capture);
         ObservedBody {
             inner,
-            ex,
+            obs,
+            conn,
+            pool,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             idle_timeout,
-            sse: sse.then(SseObserver::new),
-            first_byte: false,
-            capture,
-            finished: false,
         }
     }
 
     fn on_data(&mut self, data: &Bytes) {
         let now = Instant::now();
-        let vs = self.ex.stats.variant(self.ex.variant);
-        if !self.first_byte {
-            self.first_byte = true;
-            vs.ttfb.observe(now - self.ex.start);
-        }
-        if let Some(sse) = self.sse.as_mut() {
-            if sse.feed(data).first_data {
-                vs.ttft.observe(now - self.ex.start);
-            }
-        }
-        if let Some((cap, _)) = self.capture.as_mut() {
-            cap.push(data);
-        }
+        self.obs.on_data(data, now);
         self.idle.as_mut().reset(now + self.idle_timeout);
     }
 
-    /// Ends the exchange: `failure` is set when the stream broke.
     fn finish(&mut self, failure: Option<StreamFailure>) {
-        if self.finished {
+        if self.obs.is_finished() {
             return;
         }
-        self.finished = true;
-        let ok_head = (200..300).contains(&self.ex.status);
-        let failure = failure.or_else(|| {
-            let sse = self.sse.as_ref()?;
-            if sse.error() {
-                Some(StreamFailure::ErrorEvent)
-            } else if ok_head && !sse.done() {
-                Some(StreamFailure::Truncated)
-            } else {
-                None
+        if self.obs.finish(failure) {
+            if let Some(conn) = self.conn.take() {
+                self.pool.put(conn);
             }
-        });
-        let vs = self.ex.stats.variant(self.ex.variant);
-        if let Some(f) = failure.filter(|_| ok_head) {
-            vs.stream_failure(f);
-        }
-        vs.finish(StatusClass::of(self.ex.status), self.ex.start.elapsed());
-        if self.ex.variant == Variant::Candidate && (self.ex.status >= 500 || failure.is_some()) {
-            self.ex.stats.candidate_failed();
-        }
-        let broken = matches!(
-            failure,
-            Some(StreamFailure::IdleTimeout | StreamFailure::UpstreamReset)
-        );
-        if broken {
-            let ep = self.ex.outstanding.endpoint();
-            let candidate = self.ex.variant == Variant::Candidate;
-            self.ex
-                .stats
-                .record(ep, Outcome::Failure, &self.ex.ejection, candidate);
-            self.ex.conn = None;
-        } else if let Some(conn) = self.ex.conn.take() {
-            self.ex.pool.put(conn);
-        }
-        if let Some((cap, side)) = self.capture.take() {
-            side.complete(self.ex.status, cap, failure.is_some(), self.sse.is_some());
+        } else {
+            self.conn = None;
         }
     }
 }
@@ -187,13 +252,12 @@ impl Body for ObservedBody {
 
 impl Drop for ObservedBody {
     fn drop(&mut self) {
-        if !self.finished && self.inner.is_end_stream() {
+        if !self.obs.is_finished() && self.inner.is_end_stream() {
             self.finish(None);
-        } else if !self.finished {
+        } else {
             // The client went away (or hyper stopped polling): the upstream connection is
             // dropped with us, which cancels the upstream request.
-            self.finished = true;
-            self.ex.stats.variant(self.ex.variant).cancelled();
+            self.obs.cancel();
         }
     }
 }

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Quick, noise-robust per-request cost of rollgate vs nginx as a reverse proxy.
+#
+# Both proxies get one worker and share core $PROXY_CPU with the upstream (nginx `return 200`);
+# the load generator runs on core $LOAD_CPU. Reported per request:
+#   cpu_us  - the proxy's user+system CPU time (from /proc/<pid>/stat) / requests
+#   Ir      - (MODE=callgrind) user-space instructions executed by the proxy / requests
+#   syscalls, ctxsw - system calls and context switches of the proxy / requests
+#   rps     - wall-clock rate (noisy on a shared machine; for orientation only)
+#
+# Usage: benches/fastpath/measure.sh [ROLLGATE_BIN] [REQUESTS]
+#   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET,
+#   BODY=65536 a JSON POST of 64 KiB.
+#   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
+#   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines; MODEL_EXTRA adds lines to
+#   the model (indented 4 spaces: a candidate, weight, shadow); ONLY=rollgate skips nginx.
+set -euo pipefail
+BIN=${1:-${CARGO_TARGET_DIR:-target}/release/rollgate}
+N=${2:-200000}
+MODE=${MODE:-cpu}
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CONNS=${CONNS:-64}
+UP=18181 NGX=18182 RG=18183 RGA=18184
+D=$(mktemp -d /tmp/fastpath-measure.XXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+cat > "$D/up.conf" <<C
+daemon off; master_process off; worker_processes 1; error_log $D/up.err; pid $D/up.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
+C
+cat > "$D/ngx.conf" <<C
+daemon off; master_process off; worker_processes 1; error_log $D/ngx.err; pid $D/ngx.pid;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 128; }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1;
+    proxy_set_header Connection ""; } } }
+C
+cat > "$D/rg.yaml" <<C
+listen: 127.0.0.1:$RG
+admin: { listen: 127.0.0.1:$RGA }
+workers: 1
+${ROLLGATE_EXTRA:-}
+models:
+  - name: m
+    default: true
+    stable: { endpoints: ["http://127.0.0.1:$UP"], engine: vllm }
+${MODEL_EXTRA:-}
+C
+taskset -c "$PROXY_CPU" nginx -c "$D/up.conf" -p "$D" & pids+=($!)
+VG=()
+[ "$MODE" = callgrind ] && VG=(valgrind --tool=callgrind --callgrind-out-file="$D/cg.%p")
+taskset -c "$PROXY_CPU" "${VG[@]}" nginx -c "$D/ngx.conf" -p "$D" 2>"$D/ngx.vg" & pids+=($!); NGX_PID=$!
+taskset -c "$PROXY_CPU" "${VG[@]}" "$BIN" run --config "$D/rg.yaml" >"$D/rg.log" 2>&1 & pids+=($!); RG_PID=$!
+for p in $UP $NGX $RG; do
+  for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
+done
+
+load() { # url n
+  if [ "${BODY:-0}" != 0 ]; then
+    if [ "$BODY" = 1 ]; then
+      printf '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$D/body.json"
+    else # BODY=<bytes>: a JSON body of about that size
+      python3 -c "import sys; n=int(sys.argv[1]); print('{\"model\":\"m\",\"x\":\"' + 'a'*(n-20) + '\"}', end='')" "$BODY" > "$D/body.json"
+    fi
+    taskset -c "$LOAD_CPU" h2load --h1 -n "$2" -c "$CONNS" -m 1 -d "$D/body.json" \
+      -H 'content-type: application/json' "$1"
+  else
+    taskset -c "$LOAD_CPU" h2load --h1 -n "$2" -c "$CONNS" -m 1 "$1"
+  fi
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+measure() { # name pid port
+  local name=$1 pid=$2 port=$3 out
+  load "http://127.0.0.1:$port/" $((N / 10)) >/dev/null # warm up: pools, caches
+  if [ "$MODE" = callgrind ]; then
+    callgrind_control -z "$pid" >/dev/null 2>&1
+    out=$(load "http://127.0.0.1:$port/" "$N")
+    callgrind_control -d "$pid" >/dev/null 2>&1; sleep 1
+    local f; f=$(ls -t "$D"/cg."$pid"* | head -1)
+    local ir; ir=$(grep -m1 '^summary:\|^totals:' "$f" | awk '{print $2}')
+    echo "$name Ir/req=$((ir / N)) $(echo "$out" | grep -E 'succeeded|finished in' | tr -s ' ' | tr '\n' ' ')"
+    cp "$f" "/tmp/cg.$name.out"
+  else
+    local t0 t1 rec="" st; t0=$(cpu_ticks "$pid")
+    perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -o "$D/stat.$name" \
+      >/dev/null 2>&1 & st=$!
+    if [ "${PERF:-0}" = 1 ]; then
+      perf record -F 4999 -g -p "$pid" -o "$D/perf.$name" >/dev/null 2>&1 & rec=$!
+    fi
+    out=$(load "http://127.0.0.1:$port/" "$N")
+    t1=$(cpu_ticks "$pid")
+    kill -INT "$st"; wait "$st" || true
+    local sys cs
+    sys=$(awk -F, '/sys_enter/ {print $1}' "$D/stat.$name")
+    cs=$(awk -F, '/context-switches/ {print $1}' "$D/stat.$name")
+    if [ -n "$rec" ]; then
+      kill -INT "$rec"; wait "$rec" || true
+      perf report -i "$D/perf.$name" --no-children --percent-limit 0.7 --stdio -g none \
+        > "/tmp/perf.$name.txt" 2>/dev/null || true
+    fi
+    local hz; hz=$(getconf CLK_TCK)
+    local rps; rps=$(echo "$out" | awk '/finished in/ {print $4}')
+    echo "$name cpu_us/req=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN{printf "%.2f", t/hz*1e6/n}')" \
+      "syscalls/req=$(awk -v s="$sys" -v n="$N" 'BEGIN{printf "%.2f", s/n}')" \
+      "ctxsw/req=$(awk -v s="$cs" -v n="$N" 'BEGIN{printf "%.3f", s/n}') rps=$rps" \
+      "$(echo "$out" | grep -E '^requests:' | tr -s ' ' | cut -d' ' -f8-9)"
+  fi
+}
+for _ in 1 2; do
+  [ "${ONLY:-}" = rollgate ] || measure nginx "$NGX_PID" "$NGX"
+  measure rollgate "$RG_PID" "$RG"
+done

@@ -1,0 +1,1444 @@
+//! The fast HTTP/1.1 path (`data_plane: fast`): a specialised relay for plain HTTP/1.1
+//! connections, behind the same routing, split, model resolution, shadow, observation, limits,
+//! timeouts and OpenAI-shaped errors as the hyper path.
+//!
+//! One task per downstream connection parses each request head with `httparse` into a stack
+//! array (no header map), writes the upstream head and the first body bytes in one `send`, and
+//! relays the response inline: no spawn, channel or lock per request, and the only per-request
+//! heap work is what the shared routing code does. Upstream connections are raw TCP streams in a
+//! per-worker pool. Response bodies are relayed as they arrive (each read is written at once;
+//! SSE events are never batched).
+//!
+//! Parsing is strict (see [`parse`]): ambiguous framing is answered 400 and the connection
+//! closed. Anything the relay does not implement — HTTP/1.0, `Upgrade`, `Expect`, CONNECT,
+//! absolute-form targets, the h2c preface — is handed to hyper together with the bytes already
+//! read, and hyper serves the rest of that connection.
+
+pub mod parse;
+mod pool;
+mod rewind;
+
+use std::io::{self, Write as _};
+use std::ops::Range;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::StatusCode;
+use hyper_util::server::conn::auto;
+use rollgate_config::{Cohort, Config, PPM_MAX};
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
+
+use self::parse::{ChunkedDecoder, Framing, HeadError, MAX_HEADERS};
+pub(crate) use self::pool::FastPool;
+use self::pool::UpConn;
+use crate::body::{Exchange, Observer};
+use crate::endpoint::{EndpointSet, Outcome};
+use crate::error::{Reject, UpstreamError};
+use crate::observe::{StatusClass, StreamFailure};
+use crate::scan::{JsonPrefixScanner, Progress, ScanError};
+use crate::server::LocalExec;
+use crate::service::Worker;
+use crate::shadow::{Capture, Mirror, ShadowTee};
+use crate::snapshot::{ModelRoute, Snapshot};
+use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
+
+/// Slack above `limits.max_header_bytes` for a head still being read (the limit itself counts
+/// names and values only).
+const HEAD_SLACK: usize = 16 * 1024;
+/// Bounds on discarding the unread body of a rejected request before the next one.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
+/// Connect attempts on different endpoints before answering 502.
+const CONNECT_ATTEMPTS: usize = 3;
+/// Request headers the gateway consumes or replaces; never forwarded upstream.
+const REQUEST_DROP: [&[u8]; 12] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"transfer-encoding",
+    b"content-length",
+    b"host",
+    b"x-rollgate-variant",
+    b"x-rollgate-shadow",
+];
+/// Response headers never relayed as received (framing is the gateway's own).
+const RESPONSE_DROP: [&[u8]; 8] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"upgrade",
+    b"proxy-authenticate",
+    b"transfer-encoding",
+];
+
+/// What a request head tells the relay (ranges index the head's bytes).
+#[derive(Debug)]
+struct Digest {
+    len: usize,
+    framing: Framing,
+    close: bool,
+    head_method: bool,
+    models: bool,
+    model: Option<Range<usize>>,
+    variant: Option<Range<usize>>,
+    api_key: Option<Range<usize>>,
+    json: bool,
+    /// Bytes of `out` holding the upstream request line and forwarded headers.
+    upstream_head: usize,
+}
+
+enum HeadRead {
+    Request(Digest),
+    /// Hand the connection to hyper.
+    Unusual,
+}
+
+/// The request body still to be read from the client.
+#[derive(Debug)]
+enum BodyIn {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Done,
+}
+
+/// The downstream connection.
+struct Down<'w> {
+    io: TcpStream,
+    /// Bytes read; `buf[..pos]` are consumed. Empty (no capacity) while idle.
+    buf: Vec<u8>,
+    pos: usize,
+    /// The upstream request head, then the response head, as written.
+    out: Vec<u8>,
+    worker: &'w Worker,
+    fast: &'w FastPool,
+}
+
+enum Fill {
+    Data,
+    Eof,
+    Timeout,
+}
+
+/// Serves one plain downstream connection.
+pub(crate) async fn serve(
+    io: TcpStream,
+    worker: Rc<Worker>,
+    builder: &auto::Builder<LocalExec>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let fast = worker.fast.clone();
+    let mut down = Down {
+        io,
+        buf: Vec::new(),
+        pos: 0,
+        out: Vec::new(),
+        worker: &worker,
+        fast: &fast,
+    };
+    let sleep = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(sleep);
+    let mut first = true;
+    loop {
+        let wait = worker
+            .shared
+            .snapshot
+            .load()
+            .config()
+            .limits
+            .header_read_timeout;
+        // Between requests the connection holds no buffer.
+        if down.pos == down.buf.len() {
+            let buf = std::mem::take(&mut down.buf);
+            fast.give(buf);
+            let out = std::mem::take(&mut down.out);
+            fast.give(out);
+            down.pos = 0;
+            if *shutdown.borrow() {
+                return;
+            }
+            let deadline = Instant::now() + wait;
+            sleep.as_mut().reset(deadline);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = down.io.readable() => if r.is_err() { return },
+                    () = &mut sleep => return,
+                    _ = shutdown.changed() => return,
+                }
+                // Readiness may be left over from the last request: a buffer is taken only
+                // once bytes of the next one are really there.
+                let mut buf = fast.buf();
+                let spare = buf.capacity();
+                match down.io.try_read_buf(&mut buf) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        if n < spare {
+                            drained(&down.io);
+                        }
+                        down.buf = buf;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => fast.give(buf),
+                    Err(_) => return,
+                }
+            }
+        }
+        if down.out.capacity() == 0 {
+            down.out = fast.buf();
+        }
+        // Loaded once the request has begun to arrive: a reload while the connection was idle
+        // applies to this request.
+        let snap = worker.shared.snapshot.load_full();
+        let cfg = snap.config();
+        let deadline = Instant::now() + cfg.limits.header_read_timeout;
+        let head = match down.read_head(cfg, first, &mut sleep, deadline).await {
+            Ok(Some(HeadRead::Request(d))) => d,
+            Ok(Some(HeadRead::Unusual)) => {
+                let pre = down.buf.split_off(down.pos);
+                let io = rewind::Rewind::new(pre, down.io);
+                // Boxed: hyper's connection future is large and rare here.
+                Box::pin(crate::server::serve_conn(
+                    io,
+                    worker.clone(),
+                    builder,
+                    shutdown,
+                ))
+                .await;
+                return;
+            }
+            Ok(None) => return,
+            Err(rej) => {
+                // Malformed or oversized head: answer and close.
+                worker.shared.stats.rejected(rej.reason());
+                let _ = down.write_reject(&rej, true).await;
+                return;
+            }
+        };
+        first = false;
+        let close = head.close || *shutdown.borrow();
+        // Boxed, so that an idle connection's task holds only this loop's small state; the
+        // request's own state lives only while a request does.
+        match Box::pin(down.request(head, &snap, close, &mut sleep)).await {
+            Ok(true) if !close => {}
+            _ => {
+                let _ = down.io.shutdown().await;
+                return;
+            }
+        }
+        // Keep unread pipelined bytes; drop the consumed ones.
+        if down.pos > 0 && down.pos < down.buf.len() {
+            down.buf.drain(..down.pos);
+            down.pos = 0;
+        }
+    }
+}
+
+impl Down<'_> {
+    /// Reads until a complete head. `Ok(None)`: the client closed or went quiet.
+    async fn read_head(
+        &mut self,
+        cfg: &Config,
+        first: bool,
+        sleep: &mut Pin<&mut Sleep>,
+        deadline: Instant,
+    ) -> Result<Option<HeadRead>, Reject> {
+        let limit = cfg.limits.max_header_bytes * 2 + HEAD_SLACK;
+        loop {
+            let avail = &self.buf[self.pos..];
+            if first && avail.starts_with(b"PRI ") {
+                return Ok(Some(HeadRead::Unusual));
+            }
+            if !avail.is_empty() {
+                match digest(avail, cfg, &mut self.out) {
+                    Ok(Some(d)) => return Ok(Some(HeadRead::Request(d))),
+                    Ok(None) => {}
+                    Err(Digested::Unusual) => return Ok(Some(HeadRead::Unusual)),
+                    Err(Digested::Bad(e)) => return Err(Reject::Malformed(format!("{e}"))),
+                    Err(Digested::TooLarge(rej)) => return Err(rej),
+                }
+                if avail.len() > limit {
+                    return Err(Reject::HeadersTooLarge {
+                        limit: cfg.limits.max_header_bytes,
+                        what: "bytes",
+                    });
+                }
+            }
+            match fill(&self.io, &mut self.buf, sleep, deadline).await {
+                Ok(Fill::Data) => {}
+                Ok(Fill::Eof | Fill::Timeout) | Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// One request, start to finish. Returns whether the connection can carry another.
+    async fn request(
+        &mut self,
+        d: Digest,
+        snap: &Arc<Snapshot>,
+        close: bool,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<bool, ()> {
+        let start = Instant::now();
+        let cfg = snap.config();
+        let head_at = self.pos;
+        self.pos += d.len;
+        let mut body = match d.framing {
+            Framing::Length(0) => BodyIn::Done,
+            Framing::Length(n) => BodyIn::Length(n),
+            Framing::Chunked => BodyIn::Chunked(ChunkedDecoder::new()),
+            Framing::Empty | Framing::Close => BodyIn::Done,
+        };
+        if d.models {
+            let mut resp = Vec::with_capacity(snap.models_json.len() + 128);
+            full_head(&mut resp, StatusCode::OK, snap.models_json.len(), close);
+            // `full_head` ends with the blank line; insert the cache header before it.
+            resp.truncate(resp.len() - 2);
+            resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
+            resp.extend_from_slice(&snap.models_json);
+            self.io.write_all(&resp).await.map_err(drop)?;
+            return self.drain(body, sleep).await;
+        }
+        if let Framing::Length(n) = d.framing {
+            if n > cfg.limits.max_body {
+                return self
+                    .reject(
+                        Reject::BodyTooLarge(cfg.limits.max_body),
+                        body,
+                        close,
+                        sleep,
+                    )
+                    .await;
+            }
+        }
+        let head = head_at..head_at + d.len;
+        let mut prefix = Vec::new();
+        let resolved = self
+            .resolve(snap, &d, head.clone(), &mut body, &mut prefix, sleep)
+            .await;
+        let (route, key) = match resolved {
+            Ok(x) => x,
+            Err(None) => return Err(()),
+            Err(Some(rej)) => return self.reject(rej, body, close, sleep).await,
+        };
+        let variant = match pick_variant(
+            &route,
+            key,
+            d.variant
+                .as_ref()
+                .map(|r| &self.buf[head.start..][r.clone()]),
+            cfg,
+        ) {
+            Ok(v) => v,
+            Err(rej) => return self.reject(rej, body, close, sleep).await,
+        };
+        let backend = match variant {
+            Variant::Candidate => route.candidate.as_ref().unwrap_or(&route.stable),
+            _ => &route.stable,
+        };
+        let mut tee = None;
+        let mut pair = None;
+        if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
+            if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
+                if let Some(parts) = mirror_parts(&self.buf[head.clone()]) {
+                    let mirror = Mirror {
+                        parts,
+                        endpoints: route.clone(),
+                        key,
+                        pool: self.worker.pool.clone(),
+                        shared: self.worker.shared.clone(),
+                    };
+                    if let Some((t, side)) = mirror.start(shadow) {
+                        tee = Some(t);
+                        pair = Some((Capture::new(shadow.capture), side));
+                    }
+                }
+            }
+        }
+        let stats = route.stats.clone();
+        let candidate = variant == Variant::Candidate;
+        let vs = stats.variant(variant);
+        vs.start();
+        let key_bytes = key.map(u64::to_le_bytes);
+        let sent = self
+            .send(
+                &backend.endpoints,
+                key_bytes.as_ref().map(<[u8; 8]>::as_slice),
+                &d,
+                &mut body,
+                &prefix,
+                &mut tee,
+                (&stats, candidate),
+                cfg,
+                sleep,
+            )
+            .await;
+        let (mut up, out, mut ubuf, rh) = match sent {
+            Ok(x) => x,
+            Err(SendError::Reject(rej)) => {
+                vs.finish(StatusClass::Error, start.elapsed());
+                if candidate {
+                    stats.candidate_failed();
+                }
+                return self.reject(rej, body, close, sleep).await;
+            }
+            Err(SendError::Client) => {
+                vs.cancelled();
+                return Err(());
+            }
+        };
+        if let Some(t) = tee.take() {
+            t.end();
+        }
+        let ep = out.endpoint();
+        let outcome = if rh.status >= 500 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        stats.record(ep, outcome, &cfg.ejection, candidate);
+        // The response head, rewritten: our framing, our hop-by-hop policy, the variant.
+        let sse;
+        {
+            self.out.clear();
+            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let Ok(Some(parsed)) = parse::parse_response(&ubuf, &mut hdrs, d.head_method) else {
+                return Err(());
+            };
+            sse = response_head(
+                &mut self.out,
+                &parsed,
+                &hdrs[..parsed.headers],
+                variant,
+                cfg,
+                close,
+            );
+        }
+        let ex = Exchange {
+            stats: stats.clone(),
+            variant,
+            start,
+            status: rh.status,
+            outstanding: out,
+            conn: None,
+            pool: self.worker.pool.clone(),
+            ejection: cfg.ejection.clone(),
+        };
+        let (mut obs, _, _) = Observer::new(ex, sse, pair);
+        let relayed = self
+            .relay(&mut up, &mut ubuf, rh, &mut obs, cfg, sleep)
+            .await;
+        self.fast.give(ubuf);
+        match relayed {
+            Ok(reusable) => {
+                if obs.finish(None) && reusable {
+                    self.fast.put(up);
+                }
+                Ok(!close)
+            }
+            Err(RelayError::Upstream(f)) => {
+                obs.finish(Some(f));
+                Err(())
+            }
+            Err(RelayError::Client) => {
+                obs.cancel();
+                Err(())
+            }
+        }
+    }
+
+    /// Finds the route and the cohort key: routing header, else the JSON body's prefix. Body
+    /// bytes read for it stay in `buf` (Content-Length) or are decoded into `prefix` (chunked).
+    /// `Err(None)`: the client went away.
+    async fn resolve(
+        &mut self,
+        snap: &Snapshot,
+        d: &Digest,
+        head: Range<usize>,
+        body: &mut BodyIn,
+        prefix: &mut Vec<u8>,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<(Arc<ModelRoute>, Option<u64>), Option<Reject>> {
+        let cfg = snap.config();
+        let header_route = match &d.model {
+            Some(r) => {
+                let v = &self.buf[head.start..][r.clone()];
+                let name = std::str::from_utf8(v).map_err(|_| {
+                    Some(Reject::UnknownModel(
+                        String::from_utf8_lossy(v).into_owned(),
+                    ))
+                })?;
+                Some(
+                    snap.model(name)
+                        .ok_or_else(|| Some(Reject::UnknownModel(name.to_owned())))?
+                        .clone(),
+                )
+            }
+            None => None,
+        };
+        let field = match header_route.as_ref().map(|r| &r.cohort) {
+            Some(Cohort::BodyField(f)) => Some(f.as_str()),
+            Some(_) => None,
+            None => snap.body_field(),
+        };
+        let scan_needed = header_route.is_none() || field.is_some();
+        let mut scanner = None;
+        if scan_needed && !matches!(body, BodyIn::Done) && d.json {
+            let mut sc = JsonPrefixScanner::new(field, cfg.limits.model_prefix);
+            let outcome = self.scan(&mut sc, body, prefix, cfg, sleep).await?;
+            match outcome {
+                Ok(()) => scanner = Some(sc),
+                Err(ScanError::NotAnObject) if header_route.is_none() => {}
+                Err(ScanError::LimitReached { .. }) if sc.model().is_some() => scanner = Some(sc),
+                Err(e) if header_route.is_none() => {
+                    return Err(Some(Reject::Malformed(e.to_string())))
+                }
+                Err(_) => {}
+            }
+        }
+        let route = match (header_route, scanner.as_ref().and_then(|s| s.model())) {
+            (Some(r), _) => r,
+            (None, Some(name)) => snap
+                .model(name)
+                .ok_or_else(|| Some(Reject::UnknownModel(name.to_owned())))?
+                .clone(),
+            (None, None) => snap.default_model().ok_or(Some(Reject::NoModel))?.clone(),
+        };
+        let head_bytes = &self.buf[head];
+        let key = match &route.cohort {
+            Cohort::Random => None,
+            Cohort::Header(h) => find_header(head_bytes, h.as_bytes()).map(hash64),
+            Cohort::ApiKey => d
+                .api_key
+                .as_ref()
+                .map(|r| hash64(strip_bearer(&head_bytes[r.clone()]))),
+            Cohort::BodyField(_) => scanner
+                .as_ref()
+                .and_then(|s| s.field())
+                .map(|f| hash64(f.as_bytes())),
+        };
+        Ok((route, key))
+    }
+
+    /// Feeds the body to the scanner until it is done, fails, or the body ends. Content-Length
+    /// bytes are left unconsumed in `buf`; chunked data is decoded into `prefix`.
+    async fn scan(
+        &mut self,
+        sc: &mut JsonPrefixScanner,
+        body: &mut BodyIn,
+        prefix: &mut Vec<u8>,
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<Result<(), ScanError>, Option<Reject>> {
+        let mut scanned = 0usize;
+        loop {
+            let deadline = Instant::now()
+                + cfg
+                    .upstream
+                    .idle_timeout
+                    .max(cfg.limits.header_read_timeout);
+            match body {
+                BodyIn::Length(n) => {
+                    let avail =
+                        (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX));
+                    if avail > scanned {
+                        let fed = sc.feed(&self.buf[self.pos + scanned..self.pos + avail]);
+                        scanned = avail;
+                        match fed {
+                            Ok(Progress::Done) => return Ok(Ok(())),
+                            Ok(Progress::NeedMore) => {}
+                            Err(e) => return Ok(Err(e)),
+                        }
+                    }
+                    if avail as u64 == *n {
+                        return Ok(sc.finish());
+                    }
+                }
+                BodyIn::Chunked(dec) => {
+                    while self.pos < self.buf.len() {
+                        let step = dec
+                            .step(&self.buf[self.pos..])
+                            .map_err(|e| Some(Reject::Malformed(format!("chunked body: {e}"))))?;
+                        let data = &self.buf[self.pos..][step.data.clone()];
+                        self.pos += step.consumed;
+                        if !data.is_empty() {
+                            prefix.extend_from_slice(data);
+                            if prefix.len() as u64 > cfg.limits.max_body {
+                                return Err(Some(Reject::BodyTooLarge(cfg.limits.max_body)));
+                            }
+                            match sc.feed(data) {
+                                Ok(Progress::Done) => return Ok(Ok(())),
+                                Ok(Progress::NeedMore) => {}
+                                Err(e) => return Ok(Err(e)),
+                            }
+                        }
+                        if step.done {
+                            *body = BodyIn::Done;
+                            return Ok(sc.finish());
+                        }
+                    }
+                }
+                BodyIn::Done => return Ok(sc.finish()),
+            }
+            // The buffer is never compacted here: the head (read again for the cohort key and
+            // the mirror) and the unconsumed body prefix stay where they are.
+            match fill(&self.io, &mut self.buf, sleep, deadline).await {
+                Ok(Fill::Data) => {}
+                _ => return Err(None),
+            }
+        }
+    }
+
+    /// Connects (or reuses) and sends the head, the body prefix and the rest of the body, then
+    /// reads the response head. Retries another endpoint on connect failures, and a fresh
+    /// connection when a pooled one turns out closed before anything was streamed.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &mut self,
+        set: &EndpointSet,
+        key: Option<&[u8]>,
+        d: &Digest,
+        body: &mut BodyIn,
+        prefix: &[u8],
+        tee: &mut Option<ShadowTee>,
+        (stats, candidate): (&crate::observe::ModelStats, bool),
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
+        let mut last = None;
+        let mut attempts = 0;
+        let mut teed = tee.is_none();
+        while attempts < CONNECT_ATTEMPTS {
+            attempts += 1;
+            let now = Instant::now();
+            let Some(ep) = set.pick(key, now) else { break };
+            let out = ep.acquire();
+            let mut up = match self.fast.get(ep).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    last = Some(e);
+                    continue;
+                }
+            };
+            // The head: forwarded part, then Host and framing, then body bytes at hand.
+            self.out.truncate(d.upstream_head);
+            self.out.extend_from_slice(b"host: ");
+            self.out.extend_from_slice(ep.host_header.as_bytes());
+            self.out.extend_from_slice(b"\r\n");
+            let at_hand = match body {
+                BodyIn::Length(n) => {
+                    let _ = write!(self.out, "content-length: {n}\r\n\r\n");
+                    (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX))
+                }
+                BodyIn::Chunked(_) => {
+                    self.out
+                        .extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    if !prefix.is_empty() {
+                        chunk(&mut self.out, prefix);
+                    }
+                    0
+                }
+                BodyIn::Done if !prefix.is_empty() => {
+                    // A chunked body fully read while scanning: send it with a length.
+                    let _ = write!(self.out, "content-length: {}\r\n\r\n", prefix.len());
+                    self.out.extend_from_slice(prefix);
+                    0
+                }
+                BodyIn::Done => {
+                    if d.framing != Framing::Empty {
+                        self.out.extend_from_slice(b"content-length: 0\r\n");
+                    }
+                    self.out.extend_from_slice(b"\r\n");
+                    0
+                }
+            };
+            // The whole request is in memory: it can be sent again on a fresh connection.
+            let replayable = match body {
+                BodyIn::Length(n) => at_hand as u64 == *n,
+                BodyIn::Chunked(_) => false,
+                BodyIn::Done => true,
+            };
+            let at = self.pos;
+            let n0 = match body {
+                BodyIn::Length(n) => Some(*n),
+                _ => None,
+            };
+            let wrote = write2(&mut up.io, &self.out, &self.buf[at..at + at_hand]).await;
+            if let Err(e) = wrote {
+                if up.reused && replayable {
+                    attempts -= 1;
+                    continue;
+                }
+                stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                return Err(SendError::Reject(Reject::Upstream(UpstreamError::Connect(
+                    e,
+                ))));
+            }
+            if !teed {
+                teed = true;
+                if let BodyIn::Length(_) = body {
+                    tee_send(tee, &self.buf[at..at + at_hand]);
+                } else {
+                    tee_send(tee, prefix);
+                }
+            }
+            self.pos += at_hand;
+            if let BodyIn::Length(n) = body {
+                *n -= at_hand as u64;
+                if *n == 0 {
+                    *body = BodyIn::Done;
+                }
+            }
+            self.stream_body(&mut up, body, tee, cfg, sleep).await?;
+            let mut ubuf = self.fast.buf();
+            let deadline = Instant::now() + cfg.upstream.response_timeout;
+            match read_response_head(&up.io, &mut ubuf, sleep, deadline, d.head_method).await {
+                Ok(rh) => return Ok((up, out, ubuf, rh)),
+                Err(HeadFail::Closed) if up.reused && replayable => {
+                    // A pooled connection the upstream had closed: send it again, fresh.
+                    self.fast.give(ubuf);
+                    self.pos = at;
+                    if let Some(n) = n0 {
+                        *body = BodyIn::Length(n);
+                    }
+                    attempts -= 1;
+                    continue;
+                }
+                Err(HeadFail::Timeout) => {
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    return Err(SendError::Reject(Reject::UpstreamTimeout(
+                        cfg.upstream.response_timeout,
+                    )));
+                }
+                Err(fail) => {
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    let e = match fail {
+                        HeadFail::Bad(e) => io::Error::other(format!("invalid response head: {e}")),
+                        HeadFail::Io(e) => e,
+                        _ => io::Error::other("upstream closed without a response"),
+                    };
+                    return Err(SendError::Reject(Reject::Upstream(UpstreamError::Connect(
+                        e,
+                    ))));
+                }
+            }
+        }
+        Err(SendError::Reject(match last {
+            Some(e) => Reject::Upstream(e),
+            None => Reject::NoEndpoint(String::new()),
+        }))
+    }
+
+    /// Streams the rest of the request body upstream, counted against the body limit.
+    async fn stream_body(
+        &mut self,
+        up: &mut UpConn,
+        body: &mut BodyIn,
+        tee: &mut Option<ShadowTee>,
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<(), SendError> {
+        let mut sent: u64 = 0;
+        loop {
+            match body {
+                BodyIn::Done => return Ok(()),
+                BodyIn::Length(n) => {
+                    let avail =
+                        (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX));
+                    if avail > 0 {
+                        let data = &self.buf[self.pos..self.pos + avail];
+                        up.io.write_all(data).await.map_err(upstream_err)?;
+                        tee_send(tee, data);
+                        self.pos += avail;
+                        *n -= avail as u64;
+                        if *n == 0 {
+                            *body = BodyIn::Done;
+                            return Ok(());
+                        }
+                    }
+                }
+                BodyIn::Chunked(dec) => {
+                    self.out.clear();
+                    let mut done = false;
+                    while self.pos < self.buf.len() {
+                        let step = dec.step(&self.buf[self.pos..]).map_err(|e| {
+                            SendError::Reject(Reject::Malformed(format!("chunked body: {e}")))
+                        })?;
+                        let data = &self.buf[self.pos..][step.data.clone()];
+                        if !data.is_empty() {
+                            sent += data.len() as u64;
+                            if sent > cfg.limits.max_body {
+                                return Err(SendError::Reject(Reject::BodyTooLarge(
+                                    cfg.limits.max_body,
+                                )));
+                            }
+                            chunk(&mut self.out, data);
+                            tee_send(tee, data);
+                        }
+                        self.pos += step.consumed;
+                        if step.done {
+                            done = true;
+                            break;
+                        }
+                    }
+                    if done {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    if !self.out.is_empty() {
+                        up.io.write_all(&self.out).await.map_err(upstream_err)?;
+                    }
+                    if done {
+                        *body = BodyIn::Done;
+                        return Ok(());
+                    }
+                }
+            }
+            if self.pos == self.buf.len() {
+                self.buf.clear();
+                self.pos = 0;
+            }
+            let deadline = Instant::now()
+                + cfg
+                    .upstream
+                    .idle_timeout
+                    .max(cfg.limits.header_read_timeout);
+            match fill(&self.io, &mut self.buf, sleep, deadline).await {
+                Ok(Fill::Data) => {}
+                _ => return Err(SendError::Client),
+            }
+        }
+    }
+
+    /// Writes the rewritten response head (in `out`) with the first body bytes, then relays
+    /// the body read by read. Returns whether the upstream connection can be reused.
+    async fn relay(
+        &mut self,
+        up: &mut UpConn,
+        ubuf: &mut Vec<u8>,
+        rh: RespInfo,
+        obs: &mut Observer,
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<bool, RelayError> {
+        let mut upos = rh.len;
+        let idle = cfg.upstream.idle_timeout;
+        match rh.framing {
+            Framing::Empty => {
+                self.io
+                    .write_all(&self.out)
+                    .await
+                    .map_err(|_| RelayError::Client)?;
+                Ok(!rh.close && upos == ubuf.len())
+            }
+            Framing::Length(mut n) => loop {
+                let avail = (ubuf.len() - upos).min(usize::try_from(n).unwrap_or(usize::MAX));
+                if avail > 0 {
+                    obs.on_data(&ubuf[upos..upos + avail], Instant::now());
+                }
+                let wrote = if self.out.is_empty() {
+                    self.io.write_all(&ubuf[upos..upos + avail]).await
+                } else {
+                    let r = write2(&mut self.io, &self.out, &ubuf[upos..upos + avail]).await;
+                    self.out.clear();
+                    r
+                };
+                wrote.map_err(|_| RelayError::Client)?;
+                upos += avail;
+                n -= avail as u64;
+                if n == 0 {
+                    return Ok(!rh.close && upos == ubuf.len());
+                }
+                ubuf.clear();
+                upos = 0;
+                let deadline = Instant::now() + idle;
+                match fill(&up.io, ubuf, sleep, deadline).await {
+                    Ok(Fill::Data) => {}
+                    Ok(Fill::Timeout) => {
+                        return Err(RelayError::Upstream(StreamFailure::IdleTimeout))
+                    }
+                    Ok(Fill::Eof) | Err(_) => {
+                        return Err(RelayError::Upstream(StreamFailure::UpstreamReset))
+                    }
+                }
+            },
+            Framing::Chunked | Framing::Close => {
+                let mut dec = (rh.framing == Framing::Chunked).then(ChunkedDecoder::new);
+                loop {
+                    let now = Instant::now();
+                    let mut done = false;
+                    while upos < ubuf.len() {
+                        let (data, consumed, end) = match dec.as_mut() {
+                            Some(dec) => {
+                                let step = dec.step(&ubuf[upos..]).map_err(|_| {
+                                    RelayError::Upstream(StreamFailure::UpstreamReset)
+                                })?;
+                                (
+                                    upos + step.data.start..upos + step.data.end,
+                                    step.consumed,
+                                    step.done,
+                                )
+                            }
+                            None => (upos..ubuf.len(), ubuf.len() - upos, false),
+                        };
+                        if !data.is_empty() {
+                            obs.on_data(&ubuf[data.clone()], now);
+                            chunk(&mut self.out, &ubuf[data]);
+                        }
+                        upos += consumed;
+                        if end {
+                            done = true;
+                            break;
+                        }
+                    }
+                    if done {
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                    }
+                    if !self.out.is_empty() {
+                        self.io
+                            .write_all(&self.out)
+                            .await
+                            .map_err(|_| RelayError::Client)?;
+                        self.out.clear();
+                    }
+                    if done {
+                        return Ok(!rh.close && upos == ubuf.len());
+                    }
+                    ubuf.clear();
+                    upos = 0;
+                    let deadline = Instant::now() + idle;
+                    match fill(&up.io, ubuf, sleep, deadline).await {
+                        Ok(Fill::Data) => {}
+                        Ok(Fill::Timeout) => {
+                            return Err(RelayError::Upstream(StreamFailure::IdleTimeout))
+                        }
+                        Ok(Fill::Eof) if dec.is_none() => {
+                            self.io
+                                .write_all(b"0\r\n\r\n")
+                                .await
+                                .map_err(|_| RelayError::Client)?;
+                            return Ok(false);
+                        }
+                        Ok(Fill::Eof) | Err(_) => {
+                            return Err(RelayError::Upstream(StreamFailure::UpstreamReset))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a rejected request and discards its unread body (bounded) so the client reads
+    /// the answer, not a reset. Returns whether the connection can carry another request.
+    async fn reject(
+        &mut self,
+        rej: Reject,
+        body: BodyIn,
+        close: bool,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<bool, ()> {
+        tracing::debug!(error = %rej, "request rejected");
+        self.worker.shared.stats.rejected(rej.reason());
+        // A broken chunked body cannot be skipped: close.
+        let close =
+            close || matches!(rej, Reject::Malformed(_)) && matches!(body, BodyIn::Chunked(_));
+        self.write_reject(&rej, close).await.map_err(drop)?;
+        if close {
+            return Ok(false);
+        }
+        self.drain(body, sleep).await
+    }
+
+    async fn write_reject(&mut self, rej: &Reject, close: bool) -> io::Result<()> {
+        let body = rej.json();
+        let mut resp = Vec::with_capacity(body.len() + 128);
+        full_head(&mut resp, rej.status(), body.len(), close);
+        resp.extend_from_slice(body.as_bytes());
+        self.io.write_all(&resp).await
+    }
+
+    /// Discards the rest of the request body. Ok(true): the next request can be read.
+    async fn drain(&mut self, mut body: BodyIn, sleep: &mut Pin<&mut Sleep>) -> Result<bool, ()> {
+        let deadline = Instant::now() + DRAIN_MAX_TIME;
+        let mut seen = 0u64;
+        loop {
+            match &mut body {
+                BodyIn::Done => return Ok(true),
+                BodyIn::Length(n) => {
+                    let avail =
+                        (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX));
+                    self.pos += avail;
+                    *n -= avail as u64;
+                    seen += avail as u64;
+                    if *n == 0 {
+                        return Ok(true);
+                    }
+                }
+                BodyIn::Chunked(dec) => {
+                    while self.pos < self.buf.len() {
+                        let Ok(step) = dec.step(&self.buf[self.pos..]) else {
+                            return Ok(false);
+                        };
+                        self.pos += step.consumed;
+                        seen += step.consumed as u64;
+                        if step.done {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            if seen > DRAIN_MAX_BYTES {
+                return Ok(false);
+            }
+            self.buf.clear();
+            self.pos = 0;
+            match fill(&self.io, &mut self.buf, sleep, deadline).await {
+                Ok(Fill::Data) => {}
+                _ => return Ok(false),
+            }
+        }
+    }
+}
+
+/// Why sending the request did not produce a response head.
+enum SendError {
+    Reject(Reject),
+    /// The client went away mid-body.
+    Client,
+}
+
+enum RelayError {
+    Upstream(StreamFailure),
+    Client,
+}
+
+fn upstream_err(e: io::Error) -> SendError {
+    SendError::Reject(Reject::Upstream(UpstreamError::Connect(e)))
+}
+
+/// The framing facts of a response head (the head itself stays in the upstream buffer).
+#[derive(Clone, Copy, Debug)]
+struct RespInfo {
+    status: u16,
+    len: usize,
+    framing: Framing,
+    close: bool,
+}
+
+enum HeadFail {
+    /// Closed before a single byte of a response.
+    Closed,
+    Timeout,
+    Bad(HeadError),
+    Io(io::Error),
+}
+
+/// Reads a final response head (informational 1xx heads are skipped).
+async fn read_response_head(
+    io: &TcpStream,
+    ubuf: &mut Vec<u8>,
+    sleep: &mut Pin<&mut Sleep>,
+    deadline: Instant,
+    head_request: bool,
+) -> Result<RespInfo, HeadFail> {
+    let mut start = 0;
+    loop {
+        if ubuf.len() > start {
+            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match parse::parse_response(&ubuf[start..], &mut hdrs, head_request) {
+                Ok(Some(h)) if (100..200).contains(&h.status) => {
+                    if h.status == 101 {
+                        return Err(HeadFail::Bad(HeadError::Syntax("unexpected 101")));
+                    }
+                    start += h.len;
+                    continue;
+                }
+                Ok(Some(h)) => {
+                    let info = RespInfo {
+                        status: h.status,
+                        len: h.len,
+                        framing: h.framing,
+                        close: h.close,
+                    };
+                    if start > 0 {
+                        ubuf.drain(..start);
+                    }
+                    return Ok(info);
+                }
+                Ok(None) => {}
+                Err(e) => return Err(HeadFail::Bad(e)),
+            }
+            if ubuf.len() - start > 256 * 1024 {
+                return Err(HeadFail::Bad(HeadError::TooManyHeaders));
+            }
+        }
+        let before = ubuf.len();
+        match fill(io, ubuf, sleep, deadline).await {
+            Ok(Fill::Data) => {}
+            Ok(Fill::Timeout) => return Err(HeadFail::Timeout),
+            Ok(Fill::Eof) if before == 0 => return Err(HeadFail::Closed),
+            Ok(Fill::Eof) => return Err(HeadFail::Bad(HeadError::Syntax("truncated head"))),
+            Err(e) if before == 0 && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(HeadFail::Closed)
+            }
+            Err(e) => return Err(HeadFail::Io(e)),
+        }
+    }
+}
+
+/// Reads what is available (waiting until `deadline` when nothing is).
+async fn fill(
+    io: &TcpStream,
+    buf: &mut Vec<u8>,
+    sleep: &mut Pin<&mut Sleep>,
+    deadline: Instant,
+) -> io::Result<Fill> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(pool::BUF_SIZE);
+    }
+    loop {
+        let spare = buf.capacity() - buf.len();
+        match io.try_read_buf(buf) {
+            Ok(0) => return Ok(Fill::Eof),
+            Ok(n) => {
+                if n < spare {
+                    drained(io);
+                }
+                return Ok(Fill::Data);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::select! {
+            biased;
+            r = io.readable() => r?,
+            () = sleep.as_mut() => return Ok(Fill::Timeout),
+        }
+    }
+}
+
+/// After a read that did not fill the space offered, the socket is empty: clear the runtime's
+/// readiness flag (no system call) so that the next read waits for the event loop instead of
+/// first making a `recv` that fails with `EAGAIN`. Safe with edge-triggered epoll: bytes that
+/// arrive later raise a new event, and tokio ignores the clear if an event came meanwhile.
+fn drained(io: &TcpStream) {
+    let _ = io.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
+/// Writes `a` then `b`, as one `writev` when possible.
+async fn write2(io: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    if b.is_empty() {
+        return io.write_all(a).await;
+    }
+    let total = a.len() + b.len();
+    let mut done = 0;
+    while done < total {
+        let n = if done < a.len() {
+            let bufs = [io::IoSlice::new(&a[done..]), io::IoSlice::new(b)];
+            io.write_vectored(&bufs).await?
+        } else {
+            io.write(&b[done - a.len()..]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+fn tee_send(tee: &mut Option<ShadowTee>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    if let Some(t) = tee.as_mut() {
+        if !t.send(&Bytes::copy_from_slice(data)) {
+            *tee = None;
+        }
+    }
+}
+
+/// Appends one chunk (size line, data, CRLF).
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Head of a response the gateway answers itself.
+fn full_head(out: &mut Vec<u8>, status: StatusCode, len: usize, close: bool) {
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+enum Digested {
+    Unusual,
+    Bad(HeadError),
+    TooLarge(Reject),
+}
+
+/// Parses a request head, applies the header limits, notes what routing needs, and writes the
+/// upstream request line and forwarded headers into `out`.
+fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>, Digested> {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let head = match parse::parse_request(buf, &mut hdrs) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(HeadError::TooManyHeaders) => {
+            return Err(Digested::TooLarge(Reject::HeadersTooLarge {
+                limit: cfg.limits.max_headers,
+                what: "headers",
+            }))
+        }
+        Err(e) => return Err(Digested::Bad(e)),
+    };
+    if head.unusual {
+        return Err(Digested::Unusual);
+    }
+    let headers = &hdrs[..head.headers];
+    let limits = &cfg.limits;
+    if headers.len() > limits.max_headers {
+        return Err(Digested::TooLarge(Reject::HeadersTooLarge {
+            limit: limits.max_headers,
+            what: "headers",
+        }));
+    }
+    let bytes: usize = headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    if bytes > limits.max_header_bytes {
+        return Err(Digested::TooLarge(Reject::HeadersTooLarge {
+            limit: limits.max_header_bytes,
+            what: "bytes",
+        }));
+    }
+    let base = buf.as_ptr() as usize;
+    let range = |v: &[u8]| {
+        let s = v.as_ptr() as usize - base;
+        s..s + v.len()
+    };
+    // Headers named in `Connection` are hop-by-hop too.
+    let mut listed: [&[u8]; 8] = [&[]; 8];
+    let mut n_listed = 0;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',') {
+                let t = trim(t);
+                if !t.is_empty() && n_listed < listed.len() {
+                    listed[n_listed] = t;
+                    n_listed += 1;
+                }
+            }
+        }
+    }
+    let mut d = Digest {
+        len: head.len,
+        framing: head.framing,
+        close: head.close,
+        head_method: head.method == "HEAD",
+        models: head.method == "GET" && path_of(head.target) == "/v1/models",
+        model: None,
+        variant: None,
+        api_key: None,
+        json: true,
+        upstream_head: 0,
+    };
+    out.clear();
+    out.extend_from_slice(head.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut authorization = None;
+    let mut x_api_key = None;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if d.model.is_none()
+            && (name.eq_ignore_ascii_case(b"x-gateway-model-name")
+                || name.eq_ignore_ascii_case(b"x-ai-eg-model"))
+        {
+            d.model = Some(range(h.value));
+        } else if name.eq_ignore_ascii_case(b"x-rollgate-variant") {
+            if cfg.routing.allow_override && d.variant.is_none() {
+                d.variant = Some(range(h.value));
+            }
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            authorization.get_or_insert(range(h.value));
+        } else if name.eq_ignore_ascii_case(b"x-api-key") {
+            x_api_key.get_or_insert(range(h.value));
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            d.json = !(h.value.starts_with(b"multipart/")
+                || h.value.starts_with(b"application/octet-stream"));
+        }
+        if REQUEST_DROP.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || listed[..n_listed]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    d.api_key = authorization.or(x_api_key);
+    d.upstream_head = out.len();
+    Ok(Some(d))
+}
+
+/// Writes the downstream response head into `out`. Returns whether the body is SSE.
+fn response_head(
+    out: &mut Vec<u8>,
+    head: &parse::ResponseHead<'_>,
+    headers: &[httparse::Header<'_>],
+    variant: Variant,
+    cfg: &Config,
+    close: bool,
+) -> bool {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
+    let mut listed: [&[u8]; 8] = [&[]; 8];
+    let mut n_listed = 0;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for t in h.value.split(|&b| b == b',') {
+                let t = trim(t);
+                if !t.is_empty() && n_listed < listed.len() {
+                    listed[n_listed] = t;
+                    n_listed += 1;
+                }
+            }
+        }
+    }
+    let mut sse = false;
+    for h in headers {
+        let name = h.name.as_bytes();
+        if RESPONSE_DROP.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || listed[..n_listed]
+                .iter()
+                .any(|n| name.eq_ignore_ascii_case(n))
+            || (head.framing != Framing::Empty && name.eq_ignore_ascii_case(b"content-length"))
+            || (cfg.routing.variant_header && name.eq_ignore_ascii_case(b"x-rollgate-variant"))
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"content-type") && h.value.starts_with(b"text/event-stream") {
+            sse = true;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if cfg.routing.variant_header {
+        out.extend_from_slice(b"x-rollgate-variant: ");
+        out.extend_from_slice(variant.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match head.framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked | Framing::Close => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        }
+        Framing::Empty => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    sse
+}
+
+fn pick_variant(
+    route: &ModelRoute,
+    key: Option<u64>,
+    override_value: Option<&[u8]>,
+    cfg: &Config,
+) -> Result<Variant, Reject> {
+    if cfg.routing.allow_override {
+        if let Some(v) = override_value {
+            return match Variant::from_override(v) {
+                Some(Variant::Candidate) if route.candidate.is_none() => Err(Reject::BadOverride),
+                Some(v) => Ok(v),
+                None => Err(Reject::BadOverride),
+            };
+        }
+    }
+    if route.weight.get() == 0 {
+        return Ok(Variant::Stable);
+    }
+    let cohort = key.map_or_else(random_cohort, cohort_of_hash);
+    Ok(if is_candidate(cohort, route.weight) {
+        Variant::Candidate
+    } else {
+        Variant::Stable
+    })
+}
+
+/// The request as hyper types, for the mirror (only on sampled requests).
+fn mirror_parts(head: &[u8]) -> Option<hyper::http::request::Parts> {
+    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut hdrs);
+    req.parse(head).ok()?;
+    let mut b = hyper::Request::builder().method(req.method?).uri(req.path?);
+    for h in req.headers.iter() {
+        b = b.header(h.name, h.value);
+    }
+    let (mut parts, ()) = b.body(()).ok()?.into_parts();
+    crate::service::prepare_upstream(&mut parts);
+    Some(parts)
+}
+
+fn path_of(target: &str) -> &str {
+    target.split('?').next().unwrap_or(target)
+}
+
+fn strip_bearer(v: &[u8]) -> &[u8] {
+    v.strip_prefix(b"Bearer ").unwrap_or(v)
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
+    let Some(start) = start else { return &[] };
+    let end = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(start);
+    &v[start..=end]
+}
+
+/// The first value of header `name` in a validated request head (CRLF lines, `name:value`).
+fn find_header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let mut lines = head.split(|&b| b == b'\n').skip(1);
+    lines.find_map(|line| {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let colon = memchr::memchr(b':', line)?;
+        line[..colon]
+            .eq_ignore_ascii_case(name)
+            .then(|| trim(&line[colon + 1..]))
+    })
+}

@@ -1,0 +1,148 @@
+//! Per-worker state of the fast path: idle upstream TCP connections per endpoint, and a free
+//! list of I/O buffers (an idle keep-alive connection holds no buffer at all). Owned by one
+//! thread; a `RefCell` borrow, never a lock.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::endpoint::EndpointState;
+use crate::error::UpstreamError;
+
+/// Bytes of a fresh I/O buffer.
+pub(crate) const BUF_SIZE: usize = 8 * 1024;
+/// Buffers kept on the free list; more are freed.
+const FREE_BUFS: usize = 256;
+/// A buffer that grew past this (a large head or body prefix) is freed, not kept.
+const KEEP_BUF_MAX: usize = 64 * 1024;
+
+/// One upstream connection of the fast path.
+#[derive(Debug)]
+pub(crate) struct UpConn {
+    pub(crate) io: TcpStream,
+    pub(crate) endpoint: u64,
+    /// Came from the pool (may have been closed by the peer meanwhile).
+    pub(crate) reused: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct FastPool {
+    idle: RefCell<HashMap<u64, Vec<(TcpStream, Instant)>>>,
+    bufs: RefCell<Vec<Vec<u8>>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl FastPool {
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
+        FastPool {
+            idle: RefCell::new(HashMap::new()),
+            bufs: RefCell::new(Vec::new()),
+            max_idle,
+            idle_timeout,
+            connect_timeout,
+        }
+    }
+
+    /// An empty buffer with at least [`BUF_SIZE`] capacity.
+    pub(crate) fn buf(&self) -> Vec<u8> {
+        self.bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    }
+
+    /// Returns a buffer to the free list.
+    pub(crate) fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < BUF_SIZE || buf.capacity() > KEEP_BUF_MAX {
+            return;
+        }
+        let mut bufs = self.bufs.borrow_mut();
+        if bufs.len() < FREE_BUFS {
+            buf.clear();
+            bufs.push(buf);
+        }
+    }
+
+    /// A pooled connection that has not been closed, else a new one.
+    pub(crate) async fn get(&self, ep: &EndpointState) -> Result<UpConn, UpstreamError> {
+        if let Some(io) = self.take(ep.id) {
+            return Ok(UpConn {
+                io,
+                endpoint: ep.id,
+                reused: true,
+            });
+        }
+        self.connect(ep).await
+    }
+
+    fn take(&self, id: u64) -> Option<TcpStream> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&id)?;
+        let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Some((io, since)) = list.pop() {
+            // An idle connection has nothing to read; readiness (as last reported by the event
+            // loop, no system call) means the peer closed it or sent garbage.
+            let readable = io.poll_read_ready(&mut cx).is_ready();
+            if !readable && now.saturating_duration_since(since) < self.idle_timeout {
+                return Some(io);
+            }
+        }
+        None
+    }
+
+    pub(crate) async fn connect(&self, ep: &EndpointState) -> Result<UpConn, UpstreamError> {
+        let connect = TcpStream::connect(&*ep.authority);
+        let io = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(UpstreamError::Connect(e)),
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+        };
+        // Latency over batching: SSE events must leave as soon as they arrive.
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::debug!(error = %e, "set_nodelay failed");
+        }
+        Ok(UpConn {
+            io,
+            endpoint: ep.id,
+            reused: false,
+        })
+    }
+
+    /// Returns a connection whose exchange ended cleanly.
+    pub(crate) fn put(&self, conn: UpConn) {
+        // The last read took the whole response without seeing `WouldBlock`, so the runtime
+        // still flags the socket readable. Clear that flag (no system call): from now on,
+        // readiness means the peer closed the idle connection (or broke protocol).
+        let _ = conn.io.try_io(Interest::READABLE, || {
+            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+        });
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(conn.endpoint).or_default();
+        if list.len() < self.max_idle {
+            list.push((conn.io, Instant::now()));
+        }
+    }
+
+    /// Closes connections idle past the timeout or closed by the peer.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut idle = self.idle.borrow_mut();
+        for list in idle.values_mut() {
+            list.retain(|(io, since)| {
+                matches!(io.poll_read_ready(&mut cx), Poll::Pending)
+                    && now.saturating_duration_since(*since) < self.idle_timeout
+            });
+        }
+        idle.retain(|_, l| !l.is_empty());
+    }
+}
