@@ -71,16 +71,20 @@ impl FastPool {
         }
     }
 
-    /// A pooled connection that has not been closed, else a new one.
+    /// A pooled connection that has not been closed, else a new one; counted in
+    /// `rollgate_proxy_upstream_exchanges_total` like the hyper path's pool.
     pub(crate) async fn get(&self, ep: &EndpointState) -> Result<UpConn, UpstreamError> {
         if let Some(io) = self.take(ep.id) {
+            ep.exchanges_pooled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(UpConn {
                 io,
                 endpoint: ep.id,
                 reused: true,
             });
         }
-        self.connect(ep).await
+        let conn = self.connect(ep).await?;
+        ep.exchanges_new.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(conn)
     }
 
     fn take(&self, id: u64) -> Option<TcpStream> {
