@@ -75,7 +75,8 @@ impl FastPool {
     /// `rollgate_proxy_upstream_exchanges_total` like the hyper path's pool.
     pub(crate) async fn get(&self, ep: &EndpointState) -> Result<UpConn, UpstreamError> {
         if let Some(io) = self.take(ep.id) {
-            ep.exchanges_pooled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ep.exchanges_pooled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(UpConn {
                 io,
                 endpoint: ep.id,
@@ -83,7 +84,8 @@ impl FastPool {
             });
         }
         let conn = self.connect(ep).await?;
-        ep.exchanges_new.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ep.exchanges_new
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(conn)
     }
 
