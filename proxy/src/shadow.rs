@@ -40,6 +40,9 @@ pub(crate) struct ShadowTee {
     cfg: Shadow,
     why: Rc<Cell<Option<ShadowDrop>>>,
     ended: bool,
+    /// Set by `end()`: the body is complete, so a closed channel after the queued chunks is the
+    /// end of the body, not an abandoned mirror (the end marker may not fit a full queue).
+    done: Rc<Cell<bool>>,
 }
 
 #[derive(Debug)]
@@ -54,6 +57,7 @@ pub(crate) struct ShadowBody {
     rx: mpsc::Receiver<Piece>,
     queued: Rc<Cell<usize>>,
     ended: bool,
+    done: Rc<Cell<bool>>,
 }
 
 /// A bounded copy of a response body.
@@ -142,12 +146,18 @@ impl ShadowTee {
         true
     }
 
+    /// The mirror's queue is over half full (bytes or chunks): the primary should let the
+    /// shadow task run before reading more (a bounded yield, never a wait).
+    pub(crate) fn pressed(&self) -> bool {
+        self.queued.get() > self.cfg.buffer / 2 || self.tx.capacity() < QUEUE_CHUNKS / 2
+    }
+
     pub(crate) fn end(mut self) {
         self.ended = true;
-        // A full queue at the very end is still backpressure; the shadow sees a closed channel.
-        if self.tx.try_send(Piece::End).is_err() {
-            self.why.set(Some(ShadowDrop::Backpressure));
-        }
+        // Every chunk is queued: mark the body complete. The end marker is a shortcut; when the
+        // queue is full the shadow reads the closed channel after the last chunk as the end.
+        self.done.set(true);
+        let _ = self.tx.try_send(Piece::End);
     }
 }
 
@@ -179,6 +189,10 @@ impl Body for ShadowBody {
                 Poll::Ready(Some(Ok(Frame::data(b))))
             }
             Poll::Ready(Some(Piece::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) if self.done.get() => {
                 self.ended = true;
                 Poll::Ready(None)
             }
@@ -288,6 +302,7 @@ impl Mirror {
         let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
         let queued = Rc::new(Cell::new(0));
         let why = Rc::new(Cell::new(None));
+        let done = Rc::new(Cell::new(false));
         let tee = ShadowTee {
             tx,
             queued: queued.clone(),
@@ -295,11 +310,13 @@ impl Mirror {
             cfg: cfg.clone(),
             why: why.clone(),
             ended: false,
+            done: done.clone(),
         };
         let body = ShadowBody {
             rx,
             queued,
             ended: false,
+            done,
         };
         let slot = Rc::new(RefCell::new(PairSlot {
             model: self.endpoints.name.clone(),

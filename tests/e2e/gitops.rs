@@ -397,7 +397,13 @@ async fn unknown_models_hooks_and_bad_payloads_are_clear_errors() {
     // A candidate without a rollout plan: Idle at the configured split.
     let cand = start_sim("candidate", "m", |_| {}).await;
     gw.write_config(&config(&stable, Some(&cand), "    weight: 20%\n", ""));
-    assert_eq!(gw.reload().await["result"], "success");
+    // The file watcher may have applied the new file already: then the reload finds it
+    // unchanged; either way the new revision serves.
+    let reload = gw.reload().await;
+    assert!(
+        ["success", "unchanged"].contains(&reload["result"].as_str().unwrap_or("")),
+        "{reload}"
+    );
     let s = get(&c, &gw.admin_url("/status/models/m")).await.json();
     assert_eq!(
         (s["phase"].as_str(), s["weight"].as_str()),

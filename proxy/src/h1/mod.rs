@@ -56,6 +56,8 @@ const DRAIN_MAX_BYTES: u64 = 64 << 20;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 /// Connect attempts on different endpoints before answering 502.
 const CONNECT_ATTEMPTS: usize = 3;
+/// Most yields per body chunk while a mirror's queue is over half full.
+const SHADOW_YIELDS: usize = 64;
 /// Largest read of a request body with a known length (the pool keeps buffers up to this size).
 const BODY_READ: usize = 64 * 1024;
 /// Request headers the gateway consumes or replaces; never forwarded upstream.
@@ -764,6 +766,7 @@ impl Down<'_> {
                         let data = &self.buf[self.pos..self.pos + avail];
                         up.io.write_all(data).await.map_err(upstream_err)?;
                         tee_send(tee, data);
+                        yield_to_shadow(tee).await;
                         self.pos += avail;
                         *n -= avail as u64;
                         if *n == 0 {
@@ -815,7 +818,9 @@ impl Down<'_> {
             // A large body with a known length is read in reads of up to BODY_READ (one
             // system call and one write upstream per 64 KiB instead of eight); the buffer goes
             // back to the free list after the request, so idle connections still hold none.
-            if let BodyIn::Length(n) = body {
+            // Not while mirroring: 8 KiB reads pace the primary so that a shadow reading a
+            // little slower stays within `shadow.buffer` instead of being abandoned.
+            if let (BodyIn::Length(n), None) = (&*body, &*tee) {
                 let want = usize::try_from(*n).unwrap_or(usize::MAX).min(BODY_READ);
                 if self.buf.capacity() - self.buf.len() < want {
                     self.buf.reserve(want);
@@ -1173,6 +1178,19 @@ async fn write2(io: &mut TcpStream, a: &[u8], b: &[u8]) -> io::Result<()> {
         done += n;
     }
     Ok(())
+}
+
+/// The shadow task runs on this worker's thread: when its queue is over half full, yield (a
+/// bounded number of times) so it can drain before the primary reads more. A client sending faster
+/// than the loop would otherwise yield outruns a healthy shadow and abandons the mirror; a stalled
+/// shadow costs only these bounded yields until its queue overflows.
+async fn yield_to_shadow(tee: &Option<ShadowTee>) {
+    for _ in 0..SHADOW_YIELDS {
+        match tee {
+            Some(t) if t.pressed() => tokio::task::yield_now().await,
+            _ => return,
+        }
+    }
 }
 
 fn tee_send(tee: &mut Option<ShadowTee>, data: &[u8]) {
