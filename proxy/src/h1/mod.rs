@@ -880,14 +880,8 @@ impl Down<'_> {
                 ubuf.clear();
                 upos = 0;
                 let deadline = Instant::now() + idle;
-                match fill(&up.io, ubuf, sleep, deadline).await {
-                    Ok(Fill::Data) => {}
-                    Ok(Fill::Timeout) => {
-                        return Err(RelayError::Upstream(StreamFailure::IdleTimeout))
-                    }
-                    Ok(Fill::Eof) | Err(_) => {
-                        return Err(RelayError::Upstream(StreamFailure::UpstreamReset))
-                    }
+                if upstream_eof(fill(&up.io, ubuf, sleep, deadline).await)? {
+                    return Err(RelayError::Upstream(StreamFailure::UpstreamReset));
                 }
             },
             Framing::Chunked | Framing::Close => {
@@ -935,21 +929,16 @@ impl Down<'_> {
                     ubuf.clear();
                     upos = 0;
                     let deadline = Instant::now() + idle;
-                    match fill(&up.io, ubuf, sleep, deadline).await {
-                        Ok(Fill::Data) => {}
-                        Ok(Fill::Timeout) => {
-                            return Err(RelayError::Upstream(StreamFailure::IdleTimeout))
+                    if upstream_eof(fill(&up.io, ubuf, sleep, deadline).await)? {
+                        if dec.is_some() {
+                            return Err(RelayError::Upstream(StreamFailure::UpstreamReset));
                         }
-                        Ok(Fill::Eof) if dec.is_none() => {
-                            self.io
-                                .write_all(b"0\r\n\r\n")
-                                .await
-                                .map_err(|_| RelayError::Client)?;
-                            return Ok(false);
-                        }
-                        Ok(Fill::Eof) | Err(_) => {
-                            return Err(RelayError::Upstream(StreamFailure::UpstreamReset))
-                        }
+                        // A close-delimited body ended: end our chunked framing.
+                        self.io
+                            .write_all(b"0\r\n\r\n")
+                            .await
+                            .map_err(|_| RelayError::Client)?;
+                        return Ok(false);
                     }
                 }
             }
@@ -1111,6 +1100,17 @@ async fn read_response_head(
             }
             Err(e) => return Err(HeadFail::Io(e)),
         }
+    }
+}
+
+/// One read of a response body: `Ok(true)` at end of stream; a silent upstream is an idle
+/// timeout and a read error a reset.
+fn upstream_eof(read: io::Result<Fill>) -> Result<bool, RelayError> {
+    match read {
+        Ok(Fill::Data) => Ok(false),
+        Ok(Fill::Eof) => Ok(true),
+        Ok(Fill::Timeout) => Err(RelayError::Upstream(StreamFailure::IdleTimeout)),
+        Err(_) => Err(RelayError::Upstream(StreamFailure::UpstreamReset)),
     }
 }
 
