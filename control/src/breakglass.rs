@@ -22,7 +22,7 @@ use crate::reload::{ReloaderHandle, SyncPause, SyncState};
 use crate::rollout::{Command, DriverHandle, Phase, RolloutStatus};
 
 /// How long `resume-sync --release-pins` waits for the driver to apply the unpins.
-const APPLY_WAIT: Duration = Duration::from_secs(2);
+const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// Who pinned or paused each model's rollout and why, for drift reasons (the driver keeps the
 /// weight; this keeps the words). Rebuilt at startup from the audit log, which is where pins
@@ -384,18 +384,18 @@ async fn release_pins(
     if pinned.is_empty() {
         return Ok(pinned);
     }
-    let stepped = driver.stepped();
-    let applied = stepped.notified();
-    tokio::pin!(applied);
-    applied.as_mut().enable();
+    let mut applied = Vec::with_capacity(pinned.len());
     for model in &pinned {
-        if !driver.command(model, Command::Unpin) {
-            return Err(Refused::Busy);
-        }
+        applied.push(driver.command(model, Command::Unpin).ok_or(Refused::Busy)?);
         notes.record(model, "unpin", by, "sync resumed with release_pins");
     }
     // The driver applies the unpins on its next step, at once (it was woken).
-    let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
+    let _ = tokio::time::timeout(APPLY_WAIT, async {
+        for a in applied {
+            let _ = a.await;
+        }
+    })
+    .await;
     Ok(pinned)
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::rollout::{Command, DriverHandle, RolloutStatus};
 
 /// How long a command call waits to report the state after the driver applied it.
-const APPLY_WAIT: Duration = Duration::from_secs(2);
+const APPLY_WAIT: Duration = Duration::from_secs(5);
 
 /// The admin bearer tokens, each kept only as a SHA-256 digest with its name and roles, and
 /// compared in constant time.
@@ -304,13 +304,7 @@ pub async fn execute(
         .into_iter()
         .find(|s| s.model == model)
         .ok_or_else(|| Refused::UnknownModel(model.to_owned()))?;
-    let stepped = driver.stepped();
-    let applied = stepped.notified();
-    tokio::pin!(applied);
-    applied.as_mut().enable();
-    if !driver.command(model, cmd) {
-        return Err(Refused::Busy);
-    }
+    let applied = driver.command(model, cmd).ok_or(Refused::Busy)?;
     // The driver applies the command on its next step, at once (it was woken). A timeout only
     // means the "after" below may not show it yet.
     let _ = tokio::time::timeout(APPLY_WAIT, applied).await;

@@ -2,7 +2,7 @@
 //! phase's window, calls `decide`, and executes the actions in order — traffic (one snapshot
 //! swap), then persist, then publish, then cleanup.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rollgate_config::{Model, Ppm};
 use rollgate_proxy::{Directive, ModelObservation, ProxyHandle, ShadowPair};
 use serde::Serialize;
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
 use super::gates::{evaluate, Correctness, Evaluation, GateInputs, VariantWindow};
@@ -98,10 +98,14 @@ pub struct Condition {
     pub reason: String,
 }
 
+/// An operator command for one model, with the sender told once the step applying it has
+/// published its status.
+type Queued = (String, Command, oneshot::Sender<()>);
+
 /// Sends operator commands to the driver and reads status. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DriverHandle {
-    commands: mpsc::Sender<(String, Command)>,
+    commands: mpsc::Sender<Queued>,
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
     status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
@@ -115,8 +119,12 @@ pub struct Driver {
     synthetic: SyntheticRunner,
     tick: Duration,
     runs: HashMap<String, Run>,
-    commands: mpsc::Receiver<(String, Command)>,
-    pending: HashMap<String, Command>,
+    commands: mpsc::Receiver<Queued>,
+    /// Commands not applied yet, in arrival order per model: a step applies one per model (the
+    /// decision takes one), so two sent between steps are both applied, in order.
+    pending: HashMap<String, VecDeque<(Command, oneshot::Sender<()>)>>,
+    /// Acknowledgements for the commands the current step applied, sent after it published.
+    applied: Vec<oneshot::Sender<()>>,
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
     tallies: SharedTallies,
@@ -178,6 +186,7 @@ impl Driver {
             runs,
             commands: rx,
             pending: HashMap::new(),
+            applied: Vec::new(),
             wake,
             stepped,
             tallies: SharedTallies::default(),
@@ -223,16 +232,28 @@ impl Driver {
                     // A burst of failures wakes us once per BREACH_MIN_GAP at most.
                     tokio::time::sleep_until(last + BREACH_MIN_GAP).await;
                 }
-                Some((model, cmd)) = self.commands.recv() => { self.pending.insert(model, cmd); }
+                Some(queued) = self.commands.recv() => self.queue(queued),
                 _ = shutdown.changed() => return,
             }
-            while let Ok((model, cmd)) = self.commands.try_recv() {
-                self.pending.insert(model, cmd);
+            while let Ok(queued) = self.commands.try_recv() {
+                self.queue(queued);
             }
             self.step().await;
             last = tokio::time::Instant::now();
+            for ack in self.applied.drain(..) {
+                let _ = ack.send(());
+            }
+            // Commands left for a model (one applies per step) run on the next step, now.
+            self.pending.retain(|_, q| !q.is_empty());
+            if !self.pending.is_empty() {
+                self.wake.notify_one();
+            }
             self.stepped.notify_waiters();
         }
+    }
+
+    fn queue(&mut self, (model, cmd, ack): Queued) {
+        self.pending.entry(model).or_default().push_back((cmd, ack));
     }
 
     /// One evaluation of every model.
@@ -323,7 +344,14 @@ impl Driver {
                 evaluation: evaluation.as_ref(),
                 health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
                 synthetic: &synthetic,
-                command: self.pending.remove(&m.name),
+                command: self
+                    .pending
+                    .get_mut(&m.name)
+                    .and_then(VecDeque::pop_front)
+                    .map(|(cmd, ack)| {
+                        self.applied.push(ack);
+                        cmd
+                    }),
             };
             let (next, actions) = decide(&run.state, &inputs);
             // A transition without an evaluation (Promote → Full, commands) keeps showing the
@@ -355,6 +383,8 @@ impl Driver {
         }
         let configured = |name: &String| config.models.iter().any(|m| &m.name == name);
         self.runs.retain(|name, _| configured(name));
+        // A command for a model that left the config is dropped; its sender hears so.
+        self.pending.retain(|name, _| configured(name));
         lock_write(&self.status).retain(|name, _| configured(name));
         if let (Some(hook), true) = (&self.on_transition, transitions > 0) {
             let statuses: Vec<RolloutStatus> = self
@@ -597,11 +627,14 @@ impl Run {
 // === impl DriverHandle ===
 
 impl DriverHandle {
-    /// Queues an operator command for a model and wakes the driver.
-    pub fn command(&self, model: &str, cmd: Command) -> bool {
-        let ok = self.commands.try_send((model.to_owned(), cmd)).is_ok();
+    /// Queues an operator command for a model and wakes the driver. The receiver completes once
+    /// the step that applied the command has published its status (an error: the model left
+    /// the config before it was applied); `None` when the queue is full.
+    pub fn command(&self, model: &str, cmd: Command) -> Option<oneshot::Receiver<()>> {
+        let (ack, applied) = oneshot::channel();
+        let sent = self.commands.try_send((model.to_owned(), cmd, ack)).is_ok();
         self.wake.notify_one();
-        ok
+        sent.then_some(applied)
     }
 
     /// Notified after every completed step; enable a `notified()` before sending a command so
@@ -624,3 +657,6 @@ impl DriverHandle {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+//! Operator commands reach the driver in order and are acknowledged only once applied.
+
+use super::*;
+use prometheus_client::registry::Registry;
+
+/// Health is never known, so a rollout waits in `ValidateHealth`: commands are all that moves.
+struct Unknown;
+
+impl SignalSource for Unknown {
+    fn read<'a>(&'a self, _: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
+        Box::pin(std::future::ready(ModelSignals {
+            health: Health::Unknown,
+            promql: Vec::new(),
+            queue_time: Ok(None),
+            gpu_memory: Ok(None),
+        }))
+    }
+}
+
+fn driver() -> (Driver, DriverHandle) {
+    let yaml = "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    \
+                stable: { endpoints: [\"http://127.0.0.1:1\"], engine: vllm }\n    \
+                candidate: { endpoints: [\"http://127.0.0.1:2\"], engine: vllm, revision: v2 }\n    \
+                rollout: { steps: [{ weight: 10%, for: 1m }], \
+                gates: { error_rate: { max: 1% } } }\n";
+    let mut registry = Registry::default();
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(yaml).expect("config"),
+        "rev-1",
+        &mut registry,
+    );
+    let synthetic: SyntheticRunner =
+        Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
+    Driver::new(
+        proxy,
+        StateStore::new(None),
+        Arc::new(Unknown),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(3600),
+    )
+}
+
+fn status(handle: &DriverHandle) -> RolloutStatus {
+    handle
+        .status()
+        .into_iter()
+        .find(|s| s.model == "m")
+        .expect("status of m")
+}
+
+#[tokio::test(start_paused = true)]
+async fn commands_sent_between_steps_are_all_applied_in_order_without_waiting_for_a_tick() {
+    let (driver, handle) = driver();
+    let (stop, stopped) = watch::channel(false);
+    let began = tokio::time::Instant::now();
+    let task = tokio::spawn(driver.run(stopped));
+    // Sent back to back, before the driver runs: all wait for the same step. A lost or
+    // reordered one leaves a different end state.
+    let sent = [
+        Command::Pause("first".into()),
+        Command::Pin(300_000),
+        Command::Resume,
+        Command::Pause("second".into()),
+    ]
+    .map(|c| handle.command("m", c).expect("queued"));
+    for applied in sent {
+        applied.await.expect("applied");
+    }
+    let s = status(&handle);
+    assert_eq!(
+        (s.paused.as_deref(), s.pinned.as_deref(), s.weight.as_str()),
+        (Some("second"), Some("30%"), "30%")
+    );
+    // The driver's tick is an hour and time is paused: a command left for a tick would have
+    // moved the clock by that hour.
+    assert!(
+        began.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        began.elapsed()
+    );
+    stop.send(true).expect("driver running");
+    task.await.expect("driver stopped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_for_an_unknown_model_is_dropped_not_left_waiting() {
+    let (driver, handle) = driver();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(driver.run(stopped));
+    let ghost = handle.command("ghost", Command::Resume).expect("queued");
+    assert!(ghost.await.is_err(), "told it was applied to no model");
+    stop.send(true).expect("driver running");
+    task.await.expect("driver stopped");
+}
