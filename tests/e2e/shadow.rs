@@ -73,30 +73,44 @@ fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Waits (bounded) until the simulator has received a request matching `want`.
-async fn received_by(sim: &Sim, want: impl Fn(&Received) -> bool) -> Received {
+async fn received_by(sim: &Sim, want: impl Fn(&Received) -> bool) -> Option<Received> {
     let deadline = Instant::now() + SHADOW_DEADLINE;
     loop {
         if let Some(r) = sim.received().into_iter().find(|r| want(r)) {
-            return r;
+            return Some(r);
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} never received it; it has: {:?}",
-            sim.name(),
-            sim.received()
-        );
+        if Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Asserts that both the stable sim (as the primary) and the candidate sim (as the shadow)
-/// received exactly `body`.
-async fn assert_mirrored(stable: &Sim, candidate: &Sim, body: &[u8]) {
+/// received exactly `body`. A failure shows what each received and the gateway's shadow series.
+async fn assert_mirrored(gw: &Gateway, stable: &Sim, candidate: &Sim, body: &[u8]) {
     let sha = sha256_hex(body);
     let len = body.len() as u64;
-    let primary = received_by(stable, |r| r.sha256 == sha).await;
+    let (primary, shadow) = tokio::join!(
+        received_by(stable, |r| r.sha256 == sha),
+        received_by(candidate, |r| r.shadow && r.sha256 == sha)
+    );
+    let (Some(primary), Some(shadow)) = (primary, shadow) else {
+        let metrics = gw.metrics().await;
+        let shadow_series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.contains("shadow") && !l.starts_with('#'))
+            .collect();
+        panic!(
+            "not both received it within {SHADOW_DEADLINE:?}\nstable has: {:?}\ncandidate has: {:?}\n\
+             gateway:\n{}\nlogs:\n{}",
+            stable.received(),
+            candidate.received(),
+            shadow_series.join("\n"),
+            gw.logs()
+        );
+    };
     assert_eq!((primary.len, primary.shadow), (len, false), "{primary:?}");
-    let shadow = received_by(candidate, |r| r.shadow && r.sha256 == sha).await;
     assert_eq!(shadow.len, len, "{shadow:?}");
     assert_eq!(shadow.path, "/v1/chat/completions");
 }
@@ -120,7 +134,7 @@ async fn large_request_reaches_the_shadow_byte_for_byte() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-sim-name"), Some("stable"));
     assert_eq!(r.header("x-rollgate-variant"), Some("stable"));
-    assert_mirrored(&stable, &candidate, &body).await;
+    assert_mirrored(&gw, &stable, &candidate, &body).await;
 
     // Chunked, in 64 KiB pieces: a different size so that it cannot match the first request.
     let body = big_chat(BIG - 12_345);
@@ -135,7 +149,7 @@ async fn large_request_reaches_the_shadow_byte_for_byte() {
     assert_eq!(resp.headers()["x-sim-name"], "stable");
     let answer = resp.into_body().collect().await.expect("body").to_bytes();
     assert!(!answer.is_empty());
-    assert_mirrored(&stable, &candidate, &body).await;
+    assert_mirrored(&gw, &stable, &candidate, &body).await;
 
     // The gateway counts a mirror when the shadow's answer has been read, just after the
     // simulator logged the request.

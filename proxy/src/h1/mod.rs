@@ -805,6 +805,7 @@ impl Down<'_> {
                     if !self.out.is_empty() {
                         up.io.write_all(&self.out).await.map_err(upstream_err)?;
                     }
+                    yield_to_shadow(tee).await;
                     if done {
                         *body = BodyIn::Done;
                         return Ok(());
