@@ -340,8 +340,9 @@ async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_
         .contains("model m: weight 40% live, 0% desired (pinned by alice: load test)"));
 
     // A changed config is applied; the pin still holds over it.
-    gw.write_config(&rollout_yaml(&stable, &candidate, &admin, "5%", &state));
-    let outcome = gw.reload().await;
+    let outcome = gw
+        .apply_config(&rollout_yaml(&stable, &candidate, &admin, "5%", &state))
+        .await;
     assert_eq!(outcome["result"], "success", "{outcome:#}");
     tokio::time::sleep(Duration::from_millis(1_500)).await; // a driver step over the new config
     let s = gw.status().await;

@@ -381,8 +381,9 @@ async fn failing_synthetic_suite_rolls_back_before_the_candidate_sees_a_user() {
              shadow: {{ sample: 100%, for: {LONG}, min_pairs: {MIN_SAMPLES} }}"
         ),
     );
-    gw.write_config(&rollout_config(&stable, &candidate.url(), &plan));
-    let reload = gw.reload().await;
+    let reload = gw
+        .apply_config(&rollout_config(&stable, &candidate.url(), &plan))
+        .await;
     assert_eq!(reload["result"], "success", "{reload}");
     let mut watch = Watch::default();
     let (s, _) = watch.until(&gw, "rollback", |s| is(s, "Previous")).await;

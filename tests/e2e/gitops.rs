@@ -342,13 +342,8 @@ async fn argo_and_flagger_contracts_hold_in_every_state_and_flux_hears_each_chan
     flux_until(&mut events, &mut reasons, "InvalidConfig").await;
 
     // A new candidate, aborted: rollback; Flagger's inverted rollback hook says "now".
-    gw.write_config(&good);
-    // The file watcher may have applied it already.
-    let outcome = gw.reload().await;
-    assert!(
-        ["success", "unchanged"].contains(&outcome["result"].as_str().unwrap_or("")),
-        "{outcome}"
-    );
+    let outcome = gw.apply_config(&good).await;
+    assert_eq!(outcome["result"], "success", "{outcome}");
     until(&gw, "Canary of v3", |s| {
         s["phase"] == "Canary"
             && s["candidate"]
@@ -396,14 +391,10 @@ async fn unknown_models_hooks_and_bad_payloads_are_clear_errors() {
 
     // A candidate without a rollout plan: Idle at the configured split.
     let cand = start_sim("candidate", "m", |_| {}).await;
-    gw.write_config(&config(&stable, Some(&cand), "    weight: 20%\n", ""));
-    // The file watcher may have applied the new file already: then the reload finds it
-    // unchanged; either way the new revision serves.
-    let reload = gw.reload().await;
-    assert!(
-        ["success", "unchanged"].contains(&reload["result"].as_str().unwrap_or("")),
-        "{reload}"
-    );
+    let reload = gw
+        .apply_config(&config(&stable, Some(&cand), "    weight: 20%\n", ""))
+        .await;
+    assert_eq!(reload["result"], "success", "{reload}");
     let s = get(&c, &gw.admin_url("/status/models/m")).await.json();
     assert_eq!(
         (s["phase"].as_str(), s["weight"].as_str()),

@@ -280,8 +280,7 @@ async fn twenty_reloads_under_load_five_invalid_fail_no_request() {
             assert_rejected(&outcome, &bad);
             outcome
         } else {
-            gw.write_config(&valid(&stable, &cand, i));
-            let outcome = gw.reload().await;
+            let outcome = gw.apply_config(&valid(&stable, &cand, i)).await;
             assert_eq!(outcome["result"], "success", "change {i}: {outcome:#}");
             let revision = outcome["revision"].as_str().expect("revision");
             assert_ne!(revision, serving, "change {i} has a new revision");

@@ -446,8 +446,7 @@ async fn failing_candidate_is_rolled_back_at_once_and_not_retried() {
     let reached = candidate.requests_total();
     candidate.set_faults(Faults::default());
     let yaml = rollout_config(&stable, &candidate, &plan(&steps), None);
-    gw.write_config(&format!("drain_timeout: 7s\n{yaml}"));
-    let outcome = gw.reload().await;
+    let outcome = gw.apply_config(&format!("drain_timeout: 7s\n{yaml}")).await;
     assert_eq!(outcome["result"], "success", "{outcome}");
     let load = Load::start(&gw, "later");
     holds_for(

@@ -106,8 +106,9 @@ async fn weighted_split_is_sticky_and_only_grows() {
         }
     }
 
-    gw.write_config(&split_config(&stable, &candidate, "30%"));
-    let outcome = gw.reload().await;
+    let outcome = gw
+        .apply_config(&split_config(&stable, &candidate, "30%"))
+        .await;
     assert_eq!(outcome["result"], "success", "{outcome}");
 
     let at30 = route_all(&c, &url, &keys).await;
@@ -160,8 +161,9 @@ async fn override_header_is_honoured_only_when_allowed() {
     assert_eq!(r.header("x-sim-name"), Some("stable"));
     assert_eq!(r.header("x-rollgate-variant"), Some("stable"));
 
-    gw.write_config(&with_routing("routing: { allow_override: true }\n"));
-    let outcome = gw.reload().await;
+    let outcome = gw
+        .apply_config(&with_routing("routing: { allow_override: true }\n"))
+        .await;
     assert_eq!(outcome["result"], "success", "{outcome}");
     let r = ask("candidate").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -176,10 +178,11 @@ async fn override_header_is_honoured_only_when_allowed() {
     let r = send(&c, &url, &[], chat("m", "hi", false)).await;
     assert_eq!(r.header("x-sim-name"), Some("stable"));
 
-    gw.write_config(&with_routing(
-        "routing: { allow_override: true, variant_header: false }\n",
-    ));
-    let outcome = gw.reload().await;
+    let outcome = gw
+        .apply_config(&with_routing(
+            "routing: { allow_override: true, variant_header: false }\n",
+        ))
+        .await;
     assert_eq!(outcome["result"], "success", "{outcome}");
     let r = ask("candidate").await;
     assert_eq!(r.status, 200, "{}", r.text());

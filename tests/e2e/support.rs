@@ -284,6 +284,26 @@ impl Gateway {
         std::fs::rename(&tmp, &self.config).expect("rename config");
     }
 
+    /// Writes a new config and reloads: the outcome for that content. The file watcher may
+    /// apply the write before `POST /reload` reads the file; the reload then finds the content
+    /// unchanged, and what counts is that its revision is now serving (reported as `success`,
+    /// `"by": "watcher"`). Content equal to the serving config stays `unchanged`.
+    pub async fn apply_config(&self, yaml: &str) -> serde_json::Value {
+        let before = self.status().await["revision"].clone();
+        self.write_config(yaml);
+        let outcome = self.reload().await;
+        if outcome["result"] == "unchanged" && outcome["revision"] != before {
+            let serving = self.status().await["revision"].clone();
+            assert_eq!(serving, outcome["revision"], "{outcome}");
+            return serde_json::json!({
+                "result": "success",
+                "revision": outcome["revision"],
+                "by": "watcher",
+            });
+        }
+        outcome
+    }
+
     pub async fn metrics(&self) -> String {
         get(&client(), &self.admin_url("/metrics")).await.text()
     }
