@@ -11,13 +11,13 @@ use libfuzzer_sys::fuzz_target;
 #[allow(dead_code)]
 mod parse;
 
-use parse::{ChunkedDecoder, Framing, MAX_HEADERS};
+use parse::{ChunkedDecoder, Framing};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, input)) = data.split_first() else {
         return;
     };
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut h = parse::headers();
     if let Ok(Some(head)) = parse::parse_request(input, &mut h) {
         assert!(head.len <= input.len());
         assert!(!input[..head.len].windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(input[..head.len].windows(17).any(|w| w.eq_ignore_ascii_case(b"transfer-encoding")));
         }
     }
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut h = parse::headers();
     let _ = parse::parse_response(input, &mut h, split & 1 == 1);
     let whole = decode(input, input.len().max(1));
     let pieces = decode(input, usize::from(split).max(1));

@@ -14,6 +14,7 @@ pub mod bench_api;
 mod body;
 mod endpoint;
 mod error;
+mod fasthash;
 pub mod h1;
 mod handle;
 mod observe;

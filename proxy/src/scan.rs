@@ -27,8 +27,8 @@ pub const MAX_DEPTH: u32 = 128;
 
 const MODEL: &[u8] = b"model";
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
-/// First allocation for a captured value: model names fit without growing it.
-const VALUE_CAPACITY: usize = 64;
+/// Bytes of a captured value kept inline: model names fit without an allocation.
+const VALUE_INLINE: usize = 64;
 
 /// Finds the top-level `model` (and optionally one more field) in a JSON body fed chunk by chunk.
 #[derive(Debug)]
@@ -162,9 +162,52 @@ struct Slot {
     matched: Option<usize>,
     /// The top-level value being read belongs to this slot.
     capturing: bool,
-    buf: Vec<u8>,
+    buf: ValueBuf,
     found: Option<ValueKind>,
-    text: Option<String>,
+    /// The captured value is complete, worth keeping and valid UTF-8.
+    text: bool,
+}
+
+/// A captured value's bytes: inline up to [`VALUE_INLINE`], on the heap past it.
+#[derive(Debug)]
+struct ValueBuf {
+    len: usize,
+    inline: [u8; VALUE_INLINE],
+    /// Holds every byte once the value outgrew `inline`; empty until then.
+    heap: Vec<u8>,
+}
+
+impl Default for ValueBuf {
+    fn default() -> Self {
+        ValueBuf {
+            len: 0,
+            inline: [0; VALUE_INLINE],
+            heap: Vec::new(),
+        }
+    }
+}
+
+impl ValueBuf {
+    fn extend(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        if self.heap.is_empty() && end <= VALUE_INLINE {
+            self.inline[self.len..end].copy_from_slice(bytes);
+        } else {
+            if self.heap.is_empty() {
+                self.heap.extend_from_slice(&self.inline[..self.len]);
+            }
+            self.heap.extend_from_slice(bytes);
+        }
+        self.len = end;
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        if self.heap.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
 }
 
 // === impl JsonPrefixScanner ===
@@ -243,13 +286,13 @@ impl JsonPrefixScanner {
     /// The unescaped top-level `model`, when its first occurrence is a string. Stays readable
     /// after an error, so a model found before `LimitReached` can still be used.
     pub fn model(&self) -> Option<&str> {
-        self.model.text.as_deref()
+        self.model.text()
     }
 
     /// The wanted field's first top-level value: unescaped for a string, the source text for a
     /// number, `true` or `false`; `None` for null, objects, arrays and when not (yet) found.
     pub fn field(&self) -> Option<&str> {
-        self.field.text.as_deref()
+        self.field.text()
     }
 
     /// The JSON type of the wanted field's first value, `None` when not (yet) found.
@@ -760,21 +803,13 @@ impl std::error::Error for ScanError {}
 impl Slot {
     fn push(&mut self, b: u8) {
         if self.capturing {
-            self.reserve();
-            self.buf.push(b);
+            self.buf.extend(&[b]);
         }
     }
 
     fn extend(&mut self, bytes: &[u8]) {
         if self.capturing {
-            self.reserve();
-            self.buf.extend_from_slice(bytes);
-        }
-    }
-
-    fn reserve(&mut self) {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(VALUE_CAPACITY);
+            self.buf.extend(bytes);
         }
     }
 
@@ -785,10 +820,16 @@ impl Slot {
         }
         self.capturing = false;
         self.found = Some(kind);
-        let buf = std::mem::take(&mut self.buf);
         // Strings were checked byte by byte and numbers and literals are ASCII, so this cannot
         // fail; a failure would leave the value unset rather than panic.
-        self.text = text.then(|| String::from_utf8(buf).ok()).flatten();
+        self.text = text && std::str::from_utf8(self.buf.as_slice()).is_ok();
+    }
+
+    fn text(&self) -> Option<&str> {
+        if !self.text {
+            return None;
+        }
+        std::str::from_utf8(self.buf.as_slice()).ok()
     }
 }
 

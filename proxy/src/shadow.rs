@@ -172,6 +172,13 @@ impl Drop for ShadowTee {
 
 // === impl ShadowBody ===
 
+impl ShadowBody {
+    /// A chunk (or the end) is queued: reading it now will not wait.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.rx.is_empty()
+    }
+}
+
 impl Body for ShadowBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -290,67 +297,15 @@ impl ShadowPairs {
 // === impl Mirror ===
 
 impl Mirror {
-    /// Admits a mirror (in-flight bound) and spawns its exchange on this worker. Returns the tee
-    /// for the primary body and the primary's side of the pair, or `None` when dropped.
+    /// Admits a mirror and spawns its exchange on hyper's client (see [`spawn`]).
     pub(crate) fn start(self, cfg: &Shadow) -> Option<(ShadowTee, PairSide)> {
-        let stats = self.endpoints.stats.clone();
-        if stats.shadow_inflight.fetch_add(1, Relaxed) >= cfg.max_inflight as i64 {
-            stats.shadow_inflight.fetch_sub(1, Relaxed);
-            stats.shadow_dropped(ShadowDrop::Inflight);
-            return None;
-        }
-        let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-        let queued = Rc::new(Cell::new(0));
-        let why = Rc::new(Cell::new(None));
-        let done = Rc::new(Cell::new(false));
-        let tee = ShadowTee {
-            tx,
-            queued: queued.clone(),
-            sent: 0,
-            cfg: cfg.clone(),
-            why: why.clone(),
-            ended: false,
-            done: done.clone(),
-        };
-        let body = ShadowBody {
-            rx,
-            queued,
-            ended: false,
-            done,
-        };
-        let slot = Rc::new(RefCell::new(PairSlot {
-            model: self.endpoints.name.clone(),
-            path: Arc::from(self.parts.uri.path()),
-            streamed: false,
-            primary: None,
-            shadow: None,
-        }));
-        let primary = PairSide {
-            slot: slot.clone(),
-            primary: true,
-            shared: self.shared.clone(),
-        };
-        let shadow = PairSide {
-            slot,
-            primary: false,
-            shared: self.shared.clone(),
-        };
-        let cfg = cfg.clone();
-        tokio::task::spawn_local(async move {
-            let _inflight = InflightGuard(stats.clone());
-            let start = Instant::now();
-            let res = tokio::time::timeout(cfg.timeout, self.exchange(body, &cfg, shadow)).await;
-            let vs = stats.variant(Variant::Shadow);
-            match res {
-                Ok(Ok(status)) => {
-                    vs.start();
-                    vs.finish(StatusClass::of(status), start.elapsed());
-                }
-                Ok(Err(())) => stats.shadow_dropped(why.get().unwrap_or(ShadowDrop::UpstreamError)),
-                Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
-            }
-        });
-        Some((tee, primary))
+        let route = self.endpoints.clone();
+        let path = Arc::from(self.parts.uri.path());
+        let shared = self.shared.clone();
+        let shadow = cfg.clone();
+        spawn(&route, path, &shared, cfg, move |body, side| async move {
+            self.exchange(body, &shadow, side).await
+        })
     }
 
     async fn exchange(self, body: ShadowBody, cfg: &Shadow, side: PairSide) -> Result<u16, ()> {
@@ -413,7 +368,83 @@ impl Mirror {
     }
 }
 
-fn pick<'a>(
+/// Admits a mirror (in-flight bound), makes its queue and pair, and spawns `exchange` on this
+/// worker under the shadow deadline, counting its outcome. Returns the tee for the primary body
+/// and the primary's side of the pair, or `None` when dropped. `exchange` sends the request
+/// with the queued body to the candidate, completes the shadow side of the pair and returns
+/// the status.
+pub(crate) fn spawn<F, Fut>(
+    route: &Arc<crate::snapshot::ModelRoute>,
+    path: Arc<str>,
+    shared: &Arc<Shared>,
+    cfg: &Shadow,
+    exchange: F,
+) -> Option<(ShadowTee, PairSide)>
+where
+    F: FnOnce(ShadowBody, PairSide) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<u16, ()>> + 'static,
+{
+    let stats = route.stats.clone();
+    if stats.shadow_inflight.fetch_add(1, Relaxed) >= cfg.max_inflight as i64 {
+        stats.shadow_inflight.fetch_sub(1, Relaxed);
+        stats.shadow_dropped(ShadowDrop::Inflight);
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
+    let queued = Rc::new(Cell::new(0));
+    let why = Rc::new(Cell::new(None));
+    let done = Rc::new(Cell::new(false));
+    let tee = ShadowTee {
+        tx,
+        queued: queued.clone(),
+        sent: 0,
+        cfg: cfg.clone(),
+        why: why.clone(),
+        ended: false,
+        done: done.clone(),
+    };
+    let body = ShadowBody {
+        rx,
+        queued,
+        ended: false,
+        done,
+    };
+    let slot = Rc::new(RefCell::new(PairSlot {
+        model: route.name.clone(),
+        path,
+        streamed: false,
+        primary: None,
+        shadow: None,
+    }));
+    let primary = PairSide {
+        slot: slot.clone(),
+        primary: true,
+        shared: shared.clone(),
+    };
+    let shadow = PairSide {
+        slot,
+        primary: false,
+        shared: shared.clone(),
+    };
+    let timeout = cfg.timeout;
+    tokio::task::spawn_local(async move {
+        let _inflight = InflightGuard(stats.clone());
+        let start = Instant::now();
+        let res = tokio::time::timeout(timeout, exchange(body, shadow)).await;
+        let vs = stats.variant(Variant::Shadow);
+        match res {
+            Ok(Ok(status)) => {
+                vs.start();
+                vs.finish(StatusClass::of(status), start.elapsed());
+            }
+            Ok(Err(())) => stats.shadow_dropped(why.get().unwrap_or(ShadowDrop::UpstreamError)),
+            Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
+        }
+    });
+    Some((tee, primary))
+}
+
+pub(crate) fn pick<'a>(
     set: &'a EndpointSet,
     key: Option<&[u8]>,
 ) -> Option<&'a Arc<crate::endpoint::EndpointState>> {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rollgate_config::{Cohort, Config, Ppm, Shadow};
 
 use crate::endpoint::{EndpointRegistry, EndpointSet};
+use crate::fasthash::FastMap;
 use crate::observe::{ModelStats, StatsRegistry};
 
 /// One immutable routing state. Requests read it once (`ArcSwap::load_full`) and finish on it
@@ -15,7 +16,7 @@ use crate::observe::{ModelStats, StatsRegistry};
 pub struct Snapshot {
     config: Arc<Config>,
     revision: Arc<str>,
-    models: HashMap<String, Arc<ModelRoute>>,
+    models: FastMap<String, Arc<ModelRoute>>,
     default: Option<Arc<ModelRoute>>,
     /// The cohort body field read while looking for the model (see [`Snapshot::body_field`]).
     body_field: Option<String>,
@@ -87,7 +88,7 @@ impl Snapshot {
         stats: &StatsRegistry,
         endpoints: &EndpointRegistry,
     ) -> Snapshot {
-        let mut models = HashMap::with_capacity(config.models.len());
+        let mut models = FastMap::with_capacity_and_hasher(config.models.len(), Default::default());
         let mut default = None;
         for m in &config.models {
             let affinity = m.affinity.as_ref().map(|a| a.load_factor);

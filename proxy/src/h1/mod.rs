@@ -14,6 +14,7 @@
 //! absolute-form targets, the h2c preface — is handed to hyper together with the bytes already
 //! read, and hyper serves the rest of that connection.
 
+mod mirror;
 pub mod parse;
 mod pool;
 mod rewind;
@@ -34,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use self::parse::{ChunkedDecoder, Framing, HeadError, MAX_HEADERS};
+use self::parse::{ChunkedDecoder, Framing, HeadError};
 pub(crate) use self::pool::FastPool;
 use self::pool::UpConn;
 use crate::body::{Exchange, Observer};
@@ -44,7 +45,7 @@ use crate::observe::{StatusClass, StreamFailure};
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
 use crate::server::LocalExec;
 use crate::service::Worker;
-use crate::shadow::{Capture, Mirror, ShadowTee};
+use crate::shadow::{Capture, ShadowTee};
 use crate::snapshot::{ModelRoute, Snapshot};
 use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
 
@@ -60,32 +61,102 @@ const CONNECT_ATTEMPTS: usize = 3;
 const SHADOW_YIELDS: usize = 64;
 /// Largest read of a request body with a known length (the pool keeps buffers up to this size).
 const BODY_READ: usize = 64 * 1024;
-/// Request headers the gateway consumes or replaces; never forwarded upstream.
-const REQUEST_DROP: [&[u8]; 12] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-authenticate",
-    b"transfer-encoding",
-    b"content-length",
-    b"host",
-    b"x-rollgate-variant",
-    b"x-rollgate-shadow",
-];
-/// Response headers never relayed as received (framing is the gateway's own).
-const RESPONSE_DROP: [&[u8]; 8] = [
-    b"connection",
-    b"keep-alive",
-    b"proxy-connection",
-    b"te",
-    b"trailer",
-    b"upgrade",
-    b"proxy-authenticate",
-    b"transfer-encoding",
-];
+/// What the fast path does with a header, by name. Found with one dispatch on the name's length
+/// and a case-insensitive compare or two: it runs for every header of every request and
+/// response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hdr {
+    /// Relayed as received.
+    Forward,
+    /// Hop-by-hop or replaced by the gateway's own framing: never relayed.
+    HopByHop,
+    Connection,
+    ContentLength,
+    ContentType,
+    Authorization,
+    ApiKey,
+    /// `x-gateway-model-name` or `x-ai-eg-model`: the routing header.
+    Model,
+    /// `x-rollgate-variant`: the override on requests, the gateway's own on responses.
+    Variant,
+    /// `x-rollgate-shadow`: a client must not pose as a mirror.
+    Shadow,
+    Host,
+}
+
+fn classify(name: &[u8]) -> Hdr {
+    let is = |n: &[u8]| eq_lower(name, n);
+    match name.len() {
+        2 if is(b"te") => Hdr::HopByHop,
+        4 if is(b"host") => Hdr::Host,
+        7 if is(b"trailer") || is(b"upgrade") => Hdr::HopByHop,
+        9 if is(b"x-api-key") => Hdr::ApiKey,
+        10 if is(b"connection") => Hdr::Connection,
+        10 if is(b"keep-alive") => Hdr::HopByHop,
+        12 if is(b"content-type") => Hdr::ContentType,
+        13 if is(b"authorization") => Hdr::Authorization,
+        13 if is(b"x-ai-eg-model") => Hdr::Model,
+        14 if is(b"content-length") => Hdr::ContentLength,
+        16 if is(b"proxy-connection") => Hdr::HopByHop,
+        17 if is(b"transfer-encoding") => Hdr::HopByHop,
+        17 if is(b"x-rollgate-shadow") => Hdr::Shadow,
+        18 if is(b"proxy-authenticate") => Hdr::HopByHop,
+        18 if is(b"x-rollgate-variant") => Hdr::Variant,
+        20 if is(b"x-gateway-model-name") => Hdr::Model,
+        _ => Hdr::Forward,
+    }
+}
+
+/// `name` equals `lower` (lowercase letters and `-` only) ignoring ASCII case, compared eight
+/// bytes at a time. Exact for header names, which httparse has checked are tokens: setting bit
+/// 0x20 turns only an uppercase letter into a lowercase one, and only CR (never in a token)
+/// into `-`.
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let word = |b: &[u8]| {
+        let mut w = [0u8; 8];
+        w[..b.len()].copy_from_slice(b);
+        u64::from_le_bytes(w)
+    };
+    name.chunks(8)
+        .zip(lower.chunks(8))
+        .all(|(a, b)| word(a) | 0x2020_2020_2020_2020 == word(b) | 0x2020_2020_2020_2020)
+}
+
+/// The header names a `Connection` header lists (hop-by-hop too), up to eight.
+struct Listed<'a> {
+    names: [&'a [u8]; 8],
+    n: usize,
+}
+
+impl<'a> Listed<'a> {
+    fn of(headers: &[httparse::Header<'a>]) -> Self {
+        let mut l = Listed {
+            names: [&[]; 8],
+            n: 0,
+        };
+        for h in headers {
+            if h.name.len() == 10 && h.name.eq_ignore_ascii_case("connection") {
+                for t in h.value.split(|&b| b == b',') {
+                    let t = trim(t);
+                    if !t.is_empty() && l.n < l.names.len() {
+                        l.names[l.n] = t;
+                        l.n += 1;
+                    }
+                }
+            }
+        }
+        l
+    }
+
+    fn contains(&self, name: &[u8]) -> bool {
+        self.names[..self.n]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
+    }
+}
 
 /// What a request head tells the relay (ranges index the head's bytes).
 #[derive(Debug)]
@@ -355,18 +426,19 @@ impl Down<'_> {
         let mut pair = None;
         if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
-                if let Some(parts) = mirror_parts(&self.buf[head.clone()]) {
-                    let mirror = Mirror {
-                        parts,
-                        endpoints: route.clone(),
-                        key,
-                        pool: self.worker.pool.clone(),
-                        shared: self.worker.shared.clone(),
-                    };
-                    if let Some((t, side)) = mirror.start(shadow) {
-                        tee = Some(t);
-                        pair = Some((Capture::new(shadow.capture), side));
-                    }
+                let mirror = mirror::FastMirror {
+                    head: self.out[..d.upstream_head].to_vec(),
+                    framing: d.framing,
+                    head_request: d.head_method,
+                    route: route.clone(),
+                    key,
+                    fast: self.worker.fast.clone(),
+                    shared: self.worker.shared.clone(),
+                };
+                let path = path_of(target_of(&self.out));
+                if let Some((t, side)) = mirror.start(path, shadow) {
+                    tee = Some(t);
+                    pair = Some((Capture::new(shadow.capture), side));
                 }
             }
         }
@@ -384,7 +456,11 @@ impl Down<'_> {
                 &prefix,
                 &mut tee,
                 (&stats, candidate),
-                cfg,
+                RespOut {
+                    variant,
+                    cfg,
+                    close,
+                },
                 sleep,
             )
             .await;
@@ -412,23 +488,8 @@ impl Down<'_> {
             Outcome::Success
         };
         stats.record(ep, outcome, &cfg.ejection, candidate);
-        // The response head, rewritten: our framing, our hop-by-hop policy, the variant.
-        let sse;
-        {
-            self.out.clear();
-            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let Ok(Some(parsed)) = parse::parse_response(&ubuf, &mut hdrs, d.head_method) else {
-                return Err(());
-            };
-            sse = response_head(
-                &mut self.out,
-                &parsed,
-                &hdrs[..parsed.headers],
-                variant,
-                cfg,
-                close,
-            );
-        }
+        // `out` holds the response head as rewritten when it was read.
+        let sse = rh.sse;
         let ex = Exchange {
             stats: stats.clone(),
             variant,
@@ -617,9 +678,10 @@ impl Down<'_> {
         prefix: &[u8],
         tee: &mut Option<ShadowTee>,
         (stats, candidate): (&crate::observe::ModelStats, bool),
-        cfg: &Config,
+        resp: RespOut<'_>,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
+        let cfg = resp.cfg;
         let mut last = None;
         let mut attempts = 0;
         let mut teed = tee.is_none();
@@ -644,7 +706,9 @@ impl Down<'_> {
             self.out.extend_from_slice(b"\r\n");
             let at_hand = match body {
                 BodyIn::Length(n) => {
-                    let _ = write!(self.out, "content-length: {n}\r\n\r\n");
+                    self.out.extend_from_slice(b"content-length: ");
+                    push_decimal(&mut self.out, *n);
+                    self.out.extend_from_slice(b"\r\n\r\n");
                     (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX))
                 }
                 BodyIn::Chunked(_) => {
@@ -657,7 +721,9 @@ impl Down<'_> {
                 }
                 BodyIn::Done if !prefix.is_empty() => {
                     // A chunked body fully read while scanning: send it with a length.
-                    let _ = write!(self.out, "content-length: {}\r\n\r\n", prefix.len());
+                    self.out.extend_from_slice(b"content-length: ");
+                    push_decimal(&mut self.out, prefix.len() as u64);
+                    self.out.extend_from_slice(b"\r\n\r\n");
                     self.out.extend_from_slice(prefix);
                     0
                 }
@@ -709,7 +775,15 @@ impl Down<'_> {
             self.stream_body(&mut up, body, tee, cfg, sleep).await?;
             let mut ubuf = self.fast.buf();
             let deadline = Instant::now() + cfg.upstream.response_timeout;
-            match read_response_head(&up.io, &mut ubuf, sleep, deadline, d.head_method).await {
+            let read = read_response_head(
+                &up.io,
+                &mut ubuf,
+                sleep,
+                deadline,
+                d.head_method,
+                Some((&mut self.out, resp)),
+            );
+            match read.await {
                 Ok(rh) => return Ok((up, out, ubuf, rh)),
                 Err(HeadFail::Closed) if up.reused && replayable => {
                     // A pooled connection the upstream had closed: send it again, fresh.
@@ -1041,6 +1115,18 @@ struct RespInfo {
     len: usize,
     framing: Framing,
     close: bool,
+    /// The body is an event stream.
+    sse: bool,
+}
+
+/// How the downstream response head is rewritten (see [`response_head`]); it is written as
+/// soon as the upstream head is parsed, so that the head is parsed once.
+#[derive(Clone, Copy)]
+struct RespOut<'c> {
+    variant: Variant,
+    cfg: &'c Config,
+    /// The downstream connection closes after this response.
+    close: bool,
 }
 
 enum HeadFail {
@@ -1058,11 +1144,12 @@ async fn read_response_head(
     sleep: &mut Pin<&mut Sleep>,
     deadline: Instant,
     head_request: bool,
+    rewrite: Option<(&mut Vec<u8>, RespOut<'_>)>,
 ) -> Result<RespInfo, HeadFail> {
     let mut start = 0;
     loop {
         if ubuf.len() > start {
-            let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut hdrs = parse::headers();
             match parse::parse_response(&ubuf[start..], &mut hdrs, head_request) {
                 Ok(Some(h)) if (100..200).contains(&h.status) => {
                     if h.status == 101 {
@@ -1072,11 +1159,23 @@ async fn read_response_head(
                     continue;
                 }
                 Ok(Some(h)) => {
+                    let sse = match rewrite {
+                        Some((out, w)) => {
+                            // The request head in `out` is not needed again: a response came.
+                            out.clear();
+                            response_head(out, &h, w.variant, w.cfg, w.close)
+                        }
+                        None => h.headers.iter().any(|h| {
+                            classify(h.name.as_bytes()) == Hdr::ContentType
+                                && h.value.starts_with(b"text/event-stream")
+                        }),
+                    };
                     let info = RespInfo {
                         status: h.status,
                         len: h.len,
                         framing: h.framing,
                         close: h.close,
+                        sse,
                     };
                     if start > 0 {
                         ubuf.drain(..start);
@@ -1205,9 +1304,37 @@ fn tee_send(tee: &mut Option<ShadowTee>, data: &[u8]) {
     }
 }
 
+/// Appends `n` in decimal (`write!` goes through the formatting machinery: several hundred
+/// instructions for each number of each head).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Appends one chunk (size line, data, CRLF).
 fn chunk(out: &mut Vec<u8>, data: &[u8]) {
-    let _ = write!(out, "{:x}\r\n", data.len());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let (mut i, mut n) = (digits.len(), data.len());
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
@@ -1235,7 +1362,7 @@ enum Digested {
 /// Parses a request head, applies the header limits, notes what routing needs, and writes the
 /// upstream request line and forwarded headers into `out`.
 fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>, Digested> {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut hdrs = parse::headers();
     let head = match parse::parse_request(buf, &mut hdrs) {
         Ok(Some(h)) => h,
         Ok(None) => return Ok(None),
@@ -1250,7 +1377,7 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
     if head.unusual {
         return Err(Digested::Unusual);
     }
-    let headers = &hdrs[..head.headers];
+    let headers = head.headers;
     let limits = &cfg.limits;
     if headers.len() > limits.max_headers {
         return Err(Digested::TooLarge(Reject::HeadersTooLarge {
@@ -1271,19 +1398,7 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
         s..s + v.len()
     };
     // Headers named in `Connection` are hop-by-hop too.
-    let mut listed: [&[u8]; 8] = [&[]; 8];
-    let mut n_listed = 0;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',') {
-                let t = trim(t);
-                if !t.is_empty() && n_listed < listed.len() {
-                    listed[n_listed] = t;
-                    n_listed += 1;
-                }
-            }
-        }
-    }
+    let listed = Listed::of(headers);
     let mut d = Digest {
         len: head.len,
         framing: head.framing,
@@ -1305,28 +1420,30 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
     let mut x_api_key = None;
     for h in headers {
         let name = h.name.as_bytes();
-        if d.model.is_none()
-            && (name.eq_ignore_ascii_case(b"x-gateway-model-name")
-                || name.eq_ignore_ascii_case(b"x-ai-eg-model"))
-        {
-            d.model = Some(range(h.value));
-        } else if name.eq_ignore_ascii_case(b"x-rollgate-variant") {
-            if cfg.routing.allow_override && d.variant.is_none() {
-                d.variant = Some(range(h.value));
+        match classify(name) {
+            Hdr::Model if d.model.is_none() => d.model = Some(range(h.value)),
+            Hdr::Variant => {
+                if cfg.routing.allow_override && d.variant.is_none() {
+                    d.variant = Some(range(h.value));
+                }
+                continue;
             }
-        } else if name.eq_ignore_ascii_case(b"authorization") {
-            authorization.get_or_insert(range(h.value));
-        } else if name.eq_ignore_ascii_case(b"x-api-key") {
-            x_api_key.get_or_insert(range(h.value));
-        } else if name.eq_ignore_ascii_case(b"content-type") {
-            d.json = !(h.value.starts_with(b"multipart/")
-                || h.value.starts_with(b"application/octet-stream"));
+            Hdr::Authorization => {
+                authorization.get_or_insert(range(h.value));
+            }
+            Hdr::ApiKey => {
+                x_api_key.get_or_insert(range(h.value));
+            }
+            Hdr::ContentType => {
+                d.json = !(h.value.starts_with(b"multipart/")
+                    || h.value.starts_with(b"application/octet-stream"));
+            }
+            Hdr::HopByHop | Hdr::Connection | Hdr::ContentLength | Hdr::Host | Hdr::Shadow => {
+                continue;
+            }
+            Hdr::Model | Hdr::Forward => {}
         }
-        if REQUEST_DROP.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || listed[..n_listed]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n))
-        {
+        if listed.n > 0 && listed.contains(name) {
             continue;
         }
         out.extend_from_slice(name);
@@ -1342,40 +1459,30 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
 /// Writes the downstream response head into `out`. Returns whether the body is SSE.
 fn response_head(
     out: &mut Vec<u8>,
-    head: &parse::ResponseHead<'_>,
-    headers: &[httparse::Header<'_>],
+    head: &parse::ResponseHead<'_, '_>,
     variant: Variant,
     cfg: &Config,
     close: bool,
 ) -> bool {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", head.status, head.reason);
-    let mut listed: [&[u8]; 8] = [&[]; 8];
-    let mut n_listed = 0;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("connection") {
-            for t in h.value.split(|&b| b == b',') {
-                let t = trim(t);
-                if !t.is_empty() && n_listed < listed.len() {
-                    listed[n_listed] = t;
-                    n_listed += 1;
-                }
-            }
-        }
-    }
+    let headers = head.headers;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(head.status));
+    out.push(b' ');
+    out.extend_from_slice(head.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let listed = Listed::of(headers);
     let mut sse = false;
     for h in headers {
         let name = h.name.as_bytes();
-        if RESPONSE_DROP.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || listed[..n_listed]
-                .iter()
-                .any(|n| name.eq_ignore_ascii_case(n))
-            || (head.framing != Framing::Empty && name.eq_ignore_ascii_case(b"content-length"))
-            || (cfg.routing.variant_header && name.eq_ignore_ascii_case(b"x-rollgate-variant"))
-        {
-            continue;
+        match classify(name) {
+            Hdr::HopByHop | Hdr::Connection => continue,
+            Hdr::ContentLength if head.framing != Framing::Empty => continue,
+            Hdr::Variant if cfg.routing.variant_header => continue,
+            Hdr::ContentType if h.value.starts_with(b"text/event-stream") => sse = true,
+            _ => {}
         }
-        if name.eq_ignore_ascii_case(b"content-type") && h.value.starts_with(b"text/event-stream") {
-            sse = true;
+        if listed.n > 0 && listed.contains(name) {
+            continue;
         }
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
@@ -1389,7 +1496,9 @@ fn response_head(
     }
     match head.framing {
         Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked | Framing::Close => {
             out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -1429,18 +1538,11 @@ fn pick_variant(
     })
 }
 
-/// The request as hyper types, for the mirror (only on sampled requests).
-fn mirror_parts(head: &[u8]) -> Option<hyper::http::request::Parts> {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut hdrs);
-    req.parse(head).ok()?;
-    let mut b = hyper::Request::builder().method(req.method?).uri(req.path?);
-    for h in req.headers.iter() {
-        b = b.header(h.name, h.value);
-    }
-    let (mut parts, ()) = b.body(()).ok()?.into_parts();
-    crate::service::prepare_upstream(&mut parts);
-    Some(parts)
+/// The target of the request line at the start of `head` (`""` when it cannot be read).
+fn target_of(head: &[u8]) -> &str {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    std::str::from_utf8(target).unwrap_or_default()
 }
 
 fn path_of(target: &str) -> &str {
@@ -1471,4 +1573,63 @@ fn find_header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
             .eq_ignore_ascii_case(name)
             .then(|| trim(&line[colon + 1..]))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_classified_in_any_case_and_nothing_else_matches() {
+        let cases: [(&[u8], Hdr); 12] = [
+            (b"Content-Length", Hdr::ContentLength),
+            (b"CONTENT-TYPE", Hdr::ContentType),
+            (b"connection", Hdr::Connection),
+            (b"Transfer-Encoding", Hdr::HopByHop),
+            (b"TE", Hdr::HopByHop),
+            (b"X-Gateway-Model-Name", Hdr::Model),
+            (b"x-ai-eg-model", Hdr::Model),
+            (b"X-Rollgate-Variant", Hdr::Variant),
+            (b"x-rollgate-SHADOW", Hdr::Shadow),
+            (b"Authorization", Hdr::Authorization),
+            (b"X-Api-Key", Hdr::ApiKey),
+            (b"Host", Hdr::Host),
+        ];
+        for (name, want) in cases {
+            assert_eq!(classify(name), want, "{}", String::from_utf8_lossy(name));
+        }
+        // Same lengths, one byte off (including `_` for `-` and a digit for a letter).
+        for name in [
+            &b"content_length"[..],
+            b"content-lengti",
+            b"x-gateway-model-nam3",
+            b"hosts",
+            b"tf",
+            b"x-api_key",
+            b"user-agent",
+        ] {
+            assert_eq!(
+                classify(name),
+                Hdr::Forward,
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_like_format_would() {
+        for n in [0u64, 7, 10, 200, 65_535, u64::MAX] {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for len in [1usize, 15, 16, 255, 4096, 65_537] {
+            let mut out = Vec::new();
+            chunk(&mut out, &vec![b'x'; len]);
+            let expect = format!("{len:x}\r\n");
+            assert!(out.starts_with(expect.as_bytes()), "{len}");
+            assert_eq!(out.len(), expect.len() + len + 2);
+        }
+    }
 }

@@ -10,8 +10,10 @@
 //!   skipped up to its CRLF (bounded, no control bytes); every chunk's data ends in CRLF;
 //!   trailers are read (bounded) and dropped.
 //!
-//! Nothing here allocates: heads are parsed into a caller's `httparse::Header` array.
+//! Nothing here allocates: heads are parsed into a caller's uninitialised header array (see
+//! [`headers`]; nothing is written to it before the parser fills it).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Most request headers the fast path parses; more is answered 431 (the configured limit is
@@ -19,6 +21,15 @@ use std::ops::Range;
 pub const MAX_HEADERS: usize = 128;
 /// Bytes of chunk extensions and trailers accepted per chunk line / trailer section.
 const MAX_CHUNK_LINE_EXTRA: usize = 4096;
+
+/// Room for a head's headers, filled by the parser.
+pub type Headers<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+/// An empty [`Headers`]: no memory is written (a zeroed array would cost a 4 KiB `memset` for
+/// every head parsed).
+pub fn headers<'b>() -> Headers<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
 
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,14 +63,14 @@ pub enum HeadError {
     LengthAndChunked,
 }
 
-/// A parsed request head. Header `i` is `headers[i]` of the array passed to [`parse_request`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestHead<'b> {
+/// A parsed request head; its headers live in the array passed to [`parse_request`].
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'h, 'b> {
     pub method: &'b str,
     pub target: &'b str,
     /// Bytes of the head including the final CRLF CRLF.
     pub len: usize,
-    pub headers: usize,
+    pub headers: &'h [httparse::Header<'b>],
     pub framing: Framing,
     /// The client asked to close after this exchange (`Connection: close`).
     pub close: bool,
@@ -68,13 +79,13 @@ pub struct RequestHead<'b> {
     pub unusual: bool,
 }
 
-/// A parsed response head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResponseHead<'b> {
+/// A parsed response head; its headers live in the array passed to [`parse_response`].
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseHead<'h, 'b> {
     pub status: u16,
     pub reason: &'b str,
     pub len: usize,
-    pub headers: usize,
+    pub headers: &'h [httparse::Header<'b>],
     pub framing: Framing,
     /// The connection cannot be reused afterwards (`Connection: close`, HTTP/1.0, or the body
     /// is delimited by close).
@@ -82,12 +93,12 @@ pub struct ResponseHead<'b> {
 }
 
 /// Parses a request head from the start of `buf`. `Ok(None)`: incomplete, read more.
-pub fn parse_request<'b>(
+pub fn parse_request<'h, 'b>(
     buf: &'b [u8],
-    headers: &mut [httparse::Header<'b>; MAX_HEADERS],
-) -> Result<Option<RequestHead<'b>>, HeadError> {
-    let mut req = httparse::Request::new(headers);
-    let len = match req.parse(buf) {
+    headers: &'h mut Headers<'b>,
+) -> Result<Option<RequestHead<'h, 'b>>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             // Reject a bare LF early instead of waiting for a head that never completes.
@@ -101,7 +112,6 @@ pub fn parse_request<'b>(
     let method = req.method.unwrap_or("");
     let target = req.path.unwrap_or("");
     let minor = req.version.unwrap_or(0);
-    let n = req.headers.len();
     let mut close = minor == 0;
     let mut unusual = minor == 0 || method == "CONNECT" || !target.starts_with('/');
     let mut length = None;
@@ -144,7 +154,7 @@ pub fn parse_request<'b>(
         method,
         target,
         len,
-        headers: n,
+        headers: req.headers,
         framing,
         close,
         unusual,
@@ -153,13 +163,15 @@ pub fn parse_request<'b>(
 
 /// Parses a response head to a request made with `method`. Upstream heads are read a little
 /// more leniently than requests (bare LF is accepted), but framing is just as strict.
-pub fn parse_response<'b>(
+pub fn parse_response<'h, 'b>(
     buf: &'b [u8],
-    headers: &mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut Headers<'b>,
     head_request: bool,
-) -> Result<Option<ResponseHead<'b>>, HeadError> {
-    let mut resp = httparse::Response::new(headers);
-    let len = match resp.parse(buf) {
+) -> Result<Option<ResponseHead<'h, 'b>>, HeadError> {
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, headers)
+    {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
@@ -206,7 +218,7 @@ pub fn parse_response<'b>(
         status,
         reason,
         len,
-        headers: resp.headers.len(),
+        headers: resp.headers,
         framing,
         close: close || framing == Framing::Close,
     }))

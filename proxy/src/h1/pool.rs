@@ -3,7 +3,6 @@
 //! thread; a `RefCell` borrow, never a lock.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::io;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::endpoint::EndpointState;
 use crate::error::UpstreamError;
+use crate::fasthash::FastMap;
 
 /// Bytes of a fresh I/O buffer.
 pub(crate) const BUF_SIZE: usize = 8 * 1024;
@@ -33,7 +33,7 @@ pub(crate) struct UpConn {
 
 #[derive(Debug)]
 pub(crate) struct FastPool {
-    idle: RefCell<HashMap<u64, Vec<(TcpStream, Instant)>>>,
+    idle: RefCell<FastMap<u64, Vec<(TcpStream, Instant)>>>,
     bufs: RefCell<Vec<Vec<u8>>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -43,7 +43,7 @@ pub(crate) struct FastPool {
 impl FastPool {
     pub(crate) fn new(max_idle: usize, idle_timeout: Duration, connect_timeout: Duration) -> Self {
         FastPool {
-            idle: RefCell::new(HashMap::new()),
+            idle: RefCell::new(FastMap::default()),
             bufs: RefCell::new(Vec::new()),
             max_idle,
             idle_timeout,

@@ -135,6 +135,11 @@ fn table() {
             "{\"model\":\"abcdefghij\\\"klmnopq\\\\rstuvwxyzé12345678😀abcdefg\\nh\\u00e9ijklmnopqrst\"}".as_bytes(),
             Some("abcdefghij\"klmnopq\\rstuvwxyzé12345678😀abcdefg\nhéijklmnopqrst"),
         ),
+        ok(
+            "a value past the inline capacity moves to the heap intact",
+            br#"{"model":"org/a-model-name-that-is-much-longer-than-sixty-four-bytes-to-spill-over-v1.2-instruct"}"#,
+            Some("org/a-model-name-that-is-much-longer-than-sixty-four-bytes-to-spill-over-v1.2-instruct"),
+        ),
         ok("key prefix is not model", br#"{"mode":"a","models":"b","model":"c"}"#, Some("c")),
         ok(
             "skipped values of every kind",

@@ -1,7 +1,7 @@
 use super::*;
 
 fn req(s: &str) -> Result<Option<(Framing, bool, bool)>, HeadError> {
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut h = headers();
     parse_request(s.as_bytes(), &mut h).map(|o| o.map(|r| (r.framing, r.close, r.unusual)))
 }
 
@@ -61,7 +61,7 @@ fn request_framing_is_unambiguous_or_refused() {
 #[test]
 fn response_framing_follows_status_method_and_headers() {
     let parse = |s: &str, head: bool| {
-        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut h = headers();
         parse_response(s.as_bytes(), &mut h, head).map(|o| o.map(|r| (r.framing, r.close)))
     };
     let f = |s, head| parse(s, head).expect("valid").expect("complete");

@@ -1,0 +1,213 @@
+//! Mirrors on the fast path. The shadow request goes to the candidate over this worker's raw
+//! upstream pool, the same way a primary exchange does (no hyper client, no connection task),
+//! with its body read from the tee's bounded queue (see `crate::shadow`). Half the
+//! instructions of a mirror on hyper's client, which matters at 100 % sampling.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Buf;
+use http_body_util::BodyExt;
+use rollgate_config::Shadow;
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use super::parse::{ChunkedDecoder, Framing};
+use super::pool::FastPool;
+use super::{chunk, fill, push_decimal, read_response_head, Fill};
+use crate::endpoint::Outcome;
+use crate::handle::Shared;
+use crate::observe::StreamFailure;
+use crate::shadow::{self, Capture, PairSide, ShadowBody, ShadowTee};
+use crate::snapshot::ModelRoute;
+use crate::split::Variant;
+use crate::sse::SseObserver;
+
+/// Bytes of request body gathered before a write to the shadow when more is already queued.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// A sampled request, ready to be mirrored.
+pub(super) struct FastMirror {
+    /// The request line and forwarded headers as sent to the primary (no Host, no framing).
+    pub(super) head: Vec<u8>,
+    /// The request body's framing as the client sent it.
+    pub(super) framing: Framing,
+    pub(super) head_request: bool,
+    pub(super) route: Arc<ModelRoute>,
+    pub(super) key: Option<u64>,
+    pub(super) fast: Rc<FastPool>,
+    pub(super) shared: Arc<Shared>,
+}
+
+impl FastMirror {
+    /// Admits the mirror and spawns its exchange on this worker; `None` when dropped (counted).
+    pub(super) fn start(self, path: &str, cfg: &Shadow) -> Option<(ShadowTee, PairSide)> {
+        let route = self.route.clone();
+        let shared = self.shared.clone();
+        let shadow = cfg.clone();
+        shadow::spawn(&route, Arc::from(path), &shared, cfg, move |body, side| {
+            self.exchange(body, shadow, side)
+        })
+    }
+
+    async fn exchange(self, mut body: ShadowBody, cfg: Shadow, side: PairSide) -> Result<u16, ()> {
+        let candidate = self.route.candidate.as_ref().ok_or(())?;
+        let key = self.key.map(u64::to_le_bytes);
+        let ep =
+            shadow::pick(&candidate.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).ok_or(())?;
+        let start = Instant::now();
+        let _outstanding = ep.acquire();
+        let mut up = self.fast.get(ep).await.map_err(|_| ())?;
+
+        let mut out = self.head;
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(ep.host_header.as_bytes());
+        out.extend_from_slice(b"\r\nx-rollgate-shadow: 1\r\n");
+        let chunked = match self.framing {
+            Framing::Length(n) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(&mut out, n);
+                out.extend_from_slice(b"\r\n");
+                false
+            }
+            Framing::Chunked => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                true
+            }
+            Framing::Empty | Framing::Close => false,
+        };
+        out.extend_from_slice(b"\r\n");
+        // The body as it is queued: what is at hand goes out with the head (one write for a
+        // small request), the rest as it arrives. An abandoned mirror ends in an error here and
+        // its connection is dropped, never pooled half-written.
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ())?;
+            if let Ok(mut data) = frame.into_data() {
+                if chunked {
+                    chunk(&mut out, data.chunk());
+                } else {
+                    while data.has_remaining() {
+                        let c = data.chunk();
+                        out.extend_from_slice(c);
+                        let n = c.len();
+                        data.advance(n);
+                    }
+                }
+            }
+            if !body.has_queued() || out.len() >= WRITE_BATCH {
+                up.io.write_all(&out).await.map_err(|_| ())?;
+                out.clear();
+            }
+        }
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() {
+            up.io.write_all(&out).await.map_err(|_| ())?;
+        }
+        drop(out);
+
+        // The answer, read under the mirror's own deadline (the task's timeout bounds it too).
+        let deadline = Instant::now() + cfg.timeout;
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        let mut ubuf = self.fast.buf();
+        let rh = read_response_head(
+            &up.io,
+            &mut ubuf,
+            &mut sleep,
+            deadline,
+            self.head_request,
+            None,
+        )
+        .await
+        .map_err(|_| ())?;
+        let vs = self.route.stats.variant(Variant::Shadow);
+        let mut cap = Capture::new(cfg.capture);
+        let mut obs = rh.sse.then(SseObserver::new);
+        let mut first_byte = true;
+        let mut on_data = |d: &[u8]| {
+            cap.push(d);
+            // The shadow is observed like a primary, so gates can judge it in Shadow.
+            if std::mem::take(&mut first_byte) {
+                vs.ttfb.observe(start.elapsed());
+            }
+            if obs.as_mut().is_some_and(|o| o.feed(d).first_data) {
+                vs.ttft.observe(start.elapsed());
+            }
+        };
+        let mut upos = rh.len;
+        let reusable = match rh.framing {
+            Framing::Empty => upos == ubuf.len(),
+            Framing::Length(mut n) => loop {
+                let avail = (ubuf.len() - upos).min(usize::try_from(n).unwrap_or(usize::MAX));
+                if avail > 0 {
+                    on_data(&ubuf[upos..upos + avail]);
+                }
+                upos += avail;
+                n -= avail as u64;
+                if n == 0 {
+                    break upos == ubuf.len();
+                }
+                ubuf.clear();
+                upos = 0;
+                if !matches!(
+                    fill(&up.io, &mut ubuf, &mut sleep, deadline).await,
+                    Ok(Fill::Data)
+                ) {
+                    return Err(());
+                }
+            },
+            Framing::Chunked | Framing::Close => {
+                let mut dec = (rh.framing == Framing::Chunked).then(ChunkedDecoder::new);
+                'body: loop {
+                    while upos < ubuf.len() {
+                        let Some(dec) = dec.as_mut() else {
+                            on_data(&ubuf[upos..]);
+                            break;
+                        };
+                        let step = dec.step(&ubuf[upos..]).map_err(|_| ())?;
+                        if !step.data.is_empty() {
+                            on_data(&ubuf[upos..][step.data]);
+                        }
+                        upos += step.consumed;
+                        if step.done {
+                            break 'body upos == ubuf.len();
+                        }
+                    }
+                    ubuf.clear();
+                    upos = 0;
+                    match fill(&up.io, &mut ubuf, &mut sleep, deadline).await {
+                        Ok(Fill::Data) => {}
+                        // Delimited by close: the end of the body.
+                        Ok(Fill::Eof) if dec.is_none() => break false,
+                        _ => return Err(()),
+                    }
+                }
+            }
+        };
+        self.fast.give(ubuf);
+        let failed = obs.as_ref().is_some_and(|o| o.error() || !o.done());
+        if failed && (200..300).contains(&rh.status) {
+            let error_event = obs.as_ref().is_some_and(SseObserver::error);
+            vs.stream_failure(if error_event {
+                StreamFailure::ErrorEvent
+            } else {
+                StreamFailure::Truncated
+            });
+        }
+        let outcome = if rh.status >= 500 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        let policy = self.shared.snapshot.load().config().ejection.clone();
+        // Shadow exchanges go to candidate endpoints: their failures eject them too.
+        self.route.stats.record(ep, outcome, &policy, true);
+        if reusable && !rh.close {
+            self.fast.put(up);
+        }
+        side.complete(rh.status, cap, failed, rh.sse);
+        Ok(rh.status)
+    }
+}
