@@ -122,14 +122,15 @@ impl Worker {
             .filter(|_| variant == Variant::Stable)
         {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
-                let mirror = Mirror {
-                    parts: clone_parts(&parts),
-                    endpoints: r.route.clone(),
-                    key: r.key,
-                    pool: self.pool.clone(),
-                    shared: self.shared.clone(),
-                };
-                if let Some((tee, side)) = mirror.start(shadow) {
+                if let Some(admitted) = crate::shadow::admit(&r.route, shadow) {
+                    let mirror = Mirror {
+                        parts: clone_parts(&parts),
+                        endpoints: r.route.clone(),
+                        key: r.key,
+                        pool: self.pool.clone(),
+                        shared: self.shared.clone(),
+                    };
+                    let (tee, side) = mirror.start(admitted, shadow);
                     body.set_tee(tee);
                     pair = Some((Capture::new(shadow.capture), side));
                 }

@@ -297,15 +297,20 @@ impl ShadowPairs {
 // === impl Mirror ===
 
 impl Mirror {
-    /// Admits a mirror and spawns its exchange on hyper's client (see [`spawn`]).
-    pub(crate) fn start(self, cfg: &Shadow) -> Option<(ShadowTee, PairSide)> {
+    /// Spawns an admitted mirror's exchange on hyper's client (see [`spawn`]).
+    pub(crate) fn start(self, admitted: Admitted, cfg: &Shadow) -> (ShadowTee, PairSide) {
         let route = self.endpoints.clone();
         let path = Arc::from(self.parts.uri.path());
         let shared = self.shared.clone();
         let shadow = cfg.clone();
-        spawn(&route, path, &shared, cfg, move |body, side| async move {
-            self.exchange(body, &shadow, side).await
-        })
+        spawn(
+            admitted,
+            &route,
+            path,
+            &shared,
+            cfg,
+            move |body, side| async move { self.exchange(body, &shadow, side).await },
+        )
     }
 
     async fn exchange(self, body: ShadowBody, cfg: &Shadow, side: PairSide) -> Result<u16, ()> {
@@ -368,28 +373,42 @@ impl Mirror {
     }
 }
 
-/// Admits a mirror (in-flight bound), makes its queue and pair, and spawns `exchange` on this
-/// worker under the shadow deadline, counting its outcome. Returns the tee for the primary body
-/// and the primary's side of the pair, or `None` when dropped. `exchange` sends the request
-/// with the queued body to the candidate, completes the shadow side of the pair and returns
-/// the status.
-pub(crate) fn spawn<F, Fut>(
-    route: &Arc<crate::snapshot::ModelRoute>,
-    path: Arc<str>,
-    shared: &Arc<Shared>,
-    cfg: &Shadow,
-    exchange: F,
-) -> Option<(ShadowTee, PairSide)>
-where
-    F: FnOnce(ShadowBody, PairSide) -> Fut + 'static,
-    Fut: std::future::Future<Output = Result<u16, ()>> + 'static,
-{
-    let stats = route.stats.clone();
+/// A mirror admitted under the model's in-flight bound; dropping it releases the slot.
+pub(crate) struct Admitted {
+    _slot: InflightGuard,
+}
+
+/// Takes an in-flight slot for a mirror of `route`, or counts the drop: the first thing a
+/// sampled request does, so that a dropped mirror costs two atomic operations and nothing else.
+pub(crate) fn admit(route: &crate::snapshot::ModelRoute, cfg: &Shadow) -> Option<Admitted> {
+    let stats = &route.stats;
     if stats.shadow_inflight.fetch_add(1, Relaxed) >= cfg.max_inflight as i64 {
         stats.shadow_inflight.fetch_sub(1, Relaxed);
         stats.shadow_dropped(ShadowDrop::Inflight);
         return None;
     }
+    Some(Admitted {
+        _slot: InflightGuard(route.stats.clone()),
+    })
+}
+
+/// Makes an admitted mirror's queue and pair, and spawns `exchange` on this worker under the
+/// shadow deadline, counting its outcome. Returns the tee for the primary body and the
+/// primary's side of the pair. `exchange` sends the request with the queued body to the
+/// candidate, completes the shadow side of the pair and returns the status.
+pub(crate) fn spawn<F, Fut>(
+    admitted: Admitted,
+    route: &Arc<crate::snapshot::ModelRoute>,
+    path: Arc<str>,
+    shared: &Arc<Shared>,
+    cfg: &Shadow,
+    exchange: F,
+) -> (ShadowTee, PairSide)
+where
+    F: FnOnce(ShadowBody, PairSide) -> Fut + 'static,
+    Fut: std::future::Future<Output = Result<u16, ()>> + 'static,
+{
+    let stats = route.stats.clone();
     let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
     let queued = Rc::new(Cell::new(0));
     let why = Rc::new(Cell::new(None));
@@ -428,7 +447,7 @@ where
     };
     let timeout = cfg.timeout;
     tokio::task::spawn_local(async move {
-        let _inflight = InflightGuard(stats.clone());
+        let _inflight = admitted;
         let start = Instant::now();
         let res = tokio::time::timeout(timeout, exchange(body, shadow)).await;
         let vs = stats.variant(Variant::Shadow);
@@ -441,7 +460,7 @@ where
             Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
         }
     });
-    Some((tee, primary))
+    (tee, primary)
 }
 
 pub(crate) fn pick<'a>(

@@ -182,6 +182,18 @@ def table(path):
                 f"{f(r.med('shadow50', t, 'p99_mirroronly'), '{:.0f}')} µs), throughput ×{f(q, '{:.3f}')}"
             )
         rows.append(["100 % mirror to a shadow that adds 50 ms, vs no mirror", *cells])
+        if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
+            t = "rollgate"
+            p = ratio(r.med("shadow50", t, "p99_mirrordefault"), r.med("shadow50", t, "p99_plain"))
+            q = ratio(r.med("shadow50", t, "rps_mirrordefault"), r.med("shadow50", t, "rps_plain"))
+            rows.append([
+                "the same with rollgate's default in-flight bound (64 mirrors)",
+                "–", "–", "–",
+                f"primary p99 ×{f(p, '{:.2f}')} ({f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
+                f"{f(r.med('shadow50', t, 'p99_mirrordefault'), '{:.0f}')} µs), throughput ×{f(q, '{:.3f}')}; "
+                f"{f(r.med('shadow50', t, 'mirrored_per_s'), '{:.0f}')} mirrors/s answered, "
+                f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted",
+            ])
 
     if r.has("sse"):
         cells = []

@@ -40,14 +40,24 @@ pub(super) struct FastMirror {
 }
 
 impl FastMirror {
-    /// Admits the mirror and spawns its exchange on this worker; `None` when dropped (counted).
-    pub(super) fn start(self, path: &str, cfg: &Shadow) -> Option<(ShadowTee, PairSide)> {
+    /// Spawns an admitted mirror's exchange on this worker.
+    pub(super) fn start(
+        self,
+        admitted: shadow::Admitted,
+        path: &str,
+        cfg: &Shadow,
+    ) -> (ShadowTee, PairSide) {
         let route = self.route.clone();
         let shared = self.shared.clone();
         let shadow = cfg.clone();
-        shadow::spawn(&route, Arc::from(path), &shared, cfg, move |body, side| {
-            self.exchange(body, shadow, side)
-        })
+        shadow::spawn(
+            admitted,
+            &route,
+            Arc::from(path),
+            &shared,
+            cfg,
+            move |body, side| self.exchange(body, shadow, side),
+        )
     }
 
     async fn exchange(self, mut body: ShadowBody, cfg: Shadow, side: PairSide) -> Result<u16, ()> {

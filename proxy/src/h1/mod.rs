@@ -426,17 +426,18 @@ impl Down<'_> {
         let mut pair = None;
         if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
-                let mirror = mirror::FastMirror {
-                    head: self.out[..d.upstream_head].to_vec(),
-                    framing: d.framing,
-                    head_request: d.head_method,
-                    route: route.clone(),
-                    key,
-                    fast: self.worker.fast.clone(),
-                    shared: self.worker.shared.clone(),
-                };
-                let path = path_of(target_of(&self.out));
-                if let Some((t, side)) = mirror.start(path, shadow) {
+                if let Some(admitted) = crate::shadow::admit(&route, shadow) {
+                    let mirror = mirror::FastMirror {
+                        head: self.out[..d.upstream_head].to_vec(),
+                        framing: d.framing,
+                        head_request: d.head_method,
+                        route: route.clone(),
+                        key,
+                        fast: self.worker.fast.clone(),
+                        shared: self.worker.shared.clone(),
+                    };
+                    let path = path_of(target_of(&self.out));
+                    let (t, side) = mirror.start(admitted, path, shadow);
                     tee = Some(t);
                     pair = Some((Capture::new(shadow.capture), side));
                 }
