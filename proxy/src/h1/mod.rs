@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use self::parse::{ChunkedDecoder, Framing, HeadError};
+use self::parse::{trim, ChunkedDecoder, Framing, HeadError};
 pub(crate) use self::pool::FastPool;
 use self::pool::UpConn;
 use crate::body::{Exchange, Observer};
@@ -1552,16 +1552,6 @@ fn path_of(target: &str) -> &str {
 
 fn strip_bearer(v: &[u8]) -> &[u8] {
     v.strip_prefix(b"Bearer ").unwrap_or(v)
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
-    let Some(start) = start else { return &[] };
-    let end = v
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(start);
-    &v[start..=end]
 }
 
 /// The first value of header `name` in a validated request head (CRLF lines, `name:value`).

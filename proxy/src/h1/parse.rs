@@ -246,7 +246,8 @@ fn check_crlf(head: &[u8]) -> Result<(), HeadError> {
     Ok(())
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+/// `v` without leading and trailing spaces and tabs (optional whitespace around values).
+pub fn trim(v: &[u8]) -> &[u8] {
     let start = v.iter().position(|b| !matches!(b, b' ' | b'\t'));
     let Some(start) = start else { return &[] };
     let end = v
