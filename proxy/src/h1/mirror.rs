@@ -7,7 +7,6 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use bytes::Buf;
 use http_body_util::BodyExt;
 use rollgate_config::Shadow;
 use tokio::io::AsyncWriteExt;
@@ -93,16 +92,11 @@ impl FastMirror {
         // its connection is dropped, never pooled half-written.
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ())?;
-            if let Ok(mut data) = frame.into_data() {
+            if let Ok(data) = frame.into_data() {
                 if chunked {
-                    chunk(&mut out, data.chunk());
+                    chunk(&mut out, &data);
                 } else {
-                    while data.has_remaining() {
-                        let c = data.chunk();
-                        out.extend_from_slice(c);
-                        let n = c.len();
-                        data.advance(n);
-                    }
+                    out.extend_from_slice(&data);
                 }
             }
             if !body.has_queued() || out.len() >= WRITE_BATCH {
