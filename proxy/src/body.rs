@@ -78,7 +78,7 @@ impl RequestBody {
 
     fn tee_frame(&mut self, frame: &Frame<Bytes>) {
         if let (Some(tee), Some(data)) = (self.tee.as_mut(), frame.data_ref()) {
-            if !tee.send(data) {
+            if !tee.send(data.clone()) {
                 self.tee = None;
             }
         }

@@ -172,6 +172,7 @@ async fn accept_loop(
         shared: handle.shared.clone(),
         pool: pool.clone(),
         fast: fast.clone(),
+        last_path: std::cell::RefCell::new(None),
     });
     let builder = Rc::new(http_builder(&cfg));
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);

@@ -48,6 +48,9 @@ pub(crate) struct Worker {
     pub(crate) pool: Rc<Pool>,
     /// The fast HTTP/1.1 path's upstream pool and buffers.
     pub(crate) fast: Rc<crate::h1::FastPool>,
+    /// The path of the last mirrored request, shared by the pairs that have the same one (most
+    /// do: a gateway in front of a model server sees a handful of paths).
+    pub(crate) last_path: std::cell::RefCell<Option<Arc<str>>>,
 }
 
 /// What resolution found in the request.
@@ -63,6 +66,15 @@ struct Resolved {
 // === impl Worker ===
 
 impl Worker {
+    /// `path` as the `Arc` a shadow pair keeps, without an allocation when it is the last one.
+    pub(crate) fn pair_path(&self, path: &str) -> Arc<str> {
+        let mut last = self.last_path.borrow_mut();
+        match last.as_ref() {
+            Some(p) if **p == *path => p.clone(),
+            _ => last.insert(Arc::from(path)).clone(),
+        }
+    }
+
     pub(crate) async fn handle(
         self: Rc<Self>,
         req: Request<Incoming>,
@@ -130,7 +142,8 @@ impl Worker {
                         pool: self.pool.clone(),
                         shared: self.shared.clone(),
                     };
-                    let (tee, side) = mirror.start(admitted, shadow);
+                    let path = self.pair_path(parts.uri.path());
+                    let (tee, side) = mirror.start(admitted, path, shadow);
                     body.set_tee(tee);
                     pair = Some((Capture::new(shadow.capture), side));
                 }

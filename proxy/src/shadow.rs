@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -17,7 +17,6 @@ use http_body_util::BodyExt;
 use hyper::header::{HeaderValue, HOST};
 use hyper::Request;
 use rollgate_config::Shadow;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::body::{BodyError, UpstreamBody};
@@ -31,33 +30,38 @@ use crate::sse::SseObserver;
 /// Chunks queued per mirrored request, on top of the byte budget (`shadow.buffer`).
 const QUEUE_CHUNKS: usize = 256;
 
-/// The primary side of a mirror: pushes request chunks into the shadow's queue.
-#[derive(Debug)]
-pub(crate) struct ShadowTee {
-    tx: mpsc::Sender<Piece>,
-    queued: Rc<Cell<usize>>,
-    sent: u64,
-    cfg: Shadow,
-    why: Rc<Cell<Option<ShadowDrop>>>,
-    ended: bool,
-    /// Set by `end()`: the body is complete, so a closed channel after the queued chunks is the
-    /// end of the body, not an abandoned mirror (the end marker may not fit a full queue).
-    done: Rc<Cell<bool>>,
+/// What the two sides of one mirror share on their worker: the request body queued from the
+/// primary to the shadow, and the pair being assembled. One allocation per mirror (the queue's
+/// storage aside), no channel: both sides run on the same thread.
+struct Link {
+    queue: RefCell<VecDeque<Bytes>>,
+    /// Bytes in `queue`.
+    queued: Cell<usize>,
+    /// The shadow side waiting for a chunk.
+    waker: Cell<Option<Waker>>,
+    /// The primary body is complete: after the queued chunks, the end of the body.
+    done: Cell<bool>,
+    /// The tee was dropped before the end: after the queued chunks, an abandoned mirror.
+    abandoned: Cell<bool>,
+    /// The shadow side no longer reads (its exchange ended).
+    closed: Cell<bool>,
+    why: Cell<Option<ShadowDrop>>,
+    pair: RefCell<PairSlot>,
 }
 
-#[derive(Debug)]
-enum Piece {
-    Data(Bytes),
-    End,
+/// The primary side of a mirror: pushes request chunks into the shadow's queue.
+pub(crate) struct ShadowTee {
+    link: Rc<Link>,
+    sent: u64,
+    max_body: u64,
+    buffer: usize,
+    ended: bool,
 }
 
 /// The shadow side: the mirrored request body.
-#[derive(Debug)]
 pub(crate) struct ShadowBody {
-    rx: mpsc::Receiver<Piece>,
-    queued: Rc<Cell<usize>>,
+    link: Rc<Link>,
     ended: bool,
-    done: Rc<Cell<bool>>,
 }
 
 /// A bounded copy of a response body.
@@ -69,14 +73,12 @@ pub(crate) struct Capture {
 }
 
 /// One side's handle on the pair being assembled; whichever side completes second publishes it.
-#[derive(Debug, Clone)]
 pub(crate) struct PairSide {
-    slot: Rc<RefCell<PairSlot>>,
+    link: Rc<Link>,
     primary: bool,
     shared: Arc<Shared>,
 }
 
-#[derive(Debug)]
 struct PairSlot {
     model: Arc<str>,
     path: Arc<str>,
@@ -124,58 +126,105 @@ pub(crate) struct Mirror {
     pub(crate) shared: Arc<Shared>,
 }
 
+// === impl Link ===
+
+impl Link {
+    fn wake(&self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 // === impl ShadowTee ===
 
 impl ShadowTee {
     /// Queues a chunk; false when the mirror was abandoned (the tee should be dropped).
-    pub(crate) fn send(&mut self, data: &Bytes) -> bool {
+    pub(crate) fn send(&mut self, data: Bytes) -> bool {
+        let link = &*self.link;
+        if link.closed.get() {
+            // The exchange has ended (and counted its outcome): nothing more to send.
+            return false;
+        }
         self.sent += data.len() as u64;
-        if self.sent > self.cfg.max_body {
-            self.why.set(Some(ShadowDrop::BodyTooLarge));
+        if self.sent > self.max_body {
+            link.why.set(Some(ShadowDrop::BodyTooLarge));
             return false;
         }
-        if self.queued.get() + data.len() > self.cfg.buffer {
-            self.why.set(Some(ShadowDrop::Backpressure));
+        let mut queue = link.queue.borrow_mut();
+        if link.queued.get() + data.len() > self.buffer || queue.len() >= QUEUE_CHUNKS {
+            link.why.set(Some(ShadowDrop::Backpressure));
             return false;
         }
-        if self.tx.try_send(Piece::Data(data.clone())).is_err() {
-            self.why.set(Some(ShadowDrop::Backpressure));
-            return false;
-        }
-        self.queued.set(self.queued.get() + data.len());
+        link.queued.set(link.queued.get() + data.len());
+        queue.push_back(data);
+        drop(queue);
+        link.wake();
         true
     }
 
     /// The mirror's queue is over half full (bytes or chunks): the primary should let the
     /// shadow task run before reading more (a bounded yield, never a wait).
     pub(crate) fn pressed(&self) -> bool {
-        self.queued.get() > self.cfg.buffer / 2 || self.tx.capacity() < QUEUE_CHUNKS / 2
+        self.link.queued.get() > self.buffer / 2
+            || self.link.queue.borrow().len() > QUEUE_CHUNKS / 2
     }
 
     pub(crate) fn end(mut self) {
         self.ended = true;
-        // Every chunk is queued: mark the body complete. The end marker is a shortcut; when the
-        // queue is full the shadow reads the closed channel after the last chunk as the end.
-        self.done.set(true);
-        let _ = self.tx.try_send(Piece::End);
+        self.link.done.set(true);
+        self.link.wake();
     }
 }
 
 impl Drop for ShadowTee {
     fn drop(&mut self) {
-        if !self.ended && self.why.get().is_none() {
-            // Dropped without `end()` and without a reason: the primary body was abandoned.
-            self.why.set(Some(ShadowDrop::PrimaryAborted));
+        if self.ended {
+            return;
         }
+        let link = &*self.link;
+        if link.why.get().is_none() {
+            // Dropped without `end()` and without a reason: the primary body was abandoned.
+            link.why.set(Some(ShadowDrop::PrimaryAborted));
+        }
+        link.abandoned.set(true);
+        link.wake();
+    }
+}
+
+impl std::fmt::Debug for ShadowTee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowTee")
+            .field("sent", &self.sent)
+            .field("queued", &self.link.queued.get())
+            .finish_non_exhaustive()
     }
 }
 
 // === impl ShadowBody ===
 
 impl ShadowBody {
-    /// A chunk (or the end) is queued: reading it now will not wait.
+    /// A chunk (or the end) is at hand: reading it now will not wait.
     pub(crate) fn has_queued(&self) -> bool {
-        !self.rx.is_empty()
+        let link = &*self.link;
+        !link.queue.borrow().is_empty() || link.done.get() || link.abandoned.get()
+    }
+}
+
+impl Drop for ShadowBody {
+    fn drop(&mut self) {
+        self.link.closed.set(true);
+        let mut queue = self.link.queue.borrow_mut();
+        queue.clear();
+        self.link.queued.set(0);
+    }
+}
+
+impl std::fmt::Debug for ShadowBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowBody")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,22 +239,21 @@ impl Body for ShadowBody {
         if self.ended {
             return Poll::Ready(None);
         }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Piece::Data(b))) => {
-                self.queued.set(self.queued.get().saturating_sub(b.len()));
-                Poll::Ready(Some(Ok(Frame::data(b))))
-            }
-            Poll::Ready(Some(Piece::End)) => {
-                self.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(None) if self.done.get() => {
-                self.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Ready(None) => Poll::Ready(Some(Err(BodyError::MirrorAbandoned))),
-            Poll::Pending => Poll::Pending,
+        let link = &*self.link;
+        let next = link.queue.borrow_mut().pop_front();
+        if let Some(b) = next {
+            link.queued.set(link.queued.get().saturating_sub(b.len()));
+            return Poll::Ready(Some(Ok(Frame::data(b))));
         }
+        if link.done.get() {
+            self.ended = true;
+            return Poll::Ready(None);
+        }
+        if link.abandoned.get() {
+            return Poll::Ready(Some(Err(BodyError::MirrorAbandoned)));
+        }
+        link.waker.set(Some(cx.waker().clone()));
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
@@ -247,7 +295,7 @@ impl PairSide {
             overflow: cap.overflow,
             failed,
         };
-        let mut slot = self.slot.borrow_mut();
+        let mut slot = self.link.pair.borrow_mut();
         slot.streamed |= sse;
         if self.primary {
             slot.primary = Some(side);
@@ -267,6 +315,14 @@ impl PairSide {
                 shadow: s,
             });
         }
+    }
+}
+
+impl std::fmt::Debug for PairSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PairSide")
+            .field("primary", &self.primary)
+            .finish_non_exhaustive()
     }
 }
 
@@ -298,9 +354,13 @@ impl ShadowPairs {
 
 impl Mirror {
     /// Spawns an admitted mirror's exchange on hyper's client (see [`spawn`]).
-    pub(crate) fn start(self, admitted: Admitted, cfg: &Shadow) -> (ShadowTee, PairSide) {
+    pub(crate) fn start(
+        self,
+        admitted: Admitted,
+        path: Arc<str>,
+        cfg: &Shadow,
+    ) -> (ShadowTee, PairSide) {
         let route = self.endpoints.clone();
-        let path = Arc::from(self.parts.uri.path());
         let shared = self.shared.clone();
         let shadow = cfg.clone();
         spawn(
@@ -409,58 +469,70 @@ where
     Fut: std::future::Future<Output = Result<u16, ()>> + 'static,
 {
     let stats = route.stats.clone();
-    let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-    let queued = Rc::new(Cell::new(0));
-    let why = Rc::new(Cell::new(None));
-    let done = Rc::new(Cell::new(false));
-    let tee = ShadowTee {
-        tx,
-        queued: queued.clone(),
-        sent: 0,
-        cfg: cfg.clone(),
-        why: why.clone(),
-        ended: false,
-        done: done.clone(),
-    };
-    let body = ShadowBody {
-        rx,
-        queued,
-        ended: false,
-        done,
-    };
-    let slot = Rc::new(RefCell::new(PairSlot {
-        model: route.name.clone(),
-        path,
-        streamed: false,
-        primary: None,
-        shadow: None,
-    }));
+    let (link, tee, body) = queue(route.name.clone(), path, cfg);
     let primary = PairSide {
-        slot: slot.clone(),
+        link: link.clone(),
         primary: true,
         shared: shared.clone(),
     };
     let shadow = PairSide {
-        slot,
+        link: link.clone(),
         primary: false,
         shared: shared.clone(),
     };
+    // Boxed once here: the task's own future stays small, so the runtime's moves of it (into
+    // the task cell, between its stages) copy a few words, not the exchange's whole state.
+    let exchange = Box::pin(exchange(body, shadow));
     let timeout = cfg.timeout;
     tokio::task::spawn_local(async move {
         let _inflight = admitted;
         let start = Instant::now();
-        let res = tokio::time::timeout(timeout, exchange(body, shadow)).await;
+        let res = tokio::time::timeout(timeout, exchange).await;
         let vs = stats.variant(Variant::Shadow);
         match res {
             Ok(Ok(status)) => {
                 vs.start();
                 vs.finish(StatusClass::of(status), start.elapsed());
             }
-            Ok(Err(())) => stats.shadow_dropped(why.get().unwrap_or(ShadowDrop::UpstreamError)),
+            Ok(Err(())) => {
+                stats.shadow_dropped(link.why.get().unwrap_or(ShadowDrop::UpstreamError));
+            }
             Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
         }
     });
     (tee, primary)
+}
+
+/// A mirror's shared state, with its primary (tee) and shadow (body) ends.
+fn queue(model: Arc<str>, path: Arc<str>, cfg: &Shadow) -> (Rc<Link>, ShadowTee, ShadowBody) {
+    let link = Rc::new(Link {
+        queue: RefCell::new(VecDeque::new()),
+        queued: Cell::new(0),
+        waker: Cell::new(None),
+        done: Cell::new(false),
+        abandoned: Cell::new(false),
+        closed: Cell::new(false),
+        why: Cell::new(None),
+        pair: RefCell::new(PairSlot {
+            model,
+            path,
+            streamed: false,
+            primary: None,
+            shadow: None,
+        }),
+    });
+    let tee = ShadowTee {
+        link: link.clone(),
+        sent: 0,
+        max_body: cfg.max_body,
+        buffer: cfg.buffer,
+        ended: false,
+    };
+    let body = ShadowBody {
+        link: link.clone(),
+        ended: false,
+    };
+    (link, tee, body)
 }
 
 pub(crate) fn pick<'a>(
@@ -483,3 +555,6 @@ impl Drop for InflightGuard {
         self.0.shadow_inflight.fetch_sub(1, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

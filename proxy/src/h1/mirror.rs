@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::parse::{ChunkedDecoder, Framing};
 use super::pool::FastPool;
 use super::{chunk, fill, push_decimal, read_response_head, Fill};
-use crate::endpoint::Outcome;
+use crate::endpoint::{EndpointState, Outcome};
 use crate::handle::Shared;
 use crate::observe::StreamFailure;
 use crate::shadow::{self, Capture, PairSide, ShadowBody, ShadowTee};
@@ -28,68 +28,111 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// A sampled request, ready to be mirrored.
 pub(super) struct FastMirror {
+    /// The request as it goes to the shadow: head, and the body when it was all at hand.
+    out: Vec<u8>,
+    /// The candidate endpoint, picked when the mirror was made.
+    ep: Option<Arc<EndpointState>>,
+    /// More body comes through the tee, in chunked framing.
+    chunked: bool,
+    head_request: bool,
+    route: Arc<ModelRoute>,
+    fast: Rc<FastPool>,
+    shared: Arc<Shared>,
+}
+
+/// What [`FastMirror::new`] needs of the primary request.
+pub(super) struct Sampled<'a> {
     /// The request line and forwarded headers as sent to the primary (no Host, no framing).
-    pub(super) head: Vec<u8>,
+    pub(super) head: &'a [u8],
     /// The request body's framing as the client sent it.
     pub(super) framing: Framing,
+    /// The whole body, when it is already in the buffer: it goes out with the head and the
+    /// tee is not used.
+    pub(super) body: Option<&'a [u8]>,
     pub(super) head_request: bool,
-    pub(super) route: Arc<ModelRoute>,
     pub(super) key: Option<u64>,
-    pub(super) fast: Rc<FastPool>,
-    pub(super) shared: Arc<Shared>,
 }
 
 impl FastMirror {
+    /// Picks the candidate endpoint and writes the shadow request's head (and its body when it
+    /// is at hand), so that a small request is one write with no queue in between.
+    pub(super) fn new(
+        req: Sampled<'_>,
+        route: Arc<ModelRoute>,
+        fast: Rc<FastPool>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let key = req.key.map(u64::to_le_bytes);
+        let ep = route.candidate.as_ref().and_then(|c| {
+            shadow::pick(&c.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).cloned()
+        });
+        let body_len = req.body.map_or(0, <[u8]>::len);
+        let mut out = Vec::with_capacity(req.head.len() + 160 + body_len);
+        out.extend_from_slice(req.head);
+        if let Some(ep) = ep.as_ref() {
+            out.extend_from_slice(b"host: ");
+            out.extend_from_slice(ep.host_header.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"x-rollgate-shadow: 1\r\n");
+        let mut chunked = false;
+        match (req.framing, req.body) {
+            (Framing::Length(n), _) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(&mut out, n);
+                out.extend_from_slice(b"\r\n\r\n");
+            }
+            // Fully read while the model was resolved: sent with a length.
+            (Framing::Chunked, Some(b)) => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(&mut out, b.len() as u64);
+                out.extend_from_slice(b"\r\n\r\n");
+            }
+            (Framing::Chunked, None) => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                chunked = true;
+            }
+            (Framing::Empty | Framing::Close, _) => out.extend_from_slice(b"\r\n"),
+        }
+        if let Some(b) = req.body {
+            out.extend_from_slice(b);
+        }
+        FastMirror {
+            out,
+            ep,
+            chunked,
+            head_request: req.head_request,
+            route,
+            fast,
+            shared,
+        }
+    }
+
     /// Spawns an admitted mirror's exchange on this worker.
     pub(super) fn start(
         self,
         admitted: shadow::Admitted,
-        path: &str,
+        path: Arc<str>,
         cfg: &Shadow,
     ) -> (ShadowTee, PairSide) {
         let route = self.route.clone();
         let shared = self.shared.clone();
         let shadow = cfg.clone();
-        shadow::spawn(
-            admitted,
-            &route,
-            Arc::from(path),
-            &shared,
-            cfg,
-            move |body, side| self.exchange(body, shadow, side),
-        )
+        shadow::spawn(admitted, &route, path, &shared, cfg, move |body, side| {
+            self.exchange(body, shadow, side)
+        })
     }
 
     async fn exchange(self, mut body: ShadowBody, cfg: Shadow, side: PairSide) -> Result<u16, ()> {
-        let candidate = self.route.candidate.as_ref().ok_or(())?;
-        let key = self.key.map(u64::to_le_bytes);
-        let ep =
-            shadow::pick(&candidate.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).ok_or(())?;
+        let ep = self.ep.as_ref().ok_or(())?;
         let start = Instant::now();
         let _outstanding = ep.acquire();
         let mut up = self.fast.get(ep).await.map_err(|_| ())?;
-
-        let mut out = self.head;
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(ep.host_header.as_bytes());
-        out.extend_from_slice(b"\r\nx-rollgate-shadow: 1\r\n");
-        let chunked = match self.framing {
-            Framing::Length(n) => {
-                out.extend_from_slice(b"content-length: ");
-                push_decimal(&mut out, n);
-                out.extend_from_slice(b"\r\n");
-                false
-            }
-            Framing::Chunked => {
-                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                true
-            }
-            Framing::Empty | Framing::Close => false,
-        };
-        out.extend_from_slice(b"\r\n");
-        // The body as it is queued: what is at hand goes out with the head (one write for a
-        // small request), the rest as it arrives. An abandoned mirror ends in an error here and
-        // its connection is dropped, never pooled half-written.
+        let chunked = self.chunked;
+        let mut out = self.out;
+        // The body as it is queued (when it was not all at hand): what is queued goes out with
+        // the head, the rest as it arrives. An abandoned mirror ends in an error here and its
+        // connection is dropped, never pooled half-written.
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ())?;
             if let Ok(data) = frame.into_data() {
@@ -104,6 +147,7 @@ impl FastMirror {
                 out.clear();
             }
         }
+        drop(body);
         if chunked {
             out.extend_from_slice(b"0\r\n\r\n");
         }

@@ -427,18 +427,35 @@ impl Down<'_> {
         if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
                 if let Some(admitted) = crate::shadow::admit(&route, shadow) {
-                    let mirror = mirror::FastMirror {
-                        head: self.out[..d.upstream_head].to_vec(),
-                        framing: d.framing,
-                        head_request: d.head_method,
-                        route: route.clone(),
-                        key,
-                        fast: self.worker.fast.clone(),
-                        shared: self.worker.shared.clone(),
+                    // A body already in the buffer goes out with the mirror's head; the tee
+                    // carries the rest of a body still to be read.
+                    let at_hand = match &body {
+                        BodyIn::Length(n) if (self.buf.len() - self.pos) as u64 >= *n => {
+                            Some(&self.buf[self.pos..self.pos + *n as usize])
+                        }
+                        BodyIn::Done => Some(prefix.as_slice()),
+                        _ => None,
                     };
-                    let path = path_of(target_of(&self.out));
+                    let mirror = mirror::FastMirror::new(
+                        mirror::Sampled {
+                            head: &self.out[..d.upstream_head],
+                            framing: d.framing,
+                            body: at_hand,
+                            head_request: d.head_method,
+                            key,
+                        },
+                        route.clone(),
+                        self.worker.fast.clone(),
+                        self.worker.shared.clone(),
+                    );
+                    let whole = at_hand.is_some();
+                    let path = self.worker.pair_path(path_of(target_of(&self.out)));
                     let (t, side) = mirror.start(admitted, path, shadow);
-                    tee = Some(t);
+                    if whole {
+                        t.end();
+                    } else {
+                        tee = Some(t);
+                    }
                     pair = Some((Capture::new(shadow.capture), side));
                 }
             }
@@ -1299,7 +1316,7 @@ fn tee_send(tee: &mut Option<ShadowTee>, data: &[u8]) {
         return;
     }
     if let Some(t) = tee.as_mut() {
-        if !t.send(&Bytes::copy_from_slice(data)) {
+        if !t.send(Bytes::copy_from_slice(data)) {
             *tee = None;
         }
     }

@@ -1,0 +1,122 @@
+//! The mirror queue between a primary body (the tee) and a shadow exchange (the body): what the
+//! shadow reads, and why a mirror is given up.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use rollgate_config::{Ppm, Shadow};
+
+use super::*;
+
+fn cfg(buffer: usize, max_body: u64) -> Shadow {
+    Shadow {
+        sample: Ppm::default(),
+        max_inflight: 64,
+        max_body,
+        buffer,
+        timeout: Duration::from_secs(60),
+        capture: 1024,
+    }
+}
+
+fn pair(buffer: usize, max_body: u64) -> (Rc<Link>, ShadowTee, ShadowBody) {
+    queue(
+        Arc::from("m"),
+        Arc::from("/v1/chat/completions"),
+        &cfg(buffer, max_body),
+    )
+}
+
+/// Reads the body to its end: the bytes, or the error that ended it.
+async fn read_all(body: &mut ShadowBody) -> Result<Vec<u8>, BodyError> {
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::test]
+async fn chunks_queued_before_the_end_are_read_in_order_then_the_body_ends() {
+    let (link, mut tee, mut body) = pair(1 << 20, 1 << 20);
+    assert!(tee.send(Bytes::from_static(b"{\"model\":")));
+    assert!(tee.send(Bytes::from_static(b"\"m\"}")));
+    assert!(body.has_queued());
+    tee.end();
+    assert_eq!(read_all(&mut body).await.unwrap(), b"{\"model\":\"m\"}");
+    assert_eq!(link.why.get(), None);
+}
+
+// Paused time: a reader never woken would leave the runtime idle, and the timeout would fire.
+#[tokio::test(start_paused = true)]
+async fn a_shadow_waiting_for_the_body_is_woken_by_the_next_chunk() {
+    let (_link, mut tee, mut body) = pair(1 << 20, 1 << 20);
+    let reader = tokio::task::LocalSet::new();
+    let read = reader.spawn_local(async move { read_all(&mut body).await });
+    reader
+        .run_until(async move {
+            tokio::task::yield_now().await; // the reader now waits on an empty queue
+            assert!(tee.send(Bytes::from_static(b"late")));
+            tokio::task::yield_now().await;
+            assert!(tee.send(Bytes::from_static(b" chunk")));
+            tee.end();
+            let read = tokio::time::timeout(Duration::from_secs(5), read).await;
+            assert_eq!(read.expect("woken").unwrap().unwrap(), b"late chunk");
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_primary_body_abandoned_midway_fails_the_mirror_after_what_was_queued() {
+    let (link, mut tee, mut body) = pair(1 << 20, 1 << 20);
+    assert!(tee.send(Bytes::from_static(b"part")));
+    drop(tee);
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), "part");
+    assert!(matches!(
+        body.frame().await,
+        Some(Err(BodyError::MirrorAbandoned))
+    ));
+    assert_eq!(link.why.get(), Some(ShadowDrop::PrimaryAborted));
+}
+
+#[tokio::test]
+async fn a_shadow_that_reads_too_slowly_is_given_up_for_backpressure() {
+    let (link, mut tee, mut body) = pair(16, 1 << 20);
+    assert!(tee.send(Bytes::from_static(b"12345")));
+    assert!(!tee.pressed());
+    assert!(tee.send(Bytes::from_static(b"678901")));
+    assert!(
+        tee.pressed(),
+        "over half the budget: the primary should yield"
+    );
+    assert!(
+        !tee.send(Bytes::from_static(b"234567")),
+        "past the byte budget"
+    );
+    assert_eq!(link.why.get(), Some(ShadowDrop::Backpressure));
+    drop(tee);
+    // The reason given stays the one that ended the mirror.
+    assert_eq!(link.why.get(), Some(ShadowDrop::Backpressure));
+    assert!(read_all(&mut body).await.is_err());
+}
+
+#[tokio::test]
+async fn a_body_over_max_body_is_given_up_as_too_large() {
+    let (link, mut tee, _body) = pair(1 << 20, 10);
+    assert!(tee.send(Bytes::from_static(b"0123456789")));
+    assert!(!tee.send(Bytes::from_static(b"a")));
+    assert_eq!(link.why.get(), Some(ShadowDrop::BodyTooLarge));
+}
+
+#[tokio::test]
+async fn once_the_shadow_stops_reading_the_tee_stops_queueing() {
+    let (link, mut tee, body) = pair(1 << 20, 1 << 20);
+    assert!(tee.send(Bytes::from_static(b"a")));
+    drop(body); // the exchange ended (answered early, or failed)
+    assert!(!tee.send(Bytes::from_static(b"b")));
+    assert_eq!(link.queued.get(), 0, "what was queued is released");
+}
