@@ -348,3 +348,108 @@ async fn mirrors_reuse_pooled_connections_and_say_so_in_metrics() {
     );
     assert!(metric(&m, &stable_pooled).unwrap_or(0.0) >= (N - N / 100) as f64);
 }
+
+/// A keep-alive shadow that answers one request per connection and closes the connection when
+/// the next request arrives on it, without answering (the race every keep-alive client meets:
+/// the server gave up on an idle connection as the request went out). Returns its URL and the
+/// count of requests it answered.
+async fn one_answer_per_connection_shadow() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut io, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut requests = 0;
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = io.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap_or(0));
+                    if buf.len() < end + 4 + len {
+                        continue;
+                    }
+                    buf.drain(..end + 4 + len);
+                    requests += 1;
+                    if requests > 1 {
+                        return; // closed, unanswered
+                    }
+                    let body = r#"{"id":"x","object":"chat.completion","choices":[]}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if io.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    count.fetch_add(1, Relaxed);
+                }
+            });
+        }
+    });
+    (url, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_on_a_pooled_connection_the_shadow_closed_goes_again_on_a_fresh_one() {
+    const N: usize = 5;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let (shadow, answered) = one_answer_per_connection_shadow().await;
+    // One worker, so every mirror after the first finds the previous one's pooled connection.
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: fast\n\
+         models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"], engine: vllm }}\n    \
+         candidate: {{ endpoints: [\"{shadow}\"], engine: vllm }}\n    weight: 0%\n    \
+         shadow: {{ sample: 100% }}\n",
+        stable.url()
+    );
+    let gw = Gateway::start(&yaml);
+    let c = client();
+    let mirrored =
+        r#"rollgate_proxy_requests_total{model="m",variant="shadow",status_class="2xx"}"#;
+    for i in 1..=N {
+        let r = send(
+            &c,
+            &gw.url("/v1/chat/completions"),
+            &[],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        // Each mirror is answered before the next request, so the next one takes its
+        // connection from the pool.
+        gw.wait_metric(mirrored, i as f64, SHADOW_DEADLINE).await;
+    }
+    let m = gw.metrics().await;
+    assert_eq!(answered.load(Relaxed), N, "{m}");
+    assert_eq!(
+        sum_of(&m, "rollgate_proxy_shadow_dropped_total{"),
+        0.0,
+        "no mirror was lost to a stale connection\n{m}"
+    );
+    let pooled = format!(
+        r#"rollgate_proxy_upstream_exchanges_total{{endpoint="{shadow}",connection="pooled"}}"#
+    );
+    assert!(
+        metric(&m, &pooled).unwrap_or(0.0) >= 1.0,
+        "the stale connections were taken from the pool\n{m}"
+    );
+}

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::parse::{ChunkedDecoder, Framing};
 use super::pool::FastPool;
-use super::{chunk, fill, push_decimal, read_response_head, Fill};
+use super::{chunk, fill, push_decimal, read_response_head, Fill, HeadFail};
 use crate::endpoint::{EndpointState, Outcome};
 use crate::handle::Shared;
 use crate::observe::StreamFailure;
@@ -34,6 +34,8 @@ pub(super) struct FastMirror {
     ep: Option<Arc<EndpointState>>,
     /// More body comes through the tee, in chunked framing.
     chunked: bool,
+    /// The whole request is in `out` (the tee is not used): it can be sent again.
+    whole: bool,
     head_request: bool,
     route: Arc<ModelRoute>,
     fast: Rc<FastPool>,
@@ -101,6 +103,7 @@ impl FastMirror {
             out,
             ep,
             chunked,
+            whole: req.body.is_some(),
             head_request: req.head_request,
             route,
             fast,
@@ -127,50 +130,72 @@ impl FastMirror {
         let ep = self.ep.as_ref().ok_or(())?;
         let start = Instant::now();
         let _outstanding = ep.acquire();
-        let mut up = self.fast.get(ep).await.map_err(|_| ())?;
         let chunked = self.chunked;
         let mut out = self.out;
-        // The body as it is queued (when it was not all at hand): what is queued goes out with
-        // the head, the rest as it arrives. An abandoned mirror ends in an error here and its
-        // connection is dropped, never pooled half-written.
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ())?;
-            if let Ok(data) = frame.into_data() {
-                if chunked {
-                    chunk(&mut out, &data);
-                } else {
-                    out.extend_from_slice(&data);
-                }
-            }
-            if !body.has_queued() || out.len() >= WRITE_BATCH {
-                up.io.write_all(&out).await.map_err(|_| ())?;
-                out.clear();
-            }
-        }
-        drop(body);
-        if chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
-        }
-        if !out.is_empty() {
-            up.io.write_all(&out).await.map_err(|_| ())?;
-        }
-        drop(out);
-
-        // The answer, read under the mirror's own deadline (the task's timeout bounds it too).
-        let deadline = Instant::now() + cfg.timeout;
+        // The answer is read under the mirror's own deadline (the task's timeout bounds it too).
+        let deadline = start + cfg.timeout;
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
         let mut ubuf = self.fast.buf();
-        let rh = read_response_head(
-            &up.io,
-            &mut ubuf,
-            &mut sleep,
-            deadline,
-            self.head_request,
-            None,
-        )
-        .await
-        .map_err(|_| ())?;
+        let mut retried = false;
+        let (up, rh) = loop {
+            let mut up = self.fast.get(ep).await.map_err(|_| ())?;
+            // A pooled connection the shadow closed while it was idle fails at once. When the
+            // whole request is in `out` it goes again on a fresh connection, once, as a
+            // primary does.
+            let replay = up.reused && self.whole && !retried;
+            if self.whole {
+                if up.io.write_all(&out).await.is_err() {
+                    if replay {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(());
+                }
+            } else {
+                // The body as it is queued: what is queued goes out with the head, the rest as
+                // it arrives. An abandoned mirror ends in an error here and its connection is
+                // dropped, never pooled half-written.
+                while let Some(frame) = body.frame().await {
+                    let frame = frame.map_err(|_| ())?;
+                    if let Ok(data) = frame.into_data() {
+                        if chunked {
+                            chunk(&mut out, &data);
+                        } else {
+                            out.extend_from_slice(&data);
+                        }
+                    }
+                    if !body.has_queued() || out.len() >= WRITE_BATCH {
+                        up.io.write_all(&out).await.map_err(|_| ())?;
+                        out.clear();
+                    }
+                }
+                if chunked {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                }
+                if !out.is_empty() {
+                    up.io.write_all(&out).await.map_err(|_| ())?;
+                }
+            }
+            let head = read_response_head(
+                &up.io,
+                &mut ubuf,
+                &mut sleep,
+                deadline,
+                self.head_request,
+                None,
+            );
+            match head.await {
+                Ok(rh) => break (up, rh),
+                Err(HeadFail::Closed) if replay => {
+                    retried = true;
+                    ubuf.clear();
+                }
+                Err(_) => return Err(()),
+            }
+        };
+        drop(body);
+        drop(out);
         // With the in-flight bound more than half used, the shadow is slower than the mirror
         // rate: mirrors then start together when slots free up and, against a shadow with a
         // steady latency, answer together. Let the primaries that are ready go first, so that a
