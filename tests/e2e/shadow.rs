@@ -115,6 +115,18 @@ async fn assert_mirrored(gw: &Gateway, stable: &Sim, candidate: &Sim, body: &[u8
     assert_eq!(shadow.path, "/v1/chat/completions");
 }
 
+/// One small chat request, answered 200 by the primary.
+async fn small_chat(c: &HttpClient, gw: &Gateway) {
+    let r = send(
+        c,
+        &gw.url("/v1/chat/completions"),
+        &[],
+        chat("m", "hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 fn shadow_config(stable: &Sim, candidate: &Sim, shadow: &str) -> String {
     let model = format!("    weight: 0%\n    shadow: {shadow}\n");
     config(stable, Some(candidate), &model, "")
@@ -309,14 +321,7 @@ async fn mirrors_reuse_pooled_connections_and_say_so_in_metrics() {
     let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
     let c = client();
     for _ in 0..N {
-        let r = send(
-            &c,
-            &gw.url("/v1/chat/completions"),
-            &[],
-            chat("m", "hi", false),
-        )
-        .await;
-        assert_eq!(r.status, 200);
+        small_chat(&c, &gw).await;
     }
     let series = |conn: &str| {
         format!(
@@ -426,14 +431,7 @@ async fn a_mirror_on_a_pooled_connection_the_shadow_closed_goes_again_on_a_fresh
     let mirrored =
         r#"rollgate_proxy_requests_total{model="m",variant="shadow",status_class="2xx"}"#;
     for i in 1..=N {
-        let r = send(
-            &c,
-            &gw.url("/v1/chat/completions"),
-            &[],
-            chat("m", "hi", false),
-        )
-        .await;
-        assert_eq!(r.status, 200);
+        small_chat(&c, &gw).await;
         // Each mirror is answered before the next request, so the next one takes its
         // connection from the pool.
         gw.wait_metric(mirrored, i as f64, SHADOW_DEADLINE).await;

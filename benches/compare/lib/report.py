@@ -45,6 +45,24 @@ class R:
                 vals.append(f)
         return statistics.median(vals) if vals else None
 
+    def paired(self, wl, t, num, den, t_den=None):
+        """Median, min and max of the per-round ratios num/den (of target t, or num of t over
+        den of t_den): the rounds of alternating slices measure both sides back to back, so a
+        machine that is slow for a while slows both sides of that round's ratio alike."""
+        a = self.data.get((wl, t, num), [])
+        b = self.data.get((wl, t_den or t, den), [])
+        vals = []
+        for x, y in zip(a, b):
+            try:
+                x, y = float(x), float(y)
+            except ValueError:
+                continue
+            if y and not (math.isnan(x) or math.isnan(y)):
+                vals.append(x / y)
+        if not vals:
+            return None
+        return statistics.median(vals), min(vals), max(vals)
+
     def total(self, wl, t, m):
         total = 0.0
         for v in self.data.get((wl, t, m), []):
@@ -70,6 +88,13 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def pr(p, fmt="{:.2f}"):
+    """A paired ratio: median (min–max over rounds)."""
+    if p is None:
+        return "n/a"
+    return f"{fmt.format(p[0])} ({fmt.format(p[1])}–{fmt.format(p[2])})"
+
+
 def k(v):
     return "n/a" if v is None else f"{v / 1000:.1f}k"
 
@@ -85,23 +110,27 @@ def table(path):
         "the upstream of the small-request, body, split, mirror and reload workloads (it is the faster "
         "one on a quiet machine and costs no JSON generation); the simulator serves the SSE and "
         "long-stream workloads and the 50 ms shadow (pinned to the load generator's core: it stands "
-        "for another machine)."
+        "for another machine).",
+        "Ratios written `0.95 (0.90–1.01)` are the median and the range of per-round ratios: in the "
+        "small, split, mirror and 50 ms shadow workloads every gateway (and every config of one "
+        "gateway) runs at once and each round gives each one a slice of load in turn, so each "
+        "round's ratio compares measurements taken seconds apart. Rates and latencies are medians "
+        "over the slices.",
     ]
 
     if r.has("small"):
         cells = []
         for t in TARGETS:
-            rps, cpu = r.med("small", t, "rps"), r.med("small", t, "cpu_us")
+            rps, cpu = r.med("small", t, "rps_plain"), r.med("small", t, "cpu_us_plain")
             if t == "direct":
                 cells.append(f"{k(rps)} rps (upstream {f(cpu)} µs CPU/req)")
                 continue
             base = "direct" if t == "nginx" else "nginx"
-            cells.append(
-                f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{f(ratio(rps, r.med('small', base, 'rps')), '{:.2f}')} "
-                f"{base} rps, ×{f(ratio(cpu, r.med('small', 'nginx', 'cpu_us')), '{:.2f}')} nginx CPU)"
-                if t != "nginx"
-                else f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{f(ratio(rps, r.med('small', 'direct', 'rps')), '{:.2f}')} direct rps)"
-            )
+            vs = pr(r.paired("small", t, "rps_plain", "rps_plain", base))
+            cell = f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{vs} {base} rps"
+            if t != "nginx":
+                cell += f", ×{pr(r.paired('small', t, 'cpu_us_plain', 'cpu_us_plain', 'nginx'))} nginx CPU"
+            cells.append(cell + ")")
         rows.append(["small requests saturated, 64 connections", *cells])
 
     def added(wl, label, unit_ms=False):
@@ -140,10 +169,9 @@ def table(path):
         cells = ["–"]
         for t in TARGETS[1:]:
             plain = r.med("split", t, "rps_plain")
-            s = ratio(r.med("split", t, "rps_split"), plain)
-            cell = f"{f(s, '{:.2f}')}"
+            cell = pr(r.paired("split", t, "rps_split", "rps_plain"))
             if t == "nginx":
-                cell += f" (weights), {f(ratio(r.med('split', t, 'rps_split_clients'), plain), '{:.2f}')} (`split_clients`)"
+                cell += f" (weights), {pr(r.paired('split', t, 'rps_split_clients', 'rps_plain'))} (`split_clients`)"
             elif t == "rollgate":
                 cell += " (weight 10%)"
             cells.append(cell + f"; unsplit {k(plain)} rps")
@@ -155,9 +183,10 @@ def table(path):
             if t == "haproxy":
                 cells.append("no mirroring")
                 continue
-            s = r.med("mirror", t, "rps_split")
-            m10, m100 = r.med("mirror", t, "rps_mirror10"), r.med("mirror", t, "rps_mirror100")
-            cell = f"{f(ratio(m10, s), '{:.2f}')} / {f(ratio(m100, s), '{:.2f}')}"
+            cell = (
+                f"{pr(r.paired('mirror', t, 'rps_mirror10', 'rps_split'))} / "
+                f"{pr(r.paired('mirror', t, 'rps_mirror100', 'rps_split'))}"
+            )
             if t == "nginx":
                 cell += " (no real sampling: every request makes the mirror subrequest)"
             if t == "rollgate":
@@ -175,22 +204,23 @@ def table(path):
             if t == "haproxy":
                 cells.append("no mirroring")
                 continue
-            p = ratio(r.med("shadow50", t, "p99_mirroronly"), r.med("shadow50", t, "p99_plain"))
-            q = ratio(r.med("shadow50", t, "rps_mirroronly"), r.med("shadow50", t, "rps_plain"))
+            p = r.paired("shadow50", t, "p99_mirroronly", "p99_plain")
+            q = r.paired("shadow50", t, "rps_mirroronly", "rps_plain")
             cells.append(
-                f"primary p99 ×{f(p, '{:.2f}')} ({f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
-                f"{f(r.med('shadow50', t, 'p99_mirroronly'), '{:.0f}')} µs), throughput ×{f(q, '{:.3f}')}"
+                f"primary p99 ×{pr(p)} (medians {f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
+                f"{f(r.med('shadow50', t, 'p99_mirroronly'), '{:.0f}')} µs), throughput ×{pr(q, '{:.3f}')}"
+                + ("" if t != "rollgate" else "; every request mirrored (`max_inflight: 1024`)")
             )
         rows.append(["100 % mirror to a shadow that adds 50 ms, vs no mirror", *cells])
         if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
             t = "rollgate"
-            p = ratio(r.med("shadow50", t, "p99_mirrordefault"), r.med("shadow50", t, "p99_plain"))
-            q = ratio(r.med("shadow50", t, "rps_mirrordefault"), r.med("shadow50", t, "rps_plain"))
+            p = r.paired("shadow50", t, "p99_mirrordefault", "p99_plain")
+            q = r.paired("shadow50", t, "rps_mirrordefault", "rps_plain")
             rows.append([
                 "the same with rollgate's default in-flight bound (64 mirrors)",
                 "–", "–", "–",
-                f"primary p99 ×{f(p, '{:.2f}')} ({f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
-                f"{f(r.med('shadow50', t, 'p99_mirrordefault'), '{:.0f}')} µs), throughput ×{f(q, '{:.3f}')}; "
+                f"primary p99 ×{pr(p)} (medians {f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
+                f"{f(r.med('shadow50', t, 'p99_mirrordefault'), '{:.0f}')} µs), throughput ×{pr(q, '{:.3f}')}; "
                 f"{f(r.med('shadow50', t, 'mirrored_per_s'), '{:.0f}')} mirrors/s answered, "
                 f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted",
             ])
