@@ -14,6 +14,8 @@
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
 #   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines; MODEL_EXTRA adds lines to
 #   the model (indented 4 spaces: a candidate, weight, shadow); ONLY=rollgate skips nginx.
+#   URL_PATH=/v1/chat/completions requests that path (default /; a simulator as candidate
+#   answers / with a quick 404, so a slow-shadow test needs the chat path).
 set -euo pipefail
 BIN=${1:-${CARGO_TARGET_DIR:-target}/release/rollgate}
 N=${2:-200000}
@@ -77,10 +79,10 @@ load() { # url n
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 measure() { # name pid port
   local name=$1 pid=$2 port=$3 out
-  load "http://127.0.0.1:$port/" $((N / 10)) >/dev/null # warm up: pools, caches
+  load "http://127.0.0.1:$port${URL_PATH:-/}" $((N / 10)) >/dev/null # warm up: pools, caches
   if [ "$MODE" = callgrind ]; then
     callgrind_control -z "$pid" >/dev/null 2>&1
-    out=$(load "http://127.0.0.1:$port/" "$N")
+    out=$(load "http://127.0.0.1:$port${URL_PATH:-/}" "$N")
     callgrind_control -d "$pid" >/dev/null 2>&1; sleep 1
     local f; f=$(ls -t "$D"/cg."$pid"* | head -1)
     local ir; ir=$(grep -m1 '^summary:\|^totals:' "$f" | awk '{print $2}')
@@ -93,7 +95,7 @@ measure() { # name pid port
     if [ "${PERF:-0}" = 1 ]; then
       perf record -F 4999 -g -p "$pid" -o "$D/perf.$name" >/dev/null 2>&1 & rec=$!
     fi
-    out=$(load "http://127.0.0.1:$port/" "$N")
+    out=$(load "http://127.0.0.1:$port${URL_PATH:-/}" "$N")
     t1=$(cpu_ticks "$pid")
     kill -INT "$st"; wait "$st" || true
     local sys cs
