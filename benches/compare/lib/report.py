@@ -212,6 +212,18 @@ def table(path):
                 + ("" if t != "rollgate" else "; every request mirrored (`max_inflight: 1024`)")
             )
         rows.append(["100 % mirror to a shadow that adds 50 ms, vs no mirror", *cells])
+        if r.med("shadow50", "rollgate", "rate_p99_plain") is not None:
+            cells = ["–"]
+            for t in TARGETS[1:]:
+                if t == "haproxy":
+                    cells.append("no mirroring")
+                    continue
+                a, b = r.med("shadow50", t, "rate_p99_plain"), r.med("shadow50", t, "rate_p99_mirroronly")
+                cells.append(
+                    f"primary p99 ×{f(ratio(b, a), '{:.2f}')} ({f(a, '{:.0f}')} → {f(b, '{:.0f}')} µs, "
+                    f"medians of {r.runs('shadow50', t, 'rate_p99_plain')} runs)"
+                )
+            rows.append(["the same 100 % mirror at a fixed 5k req/s (`loadtest --rate`, not saturated)", *cells])
         if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
             t = "rollgate"
             p = r.paired("shadow50", t, "p99_mirrordefault", "p99_plain")
