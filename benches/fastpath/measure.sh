@@ -4,6 +4,7 @@
 # Both proxies get one worker and share core $PROXY_CPU with the upstream (nginx `return 200`);
 # the load generator runs on core $LOAD_CPU. Reported per request:
 #   cpu_us  - the proxy's user+system CPU time (from /proc/<pid>/stat) / requests
+#   user_us - the user-space part of it
 #   Ir      - (MODE=callgrind) user-space instructions executed by the proxy / requests
 #   syscalls, ctxsw - system calls and context switches of the proxy / requests
 #   rps     - wall-clock rate (noisy on a shared machine; for orientation only)
@@ -56,7 +57,7 @@ ${MODEL_EXTRA:-}
 C
 taskset -c "$PROXY_CPU" nginx -c "$D/up.conf" -p "$D" & pids+=($!)
 VG=()
-[ "$MODE" = callgrind ] && VG=(valgrind --tool=callgrind --callgrind-out-file="$D/cg.%p")
+[ "$MODE" = callgrind ] && VG=(valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$D/cg.%p")
 taskset -c "$PROXY_CPU" "${VG[@]}" nginx -c "$D/ngx.conf" -p "$D" 2>"$D/ngx.vg" & pids+=($!); NGX_PID=$!
 taskset -c "$PROXY_CPU" "${VG[@]}" "$BIN" run --config "$D/rg.yaml" >"$D/rg.log" 2>&1 & pids+=($!); RG_PID=$!
 for p in $UP $NGX $RG; do
@@ -77,6 +78,7 @@ load() { # url n
   fi
 }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 measure() { # name pid port
   local name=$1 pid=$2 port=$3 out
   load "http://127.0.0.1:$port${URL_PATH:-/}" $((N / 10)) >/dev/null # warm up: pools, caches
@@ -89,14 +91,14 @@ measure() { # name pid port
     echo "$name Ir/req=$((ir / N)) $(echo "$out" | grep -E 'succeeded|finished in' | tr -s ' ' | tr '\n' ' ')"
     cp "$f" "/tmp/cg.$name.out"
   else
-    local t0 t1 rec="" st; t0=$(cpu_ticks "$pid")
+    local t0 t1 u0 u1 rec="" st; t0=$(cpu_ticks "$pid"); u0=$(user_ticks "$pid")
     perf stat -x, -e raw_syscalls:sys_enter,context-switches -p "$pid" -o "$D/stat.$name" \
       >/dev/null 2>&1 & st=$!
     if [ "${PERF:-0}" = 1 ]; then
       perf record -F 4999 -g -p "$pid" -o "$D/perf.$name" >/dev/null 2>&1 & rec=$!
     fi
     out=$(load "http://127.0.0.1:$port${URL_PATH:-/}" "$N")
-    t1=$(cpu_ticks "$pid")
+    t1=$(cpu_ticks "$pid"); u1=$(user_ticks "$pid")
     kill -INT "$st"; wait "$st" || true
     local sys cs
     sys=$(awk -F, '/sys_enter/ {print $1}' "$D/stat.$name")
@@ -109,6 +111,7 @@ measure() { # name pid port
     local hz; hz=$(getconf CLK_TCK)
     local rps; rps=$(echo "$out" | awk '/finished in/ {print $4}')
     echo "$name cpu_us/req=$(awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" 'BEGIN{printf "%.2f", t/hz*1e6/n}')" \
+      "user_us/req=$(awk -v t=$((u1 - u0)) -v hz="$hz" -v n="$N" 'BEGIN{printf "%.2f", t/hz*1e6/n}')" \
       "syscalls/req=$(awk -v s="$sys" -v n="$N" 'BEGIN{printf "%.2f", s/n}')" \
       "ctxsw/req=$(awk -v s="$cs" -v n="$N" 'BEGIN{printf "%.3f", s/n}') rps=$rps" \
       "$(echo "$out" | grep -E '^requests:' | tr -s ' ' | cut -d' ' -f8-9)"

@@ -211,7 +211,7 @@ pub(crate) async fn serve(
     io: TcpStream,
     worker: Rc<Worker>,
     builder: &auto::Builder<LocalExec>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let fast = worker.fast.clone();
     let mut down = Down {
@@ -224,6 +224,12 @@ pub(crate) async fn serve(
     };
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
+    // One wait for shutdown for the connection's life, on its own receiver (`shutdown` stays
+    // free to read and to hand to hyper): a `changed()` made per request would register and
+    // unregister a waiter under the channel's lock every time.
+    let mut stop_rx = shutdown.clone();
+    let stopped = stop_rx.changed();
+    tokio::pin!(stopped);
     let mut first = true;
     loop {
         let wait = worker
@@ -250,7 +256,7 @@ pub(crate) async fn serve(
                     biased;
                     r = down.io.readable() => if r.is_err() { return },
                     () = &mut sleep => return,
-                    _ = shutdown.changed() => return,
+                    _ = stopped.as_mut() => return,
                 }
                 // Readiness may be left over from the last request: a buffer is taken only
                 // once bytes of the next one are really there.
@@ -277,8 +283,7 @@ pub(crate) async fn serve(
         // applies to this request.
         let snap = worker.shared.snapshot.load_full();
         let cfg = snap.config();
-        let deadline = Instant::now() + cfg.limits.header_read_timeout;
-        let head = match down.read_head(cfg, first, &mut sleep, deadline).await {
+        let head = match down.read_head(cfg, first, &mut sleep).await {
             Ok(Some(HeadRead::Request(d))) => d,
             Ok(Some(HeadRead::Unusual)) => {
                 let pre = down.buf.split_off(down.pos);
@@ -322,14 +327,17 @@ pub(crate) async fn serve(
 
 impl Down<'_> {
     /// Reads until a complete head. `Ok(None)`: the client closed or went quiet.
+    ///
+    /// `header_read_timeout` runs from the first wait for more of the head: a head that came
+    /// whole (the usual case) costs no clock read.
     async fn read_head(
         &mut self,
         cfg: &Config,
         first: bool,
         sleep: &mut Pin<&mut Sleep>,
-        deadline: Instant,
     ) -> Result<Option<HeadRead>, Reject> {
         let limit = cfg.limits.max_header_bytes * 2 + HEAD_SLACK;
+        let mut deadline = None;
         loop {
             let avail = &self.buf[self.pos..];
             if first && avail.starts_with(b"PRI ") {
@@ -350,6 +358,8 @@ impl Down<'_> {
                     });
                 }
             }
+            let deadline =
+                *deadline.get_or_insert_with(|| Instant::now() + cfg.limits.header_read_timeout);
             match fill(&self.io, &mut self.buf, sleep, deadline).await {
                 Ok(Fill::Data) => {}
                 Ok(Fill::Eof | Fill::Timeout) | Err(_) => return Ok(None),
@@ -626,11 +636,6 @@ impl Down<'_> {
     ) -> Result<Result<(), ScanError>, Option<Reject>> {
         let mut scanned = 0usize;
         loop {
-            let deadline = Instant::now()
-                + cfg
-                    .upstream
-                    .idle_timeout
-                    .max(cfg.limits.header_read_timeout);
             match body {
                 BodyIn::Length(n) => {
                     let avail =
@@ -676,6 +681,11 @@ impl Down<'_> {
             }
             // The buffer is never compacted here: the head (read again for the cohort key and
             // the mirror) and the unconsumed body prefix stay where they are.
+            let deadline = Instant::now()
+                + cfg
+                    .upstream
+                    .idle_timeout
+                    .max(cfg.limits.header_read_timeout);
             match fill(&self.io, &mut self.buf, sleep, deadline).await {
                 Ok(Fill::Data) => {}
                 _ => return Err(None),
