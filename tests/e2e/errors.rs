@@ -2,6 +2,7 @@
 //! serving.
 
 use std::io::{Read, Write};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -93,4 +94,64 @@ async fn bad_input_gets_clear_errors_and_the_gateway_keeps_serving() {
         Some(1.0)
     );
     assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+}
+
+/// An upstream that answers 413 as soon as it has a request head and closes without reading
+/// the body, as a model server with a body limit may. Returns its URL.
+async fn answers_before_the_body() -> String {
+    use tokio::io::AsyncWriteExt;
+    let (listener, url) = raw_upstream().await;
+    tokio::spawn(async move {
+        while let Ok((mut io, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if !read_request_head(&mut io).await {
+                    return;
+                }
+                let body = r#"{"error":{"message":"prompt too long for this server","type":"invalid_request_error","code":"too_long"}}"#;
+                let resp = format!(
+                    "HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = io.write_all(resp.as_bytes()).await;
+                // Dropped with the body unread: the kernel resets the connection.
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answer_that_comes_before_the_whole_body_reaches_the_client() {
+    let up = answers_before_the_body().await;
+    // The fast path only: hyper's client reports the failed body write instead of the answer
+    // (a limit the README states).
+    let gw = Gateway::start(&fast_config(&up, ""));
+    let dir = temp_dir("early-answer");
+    // 8 MiB: far more than the socket buffers hold, so the gateway is still sending when the
+    // upstream's reset arrives.
+    let file = big_chat_file(&dir, 8);
+    for _ in 0..2 {
+        let (status, body, stderr) = curl_upload(
+            &gw.url("/v1/chat/completions"),
+            &file,
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            status == 413 && body.contains("prompt too long for this server"),
+            "the upstream's own answer, not a 502: {status} {body}\n{stderr}"
+        );
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            r#"rollgate_proxy_requests_total{model="m",variant="stable",status_class="4xx"}"#
+        ),
+        Some(2.0),
+        "{m}"
+    );
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -132,6 +132,79 @@ pub async fn send(
     }
 }
 
+/// A listener for a hand-written upstream on a free loopback port, and its URL.
+pub async fn raw_upstream() -> (TcpListener, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    (listener, url)
+}
+
+/// Reads from `io` until a whole request head has arrived (and perhaps some body bytes).
+/// `false`: the peer closed first.
+pub async fn read_request_head(io: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+    }
+    true
+}
+
+/// A one-worker fast-path gateway with model `m` on the upstream at `url`; `top` adds
+/// top-level lines.
+pub fn fast_config(url: &str, top: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: fast\n\
+         {top}models:\n  - name: m\n    stable: {{ endpoints: [\"{url}\"], engine: vllm }}\n"
+    )
+}
+
+/// Writes a chat body for model `m` of about `mib` MiB to `dir/body.json`.
+pub fn big_chat_file(dir: &std::path::Path, mib: usize) -> PathBuf {
+    let file = dir.join("body.json");
+    std::fs::write(&file, chat("m", &"x".repeat(mib << 20), false)).expect("write body");
+    file
+}
+
+/// POSTs `file` with curl (plain `Content-Length` upload, no `Expect: 100-continue`), giving
+/// up after `max_time`. Returns the status (0: no answer), the body and curl's stderr.
+pub async fn curl_upload(
+    url: &str,
+    file: &std::path::Path,
+    max_time: Duration,
+) -> (u16, String, String) {
+    let (url, file) = (url.to_owned(), file.to_owned());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-sS",
+                "-H",
+                "Expect:",
+                "-H",
+                "content-type: application/json",
+            ])
+            .args(["--max-time", &max_time.as_secs_f64().to_string()])
+            .args(["-w", "\n%{http_code}", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .arg(&url)
+            .output()
+            .expect("curl must be installed (scripts/install-test-deps)")
+    })
+    .await
+    .expect("curl ran");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (
+        code.trim().parse().unwrap_or(0),
+        body.to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub async fn get(client: &HttpClient, url: &str) -> Reply {
     let req = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))

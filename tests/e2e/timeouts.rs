@@ -110,3 +110,47 @@ async fn a_dead_endpoint_is_ejected_and_no_request_fails() {
         "every request reached the live endpoint"
     );
 }
+
+/// An upstream that takes a request head, then neither reads the body nor answers, holding the
+/// connection open. Returns its URL.
+async fn stops_reading_after_the_head() -> String {
+    let (listener, url) = raw_upstream().await;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut io, _)) = listener.accept().await {
+            if read_request_head(&mut io).await {
+                held.push(io);
+            }
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_stops_reading_the_body_fails_the_request_after_the_idle_timeout() {
+    let up = stops_reading_after_the_head().await;
+    let gw = Gateway::start(&fast_config(
+        &up,
+        "upstream: { idle_timeout: 1s, response_timeout: 1s }\n",
+    ));
+    let dir = temp_dir("stalled-body");
+    // 8 MiB: more than the upstream's receive window and the gateway's send buffer hold.
+    let file = big_chat_file(&dir, 8);
+    let started = Instant::now();
+    let (status, body, stderr) = curl_upload(
+        &gw.url("/v1/chat/completions"),
+        &file,
+        Duration::from_secs(20),
+    )
+    .await;
+    let waited = started.elapsed();
+    assert_eq!(status, 502, "{body}\n{stderr}");
+    assert!(body.contains("\"type\":\"server_error\""), "{body}");
+    // idle_timeout for the stalled write, then response_timeout for an answer that never comes.
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
+    std::fs::remove_dir_all(&dir).ok();
+}

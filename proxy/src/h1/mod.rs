@@ -506,8 +506,14 @@ impl Down<'_> {
                 return Err(());
             }
         };
+        let refused = rh.body_refused;
         if let Some(t) = tee.take() {
-            t.end();
+            if refused {
+                // The mirror would get a cut body: drop it (counted as abandoned).
+                drop(t);
+            } else {
+                t.end();
+            }
         }
         let ep = out.endpoint();
         let outcome = if rh.status >= 500 {
@@ -537,6 +543,13 @@ impl Down<'_> {
             Ok(reusable) => {
                 if obs.finish(None) && reusable {
                     self.fast.put(up);
+                }
+                if refused {
+                    // The answer said `connection: close`. Read (a bounded amount of) the
+                    // rest of the body first, so that closing does not reset a client still
+                    // sending it before it has read the answer.
+                    let _ = self.drain(body, sleep).await;
+                    return Ok(false);
                 }
                 Ok(!close)
             }
@@ -800,7 +813,15 @@ impl Down<'_> {
                     *body = BodyIn::Done;
                 }
             }
-            self.stream_body(&mut up, body, tee, cfg, sleep).await?;
+            // An upstream may answer before it has read the whole body (a 413, a failed
+            // authorisation) and close: the write fails, but its answer is in the socket.
+            let refused = self.stream_body(&mut up, body, tee, cfg, sleep).await?;
+            // The rest of the request body is not sent: the client connection closes after
+            // this answer.
+            let resp = RespOut {
+                close: resp.close || refused.is_some(),
+                ..resp
+            };
             let mut ubuf = self.fast.buf();
             let deadline = Instant::now() + cfg.upstream.response_timeout;
             let read = read_response_head(
@@ -811,7 +832,27 @@ impl Down<'_> {
                 d.head_method,
                 Some((&mut self.out, resp)),
             );
-            match read.await {
+            let head = read.await;
+            if let Some(e) = refused {
+                return match head {
+                    Ok(rh) => Ok((
+                        up,
+                        out,
+                        ubuf,
+                        RespInfo {
+                            close: true,
+                            body_refused: true,
+                            ..rh
+                        },
+                    )),
+                    // No answer after all: the write error is the story.
+                    Err(_) => {
+                        self.fast.give(ubuf);
+                        Err(upstream_err(e))
+                    }
+                };
+            }
+            match head {
                 Ok(rh) => return Ok((up, out, ubuf, rh)),
                 Err(HeadFail::Closed) if up.reused && replayable => {
                     // A pooled connection the upstream had closed: send it again, fresh.
@@ -849,6 +890,7 @@ impl Down<'_> {
     }
 
     /// Streams the rest of the request body upstream, counted against the body limit.
+    /// `Ok(Some(e))`: the upstream stopped taking the body (it may have answered already).
     async fn stream_body(
         &mut self,
         up: &mut UpConn,
@@ -856,24 +898,27 @@ impl Down<'_> {
         tee: &mut Option<ShadowTee>,
         cfg: &Config,
         sleep: &mut Pin<&mut Sleep>,
-    ) -> Result<(), SendError> {
+    ) -> Result<Option<io::Error>, SendError> {
         let mut sent: u64 = 0;
+        let idle = cfg.upstream.idle_timeout;
         loop {
             match body {
-                BodyIn::Done => return Ok(()),
+                BodyIn::Done => return Ok(None),
                 BodyIn::Length(n) => {
                     let avail =
                         (self.buf.len() - self.pos).min(usize::try_from(*n).unwrap_or(usize::MAX));
                     if avail > 0 {
                         let data = &self.buf[self.pos..self.pos + avail];
-                        up.io.write_all(data).await.map_err(upstream_err)?;
+                        if let Err(e) = write_within(&up.io, data, sleep, idle).await {
+                            return Ok(Some(e));
+                        }
                         tee_send(tee, data);
                         yield_to_shadow(tee).await;
                         self.pos += avail;
                         *n -= avail as u64;
                         if *n == 0 {
                             *body = BodyIn::Done;
-                            return Ok(());
+                            return Ok(None);
                         }
                     }
                 }
@@ -905,12 +950,14 @@ impl Down<'_> {
                         self.out.extend_from_slice(b"0\r\n\r\n");
                     }
                     if !self.out.is_empty() {
-                        up.io.write_all(&self.out).await.map_err(upstream_err)?;
+                        if let Err(e) = write_within(&up.io, &self.out, sleep, idle).await {
+                            return Ok(Some(e));
+                        }
                     }
                     yield_to_shadow(tee).await;
                     if done {
                         *body = BodyIn::Done;
-                        return Ok(());
+                        return Ok(None);
                     }
                 }
             }
@@ -1145,6 +1192,9 @@ struct RespInfo {
     close: bool,
     /// The body is an event stream.
     sse: bool,
+    /// The upstream answered without taking the whole request body: the client connection
+    /// closes after this answer.
+    body_refused: bool,
 }
 
 /// How the downstream response head is rewritten (see [`response_head`]); it is written as
@@ -1204,6 +1254,7 @@ async fn read_response_head(
                         framing: h.framing,
                         close: h.close,
                         sse,
+                        body_refused: false,
                     };
                     if start > 0 {
                         ubuf.drain(..start);
@@ -1284,6 +1335,36 @@ fn drained(io: &TcpStream) {
     let _ = io.try_io(Interest::READABLE, || {
         Err::<(), _>(io::ErrorKind::WouldBlock.into())
     });
+}
+
+/// Writes request body bytes upstream. An upstream that takes none of them for `idle` fails
+/// the write (`TimedOut`): a server that stopped reading cannot hold the exchange forever.
+/// A write the socket takes at once costs no clock read and no timer.
+async fn write_within(
+    io: &TcpStream,
+    data: &[u8],
+    sleep: &mut Pin<&mut Sleep>,
+    idle: Duration,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < data.len() {
+        match io.try_write(&data[done..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                done += n;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        sleep.as_mut().reset(Instant::now() + idle);
+        tokio::select! {
+            biased;
+            r = io.writable() => r?,
+            () = sleep.as_mut() => return Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Writes `a` then `b`, as one `writev` when possible.
