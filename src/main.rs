@@ -66,7 +66,9 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             runtime().and_then(|rt| rt.block_on(gateway::run(args.into_source())))
         }
-        Command::Sim(args) => runtime().and_then(|rt| rt.block_on(demo::run_sim(*args))),
+        Command::Sim(args) => {
+            sim_runtime(args.threads).and_then(|rt| rt.block_on(demo::run_sim(*args)))
+        }
         Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
         Command::Ctl(args) => runtime().and_then(|rt| rt.block_on(ctl::run(args))),
         Command::GpuAgent(args) => runtime().and_then(|rt| rt.block_on(gpu_agent(args))),
@@ -120,6 +122,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .thread_name("rollgate-control")
         .enable_all()
         .build()?)
+}
+
+/// `rollgate sim`'s runtime: `--threads 1` is a current-thread runtime.
+fn sim_runtime(threads: u16) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads.into());
+        b
+    };
+    Ok(builder.thread_name("rollgate-sim").enable_all().build()?)
 }
 
 fn init_logging(default: &str) {

@@ -102,6 +102,11 @@ pub struct SimArgs {
     /// On shutdown, how long open requests may run before their connections are cut.
     #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
+    /// Runtime threads of `rollgate sim` (not of an embedded `start`). `1` serves everything
+    /// on one thread: the cheapest per request when the simulator is pinned to one core (a
+    /// benchmark's stand-in shadow), since no thread wakes another.
+    #[arg(long, default_value = "2", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
     #[command(flatten)]
     pub faults: Faults,
 }
@@ -166,6 +171,7 @@ impl Default for SimArgs {
             received_log: 1024,
             header_read_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(2),
+            threads: 2,
             faults: Faults::default(),
         }
     }

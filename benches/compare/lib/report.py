@@ -109,8 +109,8 @@ def table(path):
         f"latency ({k(up_s)} rps), both measured directly with wrk -c64 at the start of the run. nginx is "
         "the upstream of the small-request, body, split, mirror and reload workloads (it is the faster "
         "one on a quiet machine and costs no JSON generation); the simulator serves the SSE and "
-        "long-stream workloads and the 50 ms shadow (pinned to the load generator's core: it stands "
-        "for another machine).",
+        "long-stream workloads. The 50 ms shadow stands for another machine: it is pinned as "
+        "Placement says (by default to the load generator's core).",
         "Ratios written `0.95 (0.90–1.01)` are the median and the range of per-round ratios: in the "
         "small, split, mirror and 50 ms shadow workloads every gateway (and every config of one "
         "gateway) runs at once and each round gives each one a slice of load in turn, so each "
