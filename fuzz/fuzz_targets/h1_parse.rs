@@ -21,6 +21,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(head)) = parse::parse_request(input, &mut h) {
         assert!(head.len <= input.len());
         assert!(!input[..head.len].windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'));
+        if head.expect_continue {
+            // Only one `Expect: 100-continue` stays on the fast path.
+            assert!(!head.unusual);
+            assert!(input[..head.len].windows(6).any(|w| w.eq_ignore_ascii_case(b"expect")));
+        }
         if head.framing == Framing::Chunked {
             assert!(input[..head.len].windows(17).any(|w| w.eq_ignore_ascii_case(b"transfer-encoding")));
         }

@@ -125,22 +125,24 @@ async fn answers_before_the_body() -> String {
 async fn an_upstream_answer_that_comes_before_the_whole_body_reaches_the_client() {
     let up = answers_before_the_body().await;
     // The fast path only: hyper's client reports the failed body write instead of the answer
-    // (a limit the README states).
+    // (a limit the README states). With `Expect: 100-continue` too, which the fast path
+    // answers itself.
     let gw = Gateway::start(&fast_config(&up, ""));
     let dir = temp_dir("early-answer");
     // 8 MiB: far more than the socket buffers hold, so the gateway is still sending when the
     // upstream's reset arrives.
     let file = big_chat_file(&dir, 8);
-    for _ in 0..2 {
+    for how in [Upload::Plain, Upload::Expect] {
         let (status, body, stderr) = curl_upload(
             &gw.url("/v1/chat/completions"),
             &file,
+            how,
             Duration::from_secs(60),
         )
         .await;
         assert!(
             status == 413 && body.contains("prompt too long for this server"),
-            "the upstream's own answer, not a 502: {status} {body}\n{stderr}"
+            "{how:?}: the upstream's own answer, not a 502: {status} {body}\n{stderr}"
         );
     }
     let m = gw.metrics().await;

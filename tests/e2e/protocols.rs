@@ -97,3 +97,36 @@ async fn tls_serves_h2_and_http1_by_alpn() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_expects_100_continue_is_answered_at_once_on_both_planes() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let dir = temp_dir("expect-continue");
+    // 2 MiB: curl waits for `100 Continue` before sending it (for up to 10 s, as told).
+    let file = big_chat_file(&dir, 2);
+    for plane in ["fast", "hyper"] {
+        let gw = Gateway::start(&config(
+            &stable,
+            None,
+            "",
+            &format!("data_plane: {plane}\n"),
+        ));
+        let started = std::time::Instant::now();
+        let (status, body, stderr) = curl_upload(
+            &gw.url("/v1/chat/completions"),
+            &file,
+            Upload::Expect,
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{plane}: {body}\n{stderr}");
+        assert!(body.contains("chat.completion"), "{plane}: {body}");
+        // Without an interim answer curl would have waited the whole 10 s first.
+        assert!(
+            took < std::time::Duration::from_secs(5),
+            "{plane}: {took:?}: the 100 Continue did not come"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

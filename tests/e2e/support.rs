@@ -170,23 +170,33 @@ pub fn big_chat_file(dir: &std::path::Path, mib: usize) -> PathBuf {
     file
 }
 
-/// POSTs `file` with curl (plain `Content-Length` upload, no `Expect: 100-continue`), giving
-/// up after `max_time`. Returns the status (0: no answer), the body and curl's stderr.
+/// How `curl_upload` sends a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upload {
+    /// Head and body at once.
+    Plain,
+    /// `Expect: 100-continue` (curl's default above 1 MiB), waiting up to 10 s for the
+    /// interim `100 Continue` before sending the body.
+    Expect,
+}
+
+/// POSTs `file` with curl, giving up after `max_time`. Returns the status (0: no answer), the
+/// body and curl's stderr.
 pub async fn curl_upload(
     url: &str,
     file: &std::path::Path,
+    how: Upload,
     max_time: Duration,
 ) -> (u16, String, String) {
     let (url, file) = (url.to_owned(), file.to_owned());
+    let expect = match how {
+        Upload::Plain => ["-H", "Expect:"],
+        Upload::Expect => ["--expect100-timeout", "10"],
+    };
     let out = tokio::task::spawn_blocking(move || {
         Command::new("curl")
-            .args([
-                "-sS",
-                "-H",
-                "Expect:",
-                "-H",
-                "content-type: application/json",
-            ])
+            .args(["-sS", "-H", "content-type: application/json"])
+            .args(expect)
             .args(["--max-time", &max_time.as_secs_f64().to_string()])
             .args(["-w", "\n%{http_code}", "--data-binary"])
             .arg(format!("@{}", file.display()))

@@ -140,6 +140,7 @@ async fn an_upstream_that_stops_reading_the_body_fails_the_request_after_the_idl
     let (status, body, stderr) = curl_upload(
         &gw.url("/v1/chat/completions"),
         &file,
+        Upload::Plain,
         Duration::from_secs(20),
     )
     .await;

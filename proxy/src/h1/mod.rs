@@ -10,9 +10,10 @@
 //! SSE events are never batched).
 //!
 //! Parsing is strict (see [`parse`]): ambiguous framing is answered 400 and the connection
-//! closed. Anything the relay does not implement — HTTP/1.0, `Upgrade`, `Expect`, CONNECT,
-//! absolute-form targets, the h2c preface — is handed to hyper together with the bytes already
-//! read, and hyper serves the rest of that connection.
+//! closed. Anything the relay does not implement — HTTP/1.0, `Upgrade`, an `Expect` other
+//! than `100-continue` (answered here), CONNECT, absolute-form targets, the h2c preface — is
+//! handed to hyper together with the bytes already read, and hyper serves the rest of that
+//! connection.
 
 mod mirror;
 pub mod parse;
@@ -89,6 +90,8 @@ fn classify(name: &[u8]) -> Hdr {
     match name.len() {
         2 if is(b"te") => Hdr::HopByHop,
         4 if is(b"host") => Hdr::Host,
+        // Answered by the gateway (`100 Continue`), not forwarded.
+        6 if is(b"expect") => Hdr::HopByHop,
         7 if is(b"trailer") || is(b"upgrade") => Hdr::HopByHop,
         9 if is(b"x-api-key") => Hdr::ApiKey,
         10 if is(b"connection") => Hdr::Connection,
@@ -164,6 +167,8 @@ struct Digest {
     len: usize,
     framing: Framing,
     close: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    expect_continue: bool,
     head_method: bool,
     models: bool,
     model: Option<Range<usize>>,
@@ -385,14 +390,27 @@ impl Down<'_> {
             Framing::Chunked => BodyIn::Chunked(ChunkedDecoder::new()),
             Framing::Empty | Framing::Close => BodyIn::Done,
         };
+        // `Expect: 100-continue` with no body bytes yet: the client waits for `100 Continue`
+        // (the upstream never sees the expectation). A final answer before that closes the
+        // connection, since the body may never come, or come after all.
+        let waiting =
+            d.expect_continue && !matches!(body, BodyIn::Done) && self.pos == self.buf.len();
         if d.models {
             let mut resp = Vec::with_capacity(snap.models_json.len() + 128);
-            full_head(&mut resp, StatusCode::OK, snap.models_json.len(), close);
+            full_head(
+                &mut resp,
+                StatusCode::OK,
+                snap.models_json.len(),
+                close || waiting,
+            );
             // `full_head` ends with the blank line; insert the cache header before it.
             resp.truncate(resp.len() - 2);
             resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
             resp.extend_from_slice(&snap.models_json);
             self.io.write_all(&resp).await.map_err(drop)?;
+            if waiting {
+                return Ok(false);
+            }
             return self.drain(body, sleep).await;
         }
         if let Framing::Length(n) = d.framing {
@@ -401,11 +419,17 @@ impl Down<'_> {
                     .reject(
                         Reject::BodyTooLarge(cfg.limits.max_body),
                         body,
-                        close,
+                        close || waiting,
                         sleep,
                     )
                     .await;
             }
+        }
+        if waiting {
+            self.io
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(drop)?;
         }
         let head = head_at..head_at + d.len;
         let mut prefix = Vec::new();
@@ -1512,6 +1536,7 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
         len: head.len,
         framing: head.framing,
         close: head.close,
+        expect_continue: head.expect_continue,
         head_method: head.method == "HEAD",
         models: head.method == "GET" && path_of(head.target) == "/v1/models",
         model: None,
@@ -1680,7 +1705,7 @@ mod tests {
 
     #[test]
     fn header_names_are_classified_in_any_case_and_nothing_else_matches() {
-        let cases: [(&[u8], Hdr); 12] = [
+        let cases: [(&[u8], Hdr); 13] = [
             (b"Content-Length", Hdr::ContentLength),
             (b"CONTENT-TYPE", Hdr::ContentType),
             (b"connection", Hdr::Connection),
@@ -1693,6 +1718,7 @@ mod tests {
             (b"Authorization", Hdr::Authorization),
             (b"X-Api-Key", Hdr::ApiKey),
             (b"Host", Hdr::Host),
+            (b"Expect", Hdr::HopByHop),
         ];
         for (name, want) in cases {
             assert_eq!(classify(name), want, "{}", String::from_utf8_lossy(name));

@@ -74,9 +74,12 @@ pub struct RequestHead<'h, 'b> {
     pub framing: Framing,
     /// The client asked to close after this exchange (`Connection: close`).
     pub close: bool,
-    /// Something the fast path leaves to hyper: HTTP/1.0, `Upgrade`, `Expect`, CONNECT or a
-    /// target that is not origin-form.
+    /// Something the fast path leaves to hyper: HTTP/1.0, `Upgrade`, an `Expect` other than
+    /// one `100-continue`, CONNECT or a target that is not origin-form.
     pub unusual: bool,
+    /// `Expect: 100-continue`: the client waits for an interim `100 Continue` before sending
+    /// the body.
+    pub expect_continue: bool,
 }
 
 /// A parsed response head; its headers live in the array passed to [`parse_response`].
@@ -117,6 +120,8 @@ pub fn parse_request<'h, 'b>(
     let mut length = None;
     let mut chunked = false;
     let mut te_seen = false;
+    let mut expect = 0u32;
+    let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -139,9 +144,17 @@ pub fn parse_request<'h, 'b>(
                     unusual = true;
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+        } else if name.eq_ignore_ascii_case(b"expect") {
+            expect += 1;
+            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
             unusual = true;
         }
+    }
+    // Any other expectation, or more than one, is hyper's to refuse (417).
+    if expect > 1 || expect == 1 && !expect_continue {
+        unusual = true;
+        expect_continue = false;
     }
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HeadError::LengthAndChunked),
@@ -158,6 +171,7 @@ pub fn parse_request<'h, 'b>(
         framing,
         close,
         unusual,
+        expect_continue,
     }))
 }
 

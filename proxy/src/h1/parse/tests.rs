@@ -24,6 +24,28 @@ fn request_framing_is_unambiguous_or_refused() {
     assert_eq!(ok("GET / HTTP/1.0\r\n\r\n"), (Framing::Empty, true, true));
     assert!(ok("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").2);
     assert!(ok("GET http://a/ HTTP/1.1\r\n\r\n").2);
+    // One `Expect: 100-continue` is the fast path's; any other expectation is hyper's.
+    let expect = |s: &str| {
+        let mut h = headers();
+        let r = parse_request(s.as_bytes(), &mut h).expect(s).expect(s);
+        (r.expect_continue, r.unusual)
+    };
+    let post = "POST / HTTP/1.1\r\nContent-Length: 5\r\n";
+    assert_eq!(
+        expect(&format!("{post}Expect: 100-Continue \r\n\r\n")),
+        (true, false)
+    );
+    assert_eq!(expect(&format!("{post}\r\n")), (false, false));
+    assert_eq!(
+        expect(&format!("{post}Expect: 200-ok\r\n\r\n")),
+        (false, true)
+    );
+    assert_eq!(
+        expect(&format!(
+            "{post}Expect: 100-continue\r\nExpect: 100-continue\r\n\r\n"
+        )),
+        (false, true)
+    );
     assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
     let bad = |s: &str| req(s).expect_err(s);
     assert_eq!(bad("GET / HTTP/1.1\r\nHost: a\n\r\n"), HeadError::BareLf);
