@@ -23,6 +23,9 @@ async fn bad_input_gets_clear_errors_and_the_gateway_keeps_serving() {
     let r = send(&c, &url, &[], chat("nope", "hi", false)).await;
     assert_eq!(r.status, 404);
     assert_eq!(error_code(&r), "model_not_found");
+    // The gateway's own answers are dated, like every origin server's (RFC 9110 6.6.1).
+    let date = r.header("date").unwrap_or_default();
+    assert!(date.ends_with(" GMT") && date.len() == 29, "{date:?}");
     assert_eq!(r.json()["error"]["type"], "invalid_request_error");
 
     // Malformed before the model: the gateway cannot route it and says so.

@@ -193,6 +193,7 @@ async fn fast_path_rejects_or_forwards_each_ambiguous_framing_exactly_once() {
         let ok = match want {
             Want::Reject => {
                 answer.starts_with("HTTP/1.1 400 ")
+                    && answer.contains("\r\ndate: ")
                     && answer.contains("\"invalid_request_error\"")
                     && closed
                     && got.is_empty()
@@ -200,6 +201,8 @@ async fn fast_path_rejects_or_forwards_each_ambiguous_framing_exactly_once() {
             Want::Forward(body) => {
                 answer.starts_with("HTTP/1.1 200 ")
                     && answer.matches("HTTP/1.1").count() == 1
+                    // The upstream sent no date: the gateway adds one (RFC 9110 6.6.1).
+                    && answer.matches("\r\ndate: ").count() == 1
                     && got.len() == 1
                     && got[0].body == body
                     && got[0].line == "POST /v1/chat/completions HTTP/1.1"

@@ -83,6 +83,8 @@ enum Hdr {
     /// `x-rollgate-shadow`: a client must not pose as a mirror.
     Shadow,
     Host,
+    /// Relayed; a response without one gets the gateway's.
+    Date,
 }
 
 fn classify(name: &[u8]) -> Hdr {
@@ -90,6 +92,7 @@ fn classify(name: &[u8]) -> Hdr {
     match name.len() {
         2 if is(b"te") => Hdr::HopByHop,
         4 if is(b"host") => Hdr::Host,
+        4 if is(b"date") => Hdr::Date,
         // Answered by the gateway (`100 Continue`), not forwarded.
         6 if is(b"expect") => Hdr::HopByHop,
         7 if is(b"trailer") || is(b"upgrade") => Hdr::HopByHop,
@@ -1484,9 +1487,37 @@ fn full_head(out: &mut Vec<u8>, status: StatusCode, len: usize, close: bool) {
         status.as_u16(),
         status.canonical_reason().unwrap_or("")
     );
+    push_date(out);
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `date: <IMF-fixdate>` for now. The text is made at most once a second per thread
+/// (as hyper does); only answers the gateway makes itself and upstream answers without a date
+/// need it.
+fn push_date(out: &mut Vec<u8>) {
+    const LEN: usize = 29; // "Sun, 06 Nov 1994 08:49:37 GMT"
+    thread_local! {
+        static DATE: std::cell::Cell<(u64, [u8; LEN])> =
+            const { std::cell::Cell::new((u64::MAX, [0; LEN])) };
+    }
+    let now = std::time::SystemTime::now();
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (at, mut text) = DATE.get();
+    if at != secs {
+        let made = httpdate::fmt_http_date(now);
+        if made.len() != LEN {
+            return;
+        }
+        text.copy_from_slice(made.as_bytes());
+        DATE.set((secs, text));
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(&text);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -1579,7 +1610,7 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
             Hdr::HopByHop | Hdr::Connection | Hdr::ContentLength | Hdr::Host | Hdr::Shadow => {
                 continue;
             }
-            Hdr::Model | Hdr::Forward => {}
+            Hdr::Model | Hdr::Forward | Hdr::Date => {}
         }
         if listed.n > 0 && listed.contains(name) {
             continue;
@@ -1610,10 +1641,12 @@ fn response_head(
     out.extend_from_slice(b"\r\n");
     let listed = Listed::of(headers);
     let mut sse = false;
+    let mut dated = false;
     for h in headers {
         let name = h.name.as_bytes();
         match classify(name) {
             Hdr::HopByHop | Hdr::Connection => continue,
+            Hdr::Date => dated = true,
             Hdr::ContentLength if head.framing != Framing::Empty => continue,
             Hdr::Variant if cfg.routing.variant_header => continue,
             Hdr::ContentType if h.value.starts_with(b"text/event-stream") => sse = true,
@@ -1626,6 +1659,10 @@ fn response_head(
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+    if !dated {
+        // RFC 9110 6.6.1: a response forwarded without a date gets the time it was received.
+        push_date(out);
     }
     if cfg.routing.variant_header {
         out.extend_from_slice(b"x-rollgate-variant: ");
@@ -1708,8 +1745,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn answers_are_dated_with_the_current_second() {
+        for _ in 0..2 {
+            // The second call takes the cached text.
+            let mut out = Vec::new();
+            push_date(&mut out);
+            let text = std::str::from_utf8(&out).expect("ascii");
+            let value = text
+                .strip_prefix("date: ")
+                .and_then(|t| t.strip_suffix("\r\n"))
+                .expect("one header line");
+            let at = httpdate::parse_http_date(value).expect("IMF-fixdate");
+            let off = std::time::SystemTime::now()
+                .duration_since(at)
+                .expect("not in the future");
+            assert!(off < Duration::from_secs(3), "{value}: {off:?} ago");
+        }
+    }
+
+    #[test]
     fn header_names_are_classified_in_any_case_and_nothing_else_matches() {
-        let cases: [(&[u8], Hdr); 13] = [
+        let cases: [(&[u8], Hdr); 14] = [
             (b"Content-Length", Hdr::ContentLength),
             (b"CONTENT-TYPE", Hdr::ContentType),
             (b"connection", Hdr::Connection),
@@ -1723,6 +1779,7 @@ mod tests {
             (b"X-Api-Key", Hdr::ApiKey),
             (b"Host", Hdr::Host),
             (b"Expect", Hdr::HopByHop),
+            (b"DATE", Hdr::Date),
         ];
         for (name, want) in cases {
             assert_eq!(classify(name), want, "{}", String::from_utf8_lossy(name));
