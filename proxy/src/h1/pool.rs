@@ -19,8 +19,9 @@ use crate::fasthash::FastMap;
 pub(crate) const BUF_SIZE: usize = 8 * 1024;
 /// Buffers kept on the free list; more are freed.
 const FREE_BUFS: usize = 256;
-/// A buffer that grew past this (a large head or body prefix) is freed, not kept.
-const KEEP_BUF_MAX: usize = 64 * 1024;
+/// A buffer that grew past this (a large head or body prefix) is freed, not kept. Room for a
+/// head and a 64 KiB body read ahead (`Down::read_ahead`).
+const KEEP_BUF_MAX: usize = 96 * 1024;
 
 /// One upstream connection of the fast path.
 #[derive(Debug)]
