@@ -5,6 +5,7 @@ a markdown table of medians and ratios, like the issue's.
   report.py table RESULTS.tsv
   report.py loadtest-json FILE     prints `p50_us p99_us` from `rollgate loadtest --json` output
   report.py loadtest-compare FILE  prints `added_p50_us added_p99_us ratio` from `--compare --json`
+  (and loadtest-json on the same file gives the first target's, i.e. the direct side's, p50 p99)
 """
 
 import json
@@ -34,7 +35,7 @@ class R:
     def runs(self, wl, t, m):
         return len(self.data.get((wl, t, m), []))
 
-    def med(self, wl, t, m):
+    def values(self, wl, t, m):
         vals = []
         for v in self.data.get((wl, t, m), []):
             try:
@@ -43,7 +44,18 @@ class R:
                 continue
             if not math.isnan(f):
                 vals.append(f)
+        return vals
+
+    def med(self, wl, t, m):
+        vals = self.values(wl, t, m)
         return statistics.median(vals) if vals else None
+
+    def range(self, wl, t, m):
+        vals = self.values(wl, t, m)
+        return (min(vals), max(vals)) if vals else (math.nan, math.nan)
+
+    def has_metric(self, wl, m):
+        return any(k[0] == wl and k[2] == m for k in self.data)
 
     def paired(self, wl, t, num, den, t_den=None):
         """Median, min and max of the per-round ratios num/den (of target t, or num of t over
@@ -112,7 +124,7 @@ def table(path):
         "long-stream workloads. The 50 ms shadow stands for another machine: it is pinned as "
         "Placement says (by default to the load generator's core).",
         "Ratios written `0.95 (0.90–1.01)` are the median and the range of per-round ratios: in the "
-        "small, split, mirror and 50 ms shadow workloads every gateway (and every config of one "
+        "small, 64 KiB body, split, mirror and 50 ms shadow workloads every gateway (and every config of one "
         "gateway) runs at once and each round gives each one a slice of load in turn, so each "
         "round's ratio compares measurements taken seconds apart. Rates and latencies are medians "
         "over the slices.",
@@ -152,16 +164,39 @@ def table(path):
         note = r.text("rate5k", "note", "text")
         if note:
             rows.append(["fixed 5k req/s, added p50 / p99", note, "", "", ""])
+        elif r.has_metric("rate5k", "added_p99"):
+            cells = []
+            for t in TARGETS:
+                if t == "direct":
+                    b50, b99 = r.med("rate5k", t, "p50"), r.med("rate5k", t, "p99")
+                    cells.append(f"{f(b50, '{:.0f}')} / {f(b99, '{:.0f}')} µs base")
+                    continue
+                a50, a99 = r.med("rate5k", t, "added_p50"), r.med("rate5k", t, "added_p99")
+                lo, hi = r.range("rate5k", t, "added_p99")
+                cells.append(
+                    "n/a" if a50 is None else
+                    f"{a50:+.0f} / {a99:+.0f} µs (p99 runs {lo:+.0f} to {hi:+.0f})"
+                )
+            rows.append([
+                "fixed 5k req/s, added p50 / p99 (`loadtest --rate --compare`: direct and "
+                "through the gateway in alternating 1 s slices; median of runs)", *cells])
         else:
             added("rate5k", "fixed 5k req/s, added p50 / p99 (rollgate loadtest --rate)")
 
     if r.has("body64k"):
         cells = []
-        n = r.med("body64k", "nginx", "rps")
+        sliced = r.has_metric("body64k", "rps_plain")
+        sfx = "_plain" if sliced else ""
+        n = r.med("body64k", "nginx", "rps" + sfx)
         for t in TARGETS:
-            rps = r.med("body64k", t, "rps")
-            cpu = r.med("body64k", t, "cpu_us")
-            extra = "" if t in ("direct", "nginx") else f" (×{f(ratio(rps, n), '{:.2f}')} nginx)"
+            rps = r.med("body64k", t, "rps" + sfx)
+            cpu = r.med("body64k", t, "cpu_us" + sfx)
+            if t in ("direct", "nginx"):
+                extra = ""
+            elif sliced:
+                extra = f" (×{pr(r.paired('body64k', t, 'rps_plain', 'rps_plain', 'nginx'))} nginx)"
+            else:
+                extra = f" (×{f(ratio(rps, n), '{:.2f}')} nginx)"
             cells.append(f"{k(rps)} rps, {f(cpu)} µs CPU/req{extra}")
         rows.append(["64 KiB bodies, 64 connections", *cells])
 
