@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::Gateway;
+use crate::support::{fast_config, Gateway};
 
 /// One request as the upstream received it.
 #[derive(Clone, Debug, PartialEq)]
@@ -175,10 +175,7 @@ fn cases() -> Vec<(&'static str, String, Want)> {
 async fn fast_path_rejects_or_forwards_each_ambiguous_framing_exactly_once() {
     let _heavy = crate::support::heavy().await;
     let (up, seen) = recording_upstream();
-    let gw = Gateway::start(&format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: fast\n\
-         models:\n  - name: m\n    stable: {{ endpoints: [\"http://{up}\"], engine: vllm }}\n"
-    ));
+    let gw = Gateway::start(&fast_config(&format!("http://{up}"), ""));
     let data = gw.data;
     let mut failures = Vec::new();
     for (name, bytes, want) in cases() {
@@ -228,10 +225,7 @@ async fn fast_path_rejects_or_forwards_each_ambiguous_framing_exactly_once() {
 async fn fast_path_keeps_pipelined_requests_apart_and_hands_unusual_ones_to_hyper() {
     let _heavy = crate::support::heavy().await;
     let (up, seen) = recording_upstream();
-    let gw = Gateway::start(&format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: fast\n\
-         models:\n  - name: m\n    stable: {{ endpoints: [\"http://{up}\"], engine: vllm }}\n"
-    ));
+    let gw = Gateway::start(&fast_config(&format!("http://{up}"), ""));
     let data = gw.data;
     // Two pipelined requests, the second's head right after the first's body: two requests,
     // two answers, in order.

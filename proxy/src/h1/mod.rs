@@ -269,13 +269,9 @@ pub(crate) async fn serve(
                 // Readiness may be left over from the last request: a buffer is taken only
                 // once bytes of the next one are really there.
                 let mut buf = fast.buf();
-                let spare = buf.capacity();
-                match down.io.try_read_buf(&mut buf) {
+                match read_now(&down.io, &mut buf) {
                     Ok(0) => return,
-                    Ok(n) => {
-                        if n < spare {
-                            drained(&down.io);
-                        }
+                    Ok(_) => {
                         down.buf = buf;
                         break;
                     }
@@ -935,13 +931,8 @@ impl Down<'_> {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        let spare = self.buf.capacity() - self.buf.len();
         // Errors and end of stream are met again (and answered) by the next real read.
-        if let Ok(got) = self.io.try_read_buf(&mut self.buf) {
-            if got > 0 && got < spare {
-                drained(&self.io);
-            }
-        }
+        let _ = read_now(&self.io, &mut self.buf);
     }
 
     /// Streams the rest of the request body upstream, counted against the body limit.
@@ -1359,15 +1350,9 @@ async fn fill(
         buf.reserve(pool::BUF_SIZE);
     }
     loop {
-        let spare = buf.capacity() - buf.len();
-        match io.try_read_buf(buf) {
+        match read_now(io, buf) {
             Ok(0) => return Ok(Fill::Eof),
-            Ok(n) => {
-                if n < spare {
-                    drained(io);
-                }
-                return Ok(Fill::Data);
-            }
+            Ok(_) => return Ok(Fill::Data),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
@@ -1380,6 +1365,17 @@ async fn fill(
             () = sleep.as_mut() => return Ok(Fill::Timeout),
         }
     }
+}
+
+/// Reads what has arrived into `buf`'s spare room, without waiting (`WouldBlock` if nothing).
+/// A read that leaves room over emptied the socket, so the runtime's readiness flag is cleared.
+fn read_now(io: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let spare = buf.capacity() - buf.len();
+    let n = io.try_read_buf(buf)?;
+    if n > 0 && n < spare {
+        drained(io);
+    }
+    Ok(n)
 }
 
 /// After a read that did not fill the space offered, the socket is empty: clear the runtime's
