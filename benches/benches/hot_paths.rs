@@ -1,6 +1,7 @@
 //! Criterion benchmarks of every per-request hot path of the data plane: model resolution (JSON
 //! body prefix and routing header), cohort hash and split decision, endpoint choice, SSE event
-//! parsing and observation recording; plus the config validation a reload runs and the metrics
+//! parsing and observation recording, and the HTTP/1.1 fast path's head parsing and rewriting
+//! and chunked decoding; plus the config validation a reload runs and the metrics
 //! encoding a scrape runs.
 //!
 //! `cargo bench -p rollgate-benches -- --quick` for a fast pass; see docs/benchmarks.md.
@@ -14,6 +15,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use prometheus_client::registry::Registry;
 use rollgate_proxy::bench_api::{self, Endpoints, Histogram};
+use rollgate_proxy::h1::parse::ChunkedDecoder;
 use rollgate_proxy::scan::JsonPrefixScanner;
 use rollgate_proxy::sse::SseObserver;
 use rollgate_proxy::{cohort_of, ProxyHandle};
@@ -42,6 +44,24 @@ fn chat_body(model_last: bool, history: usize) -> Vec<u8> {
         )
     }
     .into_bytes()
+}
+
+/// `len` bytes of JSON-string-safe prose, one paragraph break (`\\n`) per ~500 bytes; with
+/// `utf8`, one non-ASCII word (`naïve`, `café`) per sentence.
+fn prose(len: usize, utf8: bool) -> String {
+    let sentence = if utf8 {
+        "The naïve café owner said the delivery arrives at nine, before the market opens. "
+    } else {
+        "The quick brown fox jumps over the lazy dog while the market opens at nine. "
+    };
+    let mut s = String::with_capacity(len + 100);
+    while s.len() < len {
+        s.push_str(sentence);
+        if s.len() % 500 < sentence.len() {
+            s.push_str("\\n\\n");
+        }
+    }
+    s
 }
 
 /// A config with `n` models (one stable endpoint, a candidate at 10 %, header cohort).
@@ -100,6 +120,24 @@ fn model_resolution(c: &mut Criterion) {
             black_box(sc.model().map(str::len))
         })
     });
+    // The shape the `openai` Python client sends (`messages` before `model`) with a long
+    // retrieved context: the scanner reads the whole prompt before it finds the model.
+    for (name, text) in [
+        ("body_model_last_32KiB_prose", prose(32 << 10, false)),
+        ("body_model_last_32KiB_prose_utf8", prose(32 << 10, true)),
+    ] {
+        let body = format!(
+            r#"{{"messages":[{{"role":"system","content":"{text}"}},{{"role":"user","content":"What does the context say?"}}],"model":"chat-small","stream":true}}"#
+        );
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let mut sc = JsonPrefixScanner::new(None, PREFIX_LIMIT);
+                let _ = black_box(sc.feed(black_box(body.as_bytes())));
+                black_box(sc.model().map(str::len))
+            })
+        });
+    }
     g.throughput(Throughput::Elements(1));
 
     let (h, _registry) = handle(&config_yaml(10));
@@ -250,12 +288,88 @@ fn observe(c: &mut Criterion) {
     g.finish();
 }
 
+fn h1(c: &mut Criterion) {
+    let mut g = c.benchmark_group("h1");
+    let (h, _registry) = handle(&config_yaml(10));
+    let snap = h.snapshot();
+    // The head the `openai` Python client sends for a streamed chat completion.
+    let request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway.example:8080\r\n\
+Accept-Encoding: gzip, deflate\r\nConnection: keep-alive\r\nAccept: application/json\r\n\
+Content-Type: application/json\r\nUser-Agent: OpenAI/Python 1.54.0\r\nX-Stainless-Lang: python\r\n\
+X-Stainless-Package-Version: 1.54.0\r\nX-Stainless-Runtime: CPython\r\n\
+Authorization: Bearer sk-0123456789abcdef\r\nx-user-id: user-4711\r\nContent-Length: 312\r\n\r\n";
+    let mut out = Vec::with_capacity(1024);
+    g.bench_function("request_head_openai_client_13_headers", |b| {
+        b.iter(|| {
+            black_box(bench_api::h1_request_head(
+                &snap,
+                black_box(request),
+                &mut out,
+            ))
+        })
+    });
+    assert!(bench_api::h1_request_head(&snap, request, &mut out) > 0);
+    // A vLLM (uvicorn) streaming answer head, and a non-streaming one.
+    for (name, head) in [
+        (
+            "response_head_vllm_sse",
+            &b"HTTP/1.1 200 OK\r\ndate: Thu, 26 Nov 2026 12:00:00 GMT\r\nserver: uvicorn\r\n\
+content-type: text/event-stream; charset=utf-8\r\ntransfer-encoding: chunked\r\n\r\n"[..],
+        ),
+        (
+            "response_head_vllm_json",
+            &b"HTTP/1.1 200 OK\r\ndate: Thu, 26 Nov 2026 12:00:00 GMT\r\nserver: uvicorn\r\n\
+content-length: 512\r\ncontent-type: application/json\r\n\r\n"[..],
+        ),
+    ] {
+        assert!(bench_api::h1_response_head(&snap, head, &mut out) > 0);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                black_box(bench_api::h1_response_head(
+                    &snap,
+                    black_box(head),
+                    &mut out,
+                ))
+            })
+        });
+    }
+    // An SSE body of 17 events as uvicorn sends it: one chunk per event.
+    let mut body = Vec::new();
+    for i in 0..17 {
+        let event = if i == 16 {
+            "data: [DONE]\n\n".to_owned()
+        } else {
+            format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}}}}]}}\n\n")
+        };
+        body.extend_from_slice(format!("{:x}\r\n{event}\r\n", event.len()).as_bytes());
+    }
+    body.extend_from_slice(b"0\r\n\r\n");
+    let decode = |input: &[u8]| {
+        let mut dec = ChunkedDecoder::new();
+        let (mut at, mut data) = (0, 0);
+        loop {
+            let step = dec.step(&input[at..]).expect("valid chunked body");
+            data += step.data.len();
+            at += step.consumed;
+            if step.done || at == input.len() {
+                break data;
+            }
+        }
+    };
+    assert!(decode(&body) > 0);
+    g.throughput(Throughput::Elements(17));
+    g.bench_function("chunked_sse_17_events", |b| {
+        b.iter(|| black_box(decode(black_box(&body))))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = hot_paths;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
-    targets = model_resolution, split, endpoint, config, metrics, sse, observe
+    targets = model_resolution, split, endpoint, config, metrics, sse, observe, h1
 }
 criterion_main!(hot_paths);

@@ -88,3 +88,16 @@ impl Histogram {
         self.0.observe(d);
     }
 }
+
+/// The fast path's request head work: parse, header limits, routing notes and the upstream
+/// head written into `out` (`h1::digest`). Returns the upstream head's length, 0 when `head`
+/// is not a whole request head the fast path takes.
+pub fn h1_request_head(snap: &Snapshot, head: &[u8], out: &mut Vec<u8>) -> usize {
+    crate::h1::bench::request(head, snap.config(), out)
+}
+
+/// The fast path's response head work: parse the upstream head and write the downstream one
+/// into `out` (`h1::response_head`). Returns its length, 0 when `head` is not a whole head.
+pub fn h1_response_head(snap: &Snapshot, head: &[u8], out: &mut Vec<u8>) -> usize {
+    crate::h1::bench::response(head, snap.config(), out)
+}

@@ -1649,6 +1649,32 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
     Ok(Some(d))
 }
 
+/// The fast path's per-request head work, for the criterion benchmarks (`bench_api`).
+pub(crate) mod bench {
+    use super::*;
+
+    /// Digests a request head as a request does: parse, limits, routing notes, the upstream
+    /// head written into `out`. Returns the upstream head's length (0 when not a whole head).
+    pub(crate) fn request(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> usize {
+        match digest(buf, cfg, out) {
+            Ok(Some(d)) => d.upstream_head,
+            _ => 0,
+        }
+    }
+
+    /// Parses an upstream response head and writes the downstream head into `out`, as an
+    /// exchange does. Returns the downstream head's length (0 when not a whole head).
+    pub(crate) fn response(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> usize {
+        let mut hdrs = parse::headers();
+        let Ok(Some(head)) = parse::parse_response(buf, &mut hdrs, false) else {
+            return 0;
+        };
+        out.clear();
+        response_head(out, &head, Variant::Stable, cfg, false);
+        out.len()
+    }
+}
+
 /// Writes the downstream response head into `out`. Returns whether the body is SSE.
 fn response_head(
     out: &mut Vec<u8>,
