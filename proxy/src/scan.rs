@@ -2,9 +2,10 @@
 //!
 //! The gateway forwards body chunks untouched and shows each one to a [`JsonPrefixScanner`] on the
 //! way, so the model can be resolved from a bounded prefix without buffering the body. The scanner
-//! is a byte-at-a-time state machine: chunks may split anywhere (inside a key, an escape, a
-//! surrogate pair or a UTF-8 sequence), each byte is looked at once, and nothing is allocated per
-//! byte; the only allocations are the wanted field's name and the captured values.
+//! is a byte-at-a-time state machine, except inside strings, where runs of plain text (most of a
+//! prompt) are skipped with vector searches: chunks may split anywhere (inside a key, an escape,
+//! a surrogate pair or a UTF-8 sequence), and nothing is allocated per byte; the only
+//! allocations are the wanted field's name and the captured values.
 //!
 //! What it accepts is RFC 8259 JSON, checked as far as it reads: an object at the top (after
 //! optional whitespace and one UTF-8 byte order mark), valid strings (escapes, surrogate pairs,
@@ -323,12 +324,14 @@ impl JsonPrefixScanner {
     fn skip_run(&mut self, rest: &[u8]) -> usize {
         match self.state {
             State::Str(Str::Plain) => {
-                let run = rest.get(..string_run(rest)).unwrap_or_default();
+                let (len, ascii) = string_run(rest);
+                let run = rest.get(..len).unwrap_or_default();
                 // A sequence cut by the chunk end, or an invalid one, is left to `step`, which
                 // carries the first across chunks and reports the second at its exact offset.
-                let n = match std::str::from_utf8(run) {
-                    Ok(_) => run.len(),
-                    Err(e) => e.valid_up_to(),
+                let n = if ascii {
+                    len
+                } else {
+                    simdutf8::compat::from_utf8(run).map_or_else(|e| e.valid_up_to(), str::len)
                 };
                 if self.sink != Sink::Drop {
                     self.emit_all(run.get(..n).unwrap_or_default());
@@ -729,33 +732,23 @@ fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// Length of the run at the start of `s` free of quotes, backslashes and control bytes: the
-/// string content that needs no state change apart from UTF-8 checking. Eight bytes at a time,
-/// since prompts are most of what goes by.
-fn string_run(s: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Sets a byte's high bit where that byte of `v` is zero (and maybe in later bytes, which only
-    // sends the search to the byte-wise loop early).
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
-    let mut n = 0;
-    for word in s.chunks_exact(8) {
-        let Ok(word) = <[u8; 8]>::try_from(word) else {
-            break;
-        };
-        let x = u64::from_le_bytes(word);
-        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        if (zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | control) != 0
-        {
-            break;
-        }
-        n += 8;
-    }
-    let tail = s.get(n..).unwrap_or_default();
-    n + tail
+/// Length of the run at the start of `s` free of quotes, backslashes and control bytes (the
+/// string content that needs no state change apart from UTF-8 checking), and whether that run is
+/// all ASCII. Prompts are most of what goes by: the run's end is found by `memchr2` (vectorised,
+/// AVX2 where the CPU has it), then one pass without early exits, which the compiler vectorises,
+/// takes the lowest and the OR of its bytes: a control byte (malformed JSON, so rare) or a
+/// non-ASCII one shows in them.
+fn string_run(s: &[u8]) -> (usize, bool) {
+    let end = memchr::memchr2(b'"', b'\\', s).unwrap_or(s.len());
+    let run = s.get(..end).unwrap_or_default();
+    let (lowest, or) = run
         .iter()
-        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-        .unwrap_or(tail.len())
+        .fold((u8::MAX, 0), |(lo, or), &b| (lo.min(b), or | b));
+    if lowest >= 0x20 {
+        return (end, or < 0x80);
+    }
+    let end = run.iter().position(|&b| b < 0x20).unwrap_or(end);
+    (end, run.get(..end).unwrap_or_default().is_ascii())
 }
 
 fn hex(high: Option<u32>) -> Str {
