@@ -11,7 +11,8 @@
 #
 # Usage: benches/fastpath/measure.sh [ROLLGATE_BIN] [REQUESTS]
 #   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET,
-#   BODY=65536 a JSON POST of 64 KiB.
+#   BODY=65536 a JSON POST of 64 KiB (MODEL_LAST=1: `model` after the 64 KiB string, so
+#   rollgate reads the whole body before it routes it).
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
 #   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines; MODEL_EXTRA adds lines to
 #   the model (indented 4 spaces: a candidate, weight, shadow); ONLY=rollgate skips nginx.
@@ -69,7 +70,8 @@ load() { # url n
     if [ "$BODY" = 1 ]; then
       printf '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$D/body.json"
     else # BODY=<bytes>: a JSON body of about that size
-      python3 -c "import sys; n=int(sys.argv[1]); print('{\"model\":\"m\",\"x\":\"' + 'a'*(n-20) + '\"}', end='')" "$BODY" > "$D/body.json"
+      python3 -c "import sys; n=int(sys.argv[1]); a='a'*(n-20)
+print(('{\"x\":\"' + a + '\",\"model\":\"m\"}') if sys.argv[2] == '1' else ('{\"model\":\"m\",\"x\":\"' + a + '\"}'), end='')" "$BODY" "${MODEL_LAST:-0}" > "$D/body.json"
     fi
     taskset -c "$LOAD_CPU" h2load --h1 -n "$2" -c "$CONNS" -m 1 -d "$D/body.json" \
       -H 'content-type: application/json' "$1"

@@ -688,6 +688,13 @@ impl Down<'_> {
                     if avail as u64 == *n {
                         return Ok(sc.finish());
                     }
+                    // Room for all the scan may still read, in one allocation: growing by
+                    // doubling would copy a 64 KiB prompt four times over on its way in.
+                    let rest = usize::try_from(*n - avail as u64).unwrap_or(usize::MAX);
+                    let want = rest.min(cfg.limits.model_prefix.saturating_sub(scanned));
+                    if self.buf.capacity() - self.buf.len() < want {
+                        self.buf.reserve(want);
+                    }
                 }
                 BodyIn::Chunked(dec) => {
                     while self.pos < self.buf.len() {
