@@ -168,7 +168,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request body bytes (413 above it). Default 64 MiB.
     pub max_body: u64,
-    /// Bytes of a JSON body read to find `model` (and a cohort body field). Default 64 KiB.
+    /// Bytes of a JSON body read to find `model` (and a cohort body field), held while they are
+    /// read. Default 1 MiB: clients that write `model` after `messages` send the whole prompt
+    /// first.
     pub model_prefix: usize,
     /// Time allowed to receive a full request head (slowloris). Default 30 s. hyper starts this
     /// timer whenever it waits for a request head, so it is also how long an idle HTTP/1

@@ -390,7 +390,7 @@ impl Default for Limits {
             max_header_bytes: 64 << 10,
             max_headers: 100,
             max_body: 64 << 20,
-            model_prefix: 64 << 10,
+            model_prefix: 1 << 20,
             header_read_timeout: Duration::from_secs(30),
         }
     }

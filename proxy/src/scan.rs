@@ -782,7 +782,7 @@ impl fmt::Display for ScanError {
             Self::LimitReached { limit } => write!(
                 f,
                 "\"model\" (or another required field) not found in the first {limit} bytes of the \
-                 JSON body; send it earlier or use a routing header"
+                 JSON body; send it earlier, use a routing header, or raise limits.model_prefix"
             ),
             Self::NotAnObject => f.write_str("request body is not a JSON object"),
         }
