@@ -183,22 +183,27 @@ def table(path):
         else:
             added("rate5k", "fixed 5k req/s, added p50 / p99 (rollgate loadtest --rate)")
 
-    if r.has("body64k"):
+    for wl, title in (
+        ("body64k", "64 KiB bodies, 64 connections"),
+        ("body64klast", "64 KiB bodies, `model` after the prompt"),
+    ):
+        if not r.has(wl):
+            continue
         cells = []
-        sliced = r.has_metric("body64k", "rps_plain")
+        sliced = r.has_metric(wl, "rps_plain")
         sfx = "_plain" if sliced else ""
-        n = r.med("body64k", "nginx", "rps" + sfx)
+        n = r.med(wl, "nginx", "rps" + sfx)
         for t in TARGETS:
-            rps = r.med("body64k", t, "rps" + sfx)
-            cpu = r.med("body64k", t, "cpu_us" + sfx)
+            rps = r.med(wl, t, "rps" + sfx)
+            cpu = r.med(wl, t, "cpu_us" + sfx)
             if t in ("direct", "nginx"):
                 extra = ""
             elif sliced:
-                extra = f" (×{pr(r.paired('body64k', t, 'rps_plain', 'rps_plain', 'nginx'))} nginx)"
+                extra = f" (×{pr(r.paired(wl, t, 'rps_plain', 'rps_plain', 'nginx'))} nginx)"
             else:
                 extra = f" (×{f(ratio(rps, n), '{:.2f}')} nginx)"
             cells.append(f"{k(rps)} rps, {f(cpu)} µs CPU/req{extra}")
-        rows.append(["64 KiB bodies, 64 connections", *cells])
+        rows.append([title, *cells])
 
     if r.has("split"):
         cells = ["–"]
