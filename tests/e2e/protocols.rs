@@ -105,12 +105,7 @@ async fn an_upload_that_expects_100_continue_is_answered_at_once_on_both_planes(
     // 2 MiB: curl waits for `100 Continue` before sending it (for up to 10 s, as told).
     let file = big_chat_file(&dir, 2);
     for plane in ["fast", "hyper"] {
-        let gw = Gateway::start(&config(
-            &stable,
-            None,
-            "",
-            &format!("data_plane: {plane}\n"),
-        ));
+        let gw = Gateway::start(&config_on(plane, &stable));
         let started = std::time::Instant::now();
         let (status, body, stderr) = curl_upload(
             &gw.url("/v1/chat/completions"),

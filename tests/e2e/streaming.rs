@@ -147,12 +147,7 @@ async fn a_long_prompt_is_routed_by_the_model_written_after_it() {
         r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"stream":true,"model":"m"}}"#
     );
     for plane in ["fast", "hyper"] {
-        let gw = Gateway::start(&config(
-            &stable,
-            None,
-            "",
-            &format!("data_plane: {plane}\n"),
-        ));
+        let gw = Gateway::start(&config_on(plane, &stable));
         let url = gw.url("/v1/chat/completions");
         let r = send(&client(), &url, &[], body.clone()).await;
         let raw = r.text();

@@ -87,6 +87,11 @@ pub fn config(stable: &Sim, candidate: Option<&Sim>, model_extra: &str, top: &st
     )
 }
 
+/// [`config`] with one model on `stable`, on data plane `plane` (`fast` or `hyper`).
+pub fn config_on(plane: &str, stable: &Sim) -> String {
+    config(stable, None, "", &format!("data_plane: {plane}\n"))
+}
+
 /// Runs the suite against either HTTP/1.1 implementation: `ROLLGATE_E2E_DATA_PLANE=fast` (or
 /// `hyper`) adds `data_plane:` to every config that does not set it.
 fn with_data_plane(yaml: &str) -> String {
