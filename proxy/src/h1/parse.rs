@@ -124,6 +124,11 @@ pub fn parse_request<'h, 'b>(
     let mut expect_continue = false;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
+        // Only these five names matter here; their lengths differ, so most headers are passed
+        // over after one comparison.
+        if !matches!(name.len(), 6 | 7 | 10 | 14 | 17) {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"content-length") {
             if length.is_some() {
                 return Err(HeadError::DuplicateLength);
@@ -252,10 +257,17 @@ fn syntax_name(e: httparse::Error) -> &'static str {
 
 /// Every LF must follow a CR.
 fn check_crlf(head: &[u8]) -> Result<(), HeadError> {
-    for i in memchr::memchr_iter(b'\n', head) {
-        if i == 0 || head[i - 1] != b'\r' {
-            return Err(HeadError::BareLf);
-        }
+    // One pass over each byte and the one before it, without early exits, which the compiler
+    // vectorises: a head has a line feed every few dozen bytes, so a search per line costs more.
+    let bare = head
+        .iter()
+        .skip(1)
+        .zip(head)
+        .fold(head.first() == Some(&b'\n'), |bare, (&b, &prev)| {
+            bare | ((b == b'\n') & (prev != b'\r'))
+        });
+    if bare {
+        return Err(HeadError::BareLf);
     }
     Ok(())
 }

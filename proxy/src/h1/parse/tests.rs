@@ -175,3 +175,22 @@ fn chunked_decoding_is_the_same_at_every_split() {
         }
     }
 }
+
+#[test]
+fn a_line_feed_without_a_carriage_return_before_it_is_found_anywhere() {
+    // Every string of up to 8 bytes over {a, CR, LF}: refused exactly when some LF is first or
+    // follows anything but CR.
+    let alphabet = [b'a', b'\r', b'\n'];
+    for len in 0..=8u32 {
+        for code in 0..3usize.pow(len) {
+            let s: Vec<u8> = (0..len)
+                .map(|i| alphabet[code / 3usize.pow(i) % 3])
+                .collect();
+            let bare = s
+                .iter()
+                .enumerate()
+                .any(|(i, &b)| b == b'\n' && (i == 0 || s[i - 1] != b'\r'));
+            assert_eq!(check_crlf(&s).is_err(), bare, "{s:?}");
+        }
+    }
+}
