@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The parser module itself, compiled alone (it needs only httparse, memchr and thiserror), so
+// The parser module itself, compiled alone (it needs only httparse and thiserror), so
 // the fuzz build does not instrument all of the proxy's dependencies.
 #[path = "../../proxy/src/h1/parse.rs"]
 #[allow(dead_code)]
