@@ -1618,38 +1618,48 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut authorization = None;
     let mut x_api_key = None;
+    // Forwarded header lines are copied as they came, a run of adjacent ones at a time: the
+    // lines are contiguous in `buf` (obs-fold and bare LF were refused), each from its name to
+    // the next one's, the last to the head's final CRLF.
+    let mut run: Option<usize> = None;
     for h in headers {
         let name = h.name.as_bytes();
-        match classify(name) {
-            Hdr::Model if d.model.is_none() => d.model = Some(range(h.value)),
+        let at = name.as_ptr() as usize - base;
+        let forward = match classify(name) {
+            Hdr::Model if d.model.is_none() => {
+                d.model = Some(range(h.value));
+                true
+            }
             Hdr::Variant => {
                 if cfg.routing.allow_override && d.variant.is_none() {
                     d.variant = Some(range(h.value));
                 }
-                continue;
+                false
             }
             Hdr::Authorization => {
                 authorization.get_or_insert(range(h.value));
+                true
             }
             Hdr::ApiKey => {
                 x_api_key.get_or_insert(range(h.value));
+                true
             }
             Hdr::ContentType => {
                 d.json = !(h.value.starts_with(b"multipart/")
                     || h.value.starts_with(b"application/octet-stream"));
+                true
             }
-            Hdr::HopByHop | Hdr::Connection | Hdr::ContentLength | Hdr::Host | Hdr::Shadow => {
-                continue;
-            }
-            Hdr::Model | Hdr::Forward | Hdr::Date => {}
+            Hdr::HopByHop | Hdr::Connection | Hdr::ContentLength | Hdr::Host | Hdr::Shadow => false,
+            Hdr::Model | Hdr::Forward | Hdr::Date => true,
+        };
+        if forward && !(listed.n > 0 && listed.contains(name)) {
+            run.get_or_insert(at);
+        } else if let Some(start) = run.take() {
+            out.extend_from_slice(&buf[start..at]);
         }
-        if listed.n > 0 && listed.contains(name) {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(start) = run {
+        out.extend_from_slice(&buf[start..head.len - 2]);
     }
     d.api_key = authorization.or(x_api_key);
     d.upstream_head = out.len();
@@ -1859,6 +1869,39 @@ mod tests {
                 String::from_utf8_lossy(name)
             );
         }
+    }
+
+    #[test]
+    fn forwarded_header_lines_go_upstream_as_they_came_and_the_rest_are_dropped() {
+        let cfg = rollgate_config::parse(
+            "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:9\"] }\n",
+        )
+        .expect("config");
+        let head = b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: gw\r\nA:b\r\n\
+C:  d e  \r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nx-gateway-model-name: m\r\n\
+Content-Length: 2\r\nTE: trailers\r\nLast: z\r\n\r\n{}";
+        let mut out = Vec::new();
+        let d = digest(head, &cfg, &mut out)
+            .ok()
+            .flatten()
+            .expect("a whole head");
+        assert_eq!(
+            String::from_utf8_lossy(&out[..d.upstream_head]),
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nA:b\r\nC:  d e  \r\n\
+x-gateway-model-name: m\r\nLast: z\r\n"
+        );
+        assert_eq!(d.len, head.len() - 2);
+        assert_eq!(&head[d.model.expect("model header")], b"m");
+        // A head that ends with a dropped header leaves no run open.
+        let head = b"GET /v1/models HTTP/1.1\r\nA: b\r\nHost: gw\r\n\r\n";
+        let d = digest(head, &cfg, &mut out)
+            .ok()
+            .flatten()
+            .expect("a whole head");
+        assert_eq!(
+            &out[..d.upstream_head],
+            b"GET /v1/models HTTP/1.1\r\nA: b\r\n"
+        );
     }
 
     #[test]
