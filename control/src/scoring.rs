@@ -203,8 +203,8 @@ fn read(out: &mut PairScore, side: &str, streamed: bool, a: &Answer) -> Read {
                 "{side} answered a stream request with a whole body"
             ));
         }
-        match serde_json::from_slice::<Value>(&a.body) {
-            Ok(v) => Reassembled::from_json(&v),
+        match Reassembled::from_json_bytes(&a.body) {
+            Ok(r) => r,
             Err(e) => {
                 out.note(format!("{side} body is not JSON: {e}"));
                 return raw();

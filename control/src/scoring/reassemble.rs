@@ -2,8 +2,14 @@
 //! as an SSE stream of `choices[i].delta` chunks. Both forms end up in [`Reassembled`], so the
 //! scorer and the synthetic checks compare and assert on the same thing.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 /// Longest SSE line kept; an engine never sends one this long, so a longer one is garbage or an
@@ -89,6 +95,30 @@ impl Reassembled {
             done: true,
             errors,
         }
+    }
+
+    /// A whole body from its bytes: the same as parsing it into a [`Value`] and calling
+    /// [`Reassembled::from_json`], without building the parts the answer text does not use
+    /// (see [`Frame`]). The error is the JSON syntax error when the body is not JSON.
+    pub fn from_json_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
+        let mut choices = BTreeMap::new();
+        let mut errors = Vec::new();
+        match serde_json::from_slice::<Obj<Frame<'_>>>(body) {
+            Ok(Obj(frame)) => {
+                if let Some(e) = &frame.error {
+                    note(&mut errors, format!("error body: {}", error_message(e)));
+                }
+                for Obj(c) in frame.choices.iter().flatten() {
+                    c.absorb(&mut choices, false);
+                }
+            }
+            Err(_) => return serde_json::from_slice::<Value>(body).map(|v| Self::from_json(&v)),
+        }
+        Ok(Self {
+            choices: into_choices(choices),
+            done: true,
+            errors,
+        })
     }
 
     /// No `[DONE]`, an error event or a cut event: the text is probably partial.
@@ -223,12 +253,30 @@ impl SseReassembler {
         if self.done {
             note(&mut self.errors, "event after [DONE]".to_owned());
         }
-        match serde_json::from_slice::<Value>(&data) {
-            Ok(event) => self.absorb(&event),
-            Err(e) => note(&mut self.errors, format!("event is not JSON: {e}")),
+        match serde_json::from_slice::<Obj<Frame<'_>>>(&data) {
+            Ok(Obj(frame)) => self.absorb_frame(&frame),
+            // Valid JSON of another form (a field of an unexpected type, a repeated key): read
+            // as before, from a `Value`.
+            Err(_) => match serde_json::from_slice::<Value>(&data) {
+                Ok(event) => self.absorb(&event),
+                Err(e) => note(&mut self.errors, format!("event is not JSON: {e}")),
+            },
         }
         self.data = data;
         self.data.clear();
+    }
+
+    fn absorb_frame(&mut self, frame: &Frame<'_>) {
+        if let Some(e) = &frame.error {
+            note(
+                &mut self.errors,
+                format!("error event: {}", error_message(e)),
+            );
+            return;
+        }
+        for Obj(c) in frame.choices.iter().flatten() {
+            c.absorb(&mut self.choices, true);
+        }
     }
 
     fn absorb(&mut self, event: &Value) {
@@ -251,14 +299,107 @@ impl SseReassembler {
     }
 }
 
+/// What the reassembly reads of a body or a stream event, typed so that parsing skips every
+/// other field without building it: a `Value` made a map entry and a `String` for each key and
+/// value, 17k instructions for a small chat answer, more than the mirror's whole exchange on the
+/// worker. Strict on purpose: JSON of any other form (a field of another type, a repeated key, a
+/// choice that is not an object) fails here and is read from a `Value` as before, so both ways
+/// give the same answer (`typed_and_value_reads_agree` checks it). Read through [`Obj`], since a
+/// derived struct would also take an array, positionally.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    /// `Some` for any `error` key, `null` included (as `Value::get` sees it).
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+    #[serde(default, borrow)]
+    choices: Option<Vec<Obj<ChoiceIn<'a>>>>,
+}
+
+#[derive(Deserialize)]
+struct ChoiceIn<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+    #[serde(default)]
+    message: Option<Value>,
+    #[serde(default)]
+    delta: Option<Value>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+/// A `T` read only from a JSON object.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(ObjVisitor(PhantomData))
+    }
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl ChoiceIn<'_> {
+    fn absorb(&self, choices: &mut BTreeMap<u64, PartialChoice>, delta: bool) {
+        let msg = if delta { &self.delta } else { &self.message };
+        absorb_parts(
+            choices,
+            self.index.unwrap_or(0),
+            self.text.as_deref(),
+            msg.as_ref(),
+            self.finish_reason.as_deref(),
+        );
+    }
+}
+
+#[cfg(test)]
+impl SseReassembler {
+    /// One event's data read only through a `Value`, as before [`Frame`]: the reference the
+    /// typed reading is checked against.
+    pub(crate) fn absorb_value(&mut self, data: &[u8]) {
+        match serde_json::from_slice::<Value>(data) {
+            Ok(event) => self.absorb(&event),
+            Err(e) => note(&mut self.errors, format!("event is not JSON: {e}")),
+        }
+    }
+}
+
 /// Adds one choice object (`message` in whole bodies, `delta` in stream chunks) to the map.
 fn absorb_choice(choices: &mut BTreeMap<u64, PartialChoice>, choice: &Value, message_key: &str) {
-    let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+    absorb_parts(
+        choices,
+        choice.get("index").and_then(Value::as_u64).unwrap_or(0),
+        choice.get("text").and_then(Value::as_str),
+        choice.get(message_key),
+        choice.get("finish_reason").and_then(Value::as_str),
+    );
+}
+
+fn absorb_parts(
+    choices: &mut BTreeMap<u64, PartialChoice>,
+    index: u64,
+    text: Option<&str>,
+    msg: Option<&Value>,
+    finish_reason: Option<&str>,
+) {
     let slot = choices.entry(index).or_default();
-    if let Some(text) = choice.get("text").and_then(Value::as_str) {
+    if let Some(text) = text {
         slot.text.push_str(text);
     }
-    if let Some(msg) = choice.get(message_key) {
+    if let Some(msg) = msg {
         push_content(&mut slot.text, msg.get("content"));
         for (i, call) in msg
             .get("tool_calls")
@@ -283,7 +424,7 @@ fn absorb_choice(choices: &mut BTreeMap<u64, PartialChoice>, choice: &Value, mes
                 .push_str(part("arguments").unwrap_or_default());
         }
     }
-    if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+    if let Some(reason) = finish_reason {
         slot.finish_reason = Some(reason.to_owned());
     }
 }

@@ -417,3 +417,55 @@ fn stats_over_a_window() {
         DEFAULT_PAIR_THRESHOLD
     );
 }
+
+/// Answers are read with typed fields and a `Value` only as the fallback; whatever the JSON, both
+/// ways must give the same reassembled answer (or the same error), whole or as a stream event.
+#[test]
+fn typed_and_value_reads_agree() {
+    use super::reassemble::SseReassembler;
+    let bodies = [
+        r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Paris.","refusal":null,"tool_calls":[],"reasoning_content":null},"logprobs":null,"finish_reason":"stop","stop_reason":null}],"usage":{"prompt_tokens":9,"total_tokens":11,"completion_tokens":2,"prompt_tokens_details":null},"prompt_logprobs":null}"#,
+        r#"{"object":"text_completion","choices":[{"index":1,"text":"b"},{"index":0,"text":"a","finish_reason":"length"}]}"#,
+        r#"{"choices":[{"message":{"content":[{"type":"text","text":"x"},{"type":"image_url"},{"text":"y"}]}}]}"#,
+        r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},{"index":5,"function":{"name":"g"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"content":"he"}},{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{"}}]}}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"message":{"content":"m"},"text":"t"}]}"#,
+        r#"{"error":null}"#,
+        r#"{"error":{"message":"overloaded","type":"server_error"},"choices":[{"text":"x"}]}"#,
+        r#"{"error":"plain"}"#,
+        r#"{"choices":null}"#,
+        r#"{"choices":{}}"#,
+        r#"{"choices":[1,"x",null,{"text":"ok"}]}"#,
+        r#"{"choices":[[0,"positional"]]}"#,
+        r#"[{"choices":[{"text":"in an array"}]}]"#,
+        r#"[null]"#,
+        r#"[]"#,
+        r#""a string""#,
+        "5",
+        "null",
+        r#"{"choices":[{"text":"first"}],"choices":[{"text":"second"}]}"#,
+        r#"{"choices":[{"text":"a","text":"b"}]}"#,
+        r#"{"choices":[{"index":1.5,"text":"float"},{"index":-1,"text":"neg"},{"index":"2","text":"str"},{"index":null,"text":"null"},{"index":3,"text":"three"}]}"#,
+        r#"{"choices":[{"text":5,"finish_reason":7}]}"#,
+        r#"{"choices":[{"text":null,"finish_reason":null,"message":null,"delta":null}]}"#,
+        r#"{"choices":[{"text":"te\"xt\u00e9\n"}]}"#,
+        r#"{"choices":[{"message":{"content":"\ud83d\ude00 caf\u00e9"}}]}"#,
+        "{",
+        "",
+        "nope",
+        r#"{"choices":[{"text":"x"}]} trailing"#,
+    ];
+    for b in bodies {
+        let typed = Reassembled::from_json_bytes(b.as_bytes()).map_err(|e| e.to_string());
+        let value = serde_json::from_slice::<serde_json::Value>(b.as_bytes())
+            .map(|v| Reassembled::from_json(&v))
+            .map_err(|e| e.to_string());
+        assert_eq!(typed, value, "whole body {b}");
+
+        let mut fed = SseReassembler::default();
+        fed.feed(format!("data: {b}\n\n").as_bytes());
+        let mut reference = SseReassembler::default();
+        reference.absorb_value(b.as_bytes());
+        assert_eq!(fed.finish(), reference.finish(), "stream event {b}");
+    }
+}
