@@ -25,7 +25,7 @@ pub(crate) struct Shared {
     publish: Mutex<Published>,
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) endpoints: Arc<EndpointRegistry>,
-    pub(crate) pairs: ShadowPairs,
+    pub(crate) pairs: Arc<ShadowPairs>,
 }
 
 #[derive(Debug)]
@@ -35,8 +35,12 @@ struct Published {
     directives: Directives,
 }
 
-/// Shadow pairs kept for scoring (oldest dropped first).
-pub const SHADOW_PAIRS_KEPT: usize = 1024;
+/// Shadow pairs kept for scoring; the oldest are dropped and counted
+/// (`rollgate_proxy_shadow_pairs_unscored_total`). The driver takes them every 100 ms, so this
+/// bounds one scoring batch (the scorer shares cores with the workers: 64 pairs hold one for
+/// about half a millisecond) and the pairs scored per second (640: ample for any correctness
+/// gate; a 50 ms shadow at the default 64 in flight answers about twice that).
+pub const SHADOW_PAIRS_KEPT: usize = 64;
 
 // === impl ProxyHandle ===
 
@@ -53,9 +57,11 @@ impl ProxyHandle {
             revision: revision.to_owned(),
             directives,
         };
+        let pairs = Arc::new(ShadowPairs::new(SHADOW_PAIRS_KEPT));
         registry.register_collector(Box::new(ProxyCollector {
             stats: stats.clone(),
             endpoints: endpoints.clone(),
+            pairs: pairs.clone(),
         }));
         ProxyHandle {
             shared: Arc::new(Shared {
@@ -63,7 +69,7 @@ impl ProxyHandle {
                 publish: Mutex::new(published),
                 stats,
                 endpoints,
-                pairs: ShadowPairs::new(SHADOW_PAIRS_KEPT),
+                pairs,
             }),
         }
     }

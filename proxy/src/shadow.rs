@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -110,11 +111,13 @@ pub struct ShadowPair {
     pub shadow: Side,
 }
 
-/// Completed pairs, bounded; the oldest are dropped.
+/// Completed pairs, bounded; the oldest are dropped, and counted.
 #[derive(Debug)]
 pub(crate) struct ShadowPairs {
     pairs: Mutex<VecDeque<ShadowPair>>,
     cap: usize,
+    /// Pairs dropped before the scorer took them (`rollgate_proxy_shadow_pairs_unscored_total`).
+    pub(crate) unscored: AtomicU64,
 }
 
 /// Everything the shadow task needs.
@@ -333,6 +336,7 @@ impl ShadowPairs {
         ShadowPairs {
             pairs: Mutex::new(VecDeque::new()),
             cap,
+            unscored: AtomicU64::new(0),
         }
     }
 
@@ -340,6 +344,7 @@ impl ShadowPairs {
         let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
         if pairs.len() >= self.cap {
             pairs.pop_front();
+            self.unscored.fetch_add(1, Relaxed);
         }
         pairs.push_back(pair);
     }

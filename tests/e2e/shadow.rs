@@ -451,3 +451,61 @@ async fn a_mirror_on_a_pooled_connection_the_shadow_closed_goes_again_on_a_fresh
         "the stale connections were taken from the pool\n{m}"
     );
 }
+
+/// Every pair of answers (the stable's and the shadow's) is either scored or counted as
+/// unscored: the scorer takes a bounded batch every 100 ms and the pairs it had no room for are
+/// `rollgate_proxy_shadow_pairs_unscored_total`, never lost silently. 320 requests, 32 at once,
+/// all mirrored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_shadow_pair_is_scored_or_counted_as_unscored() {
+    const TASKS: usize = 32;
+    const EACH: usize = 10;
+    let _heavy = heavy().await;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let url = gw.url("/v1/chat/completions");
+    let mut tasks = JoinSet::new();
+    for t in 0..TASKS {
+        let (c, url) = (client(), url.clone());
+        tasks.spawn(async move {
+            for i in 0..EACH {
+                let r = send(&c, &url, &[], chat("m", &format!("q{t}-{i}"), false)).await;
+                assert_eq!(r.status, 200, "{}", r.text());
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("client task");
+    }
+    let n = (TASKS * EACH) as f64;
+    let deadline = Instant::now() + SHADOW_DEADLINE;
+    loop {
+        let m = gw.metrics().await;
+        let answered = metric(
+            &m,
+            r#"rollgate_proxy_requests_total{model="m",variant="shadow",status_class="2xx"}"#,
+        )
+        .unwrap_or(0.0);
+        let scored = metric(&m, r#"rollgate_rollout_shadow_score_count{model="m"}"#).unwrap_or(0.0);
+        let not_comparable = metric(
+            &m,
+            r#"rollgate_rollout_shadow_pairs_not_comparable_total{model="m"}"#,
+        )
+        .unwrap_or(0.0);
+        let unscored = metric(&m, "rollgate_proxy_shadow_pairs_unscored_total").unwrap_or(0.0);
+        if answered == n && scored + not_comparable + unscored == n {
+            eprintln!(
+                "pairs: scored {scored}, not comparable {not_comparable}, unscored {unscored}"
+            );
+            assert!(scored > 0.0, "{m}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shadow answers {answered} of {n}; pairs scored {scored} + not comparable \
+             {not_comparable} + unscored {unscored} != {n}\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -15,6 +15,7 @@ use crate::split::Variant;
 pub(crate) struct ProxyCollector {
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) endpoints: Arc<crate::endpoint::EndpointRegistry>,
+    pub(crate) pairs: Arc<crate::shadow::ShadowPairs>,
 }
 
 type Fmt = Result<(), std::fmt::Error>;
@@ -145,6 +146,17 @@ impl Collector for ProxyCollector {
                     )?;
             }
         }
+
+        enc.encode_descriptor(
+            "rollgate_proxy_shadow_pairs_unscored",
+            "Shadow pairs (primary and shadow answer) dropped before scoring: the scorer takes at most 64 every 100 ms",
+            None,
+            MetricType::Counter,
+        )?
+        .encode_counter::<[(&str, &str); 0], _, u64>(
+            &self.pairs.unscored.load(std::sync::atomic::Ordering::Relaxed),
+            None,
+        )?;
 
         let mut f = enc.encode_descriptor(
             "rollgate_proxy_endpoint_ejections",

@@ -120,3 +120,29 @@ async fn once_the_shadow_stops_reading_the_tee_stops_queueing() {
     assert!(!tee.send(Bytes::from_static(b"b")));
     assert_eq!(link.queued.get(), 0, "what was queued is released");
 }
+
+/// Pairs the scorer has not taken yet are bounded: the oldest go first, and each one dropped is
+/// counted, so a scrape shows how many answers were never scored.
+#[test]
+fn pairs_beyond_the_bound_are_dropped_oldest_first_and_counted() {
+    let side = |n: u8| Side {
+        status: 200,
+        body: Bytes::from(vec![n]),
+        overflow: false,
+        failed: false,
+    };
+    let pairs = ShadowPairs::new(2);
+    for n in 0..5u8 {
+        pairs.push(ShadowPair {
+            model: Arc::from("m"),
+            path: Arc::from("/v1/chat/completions"),
+            streamed: false,
+            primary: side(n),
+            shadow: side(n),
+        });
+    }
+    let kept: Vec<u8> = pairs.take().iter().map(|p| p.primary.body[0]).collect();
+    assert_eq!(kept, [3, 4]);
+    assert_eq!(pairs.unscored.load(Relaxed), 3);
+    assert!(pairs.take().is_empty());
+}
