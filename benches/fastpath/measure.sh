@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick, noise-robust per-request cost of rollgate vs nginx as a reverse proxy.
 #
-# Both proxies get one worker and share core $PROXY_CPU with the upstream (nginx `return 200`);
+# Both proxies get one worker and share core $PROXY_CPU with the upstream (nginx `return 200` with
+# a small chat-completion JSON, as in benches/compare, so a mirror's pair is scored as in use);
 # the load generator runs on core $LOAD_CPU. Reported per request:
 #   cpu_us  - the proxy's user+system CPU time (from /proc/<pid>/stat) / requests
 #   user_us - the user-space part of it
@@ -35,7 +36,8 @@ cat > "$D/up.conf" <<C
 daemon off; master_process off; worker_processes 1; error_log $D/up.err; pid $D/up.pid;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { return 200 "ok\n"; } } }
+  server { listen 127.0.0.1:$UP; location / { default_type application/json;
+    return 200 '{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'; } } }
 C
 cat > "$D/ngx.conf" <<C
 daemon off; master_process off; worker_processes 1; error_log $D/ngx.err; pid $D/ngx.pid;
