@@ -266,10 +266,11 @@ impl Driver {
     }
 
     /// Scores the shadow pairs gathered since the last call into each model's correctness and
-    /// tallies. Runs every [`SCORE_INTERVAL`] as well as at each step: the scorer shares cores
-    /// with the data plane's workers, and the up to [`rollgate_proxy::SHADOW_PAIRS_KEPT`] pairs
-    /// of a one-second tick, scored in one go (~20k instructions each), held a core for about
-    /// 10 ms once a second, which showed in the primaries' p99 at saturation.
+    /// tallies. Runs every [`SCORE_INTERVAL`] as well as at each step, so a batch is at most
+    /// [`rollgate_proxy::SHADOW_PAIRS_KEPT`] pairs: the scorer shares cores with the data
+    /// plane's workers, and when a one-second tick scored up to 1,024 pairs in one go (20–30k
+    /// instructions each) it held a core for about 10 ms once a second, which showed in the
+    /// primaries' p99 at saturation.
     fn score_pairs(&mut self, config: &Config) {
         let pairs = self.proxy.take_shadow_pairs();
         if pairs.is_empty() {

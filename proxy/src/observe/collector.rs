@@ -149,7 +149,7 @@ impl Collector for ProxyCollector {
 
         enc.encode_descriptor(
             "rollgate_proxy_shadow_pairs_unscored",
-            "Shadow pairs (primary and shadow answer) dropped before scoring: the scorer takes at most 64 every 100 ms",
+            "Shadow pairs (primary and shadow answer) dropped before scoring: the scorer takes a bounded batch every 100 ms",
             None,
             MetricType::Counter,
         )?
