@@ -302,10 +302,11 @@ impl SseReassembler {
 /// What the reassembly reads of a body or a stream event, typed so that parsing skips every
 /// other field without building it: a `Value` made a map entry and a `String` for each key and
 /// value, and reading a 170-byte chat answer took 15k instructions (scoring a pair 32.6k, more
-/// than the mirror's whole exchange on the worker; now 8.4k and 20.5k). Strict on purpose: JSON of any other form (a field of another type, a repeated key, a
-/// choice that is not an object) fails here and is read from a `Value` as before, so both ways
-/// give the same answer (`typed_and_value_reads_agree` checks it). Read through [`Obj`], since a
-/// derived struct would also take an array, positionally.
+/// than the mirror's whole exchange on the worker; now 8.4k and 20.5k). Strict on purpose: JSON
+/// of any other form (a field of another type, a repeated key, a choice that is not an object)
+/// fails here and is read from a `Value` as before, so both ways give the same answer
+/// (`typed_and_value_reads_agree` checks it). Read through [`Obj`], since a derived struct would
+/// also take an array, positionally.
 #[derive(Deserialize)]
 struct Frame<'a> {
     /// `Some` for any `error` key, `null` included (as `Value::get` sees it).
