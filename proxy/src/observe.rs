@@ -45,6 +45,9 @@ pub enum StreamFailure {
 pub enum ShadowDrop {
     /// `shadow.max_inflight` mirrors already running for this model.
     Inflight,
+    /// Over the pace: once the in-flight bound refuses mirrors, they start evenly spaced, at
+    /// about the rate it sustains (see `shadow::Pace`).
+    Paced,
     /// The shadow read slower than the primary and `shadow.buffer` filled up.
     Backpressure,
     /// The request body exceeded `shadow.max_body`.
@@ -77,6 +80,7 @@ pub struct ModelStats {
     variants: [VariantStats; 3],
     shadow_drops: [AtomicU64; ShadowDrop::COUNT],
     pub(crate) shadow_inflight: AtomicI64,
+    pub(crate) shadow_pace: crate::shadow::Pace,
     endpoint_ejections: [AtomicU64; 2],
     /// Shared with the control loop: signalled when a candidate request fails, so a hard
     /// breach is evaluated at once instead of at the next tick.
@@ -181,9 +185,10 @@ impl StreamFailure {
 // === impl ShadowDrop ===
 
 impl ShadowDrop {
-    pub const COUNT: usize = 6;
-    pub const ALL: [ShadowDrop; 6] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [ShadowDrop; 7] = [
         ShadowDrop::Inflight,
+        ShadowDrop::Paced,
         ShadowDrop::Backpressure,
         ShadowDrop::BodyTooLarge,
         ShadowDrop::PrimaryAborted,
@@ -194,6 +199,7 @@ impl ShadowDrop {
     pub fn as_str(self) -> &'static str {
         match self {
             ShadowDrop::Inflight => "inflight",
+            ShadowDrop::Paced => "paced",
             ShadowDrop::Backpressure => "backpressure",
             ShadowDrop::BodyTooLarge => "body_too_large",
             ShadowDrop::PrimaryAborted => "primary_aborted",
@@ -247,6 +253,7 @@ impl ModelStats {
             variants: Default::default(),
             shadow_drops: Default::default(),
             shadow_inflight: AtomicI64::new(0),
+            shadow_pace: crate::shadow::Pace::default(),
             endpoint_ejections: Default::default(),
             breach,
         }

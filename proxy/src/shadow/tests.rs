@@ -146,3 +146,85 @@ fn pairs_beyond_the_bound_are_dropped_oldest_first_and_counted() {
     assert_eq!(pairs.unscored.load(Relaxed), 3);
     assert!(pairs.take().is_empty());
 }
+
+#[test]
+fn mirrors_are_not_paced_before_an_exchange_has_been_timed() {
+    let pace = Pace::default();
+    let t = pace.epoch + Duration::from_secs(1);
+    pace.refused(t);
+    assert!((0..100).all(|_| pace.admit(64, t)));
+}
+
+#[test]
+fn mirrors_are_not_paced_until_the_bound_refuses_one() {
+    let pace = Pace::default();
+    pace.exchanged(Duration::from_millis(50));
+    let t = pace.epoch + Duration::from_secs(1);
+    assert!((0..100).all(|_| pace.admit(64, t)));
+}
+
+#[test]
+fn a_full_bound_starts_mirrors_evenly_at_the_rate_the_shadow_sustains() {
+    let pace = Pace::default();
+    pace.exchanged(Duration::from_millis(50));
+    let t0 = pace.epoch + Duration::from_secs(1);
+    pace.refused(t0);
+    // 64 in flight against a 50 ms shadow sustain one mirror every 781 µs; they start at most
+    // every 521 µs (2/3 of that), so that the bound, not the pace, sets the rate.
+    assert!(pace.admit(64, t0));
+    assert!(!pace.admit(64, t0 + Duration::from_micros(100)));
+    assert!(!pace.admit(64, t0 + Duration::from_micros(520)));
+    assert!(pace.admit(64, t0 + Duration::from_micros(521)));
+    // A sampled request every 27 µs for a second (37k req/s): 1,920 start, evenly, never two
+    // within much less than a spacing of each other.
+    let mut started = Vec::new();
+    let t1 = t0 + Duration::from_millis(1);
+    for i in 0..37_000u32 {
+        let t = t1 + Duration::from_micros(27) * i;
+        if pace.admit(64, t) {
+            started.push(t);
+        }
+    }
+    assert!(
+        (1_900..=1_921).contains(&started.len()),
+        "{}",
+        started.len()
+    );
+    assert!(started
+        .windows(2)
+        .all(|w| w[1] - w[0] >= Duration::from_micros(490)));
+}
+
+#[test]
+fn pacing_ends_once_nothing_is_refused_for_a_mean_exchange_time() {
+    let pace = Pace::default();
+    pace.exchanged(Duration::from_millis(50));
+    let t0 = pace.epoch + Duration::from_secs(1);
+    pace.refused(t0);
+    assert!(pace.admit(64, t0));
+    assert!(!pace.admit(64, t0 + Duration::from_micros(10)));
+    // Refused at +10 µs: still paced 49.8 ms later, refused again a microsecond after that.
+    let t1 = t0 + Duration::from_micros(49_800);
+    assert!(pace.admit(64, t1));
+    let last = t1 + Duration::from_micros(1);
+    assert!(!pace.admit(64, last));
+    // A mean exchange time (50 ms) after the last refusal, every mirror starts again.
+    let later = last + Duration::from_millis(50);
+    assert!((0..100).all(|_| pace.admit(64, later)));
+}
+
+#[test]
+fn the_pace_follows_the_shadows_exchange_time() {
+    let pace = Pace::default();
+    pace.exchanged(Duration::from_millis(50));
+    for _ in 0..64 {
+        pace.exchanged(Duration::from_millis(5));
+    }
+    // Ten times faster: ten times the mirrors (spacing ≈ 52 µs for 64 in flight).
+    let t0 = pace.epoch + Duration::from_secs(1);
+    pace.refused(t0);
+    let n = (0..10_000u32)
+        .filter(|i| pace.admit(64, t0 + Duration::from_micros(10) * *i))
+        .count();
+    assert!((1_850..=1_930).contains(&n), "{n}");
+}
