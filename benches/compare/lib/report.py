@@ -266,6 +266,11 @@ def table(path):
             rows.append(["the same 100 % mirror at a fixed 5k req/s (`loadtest --rate`, not saturated)", *cells])
         if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
             t = "rollgate"
+
+            def cmp(m, fmt="{:.2f}"):
+                v = r.values("shadow50", t, m)
+                return pr((statistics.median(v), min(v), max(v)) if v else None, fmt)
+
             p = r.paired("shadow50", t, "p99_mirrordefault", "p99_plain")
             q = r.paired("shadow50", t, "rps_mirrordefault", "rps_plain")
             rows.append([
@@ -274,7 +279,14 @@ def table(path):
                 f"primary p99 ×{pr(p)} (medians {f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
                 f"{f(r.med('shadow50', t, 'p99_mirrordefault'), '{:.0f}')} µs), throughput ×{pr(q, '{:.3f}')}; "
                 f"{f(r.med('shadow50', t, 'mirrored_per_s'), '{:.0f}')} mirrors/s answered, "
-                f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted",
+                f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted"
+                + (
+                    ""
+                    if r.med("shadow50", t, "cmp_p99_ratio") is None
+                    else f"; `loadtest --compare` in 250 ms slices: p99 ×{cmp('cmp_p99_ratio')}, "
+                    f"throughput ×{cmp('cmp_rps_ratio', '{:.3f}')} (median, range of "
+                    f"{r.runs('shadow50', t, 'cmp_p99_ratio')} runs)"
+                ),
             ])
 
     if r.has("sse"):
