@@ -445,7 +445,7 @@ pub(crate) struct Admitted {
 
 /// Takes an in-flight slot for a mirror of `route`, or counts the drop: the first thing a
 /// sampled request does, so that a dropped mirror costs two atomic operations and nothing else
-/// (and a clock read while the bound is more than half used, for [`Pace`]).
+/// (and a clock read, for [`Pace`], when the bound refuses or is more than half used).
 pub(crate) fn admit(route: &crate::snapshot::ModelRoute, cfg: &Shadow) -> Option<Admitted> {
     let stats = &route.stats;
     let max = cfg.max_inflight as i64;

@@ -277,7 +277,8 @@ impl Driver {
     /// (the comparison pins the whole process to one): a one-second tick scoring up to 1,024
     /// pairs held a core for about 10 ms once a second, a 100 ms batch of 64 for 0.4 ms ten times
     /// a second, and every request in flight waited that long, which showed in the primaries'
-    /// p99 at saturation. A chunk holds it about 50 µs.
+    /// p99 at saturation. A chunk holds it about 50 µs. The pauses (7 at most a batch) delay
+    /// the driver's next evaluation by as much, a breach's included.
     async fn score_pairs(&mut self, config: &Config) {
         let pairs = self.proxy.take_shadow_pairs();
         for (i, chunk) in pairs.chunks(SCORE_CHUNK).enumerate() {
