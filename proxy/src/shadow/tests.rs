@@ -147,6 +147,15 @@ fn pairs_beyond_the_bound_are_dropped_oldest_first_and_counted() {
     assert!(pairs.take().is_empty());
 }
 
+/// A pace whose shadow answers in 50 ms, the bound having just refused a mirror at `t0`.
+fn refused_against_a_50ms_shadow() -> (Pace, Instant) {
+    let pace = Pace::default();
+    pace.exchanged(Duration::from_millis(50));
+    let t0 = pace.epoch + Duration::from_secs(1);
+    pace.refused(t0);
+    (pace, t0)
+}
+
 #[test]
 fn mirrors_are_not_paced_before_an_exchange_has_been_timed() {
     let pace = Pace::default();
@@ -165,10 +174,7 @@ fn mirrors_are_not_paced_until_the_bound_refuses_one() {
 
 #[test]
 fn a_full_bound_starts_mirrors_evenly_at_the_rate_the_shadow_sustains() {
-    let pace = Pace::default();
-    pace.exchanged(Duration::from_millis(50));
-    let t0 = pace.epoch + Duration::from_secs(1);
-    pace.refused(t0);
+    let (pace, t0) = refused_against_a_50ms_shadow();
     // 64 in flight against a 50 ms shadow sustain one mirror every 781 µs; they start at most
     // every 521 µs (2/3 of that), so that the bound, not the pace, sets the rate.
     assert!(pace.admit(64, t0));
@@ -197,10 +203,7 @@ fn a_full_bound_starts_mirrors_evenly_at_the_rate_the_shadow_sustains() {
 
 #[test]
 fn pacing_ends_once_nothing_is_refused_for_a_mean_exchange_time() {
-    let pace = Pace::default();
-    pace.exchanged(Duration::from_millis(50));
-    let t0 = pace.epoch + Duration::from_secs(1);
-    pace.refused(t0);
+    let (pace, t0) = refused_against_a_50ms_shadow();
     assert!(pace.admit(64, t0));
     assert!(!pace.admit(64, t0 + Duration::from_micros(10)));
     // Refused at +10 µs: still paced 49.8 ms later, refused again a microsecond after that.
