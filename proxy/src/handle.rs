@@ -37,8 +37,8 @@ struct Published {
 
 /// Shadow pairs kept for scoring; the oldest are dropped and counted
 /// (`rollgate_proxy_shadow_pairs_unscored_total`). The driver takes them every 100 ms, so this
-/// bounds one scoring batch (the scorer shares cores with the workers: 64 pairs hold one for
-/// about half a millisecond) and the pairs scored per second (640: ample for any correctness
+/// bounds one scoring batch (the scorer shares cores with the workers and scores a batch 8 pairs,
+/// about 50 µs, at a time) and the pairs scored per second (640: ample for any correctness
 /// gate; a 50 ms shadow at the default 64 in flight answers about twice that).
 pub const SHADOW_PAIRS_KEPT: usize = 64;
 

@@ -197,10 +197,12 @@ impl FastMirror {
         drop(body);
         drop(out);
         // With the in-flight bound more than half used, the shadow is slower than the mirror
-        // rate: mirrors then start together when slots free up and, against a shadow with a
-        // steady latency, answer together. Let the primaries that are ready go first, so that a
-        // burst of answers is interleaved with them instead of queued in front of them. (Not
-        // otherwise: a yield costs the runtime an extra event-loop poll.)
+        // rate: unpaced mirrors would start together when slots free up and, against a shadow
+        // with a steady latency, answer together. `shadow::Pace` spreads them once the bound
+        // refuses one; until then (and for answers that still coincide) let the primaries that
+        // are ready go first, so that a burst of answers is interleaved with them instead of
+        // queued in front of them. (Not otherwise: a yield costs the runtime an extra event-loop
+        // poll.)
         let inflight = self.route.stats.shadow_inflight.load(Relaxed);
         if inflight.saturating_mul(2) >= cfg.max_inflight as i64 {
             tokio::task::yield_now().await;
