@@ -5,6 +5,7 @@ a markdown table of medians and ratios, like the issue's.
   report.py table RESULTS.tsv
   report.py loadtest-json FILE     prints `p50_us p99_us` from `rollgate loadtest --json` output
   report.py loadtest-compare FILE  prints `added_p50_us added_p99_us ratio` from `--compare --json`
+  report.py loadtest-pair FILE ab|ba TICKS_A TICKS_B  prints `rps p99 cpu` ratios of B over A
   (and loadtest-json on the same file gives the first target's, i.e. the direct side's, p50 p99)
 """
 
@@ -91,6 +92,23 @@ class R:
     def has(self, wl):
         return any(k[0] == wl for k in self.data)
 
+    def spread(self, wl, t, m):
+        """Median, min and max of a metric's per-run values (None without any)."""
+        vals = self.values(wl, t, m)
+        return (statistics.median(vals), min(vals), max(vals)) if vals else None
+
+    def pair(self, wl, t, sfx, cpu=True, vs=""):
+        """`run pairs`' verdict for a cell: B over A in throughput (and CPU per request), the
+        median and range of RUNS paired `loadtest --compare` runs; "" when the cell has none."""
+        q = self.spread(wl, t, "pair_rps" + sfx)
+        if q is None:
+            return ""
+        out = f"; paired `loadtest --compare` ({self.runs(wl, t, 'pair_rps' + sfx)} runs): ×{pr(q)}{vs} rps"
+        c = self.spread(wl, t, "pair_cpu" + sfx)
+        if cpu and c is not None:
+            out += f", ×{pr(c)}{vs} CPU/req"
+        return out
+
 
 def f(v, fmt="{:.1f}", none="n/a"):
     return none if v is None else fmt.format(v)
@@ -128,6 +146,11 @@ def table(path):
         "gateway) runs at once and each round gives each one a slice of load in turn, so each "
         "round's ratio compares measurements taken seconds apart. Rates and latencies are medians "
         "over the slices.",
+        "\"Paired `loadtest --compare`\" verdicts judge two servers of the same cell (rollgate against "
+        "nginx, a config against the same gateway's baseline) in alternating 250 ms slices of one "
+        "closed-loop run (64 connections, 10 s; 20 s for the 50 ms shadow), the order alternating "
+        "run by run: `×median (min–max)` over the runs of B's throughput, CPU per request or p99 "
+        "over A's. They spread far less than the 1 s wrk rounds.",
     ]
 
     if r.has("small"):
@@ -142,7 +165,7 @@ def table(path):
             cell = f"{k(rps)} rps, {f(cpu)} µs CPU/req (×{vs} {base} rps"
             if t != "nginx":
                 cell += f", ×{pr(r.paired('small', t, 'cpu_us_plain', 'cpu_us_plain', 'nginx'))} nginx CPU"
-            cells.append(cell + ")")
+            cells.append(cell + ")" + r.pair("small", t, "", vs=" nginx"))
         rows.append(["small requests saturated, 64 connections", *cells])
 
     def added(wl, label, unit_ms=False):
@@ -202,7 +225,7 @@ def table(path):
                 extra = f" (×{pr(r.paired(wl, t, 'rps_plain', 'rps_plain', 'nginx'))} nginx)"
             else:
                 extra = f" (×{f(ratio(rps, n), '{:.2f}')} nginx)"
-            cells.append(f"{k(rps)} rps, {f(cpu)} µs CPU/req{extra}")
+            cells.append(f"{k(rps)} rps, {f(cpu)} µs CPU/req{extra}" + r.pair(wl, t, "", vs=" nginx"))
         rows.append([title, *cells])
 
     if r.has("split"):
@@ -214,7 +237,7 @@ def table(path):
                 cell += f" (weights), {pr(r.paired('split', t, 'rps_split_clients', 'rps_plain'))} (`split_clients`)"
             elif t == "rollgate":
                 cell += " (weight 10%)"
-            cells.append(cell + f"; unsplit {k(plain)} rps")
+            cells.append(cell + f"; unsplit {k(plain)} rps" + r.pair("split", t, "_split", cpu=False))
         rows.append(["90/10 split, rps vs the same gateway unsplit", *cells])
 
     if r.has("mirror"):
@@ -235,6 +258,10 @@ def table(path):
                     f"{f(r.med('mirror', t, 'candidate_reuse_pct_mirror100'), '{:.2f}')} %; mirrors dropped "
                     f"{f(r.med('mirror', t, 'shadow_dropped_mirror10'), '{:.0f}')} / {f(r.med('mirror', t, 'shadow_dropped_mirror100'), '{:.0f}')}"
                 )
+                m10, m100 = r.spread("mirror", t, "pair_rps_mirror10"), r.spread("mirror", t, "pair_rps_mirror100")
+                if m10 or m100:
+                    cell += (f"; paired `loadtest --compare` ({r.runs('mirror', t, 'pair_rps_mirror10')} runs): "
+                             f"{pr(m10)} / {pr(m100)}")
             cells.append(cell)
         rows.append(["split + 10 % / 100 % mirror, rps vs split", *cells])
 
@@ -267,9 +294,12 @@ def table(path):
         if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
             t = "rollgate"
 
+            # pair_* since session 9 (`run`'s paired), cmp_* in earlier result files.
+            new = r.has_metric("shadow50", "pair_p99_mirrordefault")
+            p99m, rpsm = ("pair_p99_mirrordefault", "pair_rps_mirrordefault") if new else ("cmp_p99_ratio", "cmp_rps_ratio")
+
             def cmp(m, fmt="{:.2f}"):
-                v = r.values("shadow50", t, m)
-                return pr((statistics.median(v), min(v), max(v)) if v else None, fmt)
+                return pr(r.spread("shadow50", t, m), fmt)
 
             p = r.paired("shadow50", t, "p99_mirrordefault", "p99_plain")
             q = r.paired("shadow50", t, "rps_mirrordefault", "rps_plain")
@@ -282,10 +312,10 @@ def table(path):
                 f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted"
                 + (
                     ""
-                    if r.med("shadow50", t, "cmp_p99_ratio") is None
-                    else f"; `loadtest --compare` in 250 ms slices: p99 ×{cmp('cmp_p99_ratio')}, "
-                    f"throughput ×{cmp('cmp_rps_ratio', '{:.3f}')} (median, range of "
-                    f"{r.runs('shadow50', t, 'cmp_p99_ratio')} runs)"
+                    if r.med("shadow50", t, p99m) is None
+                    else f"; `loadtest --compare` in 250 ms slices: p99 ×{cmp(p99m)}, "
+                    f"throughput ×{cmp(rpsm, '{:.3f}')} (median, range of "
+                    f"{r.runs('shadow50', t, p99m)} runs)"
                 ),
             ])
 
@@ -365,5 +395,21 @@ def loadtest_compare(path):
     added = doc["compare"]["added_us"]["total"]
     print(f"{added['p50']:.1f} {added['p99']:.1f} {doc['compare']['throughput_ratio']:.3f}")
 
+
+def loadtest_pair(path, order, ticks_a, ticks_b):
+    """`rps_ratio p99_ratio cpu_ratio` of B over A from a `--compare --json` run whose first
+    target was A (`ab`) or B (`ba`), with each gateway's CPU ticks over the run."""
+    doc = json.load(open(path))
+    first, second = doc["targets"]
+    a, b = (first, second) if order == "ab" else (second, first)
+    pa, pb = a["latency_us"]["total"]["p99"], b["latency_us"]["total"]["p99"]
+    ta, tb = float(ticks_a), float(ticks_b)
+    cpu = (tb / b["requests"]) / (ta / a["requests"]) if ta and a["requests"] and b["requests"] else math.nan
+    print(f"{b['rate'] / a['rate']:.4f} {pb / pa if pa else math.nan:.4f} {cpu:.4f}")
+
+
 if __name__ == "__main__":
-    {"table": table, "loadtest-json": loadtest_json, "loadtest-compare": loadtest_compare}[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "loadtest-pair":
+        loadtest_pair(*sys.argv[2:6])
+    else:
+        {"table": table, "loadtest-json": loadtest_json, "loadtest-compare": loadtest_compare}[sys.argv[1]](sys.argv[2])
