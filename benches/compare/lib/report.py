@@ -6,6 +6,7 @@ a markdown table of medians and ratios, like the issue's.
   report.py loadtest-json FILE     prints `p50_us p99_us` from `rollgate loadtest --json` output
   report.py loadtest-compare FILE  prints `added_p50_us added_p99_us ratio` from `--compare --json`
   report.py loadtest-pair FILE ab|ba TICKS_A TICKS_B  prints `rps p99 cpu` ratios of B over A
+                                   and `dp50 dp99`, B's p50 and p99 minus A's (µs)
   (and loadtest-json on the same file gives the first target's, i.e. the direct side's, p50 p99)
 """
 
@@ -199,6 +200,14 @@ def table(path):
                 cells.append(
                     "n/a" if a50 is None else
                     f"{a50:+.0f} / {a99:+.0f} µs (p99 runs {lo:+.0f} to {hi:+.0f})"
+                )
+            d99 = r.spread("rate5k", "rollgate", "pair_dp99_vs_nginx")
+            if d99 is not None:
+                d50 = r.spread("rate5k", "rollgate", "pair_dp50_vs_nginx")
+                cells[-1] += (
+                    f"; paired with nginx ({r.runs('rate5k', 'rollgate', 'pair_dp99_vs_nginx')} runs of "
+                    f"`--compare NGINX ROLLGATE`): p50 {d50[0]:+.0f} ({d50[1]:+.0f} to {d50[2]:+.0f}), "
+                    f"p99 {d99[0]:+.0f} ({d99[1]:+.0f} to {d99[2]:+.0f}) µs vs nginx's"
                 )
             rows.append([
                 "fixed 5k req/s, added p50 / p99 (`loadtest --rate --compare`: direct and "
@@ -405,7 +414,9 @@ def loadtest_pair(path, order, ticks_a, ticks_b):
     pa, pb = a["latency_us"]["total"]["p99"], b["latency_us"]["total"]["p99"]
     ta, tb = float(ticks_a), float(ticks_b)
     cpu = (tb / b["requests"]) / (ta / a["requests"]) if ta and a["requests"] and b["requests"] else math.nan
-    print(f"{b['rate'] / a['rate']:.4f} {pb / pa if pa else math.nan:.4f} {cpu:.4f}")
+    da = a["latency_us"]["total"]["p50"]
+    db = b["latency_us"]["total"]["p50"]
+    print(f"{b['rate'] / a['rate']:.4f} {pb / pa if pa else math.nan:.4f} {cpu:.4f} {db - da:.1f} {pb - pa:.1f}")
 
 
 if __name__ == "__main__":
