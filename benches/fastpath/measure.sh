@@ -11,7 +11,8 @@
 #   rps     - wall-clock rate (noisy on a shared machine; for orientation only)
 #
 # Usage: benches/fastpath/measure.sh [ROLLGATE_BIN] [REQUESTS]
-#   MODE=cpu (default) or MODE=callgrind;  BODY=1 sends a small JSON chat POST instead of GET,
+#   MODE=cpu (default), MODE=callgrind, or MODE=clock (rollgate only: clock reads per request,
+#   counted by the LD_PRELOAD shim clock_count.c);  BODY=1 sends a small JSON chat POST instead of GET,
 #   BODY=65536 a JSON POST of 64 KiB (MODEL_LAST=1: `model` after the 64 KiB string, so
 #   rollgate reads the whole body before it routes it).
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
@@ -62,7 +63,13 @@ taskset -c "$PROXY_CPU" nginx -c "$D/up.conf" -p "$D" & pids+=($!)
 VG=()
 [ "$MODE" = callgrind ] && VG=(valgrind --tool=callgrind --compress-strings=no --callgrind-out-file="$D/cg.%p")
 taskset -c "$PROXY_CPU" "${VG[@]}" nginx -c "$D/ngx.conf" -p "$D" 2>"$D/ngx.vg" & pids+=($!); NGX_PID=$!
-taskset -c "$PROXY_CPU" "${VG[@]}" "$BIN" run --config "$D/rg.yaml" >"$D/rg.log" 2>&1 & pids+=($!); RG_PID=$!
+PRELOAD=()
+if [ "$MODE" = clock ]; then
+  ONLY=rollgate
+  cc -shared -fPIC -O2 -o "$D/clock_count.so" "$(dirname "$0")/clock_count.c" -ldl
+  PRELOAD=(env LD_PRELOAD="$D/clock_count.so")
+fi
+taskset -c "$PROXY_CPU" "${VG[@]}" "${PRELOAD[@]}" "$BIN" run --config "$D/rg.yaml" >"$D/rg.log" 2>&1 & pids+=($!); RG_PID=$!
 for p in $UP $NGX $RG; do
   for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$p/" && break; sleep 0.1; done
 done
@@ -86,7 +93,15 @@ user_ticks() { awk '{print $14}' "/proc/$1/stat"; }
 measure() { # name pid port
   local name=$1 pid=$2 port=$3 out
   load "http://127.0.0.1:$port${URL_PATH:-/}" $((N / 10)) >/dev/null # warm up: pools, caches
-  if [ "$MODE" = callgrind ]; then
+  if [ "$MODE" = clock ]; then
+    local c0 c1
+    clocks() { kill -USR2 "$pid"; sleep 0.3; awk '/^clock_gettime:/ { m = $3 } END { print m }' "$D/rg.log"; }
+    c0=$(clocks)
+    out=$(load "http://127.0.0.1:$port${URL_PATH:-/}" "$N")
+    c1=$(clocks)
+    echo "$name clock_reads/req=$(awk -v a="$c0" -v b="$c1" -v n="$N" 'BEGIN{printf "%.2f", (b-a)/n}')" \
+      "(monotonic clock_gettime calls of every thread over $N requests)"
+  elif [ "$MODE" = callgrind ]; then
     callgrind_control -z "$pid" >/dev/null 2>&1
     out=$(load "http://127.0.0.1:$port${URL_PATH:-/}" "$N")
     callgrind_control -d "$pid" >/dev/null 2>&1; sleep 1

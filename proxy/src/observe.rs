@@ -282,7 +282,19 @@ impl ModelStats {
         policy: &rollgate_config::Ejection,
         candidate: bool,
     ) {
-        if ep.record(outcome, policy, tokio::time::Instant::now()) {
+        self.record_at(ep, outcome, policy, candidate, tokio::time::Instant::now());
+    }
+
+    /// [`Self::record`] with the caller's clock reading.
+    pub(crate) fn record_at(
+        &self,
+        ep: &crate::endpoint::EndpointState,
+        outcome: crate::endpoint::Outcome,
+        policy: &rollgate_config::Ejection,
+        candidate: bool,
+        now: tokio::time::Instant,
+    ) {
+        if ep.record(outcome, policy, now) {
             self.endpoint_ejections[usize::from(candidate)].fetch_add(1, Relaxed);
         }
     }

@@ -113,6 +113,11 @@ impl Observer {
     /// Ends the exchange: `failure` is set when the stream broke. Returns true when the
     /// upstream connection may be reused (the stream was not broken), false otherwise.
     pub(crate) fn finish(&mut self, failure: Option<StreamFailure>) -> bool {
+        self.finish_at(failure, Instant::now())
+    }
+
+    /// [`Self::finish`] with the caller's clock reading as the exchange's end.
+    pub(crate) fn finish_at(&mut self, failure: Option<StreamFailure>, now: Instant) -> bool {
         if self.finished {
             return false;
         }
@@ -132,7 +137,10 @@ impl Observer {
         if let Some(f) = failure.filter(|_| ok_head) {
             vs.stream_failure(f);
         }
-        vs.finish(StatusClass::of(self.status), self.start.elapsed());
+        vs.finish(
+            StatusClass::of(self.status),
+            now.saturating_duration_since(self.start),
+        );
         if self.variant == Variant::Candidate && (self.status >= 500 || failure.is_some()) {
             self.stats.candidate_failed();
         }

@@ -139,7 +139,7 @@ impl FastMirror {
         let mut ubuf = self.fast.buf();
         let mut retried = false;
         let (up, rh) = loop {
-            let mut up = self.fast.get(ep).await.map_err(|_| ())?;
+            let mut up = self.fast.get(ep, start).await.map_err(|_| ())?;
             // A pooled connection the shadow closed while it was idle fails at once. When the
             // whole request is in `out` it goes again on a fresh connection, once, as a
             // primary does.
@@ -290,7 +290,7 @@ impl FastMirror {
         // Shadow exchanges go to candidate endpoints: their failures eject them too.
         self.route.stats.record(ep, outcome, &policy, true);
         if reusable && !rh.close {
-            self.fast.put(up);
+            self.fast.put(up, Instant::now());
         }
         side.complete(rh.status, cap, failed, rh.sse);
         Ok(rh.status)

@@ -206,6 +206,9 @@ struct Down<'w> {
     out: Vec<u8>,
     worker: &'w Worker,
     fast: &'w FastPool,
+    /// When the last answer was written: the wait for the next request starts then (one
+    /// clock read per request serves the answer's observation, the pool and this deadline).
+    answered_at: Option<Instant>,
 }
 
 enum Fill {
@@ -229,6 +232,7 @@ pub(crate) async fn serve(
         out: Vec::new(),
         worker: &worker,
         fast: &fast,
+        answered_at: None,
     };
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -257,8 +261,8 @@ pub(crate) async fn serve(
             if *shutdown.borrow() {
                 return;
             }
-            let deadline = Instant::now() + wait;
-            sleep.as_mut().reset(deadline);
+            let since = down.answered_at.take().unwrap_or_else(Instant::now);
+            sleep.as_mut().reset(since + wait);
             loop {
                 tokio::select! {
                     biased;
@@ -512,6 +516,7 @@ impl Down<'_> {
                     cfg,
                     close,
                 },
+                start,
                 sleep,
             )
             .await;
@@ -544,7 +549,10 @@ impl Down<'_> {
         } else {
             Outcome::Success
         };
-        stats.record(ep, outcome, &cfg.ejection, candidate);
+        // The response head's arrival, to a few µs: the outcome's time and the first body
+        // bytes' (read with the head).
+        let head_at = Instant::now();
+        stats.record_at(ep, outcome, &cfg.ejection, candidate, head_at);
         // `out` holds the response head as rewritten when it was read.
         let sse = rh.sse;
         let ex = Exchange {
@@ -559,14 +567,16 @@ impl Down<'_> {
         };
         let (mut obs, _, _) = Observer::new(ex, sse, pair);
         let relayed = self
-            .relay(&mut up, &mut ubuf, rh, &mut obs, cfg, sleep)
+            .relay(&mut up, &mut ubuf, rh, &mut obs, head_at, cfg, sleep)
             .await;
         self.fast.give(ubuf);
         match relayed {
             Ok(reusable) => {
-                if obs.finish(None) && reusable {
-                    self.fast.put(up);
+                let end = Instant::now();
+                if obs.finish_at(None, end) && reusable {
+                    self.fast.put(up, end);
                 }
+                self.answered_at = Some(end);
                 if refused {
                     // The answer said `connection: close`. Read (a bounded amount of) the
                     // rest of the body first, so that closing does not reset a client still
@@ -750,6 +760,7 @@ impl Down<'_> {
         tee: &mut Option<ShadowTee>,
         (stats, candidate): (&crate::observe::ModelStats, bool),
         resp: RespOut<'_>,
+        start: Instant,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
         let cfg = resp.cfg;
@@ -761,10 +772,12 @@ impl Down<'_> {
         }
         while attempts < CONNECT_ATTEMPTS {
             attempts += 1;
-            let now = Instant::now();
+            // The request's start serves the first choice (microseconds old); a retry reads
+            // the clock again.
+            let now = if attempts == 1 { start } else { Instant::now() };
             let Some(ep) = set.pick(key, now) else { break };
             let out = ep.acquire();
-            let mut up = match self.fast.get(ep).await {
+            let mut up = match self.fast.get(ep, now).await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
@@ -1043,16 +1056,21 @@ impl Down<'_> {
 
     /// Writes the rewritten response head (in `out`) with the first body bytes, then relays
     /// the body read by read. Returns whether the upstream connection can be reused.
+    /// `head_at`: when the response head was read (the time of the body bytes read with it).
+    #[allow(clippy::too_many_arguments)]
     async fn relay(
         &mut self,
         up: &mut UpConn,
         ubuf: &mut Vec<u8>,
         rh: RespInfo,
         obs: &mut Observer,
+        head_at: Instant,
         cfg: &Config,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<bool, RelayError> {
         let mut upos = rh.len;
+        // The bytes read with the head arrived with it; later reads are timed as they come.
+        let mut read_at = Some(head_at);
         let idle = cfg.upstream.idle_timeout;
         match rh.framing {
             Framing::Empty => {
@@ -1064,8 +1082,9 @@ impl Down<'_> {
             }
             Framing::Length(mut n) => loop {
                 let avail = (ubuf.len() - upos).min(usize::try_from(n).unwrap_or(usize::MAX));
+                let at = read_at.take();
                 if avail > 0 {
-                    obs.on_data(&ubuf[upos..upos + avail], Instant::now());
+                    obs.on_data(&ubuf[upos..upos + avail], at.unwrap_or_else(Instant::now));
                 }
                 let wrote = if self.out.is_empty() {
                     self.io.write_all(&ubuf[upos..upos + avail]).await
@@ -1090,7 +1109,7 @@ impl Down<'_> {
             Framing::Chunked | Framing::Close => {
                 let mut dec = (rh.framing == Framing::Chunked).then(ChunkedDecoder::new);
                 loop {
-                    let now = Instant::now();
+                    let now = read_at.take().unwrap_or_else(Instant::now);
                     let mut done = false;
                     while upos < ubuf.len() {
                         let (data, consumed, end) = match dec.as_mut() {

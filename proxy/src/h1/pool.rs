@@ -74,8 +74,13 @@ impl FastPool {
 
     /// A pooled connection that has not been closed, else a new one; counted in
     /// `rollgate_proxy_upstream_exchanges_total` like the hyper path's pool.
-    pub(crate) async fn get(&self, ep: &EndpointState) -> Result<UpConn, UpstreamError> {
-        if let Some(io) = self.take(ep.id) {
+    /// `now`: the caller's clock reading, for the idle connections' age.
+    pub(crate) async fn get(
+        &self,
+        ep: &EndpointState,
+        now: Instant,
+    ) -> Result<UpConn, UpstreamError> {
+        if let Some(io) = self.take(ep.id, now) {
             ep.exchanges_pooled
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(UpConn {
@@ -90,10 +95,9 @@ impl FastPool {
         Ok(conn)
     }
 
-    fn take(&self, id: u64) -> Option<TcpStream> {
+    fn take(&self, id: u64, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&id)?;
-        let now = Instant::now();
         let mut cx = Context::from_waker(Waker::noop());
         while let Some((io, since)) = list.pop() {
             // An idle connection has nothing to read; readiness (as last reported by the event
@@ -124,8 +128,8 @@ impl FastPool {
         })
     }
 
-    /// Returns a connection whose exchange ended cleanly.
-    pub(crate) fn put(&self, conn: UpConn) {
+    /// Returns a connection whose exchange ended cleanly at `now` (its idle time starts then).
+    pub(crate) fn put(&self, conn: UpConn, now: Instant) {
         // The last read took the whole response without seeing `WouldBlock`, so the runtime
         // still flags the socket readable. Clear that flag (no system call): from now on,
         // readiness means the peer closed the idle connection (or broke protocol).
@@ -135,7 +139,7 @@ impl FastPool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(conn.endpoint).or_default();
         if list.len() < self.max_idle {
-            list.push((conn.io, Instant::now()));
+            list.push((conn.io, now));
         }
     }
 
