@@ -384,6 +384,9 @@ impl Down<'_> {
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<bool, ()> {
         let start = Instant::now();
+        // Bytes in hand at the start: if none arrive before the request goes upstream, nothing
+        // was waited for and `start` is still the time.
+        let arrived = self.buf.len();
         let cfg = snap.config();
         let head_at = self.pos;
         self.pos += d.len;
@@ -502,6 +505,11 @@ impl Down<'_> {
         let vs = stats.variant(variant);
         vs.start();
         let key_bytes = key.map(u64::to_le_bytes);
+        let now = if self.buf.len() == arrived {
+            start
+        } else {
+            Instant::now()
+        };
         let sent = self
             .send(
                 &backend.endpoints,
@@ -516,7 +524,7 @@ impl Down<'_> {
                     cfg,
                     close,
                 },
-                start,
+                now,
                 sleep,
             )
             .await;
@@ -551,8 +559,8 @@ impl Down<'_> {
         };
         // The response head's arrival, to a few µs: the outcome's time and the first body
         // bytes' (read with the head).
-        let head_at = Instant::now();
-        stats.record_at(ep, outcome, &cfg.ejection, candidate, head_at);
+        let resp_at = Instant::now();
+        stats.record_at(ep, outcome, &cfg.ejection, candidate, resp_at);
         // `out` holds the response head as rewritten when it was read.
         let sse = rh.sse;
         let ex = Exchange {
@@ -567,7 +575,7 @@ impl Down<'_> {
         };
         let (mut obs, _, _) = Observer::new(ex, sse, pair);
         let relayed = self
-            .relay(&mut up, &mut ubuf, rh, &mut obs, head_at, cfg, sleep)
+            .relay(&mut up, &mut ubuf, rh, &mut obs, resp_at, cfg, sleep)
             .await;
         self.fast.give(ubuf);
         match relayed {
@@ -760,7 +768,7 @@ impl Down<'_> {
         tee: &mut Option<ShadowTee>,
         (stats, candidate): (&crate::observe::ModelStats, bool),
         resp: RespOut<'_>,
-        start: Instant,
+        now: Instant,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
         let cfg = resp.cfg;
@@ -772,9 +780,9 @@ impl Down<'_> {
         }
         while attempts < CONNECT_ATTEMPTS {
             attempts += 1;
-            // The request's start serves the first choice (microseconds old); a retry reads
-            // the clock again.
-            let now = if attempts == 1 { start } else { Instant::now() };
+            // `now` (the caller's reading, taken when the request was ready to go) serves the
+            // first choice; a retry reads the clock again.
+            let now = if attempts == 1 { now } else { Instant::now() };
             let Some(ep) = set.pick(key, now) else { break };
             let out = ep.acquire();
             let mut up = match self.fast.get(ep, now).await {
