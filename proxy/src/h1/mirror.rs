@@ -139,7 +139,9 @@ impl FastMirror {
         let mut ubuf = self.fast.buf();
         let mut retried = false;
         let (up, rh) = loop {
-            let mut up = self.fast.get(ep, start).await.map_err(|_| ())?;
+            // The exchange's start serves the first take; a retry reads the clock again.
+            let now = if retried { Instant::now() } else { start };
+            let mut up = self.fast.get(ep, now).await.map_err(|_| ())?;
             // A pooled connection the shadow closed while it was idle fails at once. When the
             // whole request is in `out` it goes again on a fresh connection, once, as a
             // primary does.
@@ -288,9 +290,11 @@ impl FastMirror {
         };
         let policy = self.shared.snapshot.load().config().ejection.clone();
         // Shadow exchanges go to candidate endpoints: their failures eject them too.
-        self.route.stats.record(ep, outcome, &policy, true);
+        // One reading for the outcome's time and the connection's idle start.
+        let end = Instant::now();
+        self.route.stats.record_at(ep, outcome, &policy, true, end);
         if reusable && !rh.close {
-            self.fast.put(up, Instant::now());
+            self.fast.put(up, end);
         }
         side.complete(rh.status, cap, failed, rh.sse);
         Ok(rh.status)
