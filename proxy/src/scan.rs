@@ -2,10 +2,16 @@
 //!
 //! The gateway forwards body chunks untouched and shows each one to a [`JsonPrefixScanner`] on the
 //! way, so the model can be resolved from a bounded prefix without buffering the body. The scanner
-//! is a byte-at-a-time state machine, except inside strings, where runs of plain text (most of a
-//! prompt) are skipped with vector searches: chunks may split anywhere (inside a key, an escape,
-//! a surrogate pair or a UTF-8 sequence), and nothing is allocated per byte; the only
-//! allocations are the wanted field's name and the captured values.
+//! is a byte-at-a-time state machine, so that chunks may split anywhere (inside a key, an escape,
+//! a surrogate pair or a UTF-8 sequence), with three quicker passes over what is whole in the
+//! chunk at hand: runs of plain string bytes (most of a prompt) go by with vector searches (short
+//! ones eight bytes at a time), a top-level member (`"max_tokens":1`) is read in one go, and an
+//! object or array inside the top-level object (`messages`) is checked and passed over in one go.
+//! A quick pass gives up on anything unusual (a chunk's end, an escape in a key, a surrogate
+//! escape, an error) and leaves it to the steps from its first byte, so errors are reported at
+//! the same offsets and the outcome never depends on how the body was split (the tests feed
+//! every body whole and byte by byte). Nothing is allocated per byte; the only allocations are
+//! the wanted field's name and captured values over 64 bytes.
 //!
 //! What it accepts is RFC 8259 JSON, checked as far as it reads: an object at the top (after
 //! optional whitespace and one UTF-8 byte order mark), valid strings (escapes, surrogate pairs,
@@ -30,6 +36,8 @@ const MODEL: &[u8] = b"model";
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 /// Bytes of a captured value kept inline: model names fit without an allocation.
 const VALUE_INLINE: usize = 64;
+/// String bytes checked one by one before a string's end is searched with vector instructions.
+const SHORT_RUN: usize = 16;
 
 /// Finds the top-level `model` (and optionally one more field) in a JSON body fed chunk by chunk.
 #[derive(Debug)]
@@ -246,21 +254,79 @@ impl JsonPrefixScanner {
         }
         let room = self.limit.saturating_sub(self.consumed);
         let window = chunk.get(..room).unwrap_or(chunk);
+        let start = self.consumed;
         let mut i = 0;
-        while let Some(rest) = window.get(i..).filter(|r| !r.is_empty()) {
-            let run = self.skip_run(rest);
-            i += run;
-            self.consumed += run;
-            let Some(&b) = window.get(i) else { break };
+        while let Some(&b) = window.get(i) {
+            // Runs that change no state (whitespace between tokens, plain string bytes) go by
+            // without a step; every other byte is one step.
+            match self.state {
+                State::Str(Str::Plain) if b >= 0x20 && b != b'"' && b != b'\\' => {
+                    let run = self.string_bytes(window.get(i..).unwrap_or_default());
+                    if run > 0 {
+                        i += run;
+                        continue;
+                    }
+                }
+                State::BeforeObject
+                | State::KeyOrEnd
+                | State::Key
+                | State::Colon
+                | State::Value
+                | State::ValueOrEnd
+                | State::AfterValue
+                    if is_ws(b) =>
+                {
+                    i += 1;
+                    continue;
+                }
+                // A top-level member that is whole in this chunk is read in one go.
+                State::KeyOrEnd | State::Key if b == b'"' && self.depth == 1 => {
+                    if let Some(n) = self.member(window.get(i..).unwrap_or_default()) {
+                        i += n;
+                        if self.state == State::Done {
+                            self.consumed = start + i;
+                            return Ok(Progress::Done);
+                        }
+                        continue;
+                    }
+                }
+                // An object or array inside the top-level object (`messages`, tools) is
+                // checked and passed over in one go when it is all in this chunk; anything the
+                // quick pass does not take on is left to the steps, from its first byte.
+                State::Value | State::ValueOrEnd if b == b'{' || b == b'[' => {
+                    let rest = window.get(i..).unwrap_or_default();
+                    if let Some(n) = skip_nested(rest, MAX_DEPTH - self.depth) {
+                        i += n;
+                        if self.depth == 1 {
+                            self.value_done(if b == b'[' {
+                                ValueKind::Array
+                            } else {
+                                ValueKind::Object
+                            });
+                            if self.state == State::Done {
+                                self.consumed = start + i;
+                                return Ok(Progress::Done);
+                            }
+                        } else {
+                            self.state = State::AfterValue;
+                        }
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            // `malformed` reports this byte's offset.
+            self.consumed = start + i;
             if let Err(e) = self.step(b) {
                 return Err(self.fail(e));
             }
             i += 1;
-            self.consumed += 1;
             if self.state == State::Done {
+                self.consumed = start + i;
                 return Ok(Progress::Done);
             }
         }
+        self.consumed = start + i;
         if self.consumed >= self.limit {
             return Err(self.fail(ScanError::LimitReached { limit: self.limit }));
         }
@@ -319,34 +385,79 @@ impl JsonPrefixScanner {
         }
     }
 
-    /// Length of the run at the start of `rest` that needs no state change: whitespace between
-    /// tokens, or plain bytes inside a string. This is where long prompts go by.
-    fn skip_run(&mut self, rest: &[u8]) -> usize {
-        match self.state {
-            State::Str(Str::Plain) => {
-                let (len, ascii) = string_run(rest);
-                let run = rest.get(..len).unwrap_or_default();
-                // A sequence cut by the chunk end, or an invalid one, is left to `step`, which
-                // carries the first across chunks and reports the second at its exact offset.
-                let n = if ascii {
-                    len
-                } else {
-                    simdutf8::compat::from_utf8(run).map_or_else(|e| e.valid_up_to(), str::len)
-                };
-                if self.sink != Sink::Drop {
-                    self.emit_all(run.get(..n).unwrap_or_default());
-                }
-                n
-            }
-            State::BeforeObject
-            | State::KeyOrEnd
-            | State::Key
-            | State::Colon
-            | State::Value
-            | State::ValueOrEnd
-            | State::AfterValue => rest.iter().take_while(|&&b| is_ws(b)).count(),
-            _ => 0,
+    /// Length of the run of plain bytes (no quote, backslash or control byte; valid UTF-8) at
+    /// the start of `rest`, inside a string, passed to the sink. This is where long prompts go
+    /// by; 0 when `rest` starts with a byte `step` must see.
+    fn string_bytes(&mut self, rest: &[u8]) -> usize {
+        let (len, ascii) = string_run(rest);
+        let run = rest.get(..len).unwrap_or_default();
+        // A sequence cut by the chunk end, or an invalid one, is left to `step`, which
+        // carries the first across chunks and reports the second at its exact offset.
+        let n = if ascii {
+            len
+        } else {
+            simdutf8::compat::from_utf8(run).map_or_else(|e| e.valid_up_to(), str::len)
+        };
+        self.emit_all(run.get(..n).unwrap_or_default());
+        n
+    }
+
+    /// Reads the top-level member (`"key": value`) at the start of `rest` in one go, as the
+    /// steps would, when it is whole in `rest` and plain: a key without escapes, and a wanted
+    /// value without escapes when it is a string. Returns the bytes read, up to the value's end
+    /// (and, when that completes the scan with a number, the byte after it, which is where the
+    /// steps would stop); `None` leaves it all to the steps, from the key's opening quote.
+    fn member(&mut self, rest: &[u8]) -> Option<usize> {
+        let after_quote = rest.get(1..)?;
+        let (key_len, ascii) = string_run(after_quote);
+        let key = after_quote.get(..key_len)?;
+        if after_quote.get(key_len) != Some(&b'"')
+            || !ascii && simdutf8::basic::from_utf8(key).is_err()
+        {
+            return None;
         }
+        let mut i = key_len + 2;
+        i += ws_run(rest.get(i..)?);
+        if rest.get(i) != Some(&b':') {
+            return None;
+        }
+        i += 1;
+        i += ws_run(rest.get(i..)?);
+        let model = self.model.found.is_none() && key == MODEL;
+        let field = self.field.found.is_none() && self.field_name.as_deref() == Some(key);
+        let value = rest.get(i..)?;
+        let (len, kind) = match *value.first()? {
+            b'"' => (1 + skip_string(value.get(1..)?)?, ValueKind::String),
+            b'{' => (skip_nested(value, MAX_DEPTH - 1)?, ValueKind::Object),
+            b'[' => (skip_nested(value, MAX_DEPTH - 1)?, ValueKind::Array),
+            b'-' | b'0'..=b'9' => (skip_number(value)?, ValueKind::Number),
+            b't' if value.starts_with(b"true") => (4, ValueKind::Bool),
+            b'f' if value.starts_with(b"false") => (5, ValueKind::Bool),
+            b'n' if value.starts_with(b"null") => (4, ValueKind::Null),
+            _ => return None,
+        };
+        if model || field {
+            // What the steps would have captured: a string's content (unescaped: only plain
+            // ones are taken here), the text of a scalar, nothing of an object or array.
+            let text = match kind {
+                ValueKind::String => value.get(1..len - 1)?,
+                ValueKind::Number | ValueKind::Bool | ValueKind::Null => value.get(..len)?,
+                ValueKind::Object | ValueKind::Array => &[],
+            };
+            if kind == ValueKind::String && memchr::memchr(b'\\', text).is_some() {
+                return None;
+            }
+            self.model.capturing = model;
+            self.field.capturing = field;
+            self.model.extend(text);
+            self.field.extend(text);
+        }
+        i += len;
+        self.value_done(kind);
+        if self.state == State::Done && kind == ValueKind::Number {
+            i += 1;
+        }
+        Some(i)
     }
 
     fn step(&mut self, b: u8) -> Result<(), ScanError> {
@@ -650,27 +761,22 @@ impl JsonPrefixScanner {
     }
 
     fn emit(&mut self, b: u8) {
-        match self.sink {
-            Sink::Drop => {}
-            Sink::Key => {
-                let field = self.field_name.as_deref().unwrap_or_default();
-                advance(&mut self.model.matched, MODEL, b);
-                advance(&mut self.field.matched, field, b);
-            }
-            Sink::Value => {
-                self.model.push(b);
-                self.field.push(b);
-            }
-        }
+        self.emit_all(&[b]);
     }
 
     fn emit_all(&mut self, bytes: &[u8]) {
         match self.sink {
+            Sink::Drop => {}
+            // A key's bytes are matched against the wanted names a run at a time.
+            Sink::Key => {
+                let field = self.field_name.as_deref().unwrap_or_default();
+                advance(&mut self.model.matched, MODEL, bytes);
+                advance(&mut self.field.matched, field, bytes);
+            }
             Sink::Value => {
                 self.model.extend(bytes);
                 self.field.extend(bytes);
             }
-            _ => bytes.iter().for_each(|&b| self.emit(b)),
         }
     }
 
@@ -728,6 +834,11 @@ impl JsonPrefixScanner {
     }
 }
 
+/// Length of the whitespace at the start of `s`.
+fn ws_run(s: &[u8]) -> usize {
+    s.iter().take_while(|&&b| is_ws(b)).count()
+}
+
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r')
 }
@@ -739,6 +850,54 @@ fn is_ws(b: u8) -> bool {
 /// takes the lowest and the OR of its bytes: a control byte (malformed JSON, so rare) or a
 /// non-ASCII one shows in them.
 fn string_run(s: &[u8]) -> (usize, bool) {
+    // Keys, roles and model names end within a few bytes: eight bytes at a time find their end
+    // before a vector search would have started. Anything but plain ASCII goes the general way.
+    let mut i = 0;
+    while i < SHORT_RUN {
+        let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) else {
+            // Fewer than eight bytes left.
+            let tail = s.get(i..).unwrap_or_default();
+            return match tail.iter().position(|&b| special(b) || b >= 0x80) {
+                Some(k) if tail.get(k).is_some_and(|&b| b >= 0x80) => string_run_long(s),
+                Some(k) => (i + k, true),
+                None => (s.len(), true),
+            };
+        };
+        let m = special_or_high(u64::from_le_bytes(word));
+        if m != 0 {
+            // The lowest flagged byte is exact (see `special_or_high`).
+            let at = i + (m.trailing_zeros() / 8) as usize;
+            return match s.get(at) {
+                Some(&b) if b < 0x80 => (at, true),
+                _ => string_run_long(s),
+            };
+        }
+        i += 8;
+    }
+    // `s[..i]` is plain ASCII.
+    let (n, ascii) = string_run_long(s.get(i..).unwrap_or_default());
+    (i + n, ascii)
+}
+
+/// A byte that ends a string's plain run: a quote, a backslash or a control byte.
+fn special(b: u8) -> bool {
+    matches!(b, b'"' | b'\\' | 0x00..=0x1F)
+}
+
+/// High bit set in each byte of `w` that is `"`, `\`, below 0x20 or non-ASCII. The lowest set
+/// bit is exact; bytes above it may be flagged falsely (a borrow carries into them), so only
+/// the lowest may be used.
+fn special_or_high(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+    let quote = zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = zero(w ^ (ONES * u64::from(b'\\')));
+    let control = w.wrapping_sub(ONES * 0x20) & !w;
+    (quote | backslash | control | w) & HIGH
+}
+
+fn string_run_long(s: &[u8]) -> (usize, bool) {
     let end = memchr::memchr2(b'"', b'\\', s).unwrap_or(s.len());
     let run = s.get(..end).unwrap_or_default();
     let (lowest, or) = run
@@ -749,6 +908,155 @@ fn string_run(s: &[u8]) -> (usize, bool) {
     }
     let end = run.iter().position(|&b| b < 0x20).unwrap_or(end);
     (end, run.get(..end).unwrap_or_default().is_ascii())
+}
+
+/// Length of the object or array at the start of `s` (`s[0]` is `{` or `[`) when it is whole
+/// in `s`, valid JSON as the steps read it, and nests at most `room` levels; `None` when it is
+/// not all there, is invalid, or holds a `\u` escape of a surrogate: the steps then read it
+/// from its first byte, so an error is still reported at its exact offset and a value cut by
+/// the chunk's end is carried over. Nothing is captured inside a nested value, so only its
+/// validity and its end matter.
+fn skip_nested(s: &[u8], room: u32) -> Option<usize> {
+    // Bit `i`: the container at level `i + 1` of this value is an array.
+    let mut stack: u128 = 0;
+    let mut level: u32 = 0;
+    let mut state = State::Value;
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        i += 1;
+        let in_array = || level > 0 && stack & (1u128 << (level - 1)) != 0;
+        state = match (state, b) {
+            (State::KeyOrEnd | State::Key, b'"') => {
+                i += skip_string(s.get(i..)?)?;
+                State::Colon
+            }
+            (State::Colon, b':') => State::Value,
+            (State::KeyOrEnd, b'}')
+            | (State::ValueOrEnd, b']')
+            | (State::AfterValue, b'}' | b']') => {
+                if in_array() != (b == b']') {
+                    return None;
+                }
+                level -= 1;
+                if level == 0 {
+                    return Some(i);
+                }
+                State::AfterValue
+            }
+            (State::AfterValue, b',') if in_array() => State::Value,
+            (State::AfterValue, b',') => State::Key,
+            (State::Value | State::ValueOrEnd, b'{' | b'[') => {
+                if level >= room || level >= 127 {
+                    return None;
+                }
+                let bit = 1u128 << level;
+                level += 1;
+                if b == b'[' {
+                    stack |= bit;
+                    State::ValueOrEnd
+                } else {
+                    stack &= !bit;
+                    State::KeyOrEnd
+                }
+            }
+            (State::Value | State::ValueOrEnd, b'"') => {
+                i += skip_string(s.get(i..)?)?;
+                State::AfterValue
+            }
+            (State::Value | State::ValueOrEnd, b'-' | b'0'..=b'9') => {
+                i += skip_number(s.get(i - 1..)?)? - 1;
+                State::AfterValue
+            }
+            (State::Value | State::ValueOrEnd, b't' | b'f' | b'n') => {
+                let word: &[u8] = match b {
+                    b't' => b"true",
+                    b'f' => b"false",
+                    _ => b"null",
+                };
+                if s.get(i - 1..i - 1 + word.len())? != word {
+                    return None;
+                }
+                i += word.len() - 1;
+                State::AfterValue
+            }
+            (_, b' ' | b'\t' | b'\n' | b'\r') => state,
+            _ => return None,
+        };
+    }
+    None
+}
+
+/// Length of a string's rest up to and including its closing quote (`s` starts after the
+/// opening one); `None` for an invalid string, a `\u` escape of a surrogate, or no end in `s`.
+fn skip_string(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let rest = s.get(i..)?;
+        let (len, ascii) = string_run(rest);
+        if !ascii {
+            let run = rest.get(..len)?;
+            if simdutf8::basic::from_utf8(run).is_err() {
+                return None;
+            }
+        }
+        i += len;
+        match s.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => match s.get(i + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => i += 2,
+                b'u' => {
+                    let hex = s.get(i + 2..i + 6)?;
+                    let unit = u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+                    // `from_str_radix` takes a sign; the steps would not.
+                    if !hex.iter().all(u8::is_ascii_hexdigit) || (0xD800..=0xDFFF).contains(&unit) {
+                        return None;
+                    }
+                    i += 6;
+                }
+                _ => return None,
+            },
+            // A control byte, or UTF-8 that is invalid or cut off.
+            _ => return None,
+        }
+    }
+}
+
+/// Length of the number at the start of `s`; `None` when it is invalid or may go on past `s`.
+fn skip_number(s: &[u8]) -> Option<usize> {
+    let digits = |from: usize| {
+        s.get(from..)
+            .map_or(0, |r| r.iter().take_while(|b| b.is_ascii_digit()).count())
+    };
+    let mut i = usize::from(s.first() == Some(&b'-'));
+    match s.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i += digits(i),
+        _ => return None,
+    }
+    if s.get(i) == Some(&b'.') {
+        let n = digits(i + 1);
+        if n == 0 {
+            return None;
+        }
+        i += 1 + n;
+    }
+    if matches!(s.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(s.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let n = digits(i);
+        if n == 0 {
+            return None;
+        }
+        i += n;
+    }
+    // The byte after the number must be in `s` (a number at the end may go on), and must not
+    // be a digit (`01`).
+    if s.get(i)?.is_ascii_digit() {
+        return None;
+    }
+    Some(i)
 }
 
 fn hex(high: Option<u32>) -> Str {
@@ -764,9 +1072,10 @@ fn literal(word: &'static [u8], kind: ValueKind) -> State {
     State::Lit { word, at: 1, kind }
 }
 
-fn advance(matched: &mut Option<usize>, name: &[u8], b: u8) {
+/// The key being read continues with `run`: how much of `name` it still matches.
+fn advance(matched: &mut Option<usize>, name: &[u8], run: &[u8]) {
     *matched = match *matched {
-        Some(i) if name.get(i) == Some(&b) => Some(i + 1),
+        Some(i) if name.get(i..i + run.len()) == Some(run) => Some(i + run.len()),
         _ => None,
     };
 }

@@ -600,3 +600,103 @@ fn random_valid_bodies() {
         assert_eq!(run(&[a, b], Some("f"), NO_LIMIT), whole, "{body}");
     }
 }
+
+/// Objects and arrays inside the top-level object are passed over in one go when they are whole
+/// in a chunk (`skip_nested`), else read step by step: both must accept, refuse (at the same
+/// offset) and end at the same byte. Fed whole, each body below takes the quick pass; byte by
+/// byte it never does.
+#[test]
+fn nested_values_read_whole_or_step_by_step_agree() {
+    const PIECES: &[&[u8]] = &[
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b" ",
+        b"\t",
+        b"\"k\"",
+        b"\"v\"",
+        b"\"\"",
+        br#""a\"b""#,
+        br#""\n\t\/\b\f\r\\""#,
+        br#""\u00e9""#,
+        br#""\u00E9""#,
+        br#""\uD83D\uDE00""#,
+        br#""\uDE00""#,
+        br#""\u+123""#,
+        br#""\u12G4""#,
+        br#""\x""#,
+        "\"é\"".as_bytes(),
+        "\"\u{1F600}\"".as_bytes(),
+        b"\"\x01\"",
+        b"\"\x7f\"",
+        b"\"\xC3\"",
+        b"\"\xED\xA0\x80\"",
+        b"\"\xF4\x90\x80\x80\"",
+        b"0",
+        b"-0",
+        b"01",
+        b"-",
+        b"1.",
+        b"1.5",
+        b"1e",
+        b"1e+",
+        b"2E-3",
+        b"-12.5e10",
+        b"1.e3",
+        b"truex",
+        b"true",
+        b"tru",
+        b"false",
+        b"null",
+        b"nul",
+        b"\"",
+    ];
+    let mut rng = Rng(0x5EED_0F5C_4A11);
+    let mut skipped = 0;
+    for _ in 0..20_000 {
+        let mut inner = Vec::new();
+        for _ in 0..rng.below(12) {
+            inner.extend_from_slice(PIECES[rng.below(PIECES.len())]);
+        }
+        let open = if rng.below(2) == 0 { "[" } else { "{\"k\":" };
+        let close = if open == "[" { "]" } else { "}" };
+        let mut body = format!("{{\"a\":{open}").into_bytes();
+        body.extend_from_slice(&inner);
+        body.extend_from_slice(close.as_bytes());
+        body.extend_from_slice(b",\"model\":\"m\"}");
+        let whole = run(&[&body], None, NO_LIMIT);
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(
+            run(&bytes, None, NO_LIMIT),
+            whole,
+            "{:?}",
+            String::from_utf8_lossy(&body)
+        );
+        skipped += usize::from(whole.model.is_some());
+    }
+    // Enough of the bodies were valid for the quick pass to have carried them.
+    assert!(skipped > 1_000, "{skipped} valid bodies");
+}
+
+#[test]
+fn a_valid_nested_value_is_passed_over_in_one_go() {
+    let value =
+        br#"[{"role":"user","content":"h\u00e9\n\"i\"","n":[-1.5e3,0,true,false,null,{}],"x":[]}]"#;
+    assert_eq!(super::skip_nested(value, 127), Some(value.len()));
+    assert_eq!(
+        super::skip_nested(&value[..value.len() - 1], 127),
+        None,
+        "cut off"
+    );
+    assert_eq!(
+        super::skip_nested(b"[[[]]]", 2),
+        None,
+        "deeper than allowed"
+    );
+    assert_eq!(super::skip_nested(b"[[[]]]", 3), Some(6));
+    assert_eq!(super::skip_nested(b"[1]", 127), Some(3));
+    assert_eq!(super::skip_nested(b"[1", 127), None, "a number may go on");
+}
