@@ -4,33 +4,19 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use rollgate_loadtest::sim::Faults;
+use rollgate_loadtest::sim::{Faults, Sim};
 
 use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_head_is_cut_after_the_header_timeout() {
-    let stable = start_sim("stable", "m", |_| {}).await;
-    let gw = Gateway::start(&config(
-        &stable,
-        None,
-        "",
-        "limits: { header_read_timeout: 500ms }\n",
-    ));
+    let (_stable, gw) = with_header_timeout_500ms().await;
     let mut raw = std::net::TcpStream::connect(gw.data).expect("connect");
     raw.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
         .expect("partial head");
     raw.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("read timeout");
-    let started = Instant::now();
-    let mut buf = Vec::new();
-    // A reset counts as closed too; what matters is that the server gave up, and when.
-    let _ = raw.read_to_end(&mut buf);
-    let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
-        "closed after {waited:?}"
-    );
+    assert_closed_after_half_a_second(&mut raw, Instant::now());
     let r = send(
         &client(),
         &gw.url("/v1/chat/completions"),
@@ -154,4 +140,78 @@ async fn an_upstream_that_stops_reading_the_body_fails_the_request_after_the_idl
     );
     assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Reads one response with a `content-length` body from a raw connection; `None` when the
+/// connection closed first.
+fn read_response(raw: &mut std::net::TcpStream) -> Option<String> {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match raw.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => return None,
+        }
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    raw.read_exact(&mut body).ok()?;
+    Some(head)
+}
+
+/// The fast path keeps a connection's timer at the earliest deadline still ahead and lets it
+/// fire early (re-arming it) instead of moving it later per request: a connection whose first
+/// idle deadline has passed while it stayed busy must stay open, and must still be closed one
+/// `header_read_timeout` after its last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_connection_outlives_its_first_idle_deadline_and_closes_after_its_last() {
+    let (_stable, gw) = with_header_timeout_500ms().await;
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        String::from_utf8_lossy(body)
+    );
+    let mut raw = std::net::TcpStream::connect(gw.data).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    // Requests 300 ms apart: the third comes 600 ms after the first answer, past the idle
+    // deadline the first one armed.
+    for i in 0..3 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        raw.write_all(request.as_bytes()).expect("send");
+        let head = read_response(&mut raw).unwrap_or_else(|| panic!("request {i}: closed"));
+        assert!(head.starts_with("http/1.1 200"), "request {i}: {head}");
+    }
+    assert_closed_after_half_a_second(&mut raw, Instant::now());
+}
+
+async fn with_header_timeout_500ms() -> (Sim, Gateway) {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let gw = Gateway::start(&config(
+        &stable,
+        None,
+        "",
+        "limits: { header_read_timeout: 500ms }\n",
+    ));
+    (stable, gw)
+}
+
+/// Waits for the gateway to close `raw` and checks that it did so about 500 ms after `since`.
+fn assert_closed_after_half_a_second(raw: &mut std::net::TcpStream, since: Instant) {
+    let mut buf = Vec::new();
+    // A reset counts as closed too; what matters is that the server gave up, and when.
+    let _ = raw.read_to_end(&mut buf);
+    let waited = since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
 }

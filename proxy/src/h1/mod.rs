@@ -262,12 +262,13 @@ pub(crate) async fn serve(
                 return;
             }
             let since = down.answered_at.take().unwrap_or_else(Instant::now);
-            sleep.as_mut().reset(since + wait);
+            let idle_until = since + wait;
+            arm(&mut sleep, idle_until);
             loop {
                 tokio::select! {
                     biased;
                     r = down.io.readable() => if r.is_err() { return },
-                    () = &mut sleep => return,
+                    () = &mut sleep => if expired(&mut sleep, idle_until) { return } else { continue },
                     _ = stopped.as_mut() => return,
                 }
                 // Readiness may be left over from the last request: a buffer is taken only
@@ -1373,6 +1374,30 @@ fn upstream_eof(read: io::Result<Fill>) -> Result<bool, RelayError> {
     }
 }
 
+/// Makes the connection's one timer fire no later than `deadline`.
+///
+/// The timer is only ever moved earlier here, never later: each request waits for its head,
+/// then its response (a later deadline), then the next head (later again), and moving a tokio
+/// timer earlier re-registers it (a lock and a wheel removal and insertion), so keeping it at
+/// the earliest deadline still ahead saves that per request. It then fires early now and then
+/// (once per `header_read_timeout` on a busy connection); [`expired`] tells a real deadline from
+/// an early one and re-arms it.
+fn arm(sleep: &mut Pin<&mut Sleep>, deadline: Instant) {
+    if sleep.deadline() > deadline {
+        sleep.as_mut().reset(deadline);
+    }
+}
+
+/// The timer fired: whether `deadline` has passed. If not (it was armed for an earlier one),
+/// it is re-armed for `deadline` and the wait goes on.
+fn expired(sleep: &mut Pin<&mut Sleep>, deadline: Instant) -> bool {
+    if Instant::now() >= deadline {
+        return true;
+    }
+    sleep.as_mut().reset(deadline);
+    false
+}
+
 /// Reads what is available (waiting until `deadline` when nothing is).
 async fn fill(
     io: &TcpStream,
@@ -1390,13 +1415,11 @@ async fn fill(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
-        if sleep.deadline() != deadline {
-            sleep.as_mut().reset(deadline);
-        }
+        arm(sleep, deadline);
         tokio::select! {
             biased;
             r = io.readable() => r?,
-            () = sleep.as_mut() => return Ok(Fill::Timeout),
+            () = sleep.as_mut() => if expired(sleep, deadline) { return Ok(Fill::Timeout) },
         }
     }
 }
@@ -1436,14 +1459,19 @@ async fn write_within(
         let n = match io.try_write(&data[done..]) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                sleep.as_mut().reset(Instant::now() + idle);
+                let deadline = Instant::now() + idle;
+                arm(sleep, deadline);
                 // `write`, not `writable()`: a second use of tokio's generic readiness future
                 // made the compiler stop inlining it into every read (~280 instructions per
                 // request, callgrind).
                 tokio::select! {
                     biased;
                     r = io.write(&data[done..]) => r?,
-                    () = sleep.as_mut() => return Err(io::ErrorKind::TimedOut.into()),
+                    () = sleep.as_mut() => if expired(sleep, deadline) {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    } else {
+                        continue;
+                    },
                 }
             }
             Err(e) => return Err(e),
