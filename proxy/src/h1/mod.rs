@@ -267,7 +267,7 @@ pub(crate) async fn serve(
             loop {
                 tokio::select! {
                     biased;
-                    r = down.io.readable() => if r.is_err() { return },
+                    r = read_ready(&down.io) => if r.is_err() { return },
                     () = &mut sleep => if expired(&mut sleep, idle_until) { return } else { continue },
                     _ = stopped.as_mut() => return,
                 }
@@ -1418,10 +1418,18 @@ async fn fill(
         arm(sleep, deadline);
         tokio::select! {
             biased;
-            r = io.readable() => r?,
+            r = read_ready(io) => r?,
             () = sleep.as_mut() => if expired(sleep, deadline) { return Ok(Fill::Timeout) },
         }
     }
+}
+
+/// Waits until the event loop has seen `io` readable. The poll form: the task's waker sits in
+/// the socket's one reader slot, where `readable()`'s future would link a waiter node into the
+/// socket's list and unlink it again (≈ 230 instructions more per wait, two waits per request).
+/// One task per socket reads it, so the single slot is enough.
+fn read_ready(io: &TcpStream) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+    std::future::poll_fn(move |cx| io.poll_read_ready(cx))
 }
 
 /// Reads what has arrived into `buf`'s spare room, without waiting (`WouldBlock` if nothing).
