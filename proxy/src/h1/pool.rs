@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -98,12 +97,8 @@ impl FastPool {
     fn take(&self, id: u64, now: Instant) -> Option<TcpStream> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&id)?;
-        let mut cx = Context::from_waker(Waker::noop());
         while let Some((io, since)) = list.pop() {
-            // An idle connection has nothing to read; readiness (as last reported by the event
-            // loop, no system call) means the peer closed it or sent garbage.
-            let readable = io.poll_read_ready(&mut cx).is_ready();
-            if !readable && now.saturating_duration_since(since) < self.idle_timeout {
+            if !flagged_readable(&io) && now.saturating_duration_since(since) < self.idle_timeout {
                 return Some(io);
             }
         }
@@ -146,14 +141,80 @@ impl FastPool {
     /// Closes connections idle past the timeout or closed by the peer.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        let mut cx = Context::from_waker(Waker::noop());
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
             list.retain(|(io, since)| {
-                matches!(io.poll_read_ready(&mut cx), Poll::Pending)
-                    && now.saturating_duration_since(*since) < self.idle_timeout
+                !flagged_readable(io) && now.saturating_duration_since(*since) < self.idle_timeout
             });
         }
         idle.retain(|_, l| !l.is_empty());
+    }
+}
+
+/// Whether the event loop has flagged an idle connection readable (no system call, no waker
+/// registered). An idle connection has nothing to read, so it means the peer closed it or sent
+/// garbage.
+fn flagged_readable(io: &TcpStream) -> bool {
+    io.try_io(Interest::READABLE, || Ok(())).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pooled connection is handed out while its peer keeps it open, and not once the event
+    /// loop has seen the peer close it (detected from the runtime's readiness flag alone).
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_is_not_handed_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = FastPool::new(4, Duration::from_secs(60), Duration::from_secs(1));
+        let io = TcpStream::connect(addr).await.unwrap();
+        let (peer, _) = listener.accept().await.unwrap();
+        pool.put(
+            UpConn {
+                io,
+                endpoint: 7,
+                reused: false,
+            },
+            Instant::now(),
+        );
+        let io = pool
+            .take(7, Instant::now())
+            .expect("an open connection is handed out");
+        pool.put(
+            UpConn {
+                io,
+                endpoint: 7,
+                reused: false,
+            },
+            Instant::now(),
+        );
+        drop(peer);
+        // The close reaches the runtime's readiness flag once the event loop has run.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::task::yield_now().await;
+            match pool.take(7, Instant::now()) {
+                None => break,
+                Some(io) => pool.put(
+                    UpConn {
+                        io,
+                        endpoint: 7,
+                        reused: false,
+                    },
+                    Instant::now(),
+                ),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection is still handed out"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            pool.take(7, Instant::now()).is_none(),
+            "and it is gone from the pool"
+        );
     }
 }
