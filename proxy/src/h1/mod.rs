@@ -1428,8 +1428,17 @@ async fn fill(
 /// the socket's one reader slot, where `readable()`'s future would link a waiter node into the
 /// socket's list and unlink it again (≈ 230 instructions more per wait, two waits per request).
 /// One task per socket reads it, so the single slot is enough.
+///
+/// Readiness already flagged (the usual case once the task is woken) is read from the flag alone,
+/// without the cooperative-budget bookkeeping of a poll; reads that follow are `try_read`s,
+/// which do not use the budget either, and each wait that finds nothing yields.
 fn read_ready(io: &TcpStream) -> impl std::future::Future<Output = io::Result<()>> + '_ {
-    std::future::poll_fn(move |cx| io.poll_read_ready(cx))
+    std::future::poll_fn(move |cx| {
+        if io.try_io(Interest::READABLE, || Ok(())).is_ok() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        io.poll_read_ready(cx)
+    })
 }
 
 /// Reads what has arrived into `buf`'s spare room, without waiting (`WouldBlock` if nothing).
