@@ -90,8 +90,8 @@ fn model_resolution(c: &mut Criterion) {
     for (name, body) in [
         ("body_model_first_300B", chat_body(false, 2)),
         ("body_model_last_4KiB", chat_body(true, 36)),
-        // What `rollgate loadtest` sends (serde_json sorts keys) and the shape of the openai
-        // client's small requests: `model` after the messages.
+        // What `rollgate loadtest` sends (serde_json sorts keys): `model` after the messages,
+        // as in many hand-built bodies (the openai client writes it first).
         (
             "body_model_last_72B",
             br#"{"max_tokens":1,"messages":[{"content":"hi","role":"user"}],"model":"m"}"#.to_vec(),

@@ -15,7 +15,7 @@
 #   counted by the LD_PRELOAD shim clock_count.c);  BODY=1 sends a small JSON chat POST instead of GET,
 #   BODY=65536 a JSON POST of 64 KiB (MODEL_LAST=1: `model` after the 64 KiB string, so
 #   rollgate reads the whole body before it routes it; with BODY=1, the small chat body with its
-#   keys sorted, `model` last, as `rollgate loadtest` and the openai client send it).
+#   keys sorted, `model` last, as `rollgate loadtest` sends it and hand-built bodies often have it).
 #   PERF=1 writes a flat profile of each proxy to /tmp/perf.<name>.txt.
 #   ROLLGATE_EXTRA="data_plane: hyper" adds top-level config lines; MODEL_EXTRA adds lines to
 #   the model (indented 4 spaces: a candidate, weight, shadow); ONLY=rollgate skips nginx.
@@ -78,7 +78,7 @@ done
 load() { # url n
   if [ "${BODY:-0}" != 0 ]; then
     if [ "$BODY" = 1 ] && [ "${MODEL_LAST:-0}" = 1 ]; then
-      # What `rollgate loadtest` sends (keys sorted) and the openai client's order: model last.
+      # What `rollgate loadtest` sends (keys sorted): model last.
       printf '{"max_tokens":1,"messages":[{"content":"hi","role":"user"}],"model":"m"}' > "$D/body.json"
     elif [ "$BODY" = 1 ]; then
       printf '{"model":"m","messages":[{"role":"user","content":"hi"}]}' > "$D/body.json"
