@@ -169,27 +169,18 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let pool = FastPool::new(4, Duration::from_secs(60), Duration::from_secs(1));
-        let io = TcpStream::connect(addr).await.unwrap();
+        let put = |io| {
+            let conn = UpConn {
+                io,
+                endpoint: 7,
+                reused: false,
+            };
+            pool.put(conn, Instant::now());
+        };
+        put(TcpStream::connect(addr).await.unwrap());
         let (peer, _) = listener.accept().await.unwrap();
-        pool.put(
-            UpConn {
-                io,
-                endpoint: 7,
-                reused: false,
-            },
-            Instant::now(),
-        );
-        let io = pool
-            .take(7, Instant::now())
-            .expect("an open connection is handed out");
-        pool.put(
-            UpConn {
-                io,
-                endpoint: 7,
-                reused: false,
-            },
-            Instant::now(),
-        );
+        let io = pool.take(7, Instant::now());
+        put(io.expect("an open connection is handed out"));
         drop(peer);
         // The close reaches the runtime's readiness flag once the event loop has run.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -197,14 +188,7 @@ mod tests {
             tokio::task::yield_now().await;
             match pool.take(7, Instant::now()) {
                 None => break,
-                Some(io) => pool.put(
-                    UpConn {
-                        io,
-                        endpoint: 7,
-                        reused: false,
-                    },
-                    Instant::now(),
-                ),
+                Some(io) => put(io),
             }
             assert!(
                 Instant::now() < deadline,
