@@ -134,7 +134,7 @@ impl Worker {
             .filter(|_| variant == Variant::Stable)
         {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
-                if let Some(admitted) = crate::shadow::admit(&r.route, shadow) {
+                if let Some(admitted) = crate::shadow::admit(&r.route, shadow, None) {
                     let mirror = Mirror {
                         parts: clone_parts(&parts),
                         endpoints: r.route.clone(),

@@ -444,17 +444,28 @@ pub(crate) struct Admitted {
 }
 
 /// Takes an in-flight slot for a mirror of `route`, or counts the drop: the first thing a
-/// sampled request does, so that a dropped mirror costs two atomic operations and nothing else
-/// (and a clock read, for [`Pace`], when the bound refuses or is more than half used).
-pub(crate) fn admit(route: &crate::snapshot::ModelRoute, cfg: &Shadow) -> Option<Admitted> {
+/// sampled request does. Against a slow shadow most sampled requests are refused, so a full
+/// bound refuses on a plain load (no atomic read-modify-write) and a refusal reads no clock
+/// when the caller has one: `now` is the request's clock reading, or `None` to read the clock
+/// only when the pace needs it (the bound refuses or is more than half used).
+pub(crate) fn admit(
+    route: &crate::snapshot::ModelRoute,
+    cfg: &Shadow,
+    now: Option<Instant>,
+) -> Option<Admitted> {
     let stats = &route.stats;
     let max = cfg.max_inflight as i64;
+    let now = || now.unwrap_or_else(Instant::now);
+    if stats.shadow_inflight.load(Relaxed) >= max {
+        stats.shadow_pace.refused(now());
+        stats.shadow_dropped(ShadowDrop::Inflight);
+        return None;
+    }
     let inflight = stats.shadow_inflight.fetch_add(1, Relaxed);
     let refused = if inflight >= max {
-        stats.shadow_pace.refused(Instant::now());
+        stats.shadow_pace.refused(now());
         Some(ShadowDrop::Inflight)
-    } else if inflight.saturating_mul(2) >= max
-        && !stats.shadow_pace.admit(cfg.max_inflight, Instant::now())
+    } else if inflight.saturating_mul(2) >= max && !stats.shadow_pace.admit(cfg.max_inflight, now())
     {
         Some(ShadowDrop::Paced)
     } else {

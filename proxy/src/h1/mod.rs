@@ -463,11 +463,18 @@ impl Down<'_> {
             Variant::Candidate => route.candidate.as_ref().unwrap_or(&route.stable),
             _ => &route.stable,
         };
+        // The clock reading the upstream exchange starts from (and a mirror's admission): the
+        // request's start when no byte arrived since, so nothing was waited for.
+        let now = if self.buf.len() == arrived {
+            start
+        } else {
+            Instant::now()
+        };
         let mut tee = None;
         let mut pair = None;
         if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
             if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
-                if let Some(admitted) = crate::shadow::admit(&route, shadow) {
+                if let Some(admitted) = crate::shadow::admit(&route, shadow, Some(now)) {
                     // A body already in the buffer goes out with the mirror's head; the tee
                     // carries the rest of a body still to be read.
                     let at_hand = match &body {
@@ -506,11 +513,6 @@ impl Down<'_> {
         let vs = stats.variant(variant);
         vs.start();
         let key_bytes = key.map(u64::to_le_bytes);
-        let now = if self.buf.len() == arrived {
-            start
-        } else {
-            Instant::now()
-        };
         let sent = self
             .send(
                 &backend.endpoints,
