@@ -1,8 +1,8 @@
 //! Criterion benchmarks of every per-request hot path of the data plane: model resolution (JSON
 //! body prefix and routing header), cohort hash and split decision, endpoint choice, SSE event
 //! parsing and observation recording, and the HTTP/1.1 fast path's head parsing and rewriting
-//! and chunked decoding; plus the config validation a reload runs and the metrics
-//! encoding a scrape runs.
+//! and chunked decoding, a sampled request's mirror admission; plus the config validation a
+//! reload runs, the metrics encoding a scrape runs and the scoring of a shadow pair.
 //!
 //! `cargo bench -p rollgate-benches -- --quick` for a fast pass; see docs/benchmarks.md.
 
@@ -11,9 +11,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use prometheus_client::registry::Registry;
+use rollgate_control::scoring::{self, Answer};
 use rollgate_proxy::bench_api::{self, Endpoints, Histogram};
 use rollgate_proxy::h1::parse::ChunkedDecoder;
 use rollgate_proxy::scan::JsonPrefixScanner;
@@ -372,12 +374,74 @@ content-length: 512\r\ncontent-type: application/json\r\n\r\n"[..],
     g.finish();
 }
 
+fn shadow(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shadow");
+    let mut yaml = config_yaml(1);
+    yaml.push_str("    shadow: { sample: 100% }\n");
+    let (h, _registry) = handle(&yaml);
+    let snap = h.snapshot();
+    let now = tokio::time::Instant::now();
+    // A free slot: taken and released, as a mirror that starts and ends.
+    g.bench_function("admit_taken", |b| {
+        b.iter(|| {
+            assert_eq!(
+                bench_api::shadow_admit(&snap, black_box("model-0"), now),
+                Some(true)
+            )
+        })
+    });
+    // Every slot held (the default bound, 64), as against a slow shadow: what most sampled
+    // requests do there (34 refusals per mirror against the comparison's 50 ms shadow).
+    let held = bench_api::shadow_hold(&snap, "model-0", 64);
+    assert_eq!(held.len(), 64);
+    g.bench_function("admit_refused_full_bound", |b| {
+        b.iter(|| {
+            assert_eq!(
+                bench_api::shadow_admit(&snap, black_box("model-0"), now),
+                Some(false)
+            )
+        })
+    });
+    drop(held);
+    g.finish();
+}
+
+fn scoring(c: &mut Criterion) {
+    let mut g = c.benchmark_group("scoring");
+    let answer = |body: &'static str| Answer {
+        status: 200,
+        body: Bytes::from_static(body.as_bytes()),
+        overflow: false,
+        failed: false,
+    };
+    // The comparison's upstream (nginx `return 200`) and `rollgate sim`'s one-token answer.
+    let stable = answer(
+        r#"{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}"#,
+    );
+    let sim = answer(
+        r#"{"choices":[{"finish_reason":"length","index":0,"logprobs":null,"message":{"content":"lazy","role":"assistant"}}],"created":1795788199,"id":"chatcmpl-910a2dec89025cc1","model":"m","object":"chat.completion","usage":{"completion_tokens":1,"prompt_tokens":4,"total_tokens":5}}"#,
+    );
+    g.bench_function("chat_pair_identical", |b| {
+        b.iter(|| {
+            let s = scoring::score("/v1/chat/completions", false, &stable, black_box(&stable));
+            assert!(s.comparable && s.exact);
+        })
+    });
+    g.bench_function("chat_pair_different", |b| {
+        b.iter(|| {
+            let s = scoring::score("/v1/chat/completions", false, &stable, black_box(&sim));
+            assert!(s.comparable && !s.exact);
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = hot_paths;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(30);
-    targets = model_resolution, split, endpoint, config, metrics, sse, observe, h1
+    targets = model_resolution, split, endpoint, config, metrics, sse, observe, h1, shadow, scoring
 }
 criterion_main!(hot_paths);

@@ -68,6 +68,52 @@ impl Endpoints {
     }
 }
 
+/// A sampled request's mirror admission as the fast path makes it (`shadow::admit`, with the
+/// request's clock reading): `Some(true)` when a slot was free (released again at once),
+/// `Some(false)` when the in-flight bound or the pace refused it (counted as dropped), `None`
+/// when the model has no shadow.
+pub fn shadow_admit(snap: &Snapshot, model: &str, now: Instant) -> Option<bool> {
+    let route = snap.model(model)?;
+    let cfg = route.shadow.as_ref()?;
+    Some(crate::shadow::admit(route, cfg, Some(now)).is_some())
+}
+
+/// Takes up to `n` of a model's in-flight mirror slots, as `n` mirrors in flight hold them,
+/// until the result is dropped.
+pub fn shadow_hold(snap: &Snapshot, model: &str, n: usize) -> ShadowSlots {
+    let held = snap
+        .model(model)
+        .and_then(|r| r.shadow.as_ref().map(|cfg| (r, cfg)))
+        .map(|(r, cfg)| {
+            (0..n)
+                .filter_map(|_| crate::shadow::admit(r, cfg, None))
+                .collect()
+        })
+        .unwrap_or_default();
+    ShadowSlots(held)
+}
+
+/// In-flight mirror slots held by [`shadow_hold`]; dropping it releases them.
+pub struct ShadowSlots(Vec<crate::shadow::Admitted>);
+
+impl ShadowSlots {
+    /// How many slots are held.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No slot is held.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ShadowSlots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ShadowSlots").field(&self.0.len()).finish()
+    }
+}
+
 /// Records one finished stable request of `model` (in-flight gauge, status counter, latency
 /// histogram) through the route's stats, as the request start and the response body's end do.
 pub fn record(snap: &Snapshot, model: &str, latency: Duration) {
