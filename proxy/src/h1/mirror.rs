@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::parse::{ChunkedDecoder, Framing};
 use super::pool::FastPool;
-use super::{chunk, fill, push_decimal, read_response_head, Fill, HeadFail};
+use super::{chunk, fill, push_decimal, read_ready, read_response_head, Fill, HeadFail};
 use crate::endpoint::{EndpointState, Outcome};
 use crate::handle::Shared;
 use crate::observe::StreamFailure;
@@ -136,7 +136,8 @@ impl FastMirror {
         let deadline = start + cfg.timeout;
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
-        let mut ubuf = self.fast.buf();
+        // Taken once the answer has begun to arrive (below), not while the mirror waits for it.
+        let mut ubuf = Vec::new();
         let mut retried = false;
         let (up, rh) = loop {
             // The exchange's start serves the first take; a retry reads the clock again.
@@ -178,6 +179,18 @@ impl FastMirror {
                 if !out.is_empty() {
                     up.io.write_all(&out).await.map_err(|_| ())?;
                 }
+            }
+            if ubuf.capacity() == 0 {
+                // A mirror to a slow shadow waits long for its answer; holding a buffer meanwhile,
+                // the 64 mirrors in flight of the default bound kept 512 KiB cycling through the
+                // caches the primaries run in. The primaries' free list hands the buffer out when
+                // the answer is there, most likely one still warm.
+                tokio::select! {
+                    biased;
+                    r = read_ready(&up.io) => r.map_err(|_| ())?,
+                    () = sleep.as_mut() => return Err(()),
+                }
+                ubuf = self.fast.buf();
             }
             let head = read_response_head(
                 &up.io,
