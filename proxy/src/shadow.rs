@@ -456,24 +456,23 @@ pub(crate) fn admit(
     let stats = &route.stats;
     let max = cfg.max_inflight as i64;
     let now = || now.unwrap_or_else(Instant::now);
-    if stats.shadow_inflight.load(Relaxed) >= max {
+    let full = || {
         stats.shadow_pace.refused(now());
         stats.shadow_dropped(ShadowDrop::Inflight);
-        return None;
-    }
-    let inflight = stats.shadow_inflight.fetch_add(1, Relaxed);
-    let refused = if inflight >= max {
-        stats.shadow_pace.refused(now());
-        Some(ShadowDrop::Inflight)
-    } else if inflight.saturating_mul(2) >= max && !stats.shadow_pace.admit(cfg.max_inflight, now())
-    {
-        Some(ShadowDrop::Paced)
-    } else {
         None
     };
-    if let Some(why) = refused {
+    if stats.shadow_inflight.load(Relaxed) >= max {
+        return full();
+    }
+    let inflight = stats.shadow_inflight.fetch_add(1, Relaxed);
+    if inflight >= max {
+        // Another worker took the last slot since the load.
         stats.shadow_inflight.fetch_sub(1, Relaxed);
-        stats.shadow_dropped(why);
+        return full();
+    }
+    if inflight.saturating_mul(2) >= max && !stats.shadow_pace.admit(cfg.max_inflight, now()) {
+        stats.shadow_inflight.fetch_sub(1, Relaxed);
+        stats.shadow_dropped(ShadowDrop::Paced);
         return None;
     }
     Some(Admitted {
