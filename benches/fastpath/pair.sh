@@ -7,14 +7,16 @@
 # Both gateways (`workers: 1`) and the upstream (benches/compare/upstream-nginx.conf) run on
 # CPU 0, `rollgate loadtest --compare A B` on CPU 1 in alternating 250 ms slices, the order
 # alternating run by run, as benches/compare/run's `paired` does. The shadow is nginx with the
-# echo module (benches/compare/shadow-nginx-echo.conf; SHADOW=sim for `rollgate sim`) on
-# $SHADOW_CPU (default 1). Needs nginx, its echo module and curl (benches/compare/run installs
-# them). Per run it prints B's throughput, total-latency p99 and gateway CPU per request over
+# echo module (benches/compare/shadow-nginx-echo.conf; SHADOW=sim for `rollgate sim`, whose
+# added latency SHADOW_DELAY sets, default 50ms) on $SHADOW_CPU (default 1). MAX_INFLIGHT
+# sets the mirror's `max_inflight` (default: the config's default bound). Needs nginx, its echo
+# module and curl (benches/compare/run installs them). Per run it prints B's throughput, total-latency p99 and gateway CPU per request over
 # A's (`report.py loadtest-pair`), then B's mirror drops.
 #
 # Usage: benches/fastpath/pair.sh BIN_A CONF_A BIN_B CONF_B [RUNS] [SECONDS]
 #   CONF_*: plain or mirror.  LOAD="--rate 20000 --connections 64" for a fixed rate (compare
 #   CPU per request below saturation); default closed loop, 64 connections.
+#   SLICE sets the length of each side's turn (default 250ms).
 #   PERF=1 records each gateway with `perf record -g` per run (files in the printed directory).
 # Examples: the cost of mirroring,   pair.sh target/release/rollgate plain target/release/rollgate mirror 8 10
 #           a change to the mirrors, pair.sh /tmp/old mirror target/release/rollgate mirror 8 10
@@ -39,7 +41,7 @@ if [ "${SHADOW:-echo}" = echo ]; then
     taskset -c "${SHADOW_CPU:-1}" nginx -e "$D/sh/err.log" -p "$D/sh" -c "$D/sh.conf" & pids+=($!)
 else
     taskset -c "${SHADOW_CPU:-1}" "$BA" sim --listen "127.0.0.1:$SHADOW_PORT" --model m \
-        --ttft 0ms --tpot 0ms --output-tokens 1 --extra-latency 50ms --max-concurrency 4096 \
+        --ttft 0ms --tpot 0ms --output-tokens 1 --extra-latency "${SHADOW_DELAY:-50ms}" --max-concurrency 4096 \
         >"$D/sim.log" 2>&1 & pids+=($!)
 fi
 conf() { # CONF PORT ADMIN_PORT
@@ -47,7 +49,7 @@ conf() { # CONF PORT ADMIN_PORT
     printf '  - name: m\n    default: true\n    stable: { endpoints: ["http://127.0.0.1:%s"] }\n' "$UP"
     if [ "$1" = mirror ]; then
         printf '    candidate: { endpoints: ["http://127.0.0.1:%s"] }\n' "$SHADOW_PORT"
-        printf '    weight: 0%%\n    shadow: { sample: 100%% }\n'
+        printf '    weight: 0%%\n    shadow: { sample: 100%%%s }\n' "${MAX_INFLIGHT:+, max_inflight: $MAX_INFLIGHT}"
     fi
 }
 conf "$CA" "$PA" "$AA" >"$D/a.yaml"
@@ -67,7 +69,7 @@ for run in $(seq 1 "$RUNS"); do
         perf record -F 2999 -g -p $PIDB -o "$D/b$run.data" >/dev/null 2>&1 & pb=$!
     fi
     # shellcheck disable=SC2086 # LOAD is a list of flags
-    taskset -c 1 "$BA" loadtest ${LOAD:---connections 64} --slice 250ms --warmup 1s \
+    taskset -c 1 "$BA" loadtest ${LOAD:---connections 64} --slice "${SLICE:-250ms}" --warmup 1s \
         --duration "${SECS}s" --model m --prompt-tokens 1 --max-tokens 1 -q --json \
         --compare "http://127.0.0.1:$first/v1/chat/completions" \
         "http://127.0.0.1:$second/v1/chat/completions" >"$D/r$run.json" 2>"$D/r$run.err"
