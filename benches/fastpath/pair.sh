@@ -10,13 +10,15 @@
 # echo module (benches/compare/shadow-nginx-echo.conf; SHADOW=sim for `rollgate sim`, whose
 # added latency SHADOW_DELAY sets, default 50ms) on $SHADOW_CPU (default 1). MAX_INFLIGHT
 # sets the mirror's `max_inflight` (default: the config's default bound). Needs nginx, its echo
-# module and curl (benches/compare/run installs them). Per run it prints B's throughput, total-latency p99 and gateway CPU per request over
-# A's (`report.py loadtest-pair`), then B's mirror drops.
+# module and curl (benches/compare/run installs them). Per run it prints B's throughput,
+# total-latency p99 and gateway CPU per request over A's (`report.py loadtest-pair`), then B's
+# mirror drops.
 #
 # Usage: benches/fastpath/pair.sh BIN_A CONF_A BIN_B CONF_B [RUNS] [SECONDS]
 #   CONF_*: plain or mirror.  LOAD="--rate 20000 --connections 64" for a fixed rate (compare
 #   CPU per request below saturation); default closed loop, 64 connections.
-#   SLICE sets the length of each side's turn (default 250ms).
+#   SLICE sets the length of each side's turn (default 250ms), WARMUP the warm-up (default 1s):
+#   keep it an even number of slices, or A's CPU pays for warm-up requests B's does not.
 #   PERF=1 records each gateway with `perf record -g` per run (files in the printed directory).
 # Examples: the cost of mirroring,   pair.sh target/release/rollgate plain target/release/rollgate mirror 8 10
 #           a change to the mirrors, pair.sh /tmp/old mirror target/release/rollgate mirror 8 10
@@ -69,7 +71,7 @@ for run in $(seq 1 "$RUNS"); do
         perf record -F 2999 -g -p $PIDB -o "$D/b$run.data" >/dev/null 2>&1 & pb=$!
     fi
     # shellcheck disable=SC2086 # LOAD is a list of flags
-    taskset -c 1 "$BA" loadtest ${LOAD:---connections 64} --slice "${SLICE:-250ms}" --warmup 1s \
+    taskset -c 1 "$BA" loadtest ${LOAD:---connections 64} --slice "${SLICE:-250ms}" --warmup "${WARMUP:-1s}" \
         --duration "${SECS}s" --model m --prompt-tokens 1 --max-tokens 1 -q --json \
         --compare "http://127.0.0.1:$first/v1/chat/completions" \
         "http://127.0.0.1:$second/v1/chat/completions" >"$D/r$run.json" 2>"$D/r$run.err"
