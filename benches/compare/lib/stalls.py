@@ -55,14 +55,21 @@ def main():
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            spin(cpu, seconds, w)
+            try:
+                spin(cpu, seconds, w)
+            except OSError as e:
+                print(f"stalls.py: CPU {cpu}: {e}", file=sys.stderr)
+                os._exit(1)
             os._exit(0)
         kids.append(pid)
     os.close(w)
-    for pid in kids:
-        os.waitpid(pid, 0)
     with os.fdopen(r) as f:
         rows = [tuple(int(x) for x in line.split()) for line in f if line.strip()]
+    failed = [pid for pid in kids if os.waitpid(pid, 0)[1] != 0]
+    if failed or len(rows) != len(cpus):
+        # A CPU that cannot be pinned to (not in this machine or this cgroup): no reading.
+        print("? ? ?")
+        sys.exit(1)
     per_s = max((n for n, _, _ in rows), default=0) / seconds
     longest = max((m for _, m, _ in rows), default=0) / 1e6
     lost = max((x for _, _, x in rows), default=0) / seconds / 1e7
