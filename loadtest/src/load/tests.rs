@@ -431,6 +431,35 @@ fn the_table_json_and_csv_report_percentiles_errors_and_what_b_adds() {
 }
 
 #[test]
+fn a_compare_warmup_of_an_odd_number_of_slices_is_pointed_out() {
+    let plan = |flags: &[&str]| {
+        let mut all = vec!["--compare", "http://127.0.0.1:1", "http://127.0.0.1:2"];
+        all.extend_from_slice(flags);
+        Plan::try_from(&args(&all)).unwrap()
+    };
+    let note = plan(&["--slice", "1s", "--warmup", "1s"])
+        .uneven_warmup()
+        .unwrap();
+    assert!(note.contains("--warmup 2s"), "{note}");
+    let note = plan(&["--slice", "1s", "--warmup", "3s"])
+        .uneven_warmup()
+        .unwrap();
+    assert!(note.contains("--warmup 4s"), "{note}");
+    assert_eq!(
+        plan(&["--slice", "1s", "--warmup", "2s"]).uneven_warmup(),
+        None
+    );
+    assert_eq!(
+        plan(&["--slice", "250ms", "--warmup", "1s"]).uneven_warmup(),
+        None
+    );
+    assert_eq!(plan(&["--slice", "1s"]).uneven_warmup(), None);
+    // One target: nothing alternates.
+    let one = Plan::try_from(&args(&["http://127.0.0.1:1", "--warmup", "1s"])).unwrap();
+    assert_eq!(one.uneven_warmup(), None);
+}
+
+#[test]
 fn every_bad_flag_is_reported_at_once() {
     let err = Plan::try_from(&args(&[
         "ftp://x",
