@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Profile-guided build of rollgate (an experiment, not the release build: docs/fastpath.md,
 # "Session 13"). Builds an instrumented binary, trains it through one worker (small JSON POSTs,
-# 64 KiB POSTs and GETs, 10 % mirrored, against an nginx `return 200` upstream; gateway and
-# upstream on CPU 0, h2load on CPU 1), merges the profile and builds again with it. Needs nginx,
-# h2load, curl and the llvm-profdata of rustc's LLVM major version (apt: llvm-NN).
+# 64 KiB POSTs and GETs, 10 % mirrored, against the comparison's nginx upstream,
+# benches/compare/upstream-nginx.conf; gateway and upstream on CPU 0, h2load on CPU 1), merges
+# the profile and builds again with it. Needs nginx, h2load, curl and the llvm-profdata of
+# rustc's LLVM major version (apt: llvm-NN).
 #
 # Usage: benches/fastpath/pgo.sh [DIR]   (default /tmp/rollgate-pgo; prints the binary's path)
 set -euo pipefail
@@ -17,14 +18,10 @@ RUSTFLAGS="-Cprofile-generate=$DIR/profiles" CARGO_TARGET_DIR="$DIR/gen" \
     cargo build --release -p rollgate
 rm -f "$DIR"/profiles/*.profraw # the build scripts' own runs
 fp() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-UP=$(fp) RG=$(fp) RGA=$(fp) T=$DIR/train
-cat > "$T/up.conf" <<C
-daemon off; master_process off; worker_processes 1; error_log $T/up.err; pid $T/up.pid;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; client_max_body_size 10m;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json;
-    return 200 '{"id":"c","object":"chat.completion","created":0,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]}'; } } }
-C
+UP=$(fp) UP2=$(fp) RG=$(fp) RGA=$(fp) T=$DIR/train
+mkdir -p "$T/tmp"
+sed -e "s#@DIR@#$T#g" -e "s#@PORT_A@#$UP#g" -e "s#@PORT_B@#$UP2#g" \
+    benches/compare/upstream-nginx.conf >"$T/up.conf"
 cat > "$T/rg.yaml" <<C
 listen: 127.0.0.1:$RG
 admin: { listen: 127.0.0.1:$RGA }
@@ -33,11 +30,11 @@ models:
   - name: m
     default: true
     stable: { endpoints: ["http://127.0.0.1:$UP"], engine: vllm }
-    candidate: { endpoints: ["http://127.0.0.1:$UP"] }
+    candidate: { endpoints: ["http://127.0.0.1:$UP2"] }
     weight: 0%
     shadow: { sample: 10% }
 C
-taskset -c 0 nginx -c "$T/up.conf" -p "$T" & NG=$!
+taskset -c 0 nginx -e "$T/up.err" -p "$T" -c "$T/up.conf" & NG=$!
 trap 'kill $NG 2>/dev/null || true' EXIT
 taskset -c 0 "$DIR/gen/release/rollgate" run --config "$T/rg.yaml" >"$T/rg.log" 2>&1 & RGP=$!
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$RG/" && break; sleep 0.1; done
