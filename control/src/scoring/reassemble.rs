@@ -103,8 +103,8 @@ impl Reassembled {
     pub fn from_json_bytes(body: &[u8]) -> Result<Self, serde_json::Error> {
         let mut choices = BTreeMap::new();
         let mut errors = Vec::new();
-        match serde_json::from_slice::<Obj<Frame<'_>>>(body) {
-            Ok(Obj(frame)) => {
+        match read_frame(body) {
+            Ok(frame) => {
                 if let Some(e) = &frame.error {
                     note(&mut errors, format!("error body: {}", error_message(e)));
                 }
@@ -144,6 +144,15 @@ impl Reassembled {
             }
         }
         out
+    }
+
+    /// [`Reassembled::answer_text`], without a copy in the common case of one choice and no
+    /// tool calls.
+    pub fn into_answer_text(mut self) -> String {
+        match self.choices.as_mut_slice() {
+            [only] if only.tool_calls.is_empty() => std::mem::take(&mut only.text),
+            _ => self.answer_text(),
+        }
     }
 
     /// The non-streamed body this answer would have had, so that one JSON-path assertion works
@@ -253,8 +262,8 @@ impl SseReassembler {
         if self.done {
             note(&mut self.errors, "event after [DONE]".to_owned());
         }
-        match serde_json::from_slice::<Obj<Frame<'_>>>(&data) {
-            Ok(Obj(frame)) => self.absorb_frame(&frame),
+        match read_frame(&data) {
+            Ok(frame) => self.absorb_frame(&frame),
             // Valid JSON of another form (a field of an unexpected type, a repeated key): read
             // as before, from a `Value`.
             Err(_) => match serde_json::from_slice::<Value>(&data) {
@@ -302,7 +311,8 @@ impl SseReassembler {
 /// What the reassembly reads of a body or a stream event, typed so that parsing skips every
 /// other field without building it: a `Value` made a map entry and a `String` for each key and
 /// value, and reading a 170-byte chat answer took 15k instructions (scoring a pair 32.6k, more
-/// than the mirror's whole exchange on the worker; now 8.4k and 20.5k). Strict on purpose: JSON
+/// than the mirror's whole exchange on the worker; 8.4k and 20.5k with `message` still a
+/// `Value`, ≈ 6.5k and 15.2k with it typed too, read from a `str`). Strict on purpose: JSON
 /// of any other form (a field of another type, a repeated key, a choice that is not an object)
 /// fails here and is read from a `Value` as before, so both ways give the same answer
 /// (`typed_and_value_reads_agree` checks it). Read through [`Obj`], since a derived struct would
@@ -322,12 +332,98 @@ struct ChoiceIn<'a> {
     index: Option<u64>,
     #[serde(default, borrow)]
     text: Option<Cow<'a, str>>,
-    #[serde(default)]
-    message: Option<Value>,
-    #[serde(default)]
-    delta: Option<Value>,
+    #[serde(default, borrow)]
+    message: Option<Obj<MessageIn<'a>>>,
+    #[serde(default, borrow)]
+    delta: Option<Obj<MessageIn<'a>>>,
     #[serde(default, borrow)]
     finish_reason: Option<Cow<'a, str>>,
+}
+
+/// A choice's `message` (whole bodies) or `delta` (stream chunks), typed like [`Frame`]: as a
+/// `Value` it was a map, a `String` per key and value, and half the instructions of scoring a
+/// pair (session 14).
+#[derive(Deserialize)]
+struct MessageIn<'a> {
+    #[serde(default, borrow)]
+    content: Option<ContentIn<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<Obj<ToolCallIn<'a>>>>,
+}
+
+/// `content`: a string, or (multimodal chat) an array of parts; `null` is no content. Any other
+/// type fails the typed read (the `Value` reading ignores it, and gives the answer).
+enum ContentIn<'a> {
+    Text(Cow<'a, str>),
+    Parts(Vec<Obj<PartIn<'a>>>),
+}
+
+#[derive(Deserialize)]
+struct PartIn<'a> {
+    #[serde(default, borrow)]
+    text: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallIn<'a> {
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    function: Option<Obj<FunctionIn<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct FunctionIn<'a> {
+    #[serde(default, borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    arguments: Option<Cow<'a, str>>,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ContentIn<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+        impl<'de> Visitor<'de> for ContentVisitor {
+            type Value = ContentIn<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of parts")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                v: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(ContentIn::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ContentIn::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(ContentIn::Text(Cow::Owned(v)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(p) = seq.next_element()? {
+                    parts.push(p);
+                }
+                Ok(ContentIn::Parts(parts))
+            }
+        }
+        d.deserialize_any(ContentVisitor)
+    }
+}
+
+/// Reads a body or an event through [`Frame`]. JSON is UTF-8 throughout, so bytes that are not
+/// fail either way; bytes that are are checked once, here, and read as a `str`, which spares
+/// serde_json checking every key and string again (a sixth of reading a small answer).
+fn read_frame(bytes: &[u8]) -> Result<Frame<'_>, serde_json::Error> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str::<Obj<Frame<'_>>>(text),
+        Err(_) => serde_json::from_slice::<Obj<Frame<'_>>>(bytes),
+    }
+    .map(|Obj(frame)| frame)
 }
 
 /// A `T` read only from a JSON object.
@@ -355,15 +451,38 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 
 impl ChoiceIn<'_> {
     fn absorb(&self, choices: &mut BTreeMap<u64, PartialChoice>, delta: bool) {
-        let msg = if delta { &self.delta } else { &self.message };
-        absorb_parts(
+        let slot = slot(
             choices,
             self.index.unwrap_or(0),
             self.text.as_deref(),
-            msg.as_ref(),
             self.finish_reason.as_deref(),
         );
+        let msg = if delta { &self.delta } else { &self.message };
+        let Some(Obj(msg)) = msg else { return };
+        match &msg.content {
+            Some(ContentIn::Text(t)) => slot.text.push_str(t),
+            Some(ContentIn::Parts(parts)) => {
+                for Obj(p) in parts {
+                    slot.text.push_str(p.text.as_deref().unwrap_or_default());
+                }
+            }
+            None => {}
+        }
+        for (i, Obj(call)) in msg.tool_calls.iter().flatten().enumerate() {
+            let function = call.function.as_ref().map(|Obj(f)| f);
+            slot.push_tool(
+                call.index.unwrap_or(i as u64),
+                function.and_then(|f| f.name.as_deref()),
+                function.and_then(|f| f.arguments.as_deref()),
+            );
+        }
     }
+}
+
+/// The body is read through [`Frame`], without the `Value` fallback.
+#[cfg(test)]
+pub(crate) fn reads_typed(body: &[u8]) -> bool {
+    read_frame(body).is_ok()
 }
 
 #[cfg(test)]
@@ -380,53 +499,60 @@ impl SseReassembler {
 
 /// Adds one choice object (`message` in whole bodies, `delta` in stream chunks) to the map.
 fn absorb_choice(choices: &mut BTreeMap<u64, PartialChoice>, choice: &Value, message_key: &str) {
-    absorb_parts(
+    let slot = slot(
         choices,
         choice.get("index").and_then(Value::as_u64).unwrap_or(0),
         choice.get("text").and_then(Value::as_str),
-        choice.get(message_key),
         choice.get("finish_reason").and_then(Value::as_str),
     );
+    let Some(msg) = choice.get(message_key) else {
+        return;
+    };
+    push_content(&mut slot.text, msg.get("content"));
+    for (i, call) in msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // Whole bodies may omit `index`; stream chunks use it to say which call grows.
+        let ti = call
+            .get("index")
+            .and_then(Value::as_u64)
+            .unwrap_or(i as u64);
+        let function = call.get("function");
+        let part = |k: &str| function.and_then(|f| f.get(k)).and_then(Value::as_str);
+        slot.push_tool(ti, part("name"), part("arguments"));
+    }
 }
 
-fn absorb_parts(
-    choices: &mut BTreeMap<u64, PartialChoice>,
+/// The choice at `index`, with its `text` and `finish_reason` added.
+fn slot<'c>(
+    choices: &'c mut BTreeMap<u64, PartialChoice>,
     index: u64,
     text: Option<&str>,
-    msg: Option<&Value>,
     finish_reason: Option<&str>,
-) {
+) -> &'c mut PartialChoice {
     let slot = choices.entry(index).or_default();
     if let Some(text) = text {
         slot.text.push_str(text);
     }
-    if let Some(msg) = msg {
-        push_content(&mut slot.text, msg.get("content"));
-        for (i, call) in msg
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            // Whole bodies may omit `index`; stream chunks use it to say which call grows.
-            let ti = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(i as u64);
-            let tool = slot.tools.entry(ti).or_insert_with(|| ToolCall {
-                index: ti,
-                ..ToolCall::default()
-            });
-            let function = call.get("function");
-            let part = |k: &str| function.and_then(|f| f.get(k)).and_then(Value::as_str);
-            tool.name.push_str(part("name").unwrap_or_default());
-            tool.arguments
-                .push_str(part("arguments").unwrap_or_default());
-        }
-    }
     if let Some(reason) = finish_reason {
         slot.finish_reason = Some(reason.to_owned());
+    }
+    slot
+}
+
+impl PartialChoice {
+    /// Adds a tool call's fragments to the call at `index` (created even when both are absent).
+    fn push_tool(&mut self, index: u64, name: Option<&str>, arguments: Option<&str>) {
+        let tool = self.tools.entry(index).or_insert_with(|| ToolCall {
+            index,
+            ..ToolCall::default()
+        });
+        tool.name.push_str(name.unwrap_or_default());
+        tool.arguments.push_str(arguments.unwrap_or_default());
     }
 }
 

@@ -367,6 +367,121 @@ fn similarity_is_bounded_to_a_prefix() {
     );
 }
 
+/// The scorer's text functions as they were written first (a char at a time, a `HashMap` keyed
+/// by the strings): the byte-wise and sorted versions must give the same numbers.
+mod reference {
+    use std::collections::HashMap;
+
+    pub(super) fn normalize(text: &str) -> String {
+        let mut out = String::new();
+        for word in text.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.extend(word.chars().flat_map(char::to_lowercase));
+        }
+        out
+    }
+
+    pub(super) fn tokens(text: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        loop {
+            rest = rest.trim_start();
+            let Some(first) = rest.chars().next() else {
+                return out;
+            };
+            let end = if first.is_alphanumeric() {
+                rest.find(|c: char| !c.is_alphanumeric())
+                    .unwrap_or(rest.len())
+            } else {
+                first.len_utf8()
+            };
+            out.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+    }
+
+    pub(super) fn similarity(a: &str, b: &str) -> f64 {
+        let mut counts: HashMap<(&str, &str), (u32, u32)> = HashMap::new();
+        for (text, first) in [(a, true), (b, false)] {
+            let mut prev = None;
+            for t in tokens(text) {
+                for key in [Some((t, "")), prev.map(|p| (p, t))].into_iter().flatten() {
+                    let c = counts.entry(key).or_default();
+                    if first {
+                        c.0 += 1;
+                    } else {
+                        c.1 += 1;
+                    }
+                }
+                prev = Some(t);
+            }
+        }
+        let (min, max) = counts.values().fold((0u64, 0u64), |(min, max), (x, y)| {
+            (min + u64::from(*x.min(y)), max + u64::from(*x.max(y)))
+        });
+        if max == 0 {
+            1.0
+        } else {
+            min as f64 / max as f64
+        }
+    }
+}
+
+fn sim(a: &str, b: &str) -> f64 {
+    similarity(Grams::of(a), Grams::of(b))
+}
+
+#[test]
+fn text_functions_match_the_reference() {
+    let texts = [
+        "",
+        "ok",
+        "OK",
+        "  The capital of France is Paris.\n\nParis has been the capital since 987.",
+        "Paris is the capital of France. It has been the capital since 987!",
+        "the the the cat cat",
+        "cat the the the cat",
+        "Café CRÈME, naïve façade; ΣΊΣΥΦΟΣ ÉTÉ x2y3 über-cool",
+        "café crème naïve façade",
+        "日本語のテキスト、句読点。 and ascii٣٤ digits ①②",
+        "a\u{a0}b\u{2003}c\td\re",
+        "{\"a\": [1, 2.5, -3], \"b\": null}",
+        "x\u{0}y \u{1F600}\u{1F600} emoji🙂ok",
+        "İstanbul ǅemal ß ẞ",
+    ];
+    for a in texts {
+        let n = normalize(a);
+        assert_eq!(n, reference::normalize(a), "normalize {a:?}");
+        assert_eq!(
+            tokens(&n).collect::<Vec<_>>(),
+            reference::tokens(&n),
+            "tokens {n:?}"
+        );
+        assert_eq!(
+            tokens(a).collect::<Vec<_>>(),
+            reference::tokens(a),
+            "tokens {a:?}"
+        );
+        for b in texts {
+            let (na, nb) = (normalize(a), normalize(b));
+            let (got, want) = (sim(&na, &nb), reference::similarity(&na, &nb));
+            assert!((got - want).abs() < 1e-12, "{a:?} / {b:?}: {got} vs {want}");
+        }
+    }
+    // Order matters to the bigrams, and repeats to the multiset.
+    assert!(sim("a b c", "c b a") < 1.0);
+    assert!(sim("a a b", "a b b") < 1.0);
+    assert_eq!(sim("a b a b", "a b a b"), 1.0);
+    // The token count, from the keys or (past the prefix) counted.
+    assert_eq!(Grams::of("").tokens, 0);
+    assert_eq!(Grams::of("a").tokens, 1);
+    assert_eq!(Grams::of("a, b!").tokens, 4);
+    let long = "word ".repeat(MAX_SIMILARITY_BYTES);
+    assert_eq!(Grams::of(long.trim_end()).tokens, MAX_SIMILARITY_BYTES);
+}
+
 #[test]
 fn stats_over_a_window() {
     let pair = |score: f64, comparable: bool| PairScore {
@@ -455,7 +570,54 @@ fn typed_and_value_reads_agree() {
         "nope",
         r#"{"choices":[{"text":"x"}]} trailing"#,
     ];
-    for b in bodies {
+    // A choice's `message` (whole bodies) or `delta` (stream chunks), each form tried as both.
+    let messages = [
+        r#"{"role":"assistant","content":"ok"}"#,
+        r#"{"content":"caf\u00e9 \"q\"\n"}"#,
+        r#"{"content":5}"#,
+        r#"{"content":{"text":"o"}}"#,
+        r#"{"content":true}"#,
+        r#"{"content":[1,"s",null,{"text":"a"},{"text":null},{}]}"#,
+        r#"{"content":[{"text":5}]}"#,
+        r#"{"content":[{"text":"a","text":"b"}]}"#,
+        r#"{"content":"a","content":"b"}"#,
+        r#""flat""#,
+        r#"["a"]"#,
+        "null",
+        "7",
+        r#"{"tool_calls":null}"#,
+        r#"{"tool_calls":{"0":{}}}"#,
+        r#"{"tool_calls":[1,{"function":{"name":"f"}}]}"#,
+        r#"{"tool_calls":[{},{"function":null},{"function":"f"},{"function":[]}]}"#,
+        r#"{"tool_calls":[{"function":{"name":5}}]}"#,
+        r#"{"tool_calls":[{"index":1.5,"function":{"name":"f"}},{"index":null,"function":{"arguments":"{}"}}]}"#,
+        r#"{"tool_calls":[{"index":2,"function":{"name":"f","arguments":"{\"a\""}},{"index":2,"function":{"arguments":":1}"}}]}"#,
+        r#"{"tool_calls":[{"index":0,"index":1}]}"#,
+        r#"{"content":"x","tool_calls":[{"function":{"name":"g","name":"h"}}]}"#,
+        r#"{"content":[{"type":"text","text":"a"},{"text":null},{"type":"image_url"}]}"#,
+        r#"{"tool_calls":[{},{"function":null},{"function":{}},{"index":0,"function":{"name":"f"}}]}"#,
+    ];
+    // The forms engines send take the typed path (the fallback would agree by construction).
+    for (i, m) in messages.iter().enumerate() {
+        let body = format!(r#"{{"choices":[{{"message":{m}}}]}}"#);
+        let expect = [0, 1, 11, 13, 19, 22, 23].contains(&i);
+        assert_eq!(
+            super::reassemble::reads_typed(body.as_bytes()),
+            expect,
+            "{body}"
+        );
+    }
+    let mut generated = Vec::new();
+    for m in messages {
+        for key in ["message", "delta"] {
+            generated.push(format!(r#"{{"choices":[{{"index":0,"{key}":{m}}}]}}"#));
+        }
+    }
+    for b in bodies
+        .iter()
+        .copied()
+        .chain(generated.iter().map(String::as_str))
+    {
         let typed = Reassembled::from_json_bytes(b.as_bytes()).map_err(|e| e.to_string());
         let value = serde_json::from_slice::<serde_json::Value>(b.as_bytes())
             .map(|v| Reassembled::from_json(&v))
