@@ -433,6 +433,20 @@ fn scoring(c: &mut Criterion) {
             assert!(s.comparable && !s.exact);
         })
     });
+    // Two 40-token paraphrases, as two revisions of a real model answer: the word similarity
+    // decides the score.
+    let long = answer(
+        r#"{"id":"chatcmpl-7","object":"chat.completion","created":1795788199,"model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris. It is known for the Eiffel Tower, the Louvre museum, and its cafes along the Seine.\n\nParis has been the capital since the 10th century."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":40,"total_tokens":52}}"#,
+    );
+    let paraphrase = answer(
+        r#"{"id":"chatcmpl-8","object":"chat.completion","created":1795788200,"model":"llama-3-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Paris is the capital of France. It is famous for the Eiffel Tower, the Louvre, and cafes by the Seine.\n\nIt has been the capital since the 10th century."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":38,"total_tokens":50}}"#,
+    );
+    g.bench_function("chat_pair_paraphrase", |b| {
+        b.iter(|| {
+            let s = scoring::score("/v1/chat/completions", false, &long, black_box(&paraphrase));
+            assert!(s.comparable && !s.normalized && s.score > 0.5);
+        })
+    });
     g.finish();
 }
 
