@@ -11,10 +11,10 @@
 //! 3. Text (chat, completions, other paths): 1.0 when the answers are equal after whitespace and
 //!    case normalisation; otherwise `0.8 × similarity + 0.2 × length_ratio`, where similarity is
 //!    the multiset Jaccard index of word unigrams and bigrams over the first
-//!    [`MAX_SIMILARITY_BYTES`] of each normalised answer (linear time, so a long answer cannot
-//!    stall the control loop). Unigrams forgive reordering, bigrams pull it back down; the
-//!    length term rewards a paraphrase of the right size over a fragment. A JSON answer (tool
-//!    calls, structured output) whose shape differs from the stable one is capped at
+//!    [`MAX_SIMILARITY_BYTES`] of each normalised answer (a sort of at most two keys a byte, so
+//!    a long answer cannot stall the control loop). Unigrams forgive reordering, bigrams pull it
+//!    back down; the length term rewards a paraphrase of the right size over a fragment. A JSON
+//!    answer (tool calls, structured output) whose shape differs from the stable one is capped at
 //!    [`JSON_SHAPE_CAP`]: a broken schema breaks the caller however close the words are.
 //!
 //! A pair is `comparable` only when both sides were captured whole: neither overflowed the

@@ -24,8 +24,9 @@ const BREACH_MIN_GAP: Duration = Duration::from_millis(100);
 const COMMAND_QUEUE: usize = 64;
 /// How often shadow pairs are scored between steps (see [`Driver::score_pairs`]).
 const SCORE_INTERVAL: Duration = Duration::from_millis(100);
-/// Pairs scored in one go: about 50 µs of a core (20k instructions a pair). Between chunks the
-/// scorer sleeps [`SCORE_PAUSE`] so that a batch never holds a core the data plane needs.
+/// Pairs scored in one go: about 40 µs of a core for small answers (15k instructions a pair; two
+/// 40-token answers ≈ 60k). Between chunks the scorer sleeps [`SCORE_PAUSE`] so that a batch
+/// never holds a core the data plane needs.
 const SCORE_CHUNK: usize = 8;
 /// The scorer's pause between chunks (the timer's resolution: a millisecond).
 const SCORE_PAUSE: Duration = Duration::from_millis(1);
