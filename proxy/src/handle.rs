@@ -37,9 +37,9 @@ struct Published {
 
 /// Shadow pairs kept for scoring; the oldest are dropped and counted
 /// (`rollgate_proxy_shadow_pairs_unscored_total`). The driver takes them every 100 ms, so this
-/// bounds one scoring batch (the scorer shares cores with the workers and scores a batch 8 pairs,
-/// about 50 µs, at a time) and the pairs scored per second (640: ample for any correctness
-/// gate; a 50 ms shadow at the default 64 in flight answers about twice that).
+/// bounds one scoring batch (the scorer shares cores with the workers: it works in 0.5 ms
+/// slices, 5 ms a batch at most) and the pairs scored per second (640: ample for any
+/// correctness gate; a 50 ms shadow at the default 64 in flight answers about twice that).
 pub const SHADOW_PAIRS_KEPT: usize = 64;
 
 // === impl ProxyHandle ===
@@ -142,5 +142,14 @@ impl ProxyHandle {
     /// Takes the completed shadow pairs collected so far (for scoring).
     pub fn take_shadow_pairs(&self) -> Vec<ShadowPair> {
         self.shared.pairs.take()
+    }
+
+    /// Counts pairs the scorer took but dropped unscored (its time budget was spent) in
+    /// `rollgate_proxy_shadow_pairs_unscored_total`, with those dropped before it took them.
+    pub fn count_unscored_pairs(&self, n: u64) {
+        self.shared
+            .pairs
+            .unscored
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 }

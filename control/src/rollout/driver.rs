@@ -24,12 +24,17 @@ const BREACH_MIN_GAP: Duration = Duration::from_millis(100);
 const COMMAND_QUEUE: usize = 64;
 /// How often shadow pairs are scored between steps (see [`Driver::score_pairs`]).
 const SCORE_INTERVAL: Duration = Duration::from_millis(100);
-/// Pairs scored in one go: about 40 µs of a core for small answers (15k instructions a pair; two
-/// 40-token answers ≈ 60k). Between chunks the scorer sleeps [`SCORE_PAUSE`] so that a batch
-/// never holds a core the data plane needs.
-const SCORE_CHUNK: usize = 8;
-/// The scorer's pause between chunks (the timer's resolution: a millisecond).
+/// Longest the scorer works before it pauses for [`SCORE_PAUSE`] (it checks between pairs, so a
+/// slice may run one pair over: a small pair is ≈ 5 µs, two 500-token streams ≈ 2.5 ms).
+const SCORE_SLICE: Duration = Duration::from_micros(500);
+/// The scorer's pause between slices (the timer's resolution: a millisecond).
 const SCORE_PAUSE: Duration = Duration::from_millis(1);
+/// Scoring time one batch may take, pauses not counted: with a batch every [`SCORE_INTERVAL`],
+/// at most 5 % of a core. Small answers never reach it (64 pairs ≈ 0.3 ms); long streamed ones
+/// do (≈ 2.5 ms a pair of 500-token streams, 64 of them 160 ms), and the pairs left are dropped
+/// and counted (`rollgate_proxy_shadow_pairs_unscored_total`) rather than taking the core the
+/// workers need.
+const SCORE_BUDGET: Duration = Duration::from_millis(5);
 
 /// What the driver reads about a candidate besides the data plane's observations.
 #[derive(Clone, Debug)]
@@ -153,6 +158,50 @@ struct Run {
     transition_eval: Option<Evaluation>,
 }
 
+/// Paces one batch of scoring: work in slices of [`SCORE_SLICE`], pause between them, stop
+/// after [`SCORE_BUDGET`] of work (wall-clock time, pauses excluded).
+#[derive(Debug)]
+struct ScorePace {
+    start: std::time::Instant,
+    slice: std::time::Instant,
+    paused: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Pace {
+    Go,
+    Pause,
+    Stop,
+}
+
+impl ScorePace {
+    fn new(now: std::time::Instant) -> Self {
+        ScorePace {
+            start: now,
+            slice: now,
+            paused: Duration::ZERO,
+        }
+    }
+
+    /// What to do before the next pair.
+    fn next(&self, now: std::time::Instant) -> Pace {
+        let worked = now.duration_since(self.start).saturating_sub(self.paused);
+        if worked >= SCORE_BUDGET {
+            Pace::Stop
+        } else if now.duration_since(self.slice) >= SCORE_SLICE {
+            Pace::Pause
+        } else {
+            Pace::Go
+        }
+    }
+
+    /// A pause that began at `at` ended at `now`: a new slice starts.
+    fn resumed(&mut self, at: std::time::Instant, now: std::time::Instant) {
+        self.paused += now.duration_since(at);
+        self.slice = now;
+    }
+}
+
 // === impl Driver ===
 
 impl Driver {
@@ -273,50 +322,69 @@ impl Driver {
 
     /// Scores the shadow pairs gathered since the last call into each model's correctness and
     /// tallies. Runs every [`SCORE_INTERVAL`] as well as at each step, so a batch is at most
-    /// [`rollgate_proxy::SHADOW_PAIRS_KEPT`] pairs, and scores them [`SCORE_CHUNK`] at a time with
-    /// a [`SCORE_PAUSE`] between chunks. The scorer shares cores with the data plane's workers
-    /// (the comparison pins the whole process to one): a one-second tick scoring up to 1,024
-    /// pairs held a core for about 10 ms once a second, a 100 ms batch of 64 for 0.4 ms ten times
-    /// a second, and every request in flight waited that long, which showed in the primaries'
-    /// p99 at saturation. A chunk holds it about 50 µs. The pauses (7 at most a batch) delay
-    /// the driver's next evaluation by as much, a breach's included.
+    /// [`rollgate_proxy::SHADOW_PAIRS_KEPT`] pairs, scored in slices of [`SCORE_SLICE`] with a
+    /// [`SCORE_PAUSE`] between them and [`SCORE_BUDGET`] in all (see [`ScorePace`]). The scorer
+    /// shares cores with the data plane's workers (the comparison pins the whole process to
+    /// one): a one-second tick scoring up to 1,024 pairs held a core for about 10 ms once a
+    /// second, a 100 ms batch of 64 for 0.4 ms ten times a second, and every request in flight
+    /// waited that long, which showed in the primaries' p99 at saturation. The pauses delay the
+    /// driver's next evaluation by as much, a breach's included (10 at most a batch).
     async fn score_pairs(&mut self, config: &Config) {
         let pairs = self.proxy.take_shadow_pairs();
-        for (i, chunk) in pairs.chunks(SCORE_CHUNK).enumerate() {
-            if i > 0 {
-                tokio::time::sleep(SCORE_PAUSE).await;
+        let mut pace = ScorePace::new(std::time::Instant::now());
+        for (i, p) in pairs.iter().enumerate() {
+            let now = std::time::Instant::now();
+            match pace.next(now) {
+                Pace::Go => {}
+                Pace::Pause => {
+                    tokio::time::sleep(SCORE_PAUSE).await;
+                    pace.resumed(now, std::time::Instant::now());
+                }
+                Pace::Stop => {
+                    let left = pairs.len() - i;
+                    self.proxy.count_unscored_pairs(left as u64);
+                    tracing::debug!(left, "scoring budget spent; pairs dropped");
+                    break;
+                }
             }
-            self.score_chunk(config, chunk);
+            self.score_pair(config, p);
         }
     }
 
-    fn score_chunk(&mut self, config: &Config, pairs: &[ShadowPair]) {
+    fn score_pair(&mut self, config: &Config, p: &ShadowPair) {
+        let Some(m) = config.models.iter().find(|m| *m.name == *p.model) else {
+            return;
+        };
+        let score = (self.scorer)(p);
         let mut tallies = lock(&self.tallies);
-        for m in &config.models {
-            let run = self
-                .runs
-                .entry(m.name.clone())
-                .or_insert_with(|| Run::new(RolloutState::idle()));
-            let tally = tallies.entry(m.name.clone()).or_default();
-            for p in pairs.iter().filter(|p| *p.model == *m.name) {
-                let Some(score) = (self.scorer)(p) else {
-                    tally.not_comparable += 1;
-                    continue;
-                };
-                run.correctness.comparable_pairs += 1;
-                if score >= crate::scoring::DEFAULT_PAIR_THRESHOLD {
-                    run.correctness.agreeing_pairs += 1;
-                }
-                let bucket = crate::scoring::SCORE_BUCKETS.partition_point(|b| *b < score);
-                if let Some(c) = tally
-                    .scores
-                    .get_mut(bucket.min(crate::scoring::SCORE_BUCKETS.len() - 1))
-                {
-                    *c += 1;
-                }
-                tally.score_sum += score;
+        if !tallies.contains_key(&*m.name) {
+            tallies.insert(m.name.clone(), Tallies::default());
+        }
+        let Some(tally) = tallies.get_mut(&*m.name) else {
+            return;
+        };
+        let Some(score) = score else {
+            tally.not_comparable += 1;
+            return;
+        };
+        if !self.runs.contains_key(&*m.name) {
+            self.runs
+                .insert(m.name.clone(), Run::new(RolloutState::idle()));
+        }
+        if let Some(run) = self.runs.get_mut(&*m.name) {
+            run.correctness.comparable_pairs += 1;
+            if score >= crate::scoring::DEFAULT_PAIR_THRESHOLD {
+                run.correctness.agreeing_pairs += 1;
             }
         }
+        let bucket = crate::scoring::SCORE_BUCKETS.partition_point(|b| *b < score);
+        if let Some(c) = tally
+            .scores
+            .get_mut(bucket.min(crate::scoring::SCORE_BUCKETS.len() - 1))
+        {
+            *c += 1;
+        }
+        tally.score_sum += score;
     }
 
     /// One evaluation of every model.

@@ -182,7 +182,7 @@ impl Reassembled {
 
 impl SseReassembler {
     pub fn feed(&mut self, mut bytes: &[u8]) {
-        while let Some(nl) = bytes.iter().position(|b| *b == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', bytes) {
             self.push_line_part(&bytes[..nl]);
             let mut line = std::mem::take(&mut self.line);
             if line.last() == Some(&b'\r') {

@@ -149,7 +149,7 @@ impl Collector for ProxyCollector {
 
         enc.encode_descriptor(
             "rollgate_proxy_shadow_pairs_unscored",
-            "Shadow pairs (primary and shadow answer) dropped before scoring: the scorer takes a bounded batch every 100 ms",
+            "Shadow pairs (primary and shadow answer) dropped unscored: the scorer takes a bounded batch every 100 ms and spends at most 5 ms of a core on it",
             None,
             MetricType::Counter,
         )?

@@ -1,4 +1,5 @@
-//! Operator commands reach the driver in order and are acknowledged only once applied.
+//! Operator commands reach the driver in order and are acknowledged only once applied; the
+//! scorer works in paced slices within a budget.
 
 use super::*;
 use prometheus_client::registry::Registry;
@@ -92,4 +93,24 @@ async fn a_command_for_an_unknown_model_is_dropped_not_left_waiting() {
     assert!(ghost.await.is_err(), "told it was applied to no model");
     stop.send(true).expect("driver running");
     task.await.expect("driver stopped");
+}
+
+#[test]
+fn scoring_pauses_between_slices_and_stops_when_its_budget_is_spent() {
+    let t0 = std::time::Instant::now();
+    let at = |us: u64| t0 + Duration::from_micros(us);
+    let mut pace = ScorePace::new(t0);
+    assert_eq!(pace.next(at(100)), Pace::Go);
+    assert_eq!(pace.next(at(499)), Pace::Go);
+    assert_eq!(pace.next(at(500)), Pace::Pause);
+    // A long pause counts neither against the slice nor the budget.
+    pace.resumed(at(500), at(20_500));
+    assert_eq!(pace.next(at(20_600)), Pace::Go);
+    assert_eq!(pace.next(at(21_000)), Pace::Pause);
+    pace.resumed(at(21_000), at(22_000));
+    // Worked so far: 1 ms of 5. One pair that runs long is finished, then the batch stops.
+    assert_eq!(pace.next(at(22_100)), Pace::Go);
+    assert_eq!(pace.next(at(25_999)), Pace::Pause);
+    assert_eq!(pace.next(at(26_000)), Pace::Stop);
+    assert_eq!(pace.next(at(90_000)), Pace::Stop);
 }
