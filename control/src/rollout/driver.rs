@@ -331,6 +331,15 @@ impl Driver {
     /// driver's next evaluation by as much, a breach's included (10 at most a batch).
     async fn score_pairs(&mut self, config: &Config) {
         let pairs = self.proxy.take_shadow_pairs();
+        {
+            // Every configured model has its score series from the start, zero until scored.
+            let mut tallies = lock(&self.tallies);
+            for m in &config.models {
+                if !tallies.contains_key(&*m.name) {
+                    tallies.insert(m.name.clone(), Tallies::default());
+                }
+            }
+        }
         let mut pace = ScorePace::new(std::time::Instant::now());
         for (i, p) in pairs.iter().enumerate() {
             let now = std::time::Instant::now();

@@ -114,3 +114,13 @@ fn scoring_pauses_between_slices_and_stops_when_its_budget_is_spent() {
     assert_eq!(pace.next(at(26_000)), Pace::Stop);
     assert_eq!(pace.next(at(90_000)), Pace::Stop);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_model_has_score_tallies_before_its_first_pair() {
+    let (mut d, _handle) = driver();
+    let config = d.proxy.snapshot().config().clone();
+    d.score_pairs(&config).await;
+    let tallies = lock(&d.tallies);
+    let m = tallies.get("m").expect("tallies of m");
+    assert_eq!((m.not_comparable, m.scores.iter().sum::<u64>()), (0, 0));
+}
