@@ -366,9 +366,7 @@ impl Driver {
         };
         let score = (self.scorer)(p);
         let mut tallies = lock(&self.tallies);
-        if !tallies.contains_key(&*m.name) {
-            tallies.insert(m.name.clone(), Tallies::default());
-        }
+        // Every configured model's tallies were made before the batch (`score_pairs`).
         let Some(tally) = tallies.get_mut(&*m.name) else {
             return;
         };
