@@ -89,6 +89,15 @@ impl RequestBody {
             tee.end();
         }
     }
+
+    /// Ends the tee with the body's last frame: hyper stops polling a body of known length once
+    /// it has all of it, and a tee dropped without `end` would tell the shadow (and its
+    /// metrics) that the primary was abandoned.
+    fn tee_end_if_done(&mut self) {
+        if self.tee.is_some() && self.is_end_stream() {
+            self.tee_end();
+        }
+    }
 }
 
 impl Body for RequestBody {
@@ -101,6 +110,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(frame) = self.prefix.pop_front() {
             self.tee_frame(&frame);
+            self.tee_end_if_done();
             return Poll::Ready(Some(Ok(frame)));
         }
         let Some(rest) = self.rest.as_mut() else {
@@ -118,6 +128,7 @@ impl Body for RequestBody {
                     }
                 }
                 self.tee_frame(&frame);
+                self.tee_end_if_done();
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {

@@ -22,7 +22,7 @@ use crate::handle::Shared;
 use crate::observe::{ModelStats, StatusClass};
 use crate::pool::Pool;
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
-use crate::shadow::{is_sse, Capture, Mirror};
+use crate::shadow::{is_sse, Mirror};
 use crate::snapshot::{ModelRoute, Snapshot};
 use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
 
@@ -142,10 +142,14 @@ impl Worker {
                         pool: self.pool.clone(),
                         shared: self.shared.clone(),
                     };
-                    let path = self.pair_path(parts.uri.path());
+                    let path = self
+                        .shared
+                        .pairs
+                        .wanted()
+                        .then(|| self.pair_path(parts.uri.path()));
                     let (tee, side) = mirror.start(admitted, path, shadow);
                     body.set_tee(tee);
-                    pair = Some((Capture::new(shadow.capture), side));
+                    pair = Some((side.capture(shadow.capture), side));
                 }
             }
         }

@@ -7,8 +7,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -77,12 +77,14 @@ pub(crate) struct Capture {
 pub(crate) struct PairSide {
     link: Rc<Link>,
     primary: bool,
-    shared: Arc<Shared>,
+    pairs: Arc<ShadowPairs>,
 }
 
 struct PairSlot {
     model: Arc<str>,
-    path: Arc<str>,
+    /// The request's path; `None` when the pair is not kept (the scorer's queue was full when
+    /// the mirror started): nothing is captured, and the pair is counted as unscored.
+    path: Option<Arc<str>>,
     streamed: bool,
     primary: Option<Side>,
     shadow: Option<Side>,
@@ -116,6 +118,8 @@ pub struct ShadowPair {
 pub(crate) struct ShadowPairs {
     pairs: Mutex<VecDeque<ShadowPair>>,
     cap: usize,
+    /// `pairs.len()`, read without the lock by [`ShadowPairs::wanted`].
+    len: AtomicUsize,
     /// Pairs dropped before the scorer took them (`rollgate_proxy_shadow_pairs_unscored_total`).
     pub(crate) unscored: AtomicU64,
 }
@@ -279,7 +283,15 @@ impl Capture {
         }
     }
 
+    /// A capture that keeps nothing, for a pair that is not kept.
+    fn off() -> Self {
+        Capture::default()
+    }
+
     pub(crate) fn push(&mut self, data: &[u8]) {
+        if self.limit == 0 {
+            return;
+        }
         let room = self.limit.saturating_sub(self.buf.len());
         if data.len() > room {
             self.overflow = true;
@@ -291,6 +303,16 @@ impl Capture {
 // === impl PairSide ===
 
 impl PairSide {
+    /// What this side of the pair captures of its response body: up to `limit` bytes, or
+    /// nothing when the pair is not kept.
+    pub(crate) fn capture(&self, limit: usize) -> Capture {
+        if self.link.pair.borrow().path.is_some() {
+            Capture::new(limit)
+        } else {
+            Capture::off()
+        }
+    }
+
     pub(crate) fn complete(self, status: u16, cap: Capture, failed: bool, sse: bool) {
         let side = Side {
             status,
@@ -309,10 +331,14 @@ impl PairSide {
         if slot.primary.is_none() || slot.shadow.is_none() {
             return;
         }
+        let Some(path) = slot.path.clone() else {
+            self.pairs.unscored.fetch_add(1, Relaxed);
+            return;
+        };
         if let (Some(p), Some(s)) = (slot.primary.take(), slot.shadow.take()) {
-            self.shared.pairs.push(ShadowPair {
+            self.pairs.push(ShadowPair {
                 model: slot.model.clone(),
-                path: slot.path.clone(),
+                path,
                 streamed: slot.streamed,
                 primary: p,
                 shadow: s,
@@ -336,8 +362,17 @@ impl ShadowPairs {
         ShadowPairs {
             pairs: Mutex::new(VecDeque::new()),
             cap,
+            len: AtomicUsize::new(0),
             unscored: AtomicU64::new(0),
         }
+    }
+
+    /// Whether a mirror starting now should capture its pair: not while the queue is full, as
+    /// the pair would only push out an older one. Against a slow shadow at the default bound
+    /// about half the pairs are beyond what the scorer takes (`SHADOW_PAIRS_KEPT`); their
+    /// mirrors still count the shadow's status and latency, but copy no body.
+    pub(crate) fn wanted(&self) -> bool {
+        self.len.load(Relaxed) < self.cap
     }
 
     fn push(&self, pair: ShadowPair) {
@@ -347,10 +382,12 @@ impl ShadowPairs {
             self.unscored.fetch_add(1, Relaxed);
         }
         pairs.push_back(pair);
+        self.len.store(pairs.len(), Relaxed);
     }
 
     pub(crate) fn take(&self) -> Vec<ShadowPair> {
         let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        self.len.store(0, Relaxed);
         pairs.drain(..).collect()
     }
 }
@@ -362,7 +399,7 @@ impl Mirror {
     pub(crate) fn start(
         self,
         admitted: Admitted,
-        path: Arc<str>,
+        path: Option<Arc<str>>,
         cfg: &Shadow,
     ) -> (ShadowTee, PairSide) {
         let route = self.endpoints.clone();
@@ -374,7 +411,13 @@ impl Mirror {
             path,
             &shared,
             cfg,
-            move |body, side| async move { self.exchange(body, &shadow, side).await },
+            move |body, side| async move {
+                match tokio::time::timeout(shadow.timeout, self.exchange(body, &shadow, side)).await
+                {
+                    Ok(res) => res.map_err(|()| ShadowDrop::UpstreamError),
+                    Err(_) => Err(ShadowDrop::Timeout),
+                }
+            },
         )
     }
 
@@ -397,7 +440,7 @@ impl Mirror {
         let status = resp.status().as_u16();
         let sse = is_sse(resp.headers());
         let mut body = resp.into_body();
-        let mut cap = Capture::new(cfg.capture);
+        let mut cap = side.capture(cfg.capture);
         let mut obs = sse.then(SseObserver::new);
         let vs = self.endpoints.stats.variant(Variant::Shadow);
         let mut first_byte = true;
@@ -579,60 +622,68 @@ impl Pace {
     }
 }
 
-/// Makes an admitted mirror's queue and pair, and spawns `exchange` on this worker under the
-/// shadow deadline, counting its outcome. Returns the tee for the primary body and the
-/// primary's side of the pair. `exchange` sends the request with the queued body to the
-/// candidate, completes the shadow side of the pair and returns the status.
+/// Makes an admitted mirror's queue and pair, and spawns `exchange` on this worker, counting
+/// its outcome. Returns the tee for the primary body and the primary's side of the pair.
+/// `exchange` sends the request with the queued body to the candidate within `shadow.timeout`,
+/// completes the shadow side of the pair and returns the status, or why there is none
+/// (`Timeout`, or `UpstreamError`, for which an abandoned body's reason is counted). `path` is
+/// the request's path, or `None` for a pair not kept (see [`ShadowPairs::wanted`]).
 pub(crate) fn spawn<F, Fut>(
     admitted: Admitted,
     route: &Arc<crate::snapshot::ModelRoute>,
-    path: Arc<str>,
+    path: Option<Arc<str>>,
     shared: &Arc<Shared>,
     cfg: &Shadow,
     exchange: F,
 ) -> (ShadowTee, PairSide)
 where
     F: FnOnce(ShadowBody, PairSide) -> Fut + 'static,
-    Fut: std::future::Future<Output = Result<u16, ()>> + 'static,
+    Fut: std::future::Future<Output = Result<u16, ShadowDrop>> + 'static,
 {
     let stats = route.stats.clone();
     let (link, tee, body) = queue(route.name.clone(), path, cfg);
     let primary = PairSide {
         link: link.clone(),
         primary: true,
-        shared: shared.clone(),
+        pairs: shared.pairs.clone(),
     };
     let shadow = PairSide {
         link: link.clone(),
         primary: false,
-        shared: shared.clone(),
+        pairs: shared.pairs.clone(),
     };
     // Boxed once here: the task's own future stays small, so the runtime's moves of it (into
     // the task cell, between its stages) copy a few words, not the exchange's whole state.
     let exchange = Box::pin(exchange(body, shadow));
-    let timeout = cfg.timeout;
     tokio::task::spawn_local(async move {
         let _inflight = admitted;
         let start = Instant::now();
-        let res = tokio::time::timeout(timeout, exchange).await;
-        stats.shadow_pace.exchanged(start.elapsed());
-        let vs = stats.variant(Variant::Shadow);
+        let res = exchange.await;
+        let took = start.elapsed();
+        stats.shadow_pace.exchanged(took);
         match res {
-            Ok(Ok(status)) => {
+            Ok(status) => {
+                let vs = stats.variant(Variant::Shadow);
                 vs.start();
-                vs.finish(StatusClass::of(status), start.elapsed());
+                vs.finish(StatusClass::of(status), took);
             }
-            Ok(Err(())) => {
+            // A body given up (backpressure, too large, the primary aborted) is why the
+            // exchange failed.
+            Err(ShadowDrop::UpstreamError) => {
                 stats.shadow_dropped(link.why.get().unwrap_or(ShadowDrop::UpstreamError));
             }
-            Err(_) => stats.shadow_dropped(ShadowDrop::Timeout),
+            Err(why) => stats.shadow_dropped(why),
         }
     });
     (tee, primary)
 }
 
 /// A mirror's shared state, with its primary (tee) and shadow (body) ends.
-fn queue(model: Arc<str>, path: Arc<str>, cfg: &Shadow) -> (Rc<Link>, ShadowTee, ShadowBody) {
+fn queue(
+    model: Arc<str>,
+    path: Option<Arc<str>>,
+    cfg: &Shadow,
+) -> (Rc<Link>, ShadowTee, ShadowBody) {
     let link = Rc::new(Link {
         queue: RefCell::new(VecDeque::new()),
         queued: Cell::new(0),

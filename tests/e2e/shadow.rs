@@ -460,6 +460,98 @@ async fn a_mirror_on_a_pooled_connection_the_shadow_closed_goes_again_on_a_fresh
 /// unscored: the scorer takes a bounded batch every 100 ms and the pairs it had no room for are
 /// `rollgate_proxy_shadow_pairs_unscored_total`, never lost silently. 320 requests, 32 at once,
 /// all mirrored.
+/// A shadow that takes longer than `shadow.timeout` to answer: each mirror is given up at the
+/// deadline and counted as a timeout (not as an upstream error), on both data planes, while
+/// the primaries are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_slower_than_its_timeout_is_counted_as_timed_out() {
+    const N: usize = 3;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |a| {
+        a.faults = Faults {
+            stall: Duration::from_secs(30),
+            ..Faults::default()
+        };
+    })
+    .await;
+    for plane in ["fast", "hyper"] {
+        let model = "    weight: 0%\n    shadow: { sample: 100%, timeout: 300ms }\n";
+        let gw = Gateway::start(&config(
+            &stable,
+            Some(&candidate),
+            model,
+            &format!("data_plane: {plane}\n"),
+        ));
+        let c = client();
+        let began = Instant::now();
+        for _ in 0..N {
+            small_chat(&c, &gw).await;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{plane}: primaries waited"
+        );
+        let timed_out = r#"rollgate_proxy_shadow_dropped_total{model="m",reason="timeout"}"#;
+        let m = gw.wait_metric(timed_out, N as f64, SHADOW_DEADLINE).await;
+        let upstream = r#"rollgate_proxy_shadow_dropped_total{model="m",reason="upstream_error"}"#;
+        assert_eq!(metric(&m, upstream).unwrap_or(0.0), 0.0, "{plane}\n{m}");
+    }
+}
+
+/// A shadow that reads each request whole, then closes the connection unanswered once the
+/// test adds a permit.
+async fn unanswering_shadow() -> (String, Arc<tokio::sync::Semaphore>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let close = Arc::new(tokio::sync::Semaphore::new(0));
+    let permits = close.clone();
+    tokio::spawn(async move {
+        while let Ok((mut io, _)) = listener.accept().await {
+            let permits = permits.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.ends_with(b"}") {
+                    match io.read(&mut chunk).await {
+                        Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                        _ => return,
+                    }
+                }
+                permits.acquire().await.expect("open").forget();
+            });
+        }
+    });
+    (url, close)
+}
+
+/// A mirror that fails after its primary was answered in full is an upstream error, never a
+/// primary that was abandoned: the body reached the shadow whole (on hyper's plane too, which
+/// stops reading a body of known length without reading its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_failing_after_the_primary_was_answered_is_an_upstream_error() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let (shadow, close) = unanswering_shadow().await;
+    for plane in ["fast", "hyper"] {
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: {plane}\n\
+             models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"] }}\n\
+             \x20   candidate: {{ endpoints: [\"{shadow}\"] }}\n    weight: 0%\n\
+             \x20   shadow: {{ sample: 100% }}\n",
+            stable.url()
+        );
+        let gw = Gateway::start(&yaml);
+        small_chat(&client(), &gw).await;
+        close.add_permits(1);
+        let failed = r#"rollgate_proxy_shadow_dropped_total{model="m",reason="upstream_error"}"#;
+        let m = gw.wait_metric(failed, 1.0, SHADOW_DEADLINE).await;
+        let aborted = r#"rollgate_proxy_shadow_dropped_total{model="m",reason="primary_aborted"}"#;
+        assert_eq!(metric(&m, aborted), Some(0.0), "{plane}\n{m}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_shadow_pair_is_scored_or_counted_as_unscored() {
     const TASKS: usize = 32;

@@ -3,6 +3,8 @@
 //! with its body read from the tee's bounded queue (see `crate::shadow`). Half the
 //! instructions of a mirror on hyper's client, which matters at 100 % sampling.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -10,15 +12,15 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use rollgate_config::Shadow;
 use tokio::io::AsyncWriteExt;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::parse::{ChunkedDecoder, Framing};
 use super::pool::FastPool;
 use super::{chunk, fill, push_decimal, read_ready, read_response_head, Fill, HeadFail};
 use crate::endpoint::{EndpointState, Outcome};
 use crate::handle::Shared;
-use crate::observe::StreamFailure;
-use crate::shadow::{self, Capture, PairSide, ShadowBody, ShadowTee};
+use crate::observe::{ShadowDrop, StreamFailure};
+use crate::shadow::{self, PairSide, ShadowBody, ShadowTee};
 use crate::snapshot::ModelRoute;
 use crate::split::Variant;
 use crate::sse::SseObserver;
@@ -115,7 +117,7 @@ impl FastMirror {
     pub(super) fn start(
         self,
         admitted: shadow::Admitted,
-        path: Arc<str>,
+        path: Option<Arc<str>>,
         cfg: &Shadow,
     ) -> (ShadowTee, PairSide) {
         let route = self.route.clone();
@@ -126,13 +128,18 @@ impl FastMirror {
         })
     }
 
-    async fn exchange(self, mut body: ShadowBody, cfg: Shadow, side: PairSide) -> Result<u16, ()> {
-        let ep = self.ep.as_ref().ok_or(())?;
+    /// The exchange, within `shadow.timeout` (one timer, registered only if something waits).
+    async fn exchange(
+        self,
+        mut body: ShadowBody,
+        cfg: Shadow,
+        side: PairSide,
+    ) -> Result<u16, ShadowDrop> {
+        let ep = self.ep.as_ref().ok_or(UP)?;
         let start = Instant::now();
         let _outstanding = ep.acquire();
         let chunked = self.chunked;
         let mut out = self.out;
-        // The answer is read under the mirror's own deadline (the task's timeout bounds it too).
         let deadline = start + cfg.timeout;
         let sleep = tokio::time::sleep_until(deadline);
         tokio::pin!(sleep);
@@ -142,53 +149,57 @@ impl FastMirror {
         let (up, rh) = loop {
             // The exchange's start serves the first take; a retry reads the clock again.
             let now = if retried { Instant::now() } else { start };
-            let mut up = self.fast.get(ep, now).await.map_err(|_| ())?;
+            let mut up = within(&mut sleep, self.fast.get(ep, now))
+                .await?
+                .map_err(|_| UP)?;
             // A pooled connection the shadow closed while it was idle fails at once. When the
             // whole request is in `out` it goes again on a fresh connection, once, as a
             // primary does.
             let replay = up.reused && self.whole && !retried;
             if self.whole {
-                if up.io.write_all(&out).await.is_err() {
+                if within(&mut sleep, up.io.write_all(&out)).await?.is_err() {
                     if replay {
                         retried = true;
                         continue;
                     }
-                    return Err(());
+                    return Err(UP);
                 }
             } else {
                 // The body as it is queued: what is queued goes out with the head, the rest as
                 // it arrives. An abandoned mirror ends in an error here and its connection is
                 // dropped, never pooled half-written.
-                while let Some(frame) = body.frame().await {
-                    let frame = frame.map_err(|_| ())?;
-                    if let Ok(data) = frame.into_data() {
-                        if chunked {
-                            chunk(&mut out, &data);
-                        } else {
-                            out.extend_from_slice(&data);
+                let sent = async {
+                    while let Some(frame) = body.frame().await {
+                        let frame = frame.map_err(|_| ())?;
+                        if let Ok(data) = frame.into_data() {
+                            if chunked {
+                                chunk(&mut out, &data);
+                            } else {
+                                out.extend_from_slice(&data);
+                            }
+                        }
+                        if !body.has_queued() || out.len() >= WRITE_BATCH {
+                            up.io.write_all(&out).await.map_err(|_| ())?;
+                            out.clear();
                         }
                     }
-                    if !body.has_queued() || out.len() >= WRITE_BATCH {
-                        up.io.write_all(&out).await.map_err(|_| ())?;
-                        out.clear();
+                    if chunked {
+                        out.extend_from_slice(b"0\r\n\r\n");
                     }
-                }
-                if chunked {
-                    out.extend_from_slice(b"0\r\n\r\n");
-                }
-                if !out.is_empty() {
-                    up.io.write_all(&out).await.map_err(|_| ())?;
-                }
+                    if !out.is_empty() {
+                        up.io.write_all(&out).await.map_err(|_| ())?;
+                    }
+                    Ok::<(), ()>(())
+                };
+                within(&mut sleep, sent).await?.map_err(|()| UP)?;
             }
             if ubuf.capacity() == 0 {
                 // A mirror to a slow shadow waits long for its answer, holding no buffer: it takes
                 // one from the free list once the answer has begun to arrive (1,024 mirrors in
                 // flight to a 50 ms shadow: ≈ 5 MB less peak RSS than holding one each).
-                tokio::select! {
-                    biased;
-                    r = read_ready(&up.io) => r.map_err(|_| ())?,
-                    () = sleep.as_mut() => return Err(()),
-                }
+                within(&mut sleep, read_ready(&up.io))
+                    .await?
+                    .map_err(|_| UP)?;
                 ubuf = self.fast.buf();
             }
             let head = read_response_head(
@@ -205,7 +216,8 @@ impl FastMirror {
                     retried = true;
                     ubuf.clear();
                 }
-                Err(_) => return Err(()),
+                Err(HeadFail::Timeout) => return Err(ShadowDrop::Timeout),
+                Err(_) => return Err(UP),
             }
         };
         drop(body);
@@ -222,7 +234,7 @@ impl FastMirror {
             tokio::task::yield_now().await;
         }
         let vs = self.route.stats.variant(Variant::Shadow);
-        let mut cap = Capture::new(cfg.capture);
+        let mut cap = side.capture(cfg.capture);
         let mut obs = rh.sse.then(SseObserver::new);
         let mut first_byte = true;
         let mut on_data = |d: &[u8]| {
@@ -250,12 +262,7 @@ impl FastMirror {
                 }
                 ubuf.clear();
                 upos = 0;
-                if !matches!(
-                    fill(&up.io, &mut ubuf, &mut sleep, deadline).await,
-                    Ok(Fill::Data)
-                ) {
-                    return Err(());
-                }
+                filled(fill(&up.io, &mut ubuf, &mut sleep, deadline).await)?;
             },
             Framing::Chunked | Framing::Close => {
                 let mut dec = (rh.framing == Framing::Chunked).then(ChunkedDecoder::new);
@@ -265,7 +272,7 @@ impl FastMirror {
                             on_data(&ubuf[upos..]);
                             break;
                         };
-                        let step = dec.step(&ubuf[upos..]).map_err(|_| ())?;
+                        let step = dec.step(&ubuf[upos..]).map_err(|_| UP)?;
                         if !step.data.is_empty() {
                             on_data(&ubuf[upos..][step.data]);
                         }
@@ -277,10 +284,9 @@ impl FastMirror {
                     ubuf.clear();
                     upos = 0;
                     match fill(&up.io, &mut ubuf, &mut sleep, deadline).await {
-                        Ok(Fill::Data) => {}
                         // Delimited by close: the end of the body.
                         Ok(Fill::Eof) if dec.is_none() => break false,
-                        _ => return Err(()),
+                        r => filled(r)?,
                     }
                 }
             }
@@ -310,5 +316,30 @@ impl FastMirror {
         }
         side.complete(rh.status, cap, failed, rh.sse);
         Ok(rh.status)
+    }
+}
+
+/// Why a mirror failed, unless the deadline or an abandoned body says otherwise.
+const UP: ShadowDrop = ShadowDrop::UpstreamError;
+
+/// `fut`, unless the mirror's deadline passes first (polled first: nothing that is ready waits
+/// on the timer, and the timer is registered only when something does wait).
+async fn within<T>(
+    sleep: &mut Pin<&mut Sleep>,
+    fut: impl Future<Output = T>,
+) -> Result<T, ShadowDrop> {
+    tokio::select! {
+        biased;
+        r = fut => Ok(r),
+        () = sleep.as_mut() => Err(ShadowDrop::Timeout),
+    }
+}
+
+/// More of the answer arrived, or why the mirror ends.
+fn filled(r: std::io::Result<Fill>) -> Result<(), ShadowDrop> {
+    match r {
+        Ok(Fill::Data) => Ok(()),
+        Ok(Fill::Timeout) => Err(ShadowDrop::Timeout),
+        Ok(Fill::Eof) | Err(_) => Err(UP),
     }
 }

@@ -46,7 +46,7 @@ use crate::observe::{StatusClass, StreamFailure};
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
 use crate::server::LocalExec;
 use crate::service::Worker;
-use crate::shadow::{Capture, ShadowTee};
+use crate::shadow::ShadowTee;
 use crate::snapshot::{ModelRoute, Snapshot};
 use crate::split::{cohort_of_hash, hash64, is_candidate, random_cohort, Variant};
 
@@ -497,14 +497,19 @@ impl Down<'_> {
                         self.worker.shared.clone(),
                     );
                     let whole = at_hand.is_some();
-                    let path = self.worker.pair_path(path_of(target_of(&self.out)));
+                    let path = self
+                        .worker
+                        .shared
+                        .pairs
+                        .wanted()
+                        .then(|| self.worker.pair_path(path_of(target_of(&self.out))));
                     let (t, side) = mirror.start(admitted, path, shadow);
                     if whole {
                         t.end();
                     } else {
                         tee = Some(t);
                     }
-                    pair = Some((Capture::new(shadow.capture), side));
+                    pair = Some((side.capture(shadow.capture), side));
                 }
             }
         }
@@ -1855,14 +1860,18 @@ fn pick_variant(
 }
 
 /// The target of the request line at the start of `head` (`""` when it cannot be read).
+/// The request target of a head that starts with a request line (`METHOD SP target SP ...`).
 fn target_of(head: &[u8]) -> &str {
-    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-    let target = line.split(|&b| b == b' ').nth(1).unwrap_or_default();
+    let Some(sp) = memchr::memchr(b' ', head) else {
+        return "";
+    };
+    let rest = &head[sp + 1..];
+    let target = memchr::memchr2(b' ', b'\r', rest).map_or(rest, |end| &rest[..end]);
     std::str::from_utf8(target).unwrap_or_default()
 }
 
 fn path_of(target: &str) -> &str {
-    target.split('?').next().unwrap_or(target)
+    memchr::memchr(b'?', target.as_bytes()).map_or(target, |q| &target[..q])
 }
 
 fn strip_bearer(v: &[u8]) -> &[u8] {
@@ -1884,6 +1893,17 @@ fn find_header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shadow_pair_keeps_the_path_of_the_request_line() {
+        let head = b"POST /v1/chat/completions?api-version=2 HTTP/1.1\r\nhost: a\r\n";
+        assert_eq!(target_of(head), "/v1/chat/completions?api-version=2");
+        assert_eq!(path_of(target_of(head)), "/v1/chat/completions");
+        assert_eq!(target_of(b"GET / HTTP/1.1\r\n"), "/");
+        assert_eq!(path_of(target_of(b"GET /v1/models HTTP/1.1")), "/v1/models");
+        assert_eq!(path_of("?x"), "");
+        assert_eq!(target_of(b"nothing"), "");
+    }
 
     #[test]
     fn answers_are_dated_with_the_current_second() {

@@ -149,7 +149,7 @@ impl Collector for ProxyCollector {
 
         enc.encode_descriptor(
             "rollgate_proxy_shadow_pairs_unscored",
-            "Shadow pairs (primary and shadow answer) dropped unscored: the scorer takes a bounded batch every 100 ms and spends at most 5 ms of a core on it",
+            "Shadow pairs (primary and shadow answer) not scored: the scorer takes a bounded batch every 100 ms and spends at most 5 ms of a core on it; a mirror started while a batch's worth waits is not captured",
             None,
             MetricType::Counter,
         )?

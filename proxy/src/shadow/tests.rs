@@ -23,7 +23,7 @@ fn cfg(buffer: usize, max_body: u64) -> Shadow {
 fn pair(buffer: usize, max_body: u64) -> (Rc<Link>, ShadowTee, ShadowBody) {
     queue(
         Arc::from("m"),
-        Arc::from("/v1/chat/completions"),
+        Some(Arc::from("/v1/chat/completions")),
         &cfg(buffer, max_body),
     )
 }
@@ -133,6 +133,7 @@ fn pairs_beyond_the_bound_are_dropped_oldest_first_and_counted() {
     };
     let pairs = ShadowPairs::new(2);
     for n in 0..5u8 {
+        assert_eq!(pairs.wanted(), n < 2, "{n} pairs queued of 2");
         pairs.push(ShadowPair {
             model: Arc::from("m"),
             path: Arc::from("/v1/chat/completions"),
@@ -144,7 +145,41 @@ fn pairs_beyond_the_bound_are_dropped_oldest_first_and_counted() {
     let kept: Vec<u8> = pairs.take().iter().map(|p| p.primary.body[0]).collect();
     assert_eq!(kept, [3, 4]);
     assert_eq!(pairs.unscored.load(Relaxed), 3);
+    assert!(pairs.wanted(), "taken: room again");
     assert!(pairs.take().is_empty());
+}
+
+/// Both sides of a pair, from a mirror started with `path` (`None`: the queue was full).
+fn complete_pair(pairs: &Arc<ShadowPairs>, path: Option<&str>) -> (usize, usize) {
+    let (link, _tee, _body) = queue(Arc::from("m"), path.map(Arc::from), &cfg(1024, 1024));
+    let side = |primary| PairSide {
+        link: link.clone(),
+        primary,
+        pairs: pairs.clone(),
+    };
+    let (p, s) = (side(true), side(false));
+    let (mut cp, mut cs) = (p.capture(1024), s.capture(1024));
+    cp.push(b"primary answer");
+    cs.push(b"shadow answer");
+    let captured = (cp.buf.len(), cs.buf.len());
+    p.complete(200, cp, false, false);
+    s.complete(200, cs, false, false);
+    captured
+}
+
+/// A mirror that starts while the scorer's queue is full captures neither answer (its pair
+/// would only push out an older one) and is counted as unscored once both sides are in.
+#[test]
+fn a_pair_started_while_the_queue_is_full_is_not_captured_but_counted() {
+    let pairs = Arc::new(ShadowPairs::new(1));
+    assert_eq!(complete_pair(&pairs, Some("/v1/x")), (14, 13));
+    assert!(!pairs.wanted());
+    assert_eq!(complete_pair(&pairs, None), (0, 0));
+    assert_eq!(pairs.unscored.load(Relaxed), 1);
+    let kept = pairs.take();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(&*kept[0].path, "/v1/x");
+    assert_eq!(&kept[0].shadow.body[..], b"shadow answer");
 }
 
 /// A pace whose shadow answers in 50 ms, the bound having just refused a mirror at `t0`.
