@@ -1,7 +1,8 @@
 //! The mirror pipeline: a sampled request is teed, chunk by chunk as it arrives, into a bounded
 //! queue read by a shadow exchange with the candidate. The primary never waits on it: when the
 //! queue is full the mirror is abandoned and the drop counted. Both answers are captured
-//! (bounded) and kept as a pair for scoring.
+//! (bounded) and kept as a pair for scoring, unless the scorer's queue of pairs is already full
+//! when the mirror starts.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -113,14 +114,16 @@ pub struct ShadowPair {
     pub shadow: Side,
 }
 
-/// Completed pairs, bounded; the oldest are dropped, and counted.
+/// Completed pairs, bounded; the oldest are dropped, and counted, and while the queue is full
+/// new mirrors capture nothing ([`ShadowPairs::wanted`]).
 #[derive(Debug)]
 pub(crate) struct ShadowPairs {
     pairs: Mutex<VecDeque<ShadowPair>>,
     cap: usize,
     /// `pairs.len()`, read without the lock by [`ShadowPairs::wanted`].
     len: AtomicUsize,
-    /// Pairs dropped before the scorer took them (`rollgate_proxy_shadow_pairs_unscored_total`).
+    /// Pairs dropped before the scorer took them, or not captured because the queue was full
+    /// when their mirror started (`rollgate_proxy_shadow_pairs_unscored_total`).
     pub(crate) unscored: AtomicU64,
 }
 
