@@ -72,6 +72,9 @@ pub(crate) struct Capture {
     buf: BytesMut,
     limit: usize,
     overflow: bool,
+    /// Keeps nothing and never overflows: the pair is not kept (unlike `shadow.capture: 0`,
+    /// whose every non-empty answer overflows and is not comparable).
+    off: bool,
 }
 
 /// One side's handle on the pair being assembled; whichever side completes second publishes it.
@@ -280,19 +283,21 @@ impl Body for ShadowBody {
 impl Capture {
     pub(crate) fn new(limit: usize) -> Self {
         Capture {
-            buf: BytesMut::new(),
             limit,
-            overflow: false,
+            ..Capture::default()
         }
     }
 
     /// A capture that keeps nothing, for a pair that is not kept.
     fn off() -> Self {
-        Capture::default()
+        Capture {
+            off: true,
+            ..Capture::default()
+        }
     }
 
     pub(crate) fn push(&mut self, data: &[u8]) {
-        if self.limit == 0 {
+        if self.off {
             return;
         }
         let room = self.limit.saturating_sub(self.buf.len());

@@ -167,6 +167,18 @@ fn complete_pair(pairs: &Arc<ShadowPairs>, path: Option<&str>) -> (usize, usize)
     captured
 }
 
+/// `shadow.capture: 0` keeps nothing of an answer and marks it overflowed (not comparable); a
+/// capture that is off keeps nothing and marks nothing.
+#[test]
+fn a_zero_capture_overflows_but_an_off_one_does_not() {
+    let mut zero = Capture::new(0);
+    zero.push(b"answer");
+    assert!(zero.buf.is_empty() && zero.overflow);
+    let mut off = Capture::off();
+    off.push(b"answer");
+    assert!(off.buf.is_empty() && !off.overflow);
+}
+
 /// A mirror that starts while the scorer's queue is full captures neither answer (its pair
 /// would only push out an older one) and is counted as unscored once both sides are in.
 #[test]
