@@ -1859,8 +1859,8 @@ fn pick_variant(
     })
 }
 
-/// The target of the request line at the start of `head` (`""` when it cannot be read).
-/// The request target of a head that starts with a request line (`METHOD SP target SP ...`).
+/// The target of the request line at the start of `head` (`METHOD SP target SP ...`; `""`
+/// when it cannot be read).
 fn target_of(head: &[u8]) -> &str {
     let Some(sp) = memchr::memchr(b' ', head) else {
         return "";
