@@ -58,13 +58,24 @@ pub(crate) struct LocalExec;
 // === impl Listeners ===
 
 impl Listeners {
-    /// Binds `workers` sockets on `addr` with `SO_REUSEPORT`; port 0 picks one port for all.
+    /// Binds `workers` sockets on `addr`, one per worker; port 0 picks one port for all.
+    ///
+    /// The address is this process's alone: an address another process listens on fails with
+    /// `AddrInUse`. Several workers share it through `SO_REUSEPORT`, which would also let a
+    /// second process of the same user join the group and silently take a share of the
+    /// connections (a second `rollgate run` with the same `listen`, serving another config).
+    /// So one worker binds without it, and several first bind a plain probe socket, which the
+    /// kernel refuses while anything listens there.
     pub fn bind(addr: SocketAddr, workers: usize) -> io::Result<Listeners> {
-        let first = reuseport_listener(addr)?;
+        let workers = workers.max(1);
+        if workers > 1 && addr.port() != 0 {
+            drop(socket_on(addr, false)?);
+        }
+        let first = listener(socket_on(addr, workers > 1)?)?;
         let local_addr = first.local_addr()?;
         let mut sockets = vec![first];
-        for _ in 1..workers.max(1) {
-            sockets.push(reuseport_listener(local_addr)?);
+        for _ in 1..workers {
+            sockets.push(listener(socket_on(local_addr, true)?)?);
         }
         Ok(Listeners {
             sockets,
@@ -106,12 +117,20 @@ impl Listeners {
     }
 }
 
-fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+/// A socket bound to `addr`. `SO_REUSEADDR` lets a restart bind while the last run's
+/// connections sit in `TIME_WAIT`; it never admits a second listener.
+fn socket_on(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
-    sock.set_reuse_port(true)?;
-    sock.set_nonblocking(true)?;
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
     sock.bind(&addr.into())?;
+    Ok(sock)
+}
+
+fn listener(sock: Socket) -> io::Result<std::net::TcpListener> {
+    sock.set_nonblocking(true)?;
     sock.listen(4096)?;
     Ok(sock.into())
 }
@@ -285,5 +304,48 @@ where
 {
     fn execute(&self, fut: F) {
         tokio::task::spawn_local(fut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener as another process with `SO_REUSEPORT` would hold it (a second rollgate).
+    fn held_with_reuseport() -> (Socket, SocketAddr) {
+        let sock = socket_on("127.0.0.1:0".parse().unwrap(), true).unwrap();
+        sock.listen(16).unwrap();
+        let addr = sock.local_addr().unwrap().as_socket().unwrap();
+        (sock, addr)
+    }
+
+    #[test]
+    fn an_address_another_listener_holds_is_refused_with_one_worker_or_several() {
+        let (_held, addr) = held_with_reuseport();
+        for workers in [1, 4] {
+            let err = Listeners::bind(addr, workers).err();
+            assert_eq!(
+                err.map(|e| e.kind()),
+                Some(io::ErrorKind::AddrInUse),
+                "{workers} workers joined a listener they do not own"
+            );
+        }
+    }
+
+    #[test]
+    fn workers_share_one_port_that_a_second_gateway_cannot_join() {
+        let ours = Listeners::bind("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let addr = ours.local_addr();
+        assert_eq!(ours.sockets.len(), 3);
+        for s in &ours.sockets {
+            assert_eq!(s.local_addr().unwrap(), addr);
+        }
+        assert_eq!(
+            Listeners::bind(addr, 3).err().map(|e| e.kind()),
+            Some(io::ErrorKind::AddrInUse)
+        );
+        drop(ours);
+        // Free again once ours are closed (no connection was made, so no TIME_WAIT either).
+        assert!(Listeners::bind(addr, 2).is_ok());
     }
 }
