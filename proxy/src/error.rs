@@ -14,8 +14,13 @@ pub(crate) enum Reject {
     UnknownModel(String),
     #[error("The request names no model: set `model` in the JSON body or the x-gateway-model-name header")]
     NoModel,
+    /// A body that is not the JSON it claims to be, before its `model` was found.
     #[error("Malformed request body: {0}")]
     Malformed(String),
+    /// HTTP framing the gateway cannot read unambiguously: a bad request line or header, a
+    /// conflicting or invalid length, a broken chunked body.
+    #[error("Malformed request: {0}")]
+    Framing(String),
     #[error("Request headers exceed {limit} {what}")]
     HeadersTooLarge { limit: usize, what: &'static str },
     #[error("Request body exceeds the limit of {0} bytes")]
@@ -62,7 +67,9 @@ impl Reject {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Reject::UnknownModel(_) => StatusCode::NOT_FOUND,
-            Reject::NoModel | Reject::Malformed(_) | Reject::BadOverride => StatusCode::BAD_REQUEST,
+            Reject::NoModel | Reject::Malformed(_) | Reject::Framing(_) | Reject::BadOverride => {
+                StatusCode::BAD_REQUEST
+            }
             Reject::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -76,7 +83,7 @@ impl Reject {
         match self {
             Reject::UnknownModel(_) => 0,
             Reject::NoModel => 1,
-            Reject::Malformed(_) => 2,
+            Reject::Malformed(_) | Reject::Framing(_) => 2,
             Reject::HeadersTooLarge { .. } => 3,
             Reject::BodyTooLarge(_) => 4,
             Reject::BadOverride => 5,
@@ -95,6 +102,7 @@ impl Reject {
                 "model_not_specified",
             ),
             Reject::Malformed(_) => ("invalid_request_error", None, "invalid_json"),
+            Reject::Framing(_) => ("invalid_request_error", None, "invalid_request"),
             Reject::HeadersTooLarge { .. } => ("invalid_request_error", None, "headers_too_large"),
             Reject::BodyTooLarge(_) => ("invalid_request_error", None, "request_too_large"),
             Reject::BadOverride => (

@@ -345,7 +345,7 @@ async fn resolve(
                 outcome = sc.finish();
                 break;
             };
-            let frame = frame.map_err(|e| Reject::Malformed(format!("reading the body: {e}")))?;
+            let frame = frame.map_err(|e| Reject::Framing(format!("reading the body: {e}")))?;
             if let Some(d) = frame.data_ref() {
                 received += d.len() as u64;
                 if received > cfg.limits.max_body {

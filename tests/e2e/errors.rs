@@ -99,6 +99,65 @@ async fn bad_input_gets_clear_errors_and_the_gateway_keeps_serving() {
     assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
 }
 
+/// Sends `bytes` on a fresh connection and reads until the gateway closes it.
+fn raw_answer(gw: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut raw = std::net::TcpStream::connect(gw).expect("connect");
+    raw.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    raw.write_all(bytes).expect("write");
+    let mut answer = Vec::new();
+    // A reset after the error response is fine; what was read is what counts.
+    let _ = raw.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_http_framing_is_named_as_such_not_as_bad_json() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    // The fast path answers framing errors itself; hyper's server answers them with a bare 400
+    // (a limit the README states).
+    let gw = Gateway::start(&config_on("fast", &stable));
+    let cases: [(&str, &[u8]); 3] = [
+        ("a request line that is not HTTP", b"GARBAGE\r\n\r\n"),
+        (
+            "a chunk size that is not hex",
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              transfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        ),
+        (
+            "two different lengths",
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\
+              content-length: 3\r\n\r\n{}",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let answer = raw_answer(gw.data, bytes);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+        let body = &answer[answer.find("\r\n\r\n").map_or(0, |i| i + 4)..];
+        let json: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {answer}"));
+        assert_eq!(json["error"]["code"], "invalid_request", "{what}: {body}");
+        let message = json["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("Malformed request: "),
+            "{what}: {message}"
+        );
+    }
+    // A body that is not JSON is still `invalid_json`.
+    let c = client();
+    let r = send(&c, &gw.url("/v1/chat/completions"), &[], "{nope").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(error_code(&r), "invalid_json", "{}", r.text());
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"rollgate_proxy_rejected_total{reason="malformed"}"#
+        ),
+        Some(4.0)
+    );
+}
+
 /// An upstream that answers 413 as soon as it has a request head and closes without reading
 /// the body, as a model server with a body limit may. Returns its URL.
 async fn answers_before_the_body() -> String {

@@ -357,7 +357,7 @@ impl Down<'_> {
                     Ok(Some(d)) => return Ok(Some(HeadRead::Request(d))),
                     Ok(None) => {}
                     Err(Digested::Unusual) => return Ok(Some(HeadRead::Unusual)),
-                    Err(Digested::Bad(e)) => return Err(Reject::Malformed(format!("{e}"))),
+                    Err(Digested::Bad(e)) => return Err(Reject::Framing(format!("{e}"))),
                     Err(Digested::TooLarge(rej)) => return Err(rej),
                 }
                 if avail.len() > limit {
@@ -726,7 +726,7 @@ impl Down<'_> {
                     while self.pos < self.buf.len() {
                         let step = dec
                             .step(&self.buf[self.pos..])
-                            .map_err(|e| Some(Reject::Malformed(format!("chunked body: {e}"))))?;
+                            .map_err(|e| Some(Reject::Framing(format!("chunked body: {e}"))))?;
                         let data = &self.buf[self.pos..][step.data.clone()];
                         self.pos += step.consumed;
                         if !data.is_empty() {
@@ -1009,7 +1009,7 @@ impl Down<'_> {
                     let mut done = false;
                     while self.pos < self.buf.len() {
                         let step = dec.step(&self.buf[self.pos..]).map_err(|e| {
-                            SendError::Reject(Reject::Malformed(format!("chunked body: {e}")))
+                            SendError::Reject(Reject::Framing(format!("chunked body: {e}")))
                         })?;
                         let data = &self.buf[self.pos..][step.data.clone()];
                         if !data.is_empty() {
@@ -1195,8 +1195,9 @@ impl Down<'_> {
         tracing::debug!(error = %rej, "request rejected");
         self.worker.shared.stats.rejected(rej.reason());
         // A broken chunked body cannot be skipped: close.
-        let close =
-            close || matches!(rej, Reject::Malformed(_)) && matches!(body, BodyIn::Chunked(_));
+        let close = close
+            || matches!(rej, Reject::Malformed(_) | Reject::Framing(_))
+                && matches!(body, BodyIn::Chunked(_));
         self.write_reject(&rej, close).await.map_err(drop)?;
         if close {
             return Ok(false);
