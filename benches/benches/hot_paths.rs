@@ -447,7 +447,62 @@ fn scoring(c: &mut Criterion) {
             assert!(s.comparable && !s.normalized && s.score > 0.5);
         })
     });
+    // Two streamed 500-token answers as vLLM's OpenAI server sends them, one event per token;
+    // one word in seven differs. The driver scores at most 5 ms of pairs per 100 ms batch, so
+    // this time says how many streamed pairs a batch takes.
+    let (a, b) = (vllm_stream(0), vllm_stream(7));
+    // Throughput in events (both sides, `[DONE]` included), for the cost of one.
+    let events = [&a, &b]
+        .iter()
+        .map(|x| {
+            x.body
+                .split(|&c| c == b'\n')
+                .filter(|l| l.starts_with(b"data:"))
+                .count()
+        })
+        .sum::<usize>();
+    g.throughput(Throughput::Elements(events as u64));
+    g.bench_function("stream_pair_500_events", |bench| {
+        bench.iter(|| {
+            let s = scoring::score("/v1/chat/completions", true, &a, black_box(&b));
+            assert!(s.comparable && !s.normalized && s.score > 0.5);
+        })
+    });
     g.finish();
+}
+
+/// A streamed chat answer of 500 content chunks, as vLLM's OpenAI server writes them (pydantic's
+/// compact JSON, `logprobs` and `finish_reason` always present), between the role chunk and the
+/// finish chunk, then `[DONE]`. With `differ` > 0, every `differ`-th word is another one.
+fn vllm_stream(differ: usize) -> Answer {
+    let words: Vec<&str> =
+        "the model answers with a long paragraph about Paris, which is known for its museums and"
+            .split(' ')
+            .collect();
+    let chunk = |delta: &str, finish: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-5f2c8e0a9b7d4c1e8f3a6b2d9c0e1f47\",\"object\":\"chat.completion.chunk\",\"created\":1795788199,\"model\":\"meta-llama/Llama-3.1-8B-Instruct\",\"choices\":[{{\"index\":0,\"delta\":{delta},\"logprobs\":null,\"finish_reason\":{finish}}}]}}\n\n"
+        )
+    };
+    let mut body = chunk(r#"{"role":"assistant","content":""}"#, "null");
+    for i in 0..500 {
+        let word = if differ > 0 && i % differ == 3 {
+            "cafes"
+        } else {
+            words[(i * 7 + i / 16) % words.len()]
+        };
+        // A paragraph break now and then, as an escape in the JSON string.
+        let sep = if i % 100 == 99 { "\\n\\n" } else { " " };
+        body.push_str(&chunk(&format!(r#"{{"content":"{sep}{word}"}}"#), "null"));
+    }
+    body.push_str(&chunk(r#"{"content":""}"#, r#""stop""#));
+    body.push_str("data: [DONE]\n\n");
+    Answer {
+        status: 200,
+        body: Bytes::from(body),
+        overflow: false,
+        failed: false,
+    }
 }
 
 criterion_group! {
