@@ -88,8 +88,18 @@ pub fn parse_ppm(text: &str) -> Result<Ppm, ParseError> {
     };
     match u32::try_from(ppm).ok().and_then(Ppm::new) {
         Some(ppm) => Ok(ppm),
+        // Suggest the percentage only where it is one a share can be.
+        None if per_unit == u128::from(PPM_MAX)
+            && decimal
+                .times(10_000)
+                .is_ok_and(|p| p <= u128::from(PPM_MAX)) =>
+        {
+            Err(ParseError::new(format!(
+                "{t} is above 1; a bare number is a fraction of 1 (write {t}% for a percentage)"
+            )))
+        }
         None if per_unit == u128::from(PPM_MAX) => Err(ParseError::new(format!(
-            "{t} is above 1; a bare number is a fraction of 1 (write {t}% for a percentage)"
+            "{t} is above 1 (a bare number is a fraction of 1) and a share is at most 100%"
         ))),
         None => Err(ParseError::new(format!("{t} is above 100%"))),
     }

@@ -37,7 +37,12 @@ fn ppm_rejected() {
             "10",
             "10 is above 1; a bare number is a fraction of 1 (write 10% for a percentage)",
         ),
-        ("1.5", "1.5 is above 1"),
+        ("1.5", "1.5 is above 1; a bare number is a fraction of 1 (write 1.5% for"),
+        // No hint towards a percentage that is itself out of range.
+        (
+            "120",
+            "120 is above 1 (a bare number is a fraction of 1) and a share is at most 100%",
+        ),
         ("-5%", "`-5%` is negative"),
         ("-0.1", "`-0.1` is negative"),
         ("0.00001%", "0.00001% is finer than 1 ppm (0.0001%)"),
