@@ -10,7 +10,7 @@ use hyper_util::rt::TokioExecutor;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct CtlArgs {
-    /// Admin API base URL.
+    /// Admin API base URL (`host:port` alone means `http://host:port`).
     #[arg(long, default_value = "http://127.0.0.1:9090", env = "ROLLGATE_ADMIN")]
     admin: String,
     /// File with the admin bearer token (`ROLLGATE_ADMIN_TOKEN` is read when this is absent).
@@ -89,7 +89,7 @@ struct Call {
 #[allow(clippy::print_stdout)]
 pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let base = args.admin.trim_end_matches('/');
+    let base = admin_base(&args.admin)?;
     let call = match &args.action {
         CtlAction::Status => Call {
             method: "GET",
@@ -172,6 +172,22 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The admin API's base URL from `--admin`: `host:port` gets `http://`, as curl would give it
+/// (the bare form used to fail with hyper's "invalid format"); the admin API is plain HTTP.
+fn admin_base(admin: &str) -> anyhow::Result<String> {
+    let admin = admin.trim().trim_end_matches('/');
+    let url = match admin.split_once("://") {
+        Some(("http", _)) => admin.to_owned(),
+        Some((scheme, _)) => bail!(
+            "--admin {admin}: the admin API is plain HTTP; write http://HOST:PORT, not {scheme}://"
+        ),
+        None => format!("http://{admin}"),
+    };
+    url.parse::<hyper::Uri>()
+        .with_context(|| format!("--admin {admin}: expected http://HOST:PORT"))?;
+    Ok(url)
+}
+
 fn post(path: String, body: serde_json::Value) -> Call {
     Call {
         method: "POST",
@@ -200,4 +216,25 @@ fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
 fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
     let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
     Ok(t.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_base;
+
+    #[test]
+    fn the_admin_url_may_leave_out_its_scheme_but_not_be_https() {
+        assert_eq!(
+            admin_base("127.0.0.1:9090").unwrap(),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(
+            admin_base("http://gw.internal:9090/").unwrap(),
+            "http://gw.internal:9090"
+        );
+        let err = admin_base("https://gw:9090").unwrap_err().to_string();
+        assert!(err.contains("plain HTTP"), "{err}");
+        let err = admin_base("http://bad host").unwrap_err().to_string();
+        assert!(err.contains("expected http://HOST:PORT"), "{err}");
+    }
 }

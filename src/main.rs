@@ -60,6 +60,12 @@ fn main() -> ExitCode {
             "info"
         },
     );
+    // A service's last words are a log line like the rest of its log; a tool's are one plain
+    // line for the person who ran it (both once: the log is on stderr too).
+    let service = matches!(
+        cli.command,
+        Command::Run(_) | Command::Sim(_) | Command::GpuAgent(_)
+    );
     let result = match cli.command {
         Command::Validate(args) => return pr::validate(args),
         Command::Diff(args) => return pr::diff(args),
@@ -85,8 +91,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("rollgate: {e:#}");
+            if service {
+                tracing::error!("{e:#}");
+            } else {
+                eprintln!("rollgate: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -86,7 +86,12 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
     let Some(config) = parse_or_report(&new) else {
         return ExitCode::from(INVALID);
     };
-    eprintln!("{}: valid ({} models)", new.name, config.models.len());
+    let n = config.models.len();
+    eprintln!(
+        "{}: valid ({n} model{})",
+        new.name,
+        if n == 1 { "" } else { "s" }
+    );
     let old = old.and_then(|o| parse_parent(&o));
     let violations = rollgate_config::check(old.as_ref(), &config);
     for v in &violations {
@@ -302,7 +307,9 @@ impl Report<'_> {
         for g in &groups {
             out.push_str(&match (g.name, g.kind) {
                 (None, _) => "**Settings**\n".to_owned(),
-                (Some(n), Some(k)) => format!("**Model `{n}`** (candidate changes: {k})\n"),
+                (Some(n), Some(k)) => {
+                    format!("**Model `{n}`** (its candidate differs from stable in: {k})\n")
+                }
                 (Some(n), None) => format!("**Model `{n}`**\n"),
             });
             for (change, rel) in &g.changes {

@@ -189,7 +189,7 @@ fn diff_between_two_commits_lists_exactly_the_changes() {
     let run = diff(&repo, &a, &b, false);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     for line in [
-        "**Model `chat`** (candidate changes: revision)",
+        "**Model `chat`** (its candidate differs from stable in: revision)",
         "- `candidate.revision`: v2 -> v3",
         "- `weight`: 10% -> 20%",
         "- `rollout.steps`: [10%/60s, 30%/60s] -> [10%/60s, 20%/60s, 40%/120s]",
