@@ -66,3 +66,6 @@ mod loadtest;
 
 #[path = "e2e/gitops.rs"]
 mod gitops;
+
+#[path = "e2e/static_split.rs"]
+mod static_split;

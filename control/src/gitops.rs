@@ -130,24 +130,19 @@ impl Gitops {
         let now = SystemTime::now();
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let config = snap.config();
+        let directives = self.proxy.directives();
         clock.retain(|m| config.models.iter().any(|c| c.name == m));
         config
             .models
             .iter()
             .map(|m| {
-                // Idle means no rollout directive: the configured split serves (also before the
-                // driver's first step).
-                let configured = m
-                    .candidate
-                    .as_ref()
-                    .map_or(rollgate_config::Ppm::ZERO, |_| m.weight);
                 let mut r = rollouts
                     .get(&m.name)
                     .cloned()
-                    .unwrap_or_else(|| idle(&m.name, configured));
-                if r.phase == Phase::Idle {
-                    r.weight = configured.to_string();
-                }
+                    .unwrap_or_else(|| idle(&m.name, rollgate_config::Ppm::ZERO));
+                // Idle (also before the driver's first step): the split served now, read from
+                // this snapshot.
+                crate::rollout::overlay(&mut r, m, directives.get(&m.name));
                 let cx = Context {
                     serving: snap.revision(),
                     latest: latest.as_ref(),

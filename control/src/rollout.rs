@@ -8,6 +8,7 @@
 mod decide;
 mod driver;
 mod gates;
+mod live;
 mod metrics;
 mod stats;
 mod store;
@@ -20,5 +21,6 @@ pub use driver::{
 pub use gates::{
     evaluate, Correctness, Dist, Evaluation, GateInputs, GateResult, VariantWindow, Verdict,
 };
+pub(crate) use live::{overlay, traffic};
 pub use stats::{wilson, z_for};
 pub use store::{StateStore, StoreError};

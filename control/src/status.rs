@@ -148,22 +148,13 @@ impl Live {
         let mut weights = BTreeMap::new();
         let mut drift = Vec::with_capacity(config.models.len());
         for m in &config.models {
-            let w = live_weight(m, &directives);
+            let w = crate::rollout::traffic(m, directives.get(&m.name)).weight;
             let status = rollouts.iter().find(|s| s.model == m.name);
             let d = crate::breakglass::drift(m, w, status, &notes.get(&m.name));
             weights.insert(m.name.clone(), w);
             drift.push((m.name.clone(), d));
         }
         Live { weights, drift }
-    }
-}
-
-/// The weight serving now: the rollout's directive when there is one, else the config's.
-fn live_weight(m: &rollgate_config::Model, d: &rollgate_proxy::Directives) -> rollgate_config::Ppm {
-    match (&m.candidate, d.get(&m.name)) {
-        (None, _) => rollgate_config::Ppm::ZERO,
-        (Some(_), Some(d)) => d.weight,
-        (Some(_), None) => m.weight,
     }
 }
 

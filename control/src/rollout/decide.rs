@@ -203,7 +203,10 @@ fn finish(
     before: Before,
     mut actions: Vec<Action>,
 ) -> (RolloutState, Vec<Action>) {
-    let traffic = (s.weight, s.mirror) != (before.0, before.1);
+    // Leaving Idle, the rollout takes the traffic over from the configured split even when its
+    // first weight equals Idle's 0: `weight` and `shadow` are not read under a plan.
+    let traffic = (s.weight, s.mirror) != (before.0, before.1)
+        || (before.2 == Phase::Idle && s.phase != Phase::Idle);
     let mut ordered = Vec::new();
     if traffic {
         ordered.push(Action::SetTraffic {

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use rollgate_config::{Config, Model, Ppm};
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use super::decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
 use super::gates::{evaluate, Correctness, Evaluation, GateInputs, VariantWindow};
+use super::live::Statuses;
 use super::store::StateStore;
 
 /// Shortest gap between evaluations woken by candidate failures: fast enough to zero the weight
@@ -121,7 +122,7 @@ pub struct DriverHandle {
     commands: mpsc::Sender<Queued>,
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
-    status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+    status: Statuses,
 }
 
 pub struct Driver {
@@ -141,7 +142,7 @@ pub struct Driver {
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
     tallies: SharedTallies,
-    status: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+    status: Statuses,
     on_transition: Option<TransitionHook>,
 }
 
@@ -215,7 +216,7 @@ impl Driver {
     ) -> (Driver, DriverHandle) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let wake = Arc::new(Notify::new());
-        let status = Arc::new(RwLock::new(BTreeMap::new()));
+        let status = Statuses::new(proxy.clone());
         let saved = store.load().unwrap_or_else(|e| {
             tracing::error!(error = %e, "cannot read saved rollout state; starting fresh");
             BTreeMap::new()
@@ -225,7 +226,9 @@ impl Driver {
             .map(|(m, state)| (m, Run::new(state)))
             .collect();
         // Restored rollouts are visible in /status from the start.
-        lock_write(&status).extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r))));
+        status
+            .write()
+            .extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r))));
         let stepped = Arc::new(Notify::new());
         let handle = DriverHandle {
             commands: tx,
@@ -501,16 +504,9 @@ impl Driver {
         self.runs.retain(|name, _| configured(name));
         // A command for a model that left the config is dropped; its sender hears so.
         self.pending.retain(|name, _| configured(name));
-        lock_write(&self.status).retain(|name, _| configured(name));
+        self.status.write().retain(|name, _| configured(name));
         if let (Some(hook), true) = (&self.on_transition, transitions > 0) {
-            let statuses: Vec<RolloutStatus> = self
-                .status
-                .read()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .cloned()
-                .collect();
-            hook(snap.revision(), &statuses);
+            hook(snap.revision(), &self.status.read());
         }
     }
 
@@ -585,7 +581,7 @@ impl Driver {
             .as_ref()
             .map(|c| rollgate_config::rollout_change(&m.stable, c).as_str());
         let status = status_of(&m.name, change, run);
-        lock_write(&self.status).insert(m.name.clone(), status);
+        self.status.write().insert(m.name.clone(), status);
     }
 }
 
@@ -720,10 +716,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn lock_write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    m.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 // === impl Run ===
 
 impl Run {
@@ -764,13 +756,10 @@ impl DriverHandle {
         self.wake.notify_one();
     }
 
+    /// Every model's status; one that no rollout directs (Idle) with the traffic it is
+    /// served with now (the configured split, or none without a candidate).
     pub fn status(&self) -> Vec<RolloutStatus> {
-        self.status
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.status.read()
     }
 }
 

@@ -1,7 +1,6 @@
 //! `rollgate_rollout_*` metrics, read from the published statuses on each scrape.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::PoisonError;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -10,6 +9,7 @@ use prometheus_client::metrics::MetricType;
 use super::decide::Phase;
 use super::driver::{RolloutStatus, SharedTallies};
 use super::gates::Verdict;
+use super::live::Statuses;
 
 /// Every phase name, so each model exports a complete one-hot set.
 const PHASES: [&str; 9] = [
@@ -25,20 +25,12 @@ const PHASES: [&str; 9] = [
 ];
 
 #[derive(Debug)]
-pub(crate) struct RolloutCollector(
-    pub(crate) Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
-    pub(crate) SharedTallies,
-);
+pub(crate) struct RolloutCollector(pub(crate) Statuses, pub(crate) SharedTallies);
 
 impl Collector for RolloutCollector {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let statuses: Vec<RolloutStatus> = self
-            .0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
+        // Idle models with the split they are served with (the config's, or none).
+        let statuses: Vec<RolloutStatus> = self.0.read();
         let mut f = enc.encode_descriptor(
             "rollgate_rollout_phase",
             "1 for the phase each model's rollout is in, 0 for the others",

@@ -137,6 +137,31 @@ fn a_good_candidate_walks_every_phase_to_full() {
 }
 
 #[test]
+fn leaving_idle_sets_the_traffic_even_at_zero() {
+    // Idle serves the configured split (`weight`, `shadow`); a rollout replaces it with its
+    // own, so that no user reaches a candidate before validation, nor one rolled back before.
+    let p = plan();
+    let none = Some(&Action::SetTraffic {
+        weight: 0,
+        mirror: 0,
+    });
+    let (s, actions) = run(&RolloutState::idle(), &p, &at(0));
+    assert_eq!((s.phase, actions.first()), (Phase::ValidateHealth, none));
+    let failed = RolloutState {
+        failed: vec!["v2".into()],
+        ..RolloutState::idle()
+    };
+    let (s, actions) = run(&failed, &p, &at(0));
+    assert_eq!((s.phase, actions.first()), (Phase::Previous, none));
+    let no_candidate = Tick {
+        candidate: None,
+        ..at(0)
+    };
+    let (s, actions) = run(&RolloutState::idle(), &p, &no_candidate);
+    assert_eq!((s.phase, actions), (Phase::Idle, Vec::new()));
+}
+
+#[test]
 fn a_failing_gate_rolls_back_at_once_traffic_first_and_is_not_retried() {
     let p = plan();
     let mut s = RolloutState::idle();

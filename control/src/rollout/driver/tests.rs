@@ -24,11 +24,15 @@ fn driver() -> (Driver, DriverHandle) {
                 candidate: { endpoints: [\"http://127.0.0.1:2\"], engine: vllm, revision: v2 }\n    \
                 rollout: { steps: [{ weight: 10%, for: 1m }], \
                 gates: { error_rate: { max: 1% } } }\n";
-    let mut registry = Registry::default();
+    driver_on(yaml, &mut Registry::default())
+}
+
+/// A driver (its rollouts waiting in `ValidateHealth`) over a data plane serving `yaml`.
+fn driver_on(yaml: &str, registry: &mut Registry) -> (Driver, DriverHandle) {
     let proxy = ProxyHandle::new(
         rollgate_config::parse(yaml).expect("config"),
         "rev-1",
-        &mut registry,
+        registry,
     );
     let synthetic: SyntheticRunner =
         Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
@@ -123,4 +127,90 @@ async fn every_model_has_score_tallies_before_its_first_pair() {
     let tallies = lock(&d.tallies);
     let m = tallies.get("m").expect("tallies of m");
     assert_eq!((m.not_comparable, m.scores.iter().sum::<u64>()), (0, 0));
+}
+
+/// Models without a rollout plan: `s` splits `weight` to its candidate and mirrors every
+/// request to it; `n` has no candidate.
+fn static_split(weight: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nmodels:\n  - name: s\n    \
+         stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    \
+         candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2 }}\n    \
+         weight: {weight}\n    shadow: {{ sample: 100% }}\n  - name: n\n    \
+         stable: {{ endpoints: [\"http://127.0.0.1:3\"] }}\n"
+    )
+}
+
+/// A model's phase, candidate, weight and mirror as `GET /rollouts` shows them.
+fn split(handle: &DriverHandle, model: &str) -> String {
+    let s = handle
+        .status()
+        .into_iter()
+        .find(|s| s.model == model)
+        .expect("status");
+    let candidate = s.candidate.as_deref().unwrap_or("none");
+    format!("{:?} {candidate} {} mirror {}", s.phase, s.weight, s.mirror)
+}
+
+fn weight_ratio(registry: &Registry, model: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    let series = format!("rollgate_rollout_candidate_weight_ratio{{model=\"{model}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_without_a_plan_reports_the_split_it_is_served_with() {
+    let mut registry = Registry::default();
+    let (mut d, handle) = driver_on(&static_split("30%"), &mut registry);
+    d.register_metrics(&mut registry);
+    d.step().await;
+    let snap = d.proxy.snapshot();
+    let candidate = snap.config().models[0]
+        .candidate
+        .as_ref()
+        .map(fingerprint)
+        .expect("s has a candidate");
+    assert_eq!(
+        split(&handle, "s"),
+        format!("Idle {candidate} 30% mirror 100%")
+    );
+    assert_eq!(split(&handle, "n"), "Idle none 0% mirror 0%");
+    assert_eq!(weight_ratio(&registry, "s"), Some(0.3));
+    assert_eq!(weight_ratio(&registry, "n"), Some(0.0));
+
+    // A reload that moves the weight is reported at once, not after the driver's next step.
+    let config = rollgate_config::parse(&static_split("50%")).expect("config");
+    d.proxy.apply(config, "rev-2");
+    let moved = format!("Idle {candidate} 50% mirror 100%");
+    assert_eq!(split(&handle, "s"), moved);
+    assert_eq!(weight_ratio(&registry, "s"), Some(0.5));
+    d.step().await;
+    assert_eq!(split(&handle, "s"), moved);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_takes_the_traffic_over_from_the_configured_split_as_it_starts() {
+    // Under a plan `weight` and `shadow` are not read: no user and no mirror reaches the
+    // candidate while it is validated.
+    let yaml = "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    \
+                stable: { endpoints: [\"http://127.0.0.1:1\"], engine: vllm }\n    \
+                candidate: { endpoints: [\"http://127.0.0.1:2\"], engine: vllm, revision: v2 }\n    \
+                weight: 30%\n    shadow: { sample: 50% }\n    \
+                rollout: { steps: [{ weight: 10%, for: 1m }], \
+                gates: { error_rate: { max: 1% } } }\n";
+    let (mut d, handle) = driver_on(yaml, &mut Registry::default());
+    d.step().await;
+    let s = status(&handle);
+    assert_eq!(
+        (s.phase, s.weight.as_str(), s.mirror.as_str()),
+        (Phase::ValidateHealth, "0%", "0%")
+    );
+    let none = Directive {
+        weight: Ppm::ZERO,
+        mirror: Ppm::ZERO,
+    };
+    assert_eq!(d.proxy.directives().get("m"), Some(&none));
 }
