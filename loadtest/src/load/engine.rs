@@ -8,7 +8,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{
     schedule::{target_of, Slot, Slots},
-    stats::{ErrorKind, Recorder, Sample},
+    stats::{ErrorKind, Recorder, Sample, Span},
 };
 
 /// Pause after a failed connect in closed loop, so a dead target is not hammered in a spin.
@@ -38,6 +38,8 @@ pub(crate) struct Setup {
     pub spin: bool,
     /// How often interval recorders go to the main thread.
     pub tick: Duration,
+    /// The measured window, to place requests sent after their due time.
+    pub span: Span,
 }
 
 /// Runs `exchanges` (one per worker) on the current `LocalSet` until the slots run out, sending
@@ -100,12 +102,20 @@ async fn worker<E: Exchange>(
             }
             Slot::Go { due, measured } => (due, measured),
         };
+        // Due before this worker was free: it waited for a connection (open loop only; a
+        // closed-loop slot is due when the worker asks).
+        let queued = !setup.closed && Instant::now() >= due;
         let from = start_time(due, setup.spin).await;
+        let sent = Instant::now();
         let target = target_of(setup.start, setup.slice, due);
         sample.reset();
         ex.exchange(target, &mut sample).await;
-        if measured {
-            rec.borrow_mut()[target].record(from, Instant::now(), &sample);
+        {
+            let r = &mut rec.borrow_mut()[target];
+            r.sent(sent, queued, measured, setup.span);
+            if measured {
+                r.record(from, Instant::now(), &sample);
+            }
         }
         if setup.closed && sample.error == Some(ErrorKind::Connect) {
             sleep(CONNECT_BACKOFF).await;

@@ -43,17 +43,28 @@ pub(crate) struct RunInfo {
 #[derive(Debug, Serialize)]
 pub(crate) struct TargetReport {
     pub url: String,
-    /// Requests that ended in the measured window (ok plus errors).
+    /// Measured requests (due in the measured window) that were sent and ended, whenever:
+    /// ok plus errors. The latencies are theirs.
     pub requests: u64,
     pub ok: u64,
     pub errors_total: u64,
     pub errors: Errors,
+    /// Of `requests`, those still waiting for a free connection at the window's end, sent
+    /// after it.
+    pub backlog: u64,
     /// Open-loop requests due but never sent (the generator fell too far behind).
     pub dropped: u64,
-    /// Seconds this target was measured (its share of the slices with `--compare`).
+    /// Open loop: requests due in the measured window (`requests + dropped`).
+    pub offered: Option<u64>,
+    /// What `rate` counts: `requests` plus warm-up requests sent after the warm-up.
+    pub sent: u64,
+    /// Seconds `rate` is over: this target's share of the window (of its slices with
+    /// `--compare`), stretched to the last backlog request's send.
     pub measured_s: f64,
-    /// Ended requests per measured second.
+    /// `sent` per measured second: the rate the target took requests at.
     pub rate: f64,
+    /// Open loop with `--duration`: whether the target fell behind the schedule.
+    pub fell_short: Option<bool>,
     pub latency_us: Latencies,
 }
 
@@ -75,7 +86,7 @@ pub(crate) struct Latencies {
 pub(crate) struct Comparison {
     /// B − A, µs, per latency and percentile (negative: B was faster).
     pub added_us: AddedLatencies,
-    /// B's rate over A's.
+    /// B's served rate over A's.
     pub throughput_ratio: f64,
 }
 
@@ -83,7 +94,8 @@ pub(crate) struct Comparison {
 pub(crate) struct AddedLatencies {
     pub total: Added,
     pub ttfb: Added,
-    pub ttft: Added,
+    /// `None` (JSON `null`) without `--stream`: there are no tokens to time.
+    pub ttft: Option<Added>,
 }
 
 /// Signed differences at each percentile.
@@ -105,10 +117,10 @@ impl Report {
             .iter()
             .zip(&outcome.recorders)
             .zip(outcome.measured)
-            .map(|((t, rec), measured)| TargetReport::new(t.url.clone(), rec, measured))
+            .map(|((t, rec), measured)| TargetReport::new(plan, t.url.clone(), rec, measured))
             .collect();
         let compare = match targets.as_slice() {
-            [a, b] => Some(Comparison::new(a, b)),
+            [a, b] => Some(Comparison::new(a, b, plan.request.sse)),
             _ => None,
         };
         Self {
@@ -144,25 +156,32 @@ impl Report {
                 String::new()
             };
             t.table(&mut out, &name, r.target_rate);
+            if let Some(warning) = t.shortfall(r.target_rate) {
+                let _ = writeln!(out, "  warning: {warning}");
+            }
         }
         if let Some(c) = &self.compare {
-            c.table(&mut out, r.stream);
+            c.table(&mut out);
         }
         out
     }
 
-    /// One row per target, latency and statistic: `target,url,metric,stat,value_us`.
+    /// Warnings for stderr, when the table (which carries them) is not printed.
+    pub fn warnings(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .filter_map(|t| Some(format!("{}: {}", t.url, t.shortfall(self.run.target_rate)?)))
+            .collect()
+    }
+
+    /// One row per target, latency and statistic: `target,url,metric,stat,value_us`. Like the
+    /// table, it leaves out token latencies without samples (always without `--stream`) and
+    /// B − A rows that do not apply.
     pub fn csv(&self) -> String {
         let mut out = String::from("target,url,metric,stat,value_us\n");
         let names = ["A", "B"];
         for (i, t) in self.targets.iter().enumerate() {
-            let l = &t.latency_us;
-            for (metric, p) in [
-                ("total", &l.total),
-                ("ttfb", &l.ttfb),
-                ("ttft", &l.ttft),
-                ("itl", &l.itl),
-            ] {
+            for (metric, p) in t.latency_us.shown() {
                 for (stat, v) in p.rows() {
                     let _ = writeln!(out, "{},{},{metric},{stat},{v}", names[i], t.url);
                 }
@@ -170,8 +189,7 @@ impl Report {
             }
         }
         if let Some(c) = &self.compare {
-            let a = &c.added_us;
-            for (metric, added) in [("total", &a.total), ("ttfb", &a.ttfb), ("ttft", &a.ttft)] {
+            for (metric, added) in c.added_us.rows() {
                 for (stat, v) in added.rows() {
                     let _ = writeln!(out, "B-A,,{metric},{stat},{v}");
                 }
@@ -215,22 +233,30 @@ impl RunInfo {
 // === impl TargetReport ===
 
 impl TargetReport {
-    fn new(url: String, rec: &Recorder, measured: Duration) -> Self {
+    fn new(plan: &Plan, url: String, rec: &Recorder, measured: Duration) -> Self {
         let requests = rec.completed();
         let secs = measured.as_secs_f64();
+        let open = matches!(plan.mode, Mode::Open { .. });
+        let offered = open.then_some(requests + rec.dropped);
+        // A short burst at the very end can leave a few due requests waiting even when the
+        // target keeps up; a whole round of the connections is the target falling behind.
+        let round = (plan.connections * plan.streams) as u64;
+        let fell_short =
+            (open && plan.duration.is_some()).then_some(rec.dropped > 0 || rec.backlog > round);
+        let sent = rec.taken();
         Self {
             url,
             requests,
             ok: rec.ok,
             errors_total: rec.errors.total(),
             errors: rec.errors,
+            backlog: rec.backlog,
             dropped: rec.dropped,
+            offered,
+            sent,
             measured_s: secs,
-            rate: if secs > 0.0 {
-                requests as f64 / secs
-            } else {
-                0.0
-            },
+            rate: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
+            fell_short,
             latency_us: Latencies {
                 total: Percentiles::of(&rec.total),
                 ttfb: Percentiles::of(&rec.ttfb),
@@ -244,8 +270,8 @@ impl TargetReport {
         let _ = writeln!(out, "\n{name}{}", self.url);
         let _ = write!(
             out,
-            "  requests {}  ok {}  errors {}  dropped {}  rate {:.1}/s",
-            self.requests, self.ok, self.errors_total, self.dropped, self.rate
+            "  requests {}  ok {}  errors {}  backlog {}  dropped {}  rate {:.1}/s",
+            self.requests, self.ok, self.errors_total, self.backlog, self.dropped, self.rate
         );
         match target_rate {
             Some(t) => {
@@ -258,16 +284,7 @@ impl TargetReport {
             "  {:<6}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
             "", "p50", "p90", "p99", "p99.9", "max", "mean", "count"
         );
-        let l = &self.latency_us;
-        for (metric, p) in [
-            ("total", &l.total),
-            ("ttfb", &l.ttfb),
-            ("ttft", &l.ttft),
-            ("itl", &l.itl),
-        ] {
-            if p.count == 0 && matches!(metric, "ttft" | "itl") {
-                continue;
-            }
+        for (metric, p) in self.latency_us.shown() {
             let _ = write!(out, "  {metric:<6}");
             for (_, v) in p.rows() {
                 let _ = write!(out, "{:>10}", fmt_us(v));
@@ -285,33 +302,72 @@ impl TargetReport {
             let _ = writeln!(out, "  errors: {}", kinds.join(", "));
         }
     }
+
+    /// Why the rate falls short of the target, when it does (open loop with `--duration`).
+    fn shortfall(&self, target_rate: Option<f64>) -> Option<String> {
+        if self.fell_short != Some(true) {
+            return None;
+        }
+        let offered = self.offered.unwrap_or(self.requests);
+        let mut text = format!(
+            "the target fell behind the schedule: of the {offered} requests due in the window, \
+             {} went out only after it ended, waiting for a free connection, and {} were never \
+             sent (dropped). The measured time runs until the last was sent ({:.2}s), so the \
+             rate, {:.1}/s, is what the target took, not the {}/s asked for; the latencies \
+             include the wait behind the backlog",
+            self.backlog,
+            self.dropped,
+            self.measured_s,
+            self.rate,
+            target_rate.unwrap_or_default(),
+        );
+        if self.dropped > 0 {
+            text.push_str(", and leave out the dropped requests, so they are optimistic");
+        }
+        text.push('.');
+        Some(text)
+    }
+}
+
+// === impl Latencies ===
+
+impl Latencies {
+    /// The latencies the reports show: token latencies only when they have samples (streams).
+    fn shown(&self) -> impl Iterator<Item = (&'static str, &Percentiles)> {
+        [
+            ("total", &self.total),
+            ("ttfb", &self.ttfb),
+            ("ttft", &self.ttft),
+            ("itl", &self.itl),
+        ]
+        .into_iter()
+        .filter(|(metric, p)| p.count > 0 || !matches!(*metric, "ttft" | "itl"))
+    }
 }
 
 // === impl Comparison ===
 
 impl Comparison {
-    fn new(a: &TargetReport, b: &TargetReport) -> Self {
+    fn new(a: &TargetReport, b: &TargetReport, stream: bool) -> Self {
         let (la, lb) = (&a.latency_us, &b.latency_us);
         Self {
             added_us: AddedLatencies {
                 total: Added::between(&la.total, &lb.total),
                 ttfb: Added::between(&la.ttfb, &lb.ttfb),
-                ttft: Added::between(&la.ttft, &lb.ttft),
+                ttft: stream.then(|| Added::between(&la.ttft, &lb.ttft)),
             },
             throughput_ratio: if a.rate > 0.0 { b.rate / a.rate } else { 0.0 },
         }
     }
 
-    fn table(&self, out: &mut String, stream: bool) {
+    fn table(&self, out: &mut String) {
         let _ = writeln!(out, "\nB - A (what B adds)");
         let _ = writeln!(
             out,
             "  {:<6}{:>10}{:>10}{:>10}{:>10}",
             "", "p50", "p90", "p99", "p99.9"
         );
-        let a = &self.added_us;
-        let rows = [("total", &a.total), ("ttfb", &a.ttfb), ("ttft", &a.ttft)];
-        for (metric, added) in rows.into_iter().take(if stream { 3 } else { 2 }) {
+        for (metric, added) in self.added_us.rows() {
             let _ = write!(out, "  {metric:<6}");
             for (_, v) in added.rows() {
                 let _ = write!(out, "{:>10}", fmt_signed_us(v));
@@ -319,6 +375,17 @@ impl Comparison {
             out.push('\n');
         }
         let _ = writeln!(out, "  throughput B/A {:.3}", self.throughput_ratio);
+    }
+}
+
+// === impl AddedLatencies ===
+
+impl AddedLatencies {
+    /// The differences that apply: TTFT only with `--stream`.
+    fn rows(&self) -> impl Iterator<Item = (&'static str, &Added)> {
+        [("total", &self.total), ("ttfb", &self.ttfb)]
+            .into_iter()
+            .chain(self.ttft.as_ref().map(|ttft| ("ttft", ttft)))
     }
 }
 
@@ -373,6 +440,10 @@ pub(crate) fn emit(plan: &Plan, outcome: &Outcome, args: &LoadArgs) -> anyhow::R
         std::fs::write(path, report.csv()).with_context(|| format!("--csv {}", path.display()))?;
     }
     let text = if args.json {
+        for warning in report.warnings() {
+            // The table carries its warnings; JSON keeps stdout one object, so they go here.
+            eprintln!("warning: {warning}");
+        }
         let mut json = serde_json::to_string(&report)?;
         json.push('\n');
         json

@@ -11,7 +11,7 @@ use super::{
     client::{Conn, HttpExchange, Shared},
     engine::{drive, Pair, Setup},
     schedule::{slice_shares, Slots, Window},
-    stats::{Percentiles, Recorder},
+    stats::{Percentiles, Recorder, Span},
     Mode, Plan,
 };
 
@@ -39,6 +39,36 @@ enum Go {
 }
 
 type ThreadResult = anyhow::Result<Pair>;
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// The outcome of a run that started at `start`. The measured time is each target's share
+    /// of the duration after the warm-up; when the target fell behind, the requests due in the
+    /// window went out until the last backlog request was sent, so the time stretches to then,
+    /// each target's share in proportion. With `--requests`: until the last request ended.
+    pub(super) fn new(plan: &Plan, start: Instant, recorders: Pair) -> Self {
+        let warm_end = start + plan.warmup;
+        let latest = |at: fn(&Recorder) -> Option<Instant>| recorders.iter().filter_map(at).max();
+        let measured = match plan.duration {
+            Some(d) => {
+                let shares = slice_shares(start, plan.slice, warm_end, warm_end + d);
+                let sent_until = latest(|r| r.last_backlog).unwrap_or(warm_end);
+                let stretch =
+                    sent_until.saturating_duration_since(warm_end).as_secs_f64() / d.as_secs_f64();
+                shares.map(|s| s.mul_f64(stretch.max(1.0)))
+            }
+            None => {
+                let end = latest(|r| r.last_end).unwrap_or(warm_end);
+                slice_shares(start, plan.slice, warm_end, end)
+            }
+        };
+        Self {
+            recorders,
+            measured,
+        }
+    }
+}
 
 /// Runs the plan to its end; `progress` prints a line on stderr every second.
 pub(crate) fn execute(plan: &Plan, progress: bool) -> anyhow::Result<Outcome> {
@@ -89,7 +119,6 @@ pub(crate) fn execute(plan: &Plan, progress: bool) -> anyhow::Result<Outcome> {
             p.maybe_print(&total);
         }
     }
-    let finished = Instant::now();
     while let Ok(interval) = data_rx.try_recv() {
         merge(&mut total, &interval);
     }
@@ -99,13 +128,7 @@ pub(crate) fn execute(plan: &Plan, progress: bool) -> anyhow::Result<Outcome> {
             .map_err(|_| anyhow!("a generator thread panicked"))??;
         merge(&mut total, &last);
     }
-    let warm_end = start + plan.warmup;
-    let end = plan.duration.map_or(finished, |d| warm_end + d);
-    let measured = slice_shares(start, plan.slice, warm_end, end);
-    Ok(Outcome {
-        recorders: total,
-        measured,
-    })
+    Ok(Outcome::new(plan, start, total))
 }
 
 fn merge(total: &mut Pair, interval: &Pair) {
@@ -146,14 +169,7 @@ fn generator(
             _ => return Ok(Pair::default()),
         };
         let slots = slots_for(index, plan, start);
-        let setup = Setup {
-            start,
-            slice: plan.slice,
-            closed: plan.mode == Mode::Closed,
-            spin: plan.spin,
-            tick: TICK,
-        };
-        Ok(drive(exchanges, slots, setup, data).await)
+        Ok(drive(exchanges, slots, setup_for(plan, start, TICK), data).await)
     })
 }
 
@@ -190,8 +206,24 @@ async fn connect(index: usize, plan: &Plan) -> Result<Vec<HttpExchange>, String>
     Ok(workers)
 }
 
+/// How a thread's workers pick targets, pace and count, for a run that starts at `start`.
+pub(super) fn setup_for(plan: &Plan, start: Instant, tick: Duration) -> Setup {
+    let warm_end = start + plan.warmup;
+    Setup {
+        start,
+        slice: plan.slice,
+        closed: plan.mode == Mode::Closed,
+        spin: plan.spin,
+        tick,
+        span: Span {
+            from: warm_end,
+            until: plan.duration.map(|d| warm_end + d),
+        },
+    }
+}
+
 /// Thread `index`'s share of the schedule.
-fn slots_for(index: usize, plan: &Plan, start: Instant) -> Slots {
+pub(super) fn slots_for(index: usize, plan: &Plan, start: Instant) -> Slots {
     let threads = plan.threads as u64;
     let i = index as u64;
     let warm_end = start + plan.warmup;
@@ -204,6 +236,8 @@ fn slots_for(index: usize, plan: &Plan, start: Instant) -> Slots {
         warm_end,
         end,
         limit,
+        // Requests due in the window are still sent after it (the backlog, so that its latency
+        // is measured) for up to one timeout; later ones are dropped.
         give_up: end.map(|e| e + plan.timeout),
     };
     match plan.mode {
@@ -221,6 +255,8 @@ fn slots_for(index: usize, plan: &Plan, start: Instant) -> Slots {
 struct Progress {
     start: Instant,
     warm_end: Instant,
+    /// End of the measured window (`None` with `--requests`).
+    end: Option<Instant>,
     next: Instant,
     last: Instant,
     last_completed: u64,
@@ -235,6 +271,7 @@ impl Progress {
         Self {
             start,
             warm_end: start + plan.warmup,
+            end: plan.duration.map(|d| start + plan.warmup + d),
             next: start + TICK,
             last: start,
             last_completed: 0,
@@ -251,7 +288,7 @@ impl Progress {
         if now < self.next {
             return;
         }
-        let completed: u64 = total.iter().map(Recorder::completed).sum();
+        let completed: u64 = total.iter().map(Recorder::taken).sum();
         let rate = (completed - self.last_completed) as f64 / (now - self.last).as_secs_f64();
         self.last_completed = completed;
         self.last = now;
@@ -263,6 +300,9 @@ impl Progress {
             line.push_str(&format!("{rate:>9.0} req/s"));
             if let Some(target) = self.target_rate {
                 line.push_str(&format!(" (target {target:.0})"));
+            }
+            if self.end.is_some_and(|end| now >= end) {
+                line.push_str(" after the window, draining");
             }
             let names = if self.compare { ["A ", "B "] } else { ["", ""] };
             for (name, rec) in names.iter().zip(total).take(1 + usize::from(self.compare)) {

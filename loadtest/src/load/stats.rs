@@ -58,6 +58,15 @@ pub struct Sample {
     pub error: Option<ErrorKind>,
 }
 
+/// The measured window as the recorders see it, to place requests that were sent late.
+#[derive(Clone, Copy, Debug)]
+pub struct Span {
+    /// The end of the warm-up.
+    pub from: Instant,
+    /// `None` with `--requests`: the window lasts until the last request ended.
+    pub until: Option<Instant>,
+}
+
 /// The histograms and counters of one target.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -70,6 +79,16 @@ pub struct Recorder {
     pub errors: Errors,
     /// Open-loop requests that were due but never sent (the generator gave up, far behind).
     pub dropped: u64,
+    /// Warm-up requests that waited for a free connection past the warm-up's end: the target
+    /// took them in the measured window.
+    pub spill: u64,
+    /// Measured requests (in `ok` or `errors`) that waited for a free connection past the
+    /// window's end: the backlog sent after it.
+    pub backlog: u64,
+    /// When the last backlog request was sent.
+    pub last_backlog: Option<Instant>,
+    /// When the last measured request ended (the window's end with `--requests`).
+    pub last_end: Option<Instant>,
 }
 
 /// Percentiles of one histogram, in microseconds.
@@ -162,6 +181,10 @@ impl Default for Recorder {
             ok: 0,
             errors: Errors::default(),
             dropped: 0,
+            spill: 0,
+            backlog: 0,
+            last_backlog: None,
+            last_end: None,
         }
     }
 }
@@ -170,6 +193,7 @@ impl Recorder {
     /// Folds in one finished request that was due at `due` and ended at `end`. Failed requests
     /// are counted by kind; their latencies stay out of the histograms.
     pub fn record(&mut self, due: Instant, end: Instant, s: &Sample) {
+        self.last_end = self.last_end.max(Some(end));
         if let Some(kind) = s.error {
             self.errors.add(kind);
             return;
@@ -187,9 +211,30 @@ impl Recorder {
         }
     }
 
-    /// Requests that ended (succeeded or failed); dropped ones were never sent.
+    /// Places a request sent at `at` that was due before a connection was free (`queued`): a
+    /// warm-up one sent after the warm-up is spill, a measured one sent after the window is
+    /// backlog. Requests sent on time are where their due time puts them.
+    pub fn sent(&mut self, at: Instant, queued: bool, measured: bool, span: Span) {
+        if !queued {
+            return;
+        }
+        if !measured && at >= span.from {
+            self.spill += 1;
+        } else if measured && span.until.is_some_and(|until| at >= until) {
+            self.backlog += 1;
+            self.last_backlog = self.last_backlog.max(Some(at));
+        }
+    }
+
+    /// Measured requests that ended (succeeded or failed), whenever; dropped ones were never
+    /// sent.
     pub fn completed(&self) -> u64 {
         self.ok + self.errors.total()
+    }
+
+    /// Requests the rate counts: the measured ones and the warm-up ones sent in the window.
+    pub fn taken(&self) -> u64 {
+        self.completed() + self.spill
     }
 
     pub fn merge(&mut self, o: &Recorder) {
@@ -201,6 +246,10 @@ impl Recorder {
         self.ok += o.ok;
         self.errors.merge(&o.errors);
         self.dropped += o.dropped;
+        self.spill += o.spill;
+        self.backlog += o.backlog;
+        self.last_backlog = self.last_backlog.max(o.last_backlog);
+        self.last_end = self.last_end.max(o.last_end);
     }
 
     /// Empties it for the next interval, keeping its memory.
@@ -212,6 +261,10 @@ impl Recorder {
         self.ok = 0;
         self.errors = Errors::default();
         self.dropped = 0;
+        self.spill = 0;
+        self.backlog = 0;
+        self.last_backlog = None;
+        self.last_end = None;
     }
 }
 

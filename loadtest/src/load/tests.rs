@@ -16,9 +16,11 @@ use super::{
     run::Outcome,
     schedule::{slice_shares, target_of, Arrival, Slot, Slots, Window},
     sse::{classify, Event, SseScanner},
-    stats::{ErrorKind, Recorder, Sample},
+    stats::{ErrorKind, Recorder, Sample, Span},
     *,
 };
+
+mod overload;
 
 #[derive(Parser)]
 struct Cli {
@@ -206,6 +208,11 @@ async fn run_scripted(slots: Slots, closed: bool, workers: usize, start: Instant
         closed,
         spin: false,
         tick: Duration::from_millis(100),
+        // These tests look at latencies, not at which requests ended in the window.
+        span: Span {
+            from: start,
+            until: None,
+        },
     };
     let (tx, rx) = mpsc::sync_channel(64);
     let last = LocalSet::new()
@@ -355,12 +362,15 @@ fn token_events_give_ttft_and_inter_token_gaps() {
     assert_eq!(rec.itl.len(), 2);
 }
 
-fn recorder_of(values_us: impl Iterator<Item = u64>) -> Recorder {
+/// A recorder of successful requests with these total latencies (the head at half of it, the
+/// first token at a quarter when `tokens`).
+fn recorder_of(values_us: impl Iterator<Item = u64>, tokens: bool) -> Recorder {
     let t0 = Instant::now();
     let mut rec = Recorder::default();
     for v in values_us {
         let s = Sample {
             head: Some(t0 + Duration::from_micros(v / 2)),
+            first_token: tokens.then(|| t0 + Duration::from_micros(v / 4)),
             ..Sample::default()
         };
         rec.record(t0, t0 + Duration::from_micros(v), &s);
@@ -378,8 +388,8 @@ fn the_table_json_and_csv_report_percentiles_errors_and_what_b_adds() {
         "100",
     ]))
     .unwrap();
-    let a = recorder_of(1..=1000);
-    let mut b = recorder_of((1..=1000).map(|v| v + 40));
+    let a = recorder_of(1..=1000, false);
+    let mut b = recorder_of((1..=1000).map(|v| v + 40), false);
     b.errors.add(ErrorKind::Status5xx);
     b.errors.add(ErrorKind::Cut);
     let outcome = Outcome {
@@ -405,7 +415,7 @@ fn the_table_json_and_csv_report_percentiles_errors_and_what_b_adds() {
         "open loop, 100 req/s constant",
         "A http://127.0.0.1:1",
         "B http://127.0.0.1:2",
-        "rate 100.0/s (target 100/s)",
+        "backlog 0  dropped 0  rate 100.0/s (target 100/s)",
         "500µs",
         "1.00ms",
         "errors: status_5xx 1, cut_after_200 1",
@@ -428,6 +438,50 @@ fn the_table_json_and_csv_report_percentiles_errors_and_what_b_adds() {
         "{csv}"
     );
     assert!(csv.contains("B-A,,total,p50,40\n"), "{csv}");
+    assert!(!table.contains("warning"), "{table}");
+}
+
+#[test]
+fn token_latencies_are_reported_only_with_stream_in_table_json_and_csv() {
+    let report = |stream: bool| {
+        let mut flags = vec![
+            "--compare",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            "--rate",
+            "100",
+        ];
+        if stream {
+            flags.push("--stream");
+        }
+        let plan = Plan::try_from(&args(&flags)).unwrap();
+        let outcome = Outcome {
+            recorders: [
+                recorder_of(1..=1000, stream),
+                recorder_of((1..=1000).map(|v| v + 40), stream),
+            ],
+            measured: [Duration::from_secs(10), Duration::from_secs(10)],
+        };
+        Report::new(&plan, &outcome)
+    };
+    let plain = report(false);
+    let (table, csv) = (plain.table(), plain.csv());
+    assert!(!table.contains("ttft"), "{table}");
+    assert!(!csv.contains(",ttft,") && !csv.contains(",itl,"), "{csv}");
+    assert!(csv.contains("B-A,,ttfb,p50,20\n"), "{csv}");
+    let json = serde_json::to_value(&plain).unwrap();
+    assert!(json["compare"]["added_us"]["ttft"].is_null(), "{json}");
+    assert_eq!(json["compare"]["added_us"]["ttfb"]["p50"], 20);
+    // Per target, an empty latency still reads 0 with count 0.
+    assert_eq!(json["targets"][0]["latency_us"]["ttft"]["count"], 0);
+
+    let streamed = report(true);
+    let (table, csv) = (streamed.table(), streamed.csv());
+    assert!(table.contains("  ttft  "), "{table}");
+    assert!(csv.contains("A,http://127.0.0.1:1,ttft,p50,125\n"), "{csv}");
+    assert!(csv.contains("B-A,,ttft,p50,10\n"), "{csv}");
+    let json = serde_json::to_value(&streamed).unwrap();
+    assert_eq!(json["compare"]["added_us"]["ttft"]["p50"], 10);
 }
 
 #[test]
