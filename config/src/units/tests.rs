@@ -37,7 +37,10 @@ fn ppm_rejected() {
             "10",
             "10 is above 1; a bare number is a fraction of 1 (write 10% for a percentage)",
         ),
-        ("1.5", "1.5 is above 1; a bare number is a fraction of 1 (write 1.5% for"),
+        (
+            "1.5",
+            "1.5 is above 1; a bare number is a fraction of 1 (write 1.5% for",
+        ),
         // No hint towards a percentage that is itself out of range.
         (
             "120",
