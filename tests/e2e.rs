@@ -19,6 +19,9 @@ mod streaming;
 #[path = "e2e/reload.rs"]
 mod reload;
 
+#[path = "e2e/reload_status.rs"]
+mod reload_status;
+
 #[path = "e2e/lifecycle.rs"]
 mod lifecycle;
 

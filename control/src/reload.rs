@@ -101,6 +101,13 @@ pub enum ReloadOutcome {
     Unchanged {
         revision: String,
     },
+    /// The source still holds a revision already rejected: not judged or counted again (it
+    /// counts as "unchanged"), but its errors are still current, and the answer is "invalid"
+    /// with `counted_as: "unchanged"`.
+    StillInvalid {
+        revision: String,
+        errors: Vec<String>,
+    },
     Invalid {
         revision: String,
         errors: Vec<String>,
@@ -144,9 +151,10 @@ struct State {
     /// `[success, invalid, unreadable, unchanged]`.
     counts: [AtomicU64; 4],
     last_success_unix: AtomicU64,
+    /// The last outcome that changed something or failed, or the "unchanged" that ended a
+    /// failure (see [`Reloader::supersedes`]).
     last: Mutex<Option<ReloadOutcome>>,
-    /// The outcome of the most recent reload, "unchanged" included (what `POST /reload` shows;
-    /// content already rejected shows that rejection again).
+    /// The outcome of the most recent reload, "unchanged" included (what `POST /reload` shows).
     latest: Mutex<Option<ReloadOutcome>>,
     revision: Mutex<String>,
     /// Reloads begun and finished; one at a time, so a reload numbered above `started` as read
@@ -221,11 +229,16 @@ impl Reloader {
         let (revision, text) = match self.source.read(&known).await {
             Ok(Fetched::Known(revision)) => {
                 *lock(&self.state.desired) = Some(revision.clone());
-                return ReloadOutcome::Unchanged { revision };
+                return match self.rejection(&revision) {
+                    Some(errors) => ReloadOutcome::StillInvalid { revision, errors },
+                    None => ReloadOutcome::Unchanged { revision },
+                };
             }
             Ok(Fetched::New { revision, text }) => (revision, Ok(text)),
             Err(ReadError::Refused { revision, error }) => (revision, Err(error)),
             Err(ReadError::Unreadable(error)) => {
+                // The source offers no revision now; the one read before is no longer desired.
+                *lock(&self.state.desired) = None;
                 tracing::warn!(?trigger, %error, applied = %serving.revision(), "config reload failed: source unreadable; keeping the last good config");
                 return ReloadOutcome::Unreadable { error };
             }
@@ -271,30 +284,50 @@ impl Reloader {
             }
             ReloadOutcome::Invalid { .. } => 1,
             ReloadOutcome::Unreadable { .. } => 2,
-            ReloadOutcome::Unchanged { .. } => 3,
+            ReloadOutcome::Unchanged { .. } | ReloadOutcome::StillInvalid { .. } => 3,
         };
         self.state.counts[idx].fetch_add(1, Relaxed);
-        let latest = match &outcome {
-            ReloadOutcome::Unchanged { revision } if self.rejected(revision) => self.last_outcome(),
-            other => Some(other.clone()),
-        };
-        *lock(&self.state.latest) = latest;
-        if idx != 3 {
-            *lock(&self.state.last) = Some(outcome);
+        *lock(&self.state.latest) = Some(outcome.clone());
+        let mut last = lock(&self.state.last);
+        if Self::supersedes(&outcome, last.as_ref()) {
+            *last = Some(outcome);
         }
+        drop(last);
         self.state.finished.fetch_add(1, SeqCst);
         self.state.done.notify_waiters();
     }
 
-    fn last_outcome(&self) -> Option<ReloadOutcome> {
-        lock(&self.state.last).clone()
+    /// Whether `outcome` replaces `last` as the last reload worth reporting: anything but
+    /// "unchanged", and an "unchanged" that ends a failure (the source readable again, or moved
+    /// off the rejected revision, e.g. reverted to the serving one), so that `/status` does not
+    /// keep showing errors that are no longer current.
+    fn supersedes(outcome: &ReloadOutcome, last: Option<&ReloadOutcome>) -> bool {
+        match (outcome, last) {
+            (ReloadOutcome::StillInvalid { .. }, _) => false,
+            (ReloadOutcome::Unchanged { .. }, Some(ReloadOutcome::Unreadable { .. })) => true,
+            (
+                ReloadOutcome::Unchanged { revision },
+                Some(ReloadOutcome::Invalid { revision: r, .. }),
+            ) => r != revision,
+            (ReloadOutcome::Unchanged { .. }, _) => false,
+            _ => true,
+        }
     }
 
-    /// The file still holds what the last reload rejected (the watcher seeing a write that an
-    /// admin reload already judged, or the reverse): it was reported and counted once already.
+    /// The errors of `revision` when the last reload rejected it (the watcher seeing a write that
+    /// an admin reload already judged, or the reverse): it was reported and counted once already.
+    fn rejection(&self, revision: &str) -> Option<Vec<String>> {
+        match &*lock(&self.state.last) {
+            Some(ReloadOutcome::Invalid {
+                revision: r,
+                errors,
+            }) if r == revision => Some(errors.clone()),
+            _ => None,
+        }
+    }
+
     fn rejected(&self, revision: &str) -> bool {
-        let last = lock(&self.state.last);
-        matches!(&*last, Some(ReloadOutcome::Invalid { revision: r, .. }) if r == revision)
+        self.rejection(revision).is_some()
     }
 }
 
@@ -357,7 +390,8 @@ impl ReloaderHandle {
         }
     }
 
-    /// The last outcome other than "unchanged".
+    /// The last outcome that changed something or failed, or the "unchanged" that ended a
+    /// failure (a revert to the serving revision, the source readable again).
     pub fn last(&self) -> Option<ReloadOutcome> {
         lock(&self.state.last).clone()
     }
@@ -366,7 +400,14 @@ impl ReloaderHandle {
     /// rejection): what the status conditions judge, so a revert to the serving revision clears
     /// an `InvalidConfig` stall.
     pub fn latest(&self) -> Option<ReloadOutcome> {
-        lock(&self.state.latest).clone()
+        lock(&self.state.latest)
+            .clone()
+            .map(|outcome| match outcome {
+                ReloadOutcome::StillInvalid { revision, errors } => {
+                    ReloadOutcome::Invalid { revision, errors }
+                }
+                other => other,
+            })
     }
 
     /// Reload attempts by result, as `rollgate_config_reload_total` counts them.
@@ -416,6 +457,15 @@ impl ReloaderHandle {
     /// including Kubernetes ConfigMap symlink swaps.
     pub async fn watch_file(self, path: PathBuf, every: Duration) {
         let mut last = file_stamp(&path).await;
+        // This task may first run after the file changed again (or went away) since it was
+        // read at startup: compare with the serving text, not only with later looks.
+        let applied = self
+            .applied_text()
+            .map(|t| rollgate_proxy::hash64(t.as_bytes()));
+        if last.map(|(_, _, hash)| hash) != applied {
+            // A full queue means a reload is already pending; it will read this content.
+            let _ = self.tx.try_send(ReloadTrigger::FileChanged);
+        }
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -16,7 +16,8 @@ use crate::rollout::{DriverHandle, RolloutStatus};
 pub struct StatusReport {
     /// Revision of the serving config.
     pub revision: String,
-    /// The last reload that changed something or failed.
+    /// The last reload that changed something or failed, or the "unchanged" one that ended a
+    /// failure (the source reverted to the serving revision, or readable again).
     pub last_reload: Option<Value>,
     pub reloads: Value,
     pub models: Vec<Value>,
@@ -24,7 +25,8 @@ pub struct StatusReport {
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
     /// The config source: desired vs applied revision, paused or not, why out of sync, and
     /// conditions `Synced` (desired revision applied) and `Stalled` (naming the revision and
-    /// every error while the source's newest revision is one that was refused).
+    /// every error while the source's newest revision is one that was refused, or the read
+    /// error while the source is unreadable).
     pub sync: SyncReport,
     /// The kstatus object of every model, by name (what `GET /status/models/{model}` serves).
     pub kstatus: std::collections::BTreeMap<String, crate::gitops::ModelStatus>,
@@ -86,20 +88,24 @@ impl StatusReport {
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
         let last = reloader.last();
+        let mut sync = crate::breakglass::sync_report(
+            reloader.sync_state(),
+            rejected(last.as_ref()),
+            &live.drift,
+        );
+        if let Some(ReloadOutcome::Unreadable { error }) = &last {
+            // No desired revision to compare: say why instead of reading as synced.
+            sync.reasons.insert(0, unreadable(error, &sync.applied));
+            sync.status = "OutOfSync";
+        }
+        sync.conditions = sync_conditions(reloader);
         StatusReport {
             revision: snap.revision().to_owned(),
             last_reload: last.as_ref().map(outcome_json),
             reloads: Value::Object(reloads),
             models,
             rollouts,
-            sync: crate::breakglass::SyncReport {
-                conditions: sync_conditions(reloader),
-                ..crate::breakglass::sync_report(
-                    reloader.sync_state(),
-                    rejected(last.as_ref()),
-                    &live.drift,
-                )
-            },
+            sync,
             kstatus: std::collections::BTreeMap::new(),
         }
     }
@@ -133,6 +139,10 @@ fn rejected(last: Option<&ReloadOutcome>) -> Option<&str> {
         Some(ReloadOutcome::Invalid { revision, .. }) => Some(revision),
         _ => None,
     }
+}
+
+fn unreadable(error: &str, applied: &str) -> String {
+    format!("source unreadable: {error}; serving {applied}")
 }
 
 // === impl Live ===
@@ -191,31 +201,51 @@ fn variant(v: &VariantObservation) -> Value {
 }
 
 /// The sync state's kstatus-style conditions: `Synced` (the source's newest revision is the
-/// one serving) and, while that revision was refused, `Stalled` with every error.
+/// one serving) and `Stalled`, with every error while that revision was refused, or with the
+/// read error while the source is unreadable (`SourceUnreadable`; nothing to compare, so
+/// `Synced` is `Unknown`).
 fn sync_conditions(reloader: &ReloaderHandle) -> Vec<Value> {
     let sync = reloader.sync_state();
-    let stalled = match reloader.last() {
+    let (stalled, reason) = match reloader.last() {
         Some(ReloadOutcome::Invalid { revision, errors })
             if sync.desired.as_deref() == Some(revision.as_str()) =>
         {
-            Some(json!({
+            let stalled = json!({
                 "type": "Stalled",
                 "status": "True",
                 "reason": "InvalidRevision",
                 "revision": revision,
                 "errors": errors,
                 "message": format!("revision {revision} refused ({} errors); serving {}: {}", errors.len(), sync.applied, errors.join("; ")),
-            }))
+            });
+            (Some(stalled), "InvalidRevision")
         }
-        _ => None,
+        Some(ReloadOutcome::Unreadable { error }) => {
+            let stalled = json!({
+                "type": "Stalled",
+                "status": "True",
+                "reason": "SourceUnreadable",
+                "errors": [error],
+                "message": unreadable(&error, &sync.applied),
+            });
+            (Some(stalled), "SourceUnreadable")
+        }
+        _ => (None, ""),
     };
     let out_of_sync = sync.desired.as_deref().is_some_and(|d| d != sync.applied);
+    let status = if reason == "SourceUnreadable" {
+        "Unknown"
+    } else if out_of_sync {
+        "False"
+    } else {
+        "True"
+    };
     let mut conditions = vec![json!({
         "type": "Synced",
-        "status": if out_of_sync { "False" } else { "True" },
+        "status": status,
         "reason": match (&sync.paused, &stalled, out_of_sync) {
             (Some(_), _, true) => "SyncPaused",
-            (_, Some(_), _) => "InvalidRevision",
+            (_, Some(_), _) => reason,
             (_, _, true) => "Pending",
             _ => "Applied",
         },
@@ -232,6 +262,11 @@ pub fn outcome_json(o: &ReloadOutcome) -> Value {
         }
         ReloadOutcome::Unchanged { revision } => {
             json!({ "result": "unchanged", "revision": revision })
+        }
+        // Still invalid, which is what a client checking its push needs to read; judged and
+        // counted once already, so counted "unchanged" this time, and the answer says so.
+        ReloadOutcome::StillInvalid { revision, errors } => {
+            json!({ "result": "invalid", "revision": revision, "errors": errors, "counted_as": "unchanged" })
         }
         ReloadOutcome::Invalid { revision, errors } => {
             json!({ "result": "invalid", "revision": revision, "errors": errors })

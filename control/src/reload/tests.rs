@@ -3,6 +3,8 @@
 
 use super::*;
 
+mod failures;
+
 struct Fixture {
     dir: PathBuf,
     handle: ReloaderHandle,
