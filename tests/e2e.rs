@@ -61,6 +61,9 @@ mod pr;
 #[path = "e2e/breakglass.rs"]
 mod breakglass;
 
+#[path = "e2e/breakglass_idle.rs"]
+mod breakglass_idle;
+
 #[path = "e2e/git.rs"]
 mod git;
 

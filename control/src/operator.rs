@@ -67,7 +67,8 @@ pub enum Refused {
     UnknownModel(String),
     #[error("the rollout driver is busy; try again")]
     Busy,
-    /// The action conflicts with the current state (sync already paused).
+    /// The action conflicts with the current state (sync already paused; no rollout to pause,
+    /// nothing pinned, no candidate to pin).
     #[error("{0}")]
     Conflict(String),
 }
@@ -306,8 +307,14 @@ pub async fn execute(
         .ok_or_else(|| Refused::UnknownModel(model.to_owned()))?;
     let applied = driver.command(model, cmd).ok_or(Refused::Busy)?;
     // The driver applies the command on its next step, at once (it was woken). A timeout only
-    // means the "after" below may not show it yet.
-    let _ = tokio::time::timeout(APPLY_WAIT, applied).await;
+    // means the "after" below may not show it yet. A refusal changed nothing: it is answered,
+    // logged, and not audited (as the 401/403/409 refusals of the sync calls).
+    if let Ok(Ok(Err(why))) = tokio::time::timeout(APPLY_WAIT, applied).await {
+        tracing::info!(%model, action, actor, token = caller.name, %reason, refused = %why, "operator command refused");
+        return Err(Refused::Conflict(format!(
+            "`{action}` on model `{model}` refused: {why}"
+        )));
+    }
     let after = driver.status().into_iter().find(|s| s.model == model);
     notes.record(model, action, actor, &reason);
     let entry = json!({

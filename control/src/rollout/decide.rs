@@ -9,7 +9,8 @@ use super::gates::{Evaluation, Verdict};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "phase", content = "step")]
 pub enum Phase {
-    /// No candidate or no rollout plan: traffic is as the config says.
+    /// No candidate or no rollout plan: traffic is as the config says, unless an operator
+    /// pinned the candidate's weight.
     Idle,
     Deploy,
     ValidateHealth,
@@ -40,9 +41,11 @@ pub struct RolloutState {
     /// Consecutive inconclusive evaluations caused by metric errors.
     pub metric_error_streak: u32,
     pub approved: bool,
-    /// Operator pause (reason); automation holds, traffic stays.
+    /// Operator pause (reason); automation holds, traffic stays. Only a rollout can be paused:
+    /// the pause ends with it (the plan or the candidate leaves the config).
     pub paused: Option<String>,
-    /// Operator pin of the candidate weight (ppm); automation holds.
+    /// Operator pin of the candidate weight (ppm), mirroring off; automation holds. A pin holds
+    /// a static split (no plan) too, and outlasts the plan; it ends with the candidate.
     pub pinned: Option<u32>,
     /// Why the last transition happened.
     pub reason: String,
@@ -97,11 +100,16 @@ pub struct Inputs<'a> {
 /// What the driver must do, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
+    /// The operator command was refused (nothing it asked for changed); tell the caller why.
+    Refuse(String),
     /// One snapshot swap: candidate weight and mirror sample (ppm).
     SetTraffic {
         weight: u32,
         mirror: u32,
     },
+    /// One snapshot swap: the config's `weight` and `shadow` serve again (no rollout and no pin
+    /// directs the traffic any more).
+    ReleaseTraffic,
     /// Start a new observation window (a phase or step began).
     ResetWindow,
     /// Run the synthetic suite against the candidate now.
@@ -132,6 +140,12 @@ impl RolloutState {
         }
     }
 
+    /// Whether this state sets the model's traffic (a rollout, or a pin), rather than the
+    /// config's `weight` and `shadow`.
+    pub fn directs_traffic(&self) -> bool {
+        directs(self.phase, self.pinned)
+    }
+
     fn enter(&mut self, phase: Phase, now_ms: u64, reason: impl Into<String>) {
         self.phase = phase;
         self.entered_ms = now_ms;
@@ -160,22 +174,17 @@ pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<A
         return finish(state, s, before, actions);
     }
     let (Some(candidate), Some(plan)) = (inputs.candidate, inputs.rollout) else {
-        // A withdrawal stays visible until the config names a candidate again.
-        if s.phase != Phase::Idle && !(s.phase == Phase::Previous && withdrawn(&s)) {
-            s.enter(
-                Phase::Idle,
-                inputs.now_ms,
-                "no candidate or no rollout plan",
-            );
-            s.candidate = None;
-        }
+        unplanned(&mut s, inputs, &mut actions);
         return finish(state, s, before, actions);
     };
     if s.candidate.as_deref() != Some(candidate) {
         new_candidate(&mut s, candidate, inputs.now_ms);
     }
     if let Some(cmd) = inputs.command.clone() {
-        command(&mut s, cmd, plan, inputs.now_ms);
+        match refusal(&s, &cmd, true, true) {
+            Some(why) => actions.push(Action::Refuse(why)),
+            None => command(&mut s, cmd, plan, inputs.now_ms),
+        }
     }
     if s.paused.is_none() && s.pinned.is_none() {
         advance(&mut s, plan, inputs, &mut actions);
@@ -196,6 +205,75 @@ pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<A
 
 type Before = (u32, u32, Phase, Option<String>, Option<u32>, bool);
 
+fn directs(phase: Phase, pinned: Option<u32>) -> bool {
+    phase != Phase::Idle || pinned.is_some()
+}
+
+/// No candidate, or no rollout plan: the config's split serves, unless a pin holds the
+/// candidate's weight. Only `pin` and `unpin` act here (on a candidate); the rollout commands
+/// have no rollout to act on and are refused.
+fn unplanned(s: &mut RolloutState, i: &Inputs<'_>, actions: &mut Vec<Action>) {
+    // A withdrawal stays visible until the config names a candidate again.
+    let keep_withdrawal = s.phase == Phase::Previous && withdrawn(s) && i.candidate.is_none();
+    if s.phase != Phase::Idle && !keep_withdrawal {
+        s.enter(Phase::Idle, i.now_ms, "no candidate or no rollout plan");
+        s.candidate = None;
+    }
+    // A pause holds a rollout; with none left it would only claim to hold something.
+    s.paused = None;
+    if i.candidate.is_none() {
+        // Nothing is left for a pin to hold (as when a rollout's candidate is withdrawn).
+        s.pinned = None;
+    }
+    if let Some(cmd) = &i.command {
+        match refusal(s, cmd, i.candidate.is_some(), i.rollout.is_some()) {
+            Some(why) => actions.push(Action::Refuse(why)),
+            None => match cmd {
+                Command::Pin(w) => s.pinned = Some((*w).min(PPM_MAX)),
+                Command::Unpin => s.pinned = None,
+                _ => {}
+            },
+        }
+    }
+    match s.pinned {
+        Some(pin) if s.phase == Phase::Idle => (s.weight, s.mirror) = (pin, 0),
+        // Idle traffic is the config's split; the state's numbers are not read.
+        None if s.phase == Phase::Idle => (s.weight, s.mirror) = (0, 0),
+        _ => {}
+    }
+}
+
+/// Why an operator command cannot act on this state (None: it can). `candidate` and `plan`:
+/// whether the config names a candidate and a rollout plan for the model.
+fn refusal(s: &RolloutState, cmd: &Command, candidate: bool, plan: bool) -> Option<String> {
+    let name = cmd.name();
+    let why = match cmd {
+        _ if !candidate => {
+            format!("the model has no candidate: there is no candidate weight or rollout to {name}")
+        }
+        Command::Pin(_) => return None,
+        Command::Unpin if s.pinned.is_none() => "nothing is pinned".to_owned(),
+        Command::Unpin => return None,
+        _ if !plan => format!(
+            "the model has no rollout plan (a static split): there is no rollout to {name}; \
+             `pin` holds the candidate's weight"
+        ),
+        Command::Pause(_) => match &s.paused {
+            Some(reason) => format!("the rollout is already paused: {reason}"),
+            None => return None,
+        },
+        Command::Resume if s.paused.is_none() => "the rollout is not paused".to_owned(),
+        Command::Promote | Command::Approve if matches!(s.phase, Phase::Previous | Phase::Full) => {
+            format!("the rollout is over ({:?}): nothing to {name}", s.phase)
+        }
+        Command::Abort(_) if s.phase == Phase::Previous => {
+            "the rollout is already rolled back (Previous)".to_owned()
+        }
+        _ => return None,
+    };
+    Some(why)
+}
+
 /// Appends traffic, window, persist and publish actions for what changed, in contract order.
 fn finish(
     old: &RolloutState,
@@ -203,16 +281,20 @@ fn finish(
     before: Before,
     mut actions: Vec<Action>,
 ) -> (RolloutState, Vec<Action>) {
-    // Leaving Idle, the rollout takes the traffic over from the configured split even when its
-    // first weight equals Idle's 0: `weight` and `shadow` are not read under a plan.
-    let traffic = (s.weight, s.mirror) != (before.0, before.1)
-        || (before.2 == Phase::Idle && s.phase != Phase::Idle);
+    // Leaving Idle (or pinning an Idle model), the rollout or the pin takes the traffic over
+    // from the configured split even when its weight equals Idle's 0: `weight` and `shadow`
+    // are not read while a plan or a pin directs the traffic.
+    let (was, directed) = (directs(before.2, before.4), s.directs_traffic());
+    let traffic = directed && ((s.weight, s.mirror) != (before.0, before.1) || !was);
     let mut ordered = Vec::new();
     if traffic {
         ordered.push(Action::SetTraffic {
             weight: s.weight,
             mirror: s.mirror,
         });
+    }
+    if was && !directed {
+        ordered.push(Action::ReleaseTraffic);
     }
     let phase_changed = s.phase != before.2 || s.entered_ms != old.entered_ms;
     if phase_changed {
@@ -223,12 +305,30 @@ fn finish(
     }
     if phase_changed
         || traffic
+        || was != directed
         || (s.paused.clone(), s.pinned, s.approved) != (before.3, before.4, before.5)
     {
         ordered.push(Action::Publish);
     }
     ordered.append(&mut actions);
     (s, ordered)
+}
+
+// === impl Command ===
+
+impl Command {
+    /// The action's name in the admin API (`POST /rollouts/{model}/{name}`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Pause(_) => "pause",
+            Command::Resume => "resume",
+            Command::Abort(_) => "abort",
+            Command::Promote => "promote",
+            Command::Approve => "approve",
+            Command::Pin(_) => "pin",
+            Command::Unpin => "unpin",
+        }
+    }
 }
 
 fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
@@ -304,11 +404,10 @@ fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {
         }
         Command::Approve => s.approved = true,
         Command::Abort(reason) => rollback(s, plan, now, format!("aborted by operator: {reason}")),
+        // `refusal` turned away a promotion of a rollout that is over.
         Command::Promote => {
-            if !matches!(s.phase, Phase::Previous | Phase::Full | Phase::Idle) {
-                s.approved = true;
-                s.enter(Phase::Promote, now, "promoted by operator");
-            }
+            s.approved = true;
+            s.enter(Phase::Promote, now, "promoted by operator");
         }
     }
 }

@@ -112,9 +112,13 @@ pub struct Condition {
     pub reason: String,
 }
 
-/// An operator command for one model, with the sender told once the step applying it has
-/// published its status.
-type Queued = (String, Command, oneshot::Sender<()>);
+/// What the driver answers an operator command with: applied, or refused and why (nothing
+/// changed).
+pub type Applied = Result<(), String>;
+
+/// An operator command for one model, with the sender told once the step applying (or
+/// refusing) it has published its status.
+type Queued = (String, Command, oneshot::Sender<Applied>);
 
 /// Sends operator commands to the driver and reads status. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -136,9 +140,9 @@ pub struct Driver {
     commands: mpsc::Receiver<Queued>,
     /// Commands not applied yet, in arrival order per model: a step applies one per model (the
     /// decision takes one), so two sent between steps are both applied, in order.
-    pending: HashMap<String, VecDeque<(Command, oneshot::Sender<()>)>>,
-    /// Acknowledgements for the commands the current step applied, sent after it published.
-    applied: Vec<oneshot::Sender<()>>,
+    pending: HashMap<String, VecDeque<(Command, oneshot::Sender<Applied>)>>,
+    /// Answers for the commands the current step took, sent after it published.
+    applied: Vec<(oneshot::Sender<Applied>, Applied)>,
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
     tallies: SharedTallies,
@@ -273,7 +277,7 @@ impl Driver {
     /// restart keeps the weights it had (no double promotion, no reset to the config's weight).
     pub fn restore_traffic(&self) {
         for (model, run) in &self.runs {
-            if run.state.phase != Phase::Idle {
+            if run.state.directs_traffic() {
                 self.proxy.set_directive(model, Some(directive(&run.state)));
             }
         }
@@ -307,8 +311,9 @@ impl Driver {
             }
             self.step().await;
             last = tokio::time::Instant::now();
-            for ack in self.applied.drain(..) {
-                let _ = ack.send(());
+            for (ack, answer) in self.applied.drain(..) {
+                // The caller may have stopped waiting (its timeout); the command stands.
+                let _ = ack.send(answer);
             }
             // Commands left for a model (one applies per step) run on the next step, now.
             self.pending.retain(|_, q| !q.is_empty());
@@ -455,6 +460,11 @@ impl Driver {
                 }
                 _ => None,
             };
+            let (command, ack) = self
+                .pending
+                .get_mut(&m.name)
+                .and_then(VecDeque::pop_front)
+                .unzip();
             let inputs = Inputs {
                 now_ms: unix_ms(),
                 revision: snap.revision(),
@@ -463,16 +473,17 @@ impl Driver {
                 evaluation: evaluation.as_ref(),
                 health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
                 synthetic: &synthetic,
-                command: self
-                    .pending
-                    .get_mut(&m.name)
-                    .and_then(VecDeque::pop_front)
-                    .map(|(cmd, ack)| {
-                        self.applied.push(ack);
-                        cmd
-                    }),
+                command,
             };
             let (next, actions) = decide(&run.state, &inputs);
+            let command = inputs.command;
+            let refused = actions.iter().find_map(|a| match a {
+                Action::Refuse(why) => Some(why.clone()),
+                _ => None,
+            });
+            if let Some(ack) = ack {
+                self.applied.push((ack, refused.map_or(Ok(()), Err)));
+            }
             // A transition without an evaluation (Promote → Full, commands) keeps showing the
             // gate values that led up to it.
             if next.phase != run.state.phase && evaluation.is_some() {
@@ -491,12 +502,9 @@ impl Driver {
                 transitions += 1;
                 tracing::info!(model = %m.name, revision = %snap.revision(), from = ?run.state.phase, to = ?next.phase, weight = %Ppm::new(next.weight).unwrap_or(Ppm::ZERO), reason = %next.reason, "rollout transition");
             }
-            let idle = next.phase == Phase::Idle && run.state.phase != Phase::Idle;
+            held_changed(m, snap.revision(), &run.state, &next, command.as_ref());
             run.state = next;
             self.execute(m, actions, obs.as_ref());
-            if idle {
-                self.proxy.set_directive(&m.name, None);
-            }
             // Statuses are refreshed every step (gate values move without transitions).
             self.publish(m);
         }
@@ -513,6 +521,13 @@ impl Driver {
     fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) {
         for action in actions {
             match action {
+                // The caller logs it with who asked (`operator::execute`).
+                Action::Refuse(why) => {
+                    tracing::debug!(model = %m.name, reason = %why, "operator command refused");
+                }
+                Action::ReleaseTraffic => {
+                    self.proxy.set_directive(&m.name, None);
+                }
                 Action::SetTraffic { .. } => {
                     if let Some(run) = self.runs.get(&m.name) {
                         self.proxy
@@ -582,6 +597,31 @@ impl Driver {
             .map(|c| rollgate_config::rollout_change(&m.stable, c).as_str());
         let status = status_of(&m.name, change, run);
         self.status.write().insert(m.name.clone(), status);
+    }
+}
+
+/// Logs a pause or pin that began or ended: an operator's command, or a config change that
+/// left it nothing to hold (the plan or the candidate removed).
+fn held_changed(
+    m: &Model,
+    revision: &str,
+    old: &RolloutState,
+    new: &RolloutState,
+    cmd: Option<&Command>,
+) {
+    if (old.paused.is_some(), old.pinned) == (new.paused.is_some(), new.pinned) {
+        return;
+    }
+    let (model, pct) = (&m.name, |v: u32| {
+        Ppm::new(v).unwrap_or(Ppm::ZERO).to_string()
+    });
+    if let Some(cmd) = cmd {
+        let (paused, pinned) = (new.paused.as_deref(), new.pinned.map(pct));
+        tracing::info!(%model, %revision, action = cmd.name(), ?paused, ?pinned, "operator hold changed");
+    } else if old.paused.is_some() && new.paused.is_none() {
+        tracing::info!(%model, %revision, phase = ?new.phase, "operator pause released: the model has no rollout any more");
+    } else if let (Some(pin), None) = (old.pinned, new.pinned) {
+        tracing::info!(%model, %revision, pin = %pct(pin), "operator pin released: the candidate it held left the config");
     }
 }
 
@@ -736,9 +776,10 @@ impl Run {
 
 impl DriverHandle {
     /// Queues an operator command for a model and wakes the driver. The receiver completes once
-    /// the step that applied the command has published its status (an error: the model left
-    /// the config before it was applied); `None` when the queue is full.
-    pub fn command(&self, model: &str, cmd: Command) -> Option<oneshot::Receiver<()>> {
+    /// the step that took the command has published its status, with `Err(why)` when the
+    /// command could not act on the model (no rollout to pause, nothing pinned, ...); a closed
+    /// channel means the model left the config first. `None` when the queue is full.
+    pub fn command(&self, model: &str, cmd: Command) -> Option<oneshot::Receiver<Applied>> {
         let (ack, applied) = oneshot::channel();
         let sent = self.commands.try_send((model.to_owned(), cmd, ack)).is_ok();
         self.wake.notify_one();

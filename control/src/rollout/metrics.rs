@@ -71,7 +71,7 @@ impl Collector for RolloutCollector {
         }
         let mut f = enc.encode_descriptor(
             "rollgate_rollout_paused",
-            "1 while an operator has paused or pinned the rollout",
+            "1 while an operator has paused the rollout or pinned the candidate weight",
             None,
             MetricType::Gauge,
         )?;

@@ -664,3 +664,248 @@ fn a_finished_rollout_is_not_withdrawn() {
     assert_eq!(idle.phase, Phase::Idle);
     assert_eq!(idle.failed, vec!["v2".to_owned()]);
 }
+
+/// One step of a model the config gives no plan (`candidate`: its candidate, if any).
+fn unplanned(
+    state: &RolloutState,
+    candidate: Option<&str>,
+    command: Option<Command>,
+) -> (RolloutState, Vec<Action>) {
+    let inputs = Inputs {
+        now_ms: 1_000_000,
+        revision: "rev-test",
+        candidate,
+        rollout: None,
+        evaluation: None,
+        health: Health::Unknown,
+        synthetic: &SyntheticState::None,
+        command,
+    };
+    decide(state, &inputs)
+}
+
+fn refused(actions: &[Action]) -> Option<&str> {
+    actions.iter().find_map(|a| match a {
+        Action::Refuse(why) => Some(why.as_str()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_static_split_takes_a_pin_and_refuses_rollout_commands() {
+    let idle = unplanned(&RolloutState::idle(), Some("v2"), None).0;
+    // Pinned at 0 %: the pin takes the traffic over from the configured split (mirror off),
+    // although the state's weight was 0 already.
+    let (pinned, actions) = unplanned(&idle, Some("v2"), Some(Command::Pin(0)));
+    assert_eq!(
+        (pinned.phase, pinned.pinned, pinned.weight, pinned.mirror),
+        (Phase::Idle, Some(0), 0, 0)
+    );
+    assert_eq!(
+        actions,
+        [
+            Action::SetTraffic {
+                weight: 0,
+                mirror: 0
+            },
+            Action::Persist,
+            Action::Publish
+        ]
+    );
+    assert!(pinned.directs_traffic());
+    // It holds on later steps (a reload that moves `weight` included: it is not read).
+    assert_eq!(
+        unplanned(&pinned, Some("v2"), None),
+        (pinned.clone(), vec![])
+    );
+    let (moved, actions) = unplanned(&pinned, Some("v2"), Some(Command::Pin(400_000)));
+    assert_eq!((moved.weight, refused(&actions)), (400_000, None));
+    assert_eq!(
+        actions[0],
+        Action::SetTraffic {
+            weight: 400_000,
+            mirror: 0
+        }
+    );
+
+    // Commands that act on a rollout have none to act on: refused, nothing changes.
+    for cmd in [
+        Command::Pause("p99".into()),
+        Command::Resume,
+        Command::Abort("bad".into()),
+        Command::Promote,
+        Command::Approve,
+    ] {
+        for state in [&idle, &pinned] {
+            let (next, actions) = unplanned(state, Some("v2"), Some(cmd.clone()));
+            let why = refused(&actions).unwrap_or_else(|| panic!("{cmd:?} accepted"));
+            assert!(why.contains("no rollout plan"), "{cmd:?}: {why}");
+            assert!(why.contains(cmd.name()), "{cmd:?}: {why}");
+            assert_eq!(&next, state, "{cmd:?} changed the state");
+            assert_eq!(actions.len(), 1, "{cmd:?}: {actions:?}");
+        }
+    }
+    // Unpinned: the configured split serves again.
+    let (released, actions) = unplanned(&moved, Some("v2"), Some(Command::Unpin));
+    assert_eq!((released.pinned, released.weight), (None, 0));
+    assert!(!released.directs_traffic());
+    assert_eq!(
+        actions,
+        [Action::ReleaseTraffic, Action::Persist, Action::Publish]
+    );
+    // A second unpin has nothing to release.
+    let (same, actions) = unplanned(&released, Some("v2"), Some(Command::Unpin));
+    assert_eq!(same, released);
+    assert_eq!(refused(&actions), Some("nothing is pinned"));
+
+    // Without a candidate there is nothing to pin either.
+    for cmd in [Command::Pin(0), Command::Unpin, Command::Pause("x".into())] {
+        let (next, actions) = unplanned(&idle, None, Some(cmd.clone()));
+        let why = refused(&actions).unwrap_or_else(|| panic!("{cmd:?} accepted"));
+        assert!(why.contains("no candidate"), "{cmd:?}: {why}");
+        assert_eq!(next.pinned, None);
+    }
+}
+
+#[test]
+fn a_pause_ends_with_its_plan_and_a_pin_with_its_candidate() {
+    let p = plan();
+    let mut s = in_canary(&p);
+    for cmd in [Command::Pause("p99".into()), Command::Pin(300_000)] {
+        s = run(
+            &s,
+            &p,
+            &Tick {
+                command: Some(cmd),
+                ..at(70)
+            },
+        )
+        .0;
+    }
+    assert_eq!(
+        (s.paused.as_deref(), s.pinned),
+        (Some("p99"), Some(300_000))
+    );
+
+    // The plan leaves the config: the pause has no rollout left to hold; the pin still holds
+    // the candidate (the data plane keeps serving it), as it holds a static split.
+    let (idle, actions) = unplanned(&s, Some("v2"), None);
+    assert_eq!(
+        (
+            idle.phase,
+            idle.paused.as_deref(),
+            idle.pinned,
+            idle.weight,
+            idle.mirror
+        ),
+        (Phase::Idle, None, Some(300_000), 300_000, 0)
+    );
+    assert!(idle.directs_traffic());
+    assert!(!actions.contains(&Action::ReleaseTraffic), "{actions:?}");
+    assert!(actions.contains(&Action::Persist), "{actions:?}");
+
+    // The plan comes back: a new rollout starts, held by the pin until it is released.
+    let back = run(&idle, &p, &at(200)).0;
+    assert_eq!(
+        (back.phase, back.pinned, back.weight),
+        (Phase::Deploy, Some(300_000), 300_000)
+    );
+
+    // The candidate leaves the config: nothing is left to pin; the configured split serves.
+    let (gone, actions) = unplanned(&idle, None, None);
+    assert_eq!((gone.pinned, gone.paused.as_deref()), (None, None));
+    assert_eq!(actions[0], Action::ReleaseTraffic);
+
+    // A paused state saved while Idle (before this rule) is cleared on the first step.
+    let stale = RolloutState {
+        paused: Some("old".into()),
+        ..RolloutState::idle()
+    };
+    let (fresh, actions) = unplanned(&stale, Some("v2"), None);
+    assert_eq!(fresh.paused, None);
+    assert!(actions.contains(&Action::Publish), "{actions:?}");
+}
+
+#[test]
+fn commands_with_nothing_to_act_on_are_refused_during_a_rollout() {
+    let p = plan();
+    let canary = in_canary(&p);
+    let paused = RolloutState {
+        paused: Some("p99".into()),
+        ..canary.clone()
+    };
+    let full = RolloutState {
+        phase: Phase::Full,
+        weight: PPM_MAX,
+        ..canary.clone()
+    };
+    let previous = RolloutState {
+        phase: Phase::Previous,
+        weight: 0,
+        failed: vec!["v2".into()],
+        ..canary.clone()
+    };
+    let cases: [(&RolloutState, Command, Option<&str>); 9] = [
+        (&canary, Command::Resume, Some("not paused")),
+        (&canary, Command::Unpin, Some("nothing is pinned")),
+        (
+            &paused,
+            Command::Pause("again".into()),
+            Some("already paused: p99"),
+        ),
+        (&full, Command::Promote, Some("nothing to promote")),
+        (&previous, Command::Approve, Some("nothing to approve")),
+        (
+            &previous,
+            Command::Abort("x".into()),
+            Some("already rolled back"),
+        ),
+        // Accepted: they act on this rollout.
+        (&paused, Command::Resume, None),
+        (&canary, Command::Promote, None),
+        (&full, Command::Abort("regret".into()), None),
+    ];
+    for (state, cmd, want) in cases {
+        let (next, actions) = run(
+            state,
+            &p,
+            &Tick {
+                command: Some(cmd.clone()),
+                ..at(70)
+            },
+        );
+        match want {
+            Some(w) => {
+                let why = refused(&actions).unwrap_or_else(|| panic!("{cmd:?} accepted"));
+                assert!(why.contains(w), "{cmd:?} in {:?}: {why}", state.phase);
+                assert_eq!(
+                    (next.phase, next.paused, next.pinned),
+                    (state.phase, state.paused.clone(), state.pinned),
+                    "{cmd:?}"
+                );
+            }
+            None => assert_eq!(refused(&actions), None, "{cmd:?} in {:?}", state.phase),
+        }
+    }
+}
+
+#[test]
+fn a_withdrawn_candidate_gives_way_to_a_static_split() {
+    let p = plan();
+    let withdrawn = run(
+        &in_canary(&p),
+        &p,
+        &Tick {
+            candidate: None,
+            ..at(130)
+        },
+    )
+    .0;
+    assert_eq!(withdrawn.phase, Phase::Previous);
+    // Still shown while no candidate is named...
+    assert_eq!(unplanned(&withdrawn, None, None).0.phase, Phase::Previous);
+    // ...but a new candidate with a static split (no plan) is served by its split.
+    let (split, actions) = unplanned(&withdrawn, Some("v3"), None);
+    assert_eq!(split.phase, Phase::Idle);
+    assert_eq!(actions[0], Action::ReleaseTraffic);
+}

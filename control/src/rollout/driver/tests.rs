@@ -70,7 +70,7 @@ async fn commands_sent_between_steps_are_all_applied_in_order_without_waiting_fo
     ]
     .map(|c| handle.command("m", c).expect("queued"));
     for applied in sent {
-        applied.await.expect("applied");
+        applied.await.expect("applied").expect("accepted");
     }
     let s = status(&handle);
     assert_eq!(
@@ -213,4 +213,164 @@ async fn a_rollout_takes_the_traffic_over_from_the_configured_split_as_it_starts
         mirror: Ppm::ZERO,
     };
     assert_eq!(d.proxy.directives().get("m"), Some(&none));
+}
+
+fn gauge(registry: &Registry, name: &str, model: &str) -> Option<f64> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
+    let series = format!("{name}{{model=\"{model}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pin_directs_a_static_split_until_unpinned_and_rollout_commands_are_refused() {
+    let mut registry = Registry::default();
+    let (d, handle) = driver_on(&static_split("30%"), &mut registry);
+    d.register_metrics(&mut registry);
+    let proxy = d.proxy.clone();
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(d.run(stopped));
+    let send = |model: &str, cmd| handle.command(model, cmd).expect("queued");
+
+    send("s", Command::Pin(0))
+        .await
+        .expect("applied")
+        .expect("accepted");
+    let zero = Directive {
+        weight: Ppm::ZERO,
+        mirror: Ppm::ZERO,
+    };
+    assert_eq!(
+        proxy.directives().get("s"),
+        Some(&zero),
+        "the data plane serves the pin"
+    );
+    let s = handle
+        .status()
+        .into_iter()
+        .find(|s| s.model == "s")
+        .expect("s");
+    assert_eq!(
+        (
+            s.phase,
+            s.pinned.as_deref(),
+            s.weight.as_str(),
+            s.mirror.as_str()
+        ),
+        (Phase::Idle, Some("0%"), "0%", "0%")
+    );
+    assert_eq!(
+        gauge(&registry, "rollgate_rollout_candidate_weight_ratio", "s"),
+        Some(0.0)
+    );
+    assert_eq!(gauge(&registry, "rollgate_rollout_paused", "s"), Some(1.0));
+
+    for cmd in [
+        Command::Pause("p99".into()),
+        Command::Resume,
+        Command::Promote,
+    ] {
+        let why = send("s", cmd.clone())
+            .await
+            .expect("answered")
+            .expect_err("refused");
+        assert!(why.contains("no rollout plan"), "{cmd:?}: {why}");
+    }
+    let why = send("n", Command::Pin(0))
+        .await
+        .expect("answered")
+        .expect_err("refused");
+    assert!(why.contains("no candidate"), "{why}");
+    assert_eq!(gauge(&registry, "rollgate_rollout_paused", "n"), Some(0.0));
+
+    send("s", Command::Unpin)
+        .await
+        .expect("applied")
+        .expect("accepted");
+    assert_eq!(
+        proxy.directives().get("s"),
+        None,
+        "the configured split serves again"
+    );
+    assert_eq!(
+        split(&handle, "s").split_once(' ').map(|(p, _)| p),
+        Some("Idle")
+    );
+    assert!(
+        split(&handle, "s").ends_with("30% mirror 100%"),
+        "{}",
+        split(&handle, "s")
+    );
+    assert_eq!(gauge(&registry, "rollgate_rollout_paused", "s"), Some(0.0));
+    let why = send("s", Command::Unpin)
+        .await
+        .expect("answered")
+        .expect_err("refused");
+    assert_eq!(why, "nothing is pinned");
+    stop.send(true).expect("driver running");
+    task.await.expect("driver stopped");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saved_pin_on_a_static_split_is_served_from_the_start_and_a_stale_pause_is_dropped() {
+    let dir = std::env::temp_dir().join(format!("rollgate-driver-pin-{}", std::process::id()));
+    let store = StateStore::new(Some(dir.clone()));
+    let pinned = RolloutState {
+        pinned: Some(0),
+        paused: Some("left over from a removed plan".into()),
+        ..RolloutState::idle()
+    };
+    let stale = RolloutState {
+        paused: Some("left over".into()),
+        ..RolloutState::idle()
+    };
+    let saved = BTreeMap::from([("s".to_owned(), &pinned), ("n".to_owned(), &stale)]);
+    store.save(&saved).expect("save");
+    let mut registry = Registry::default();
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(&static_split("30%")).expect("config"),
+        "rev-1",
+        &mut registry,
+    );
+    let synthetic: SyntheticRunner =
+        Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
+    let (mut d, handle) = Driver::new(
+        proxy.clone(),
+        store.clone(),
+        Arc::new(Unknown),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(3600),
+    );
+    d.register_metrics(&mut registry);
+    d.restore_traffic();
+    let zero = Directive {
+        weight: Ppm::ZERO,
+        mirror: Ppm::ZERO,
+    };
+    assert_eq!(
+        proxy.directives().get("s"),
+        Some(&zero),
+        "before the first request"
+    );
+    d.step().await;
+    assert_eq!(proxy.directives().get("s"), Some(&zero));
+    for (model, pinned) in [("s", Some("0%")), ("n", None)] {
+        let s = handle
+            .status()
+            .into_iter()
+            .find(|s| s.model == model)
+            .expect(model);
+        assert_eq!(
+            (s.paused.as_deref(), s.pinned.as_deref()),
+            (None, pinned),
+            "{model}"
+        );
+    }
+    assert_eq!(gauge(&registry, "rollgate_rollout_paused", "n"), Some(0.0));
+    let on_disk = store.load().expect("load");
+    assert_eq!(on_disk.get("n").map(|s| s.paused.clone()), Some(None));
+    std::fs::remove_dir_all(&dir).ok();
 }
