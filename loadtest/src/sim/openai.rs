@@ -63,6 +63,7 @@ struct RawRequest {
     stream_options: Option<RawStreamOptions>,
     encoding_format: Option<String>,
     dimensions: Option<usize>,
+    n: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -117,6 +118,12 @@ impl Endpoint {
             }
             Some(_) => return Err((format!("'{field}' has the wrong type"), Some(field))),
         };
+        // One answer per request is what the simulator generates; quietly answering one where
+        // `n` asked for several would make a client's per-choice logic look right when it is not.
+        if raw.n.is_some_and(|n| n != 1) && self != Self::Embeddings {
+            let msg = "'n' other than 1 is not simulated: the simulator generates one choice";
+            return Err((msg.to_owned(), Some("n")));
+        }
         let max_tokens = raw.max_completion_tokens.or(raw.max_tokens);
         // Bounded so token sums cannot overflow; no engine generates four billion tokens.
         if max_tokens.is_some_and(|n| n == 0 || n > u64::from(u32::MAX)) {

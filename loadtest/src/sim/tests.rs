@@ -388,6 +388,12 @@ async fn errors_have_the_openai_shape() {
             json!({"messages": "not a list"}),
             "messages",
         ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "p"}], "n": 2}),
+            "n",
+        ),
+        ("/v1/completions", json!({"prompt": "p", "n": 3}), "n"),
     ];
     for (path, body, param) in bad_params {
         let reply = post(&strict, path, &body).await;
