@@ -45,7 +45,8 @@ fn with_admin(yaml: &str, admin: &str) -> String {
     yaml.replace("admin: { listen: 127.0.0.1:0 }\n", admin)
 }
 
-async fn call(
+/// An admin request, with the operator token and a second approver's when given.
+pub(crate) async fn call(
     gw: &Gateway,
     method: &str,
     path: &str,
@@ -82,7 +83,7 @@ fn audit_lines(path: &Path) -> Vec<Value> {
 }
 
 /// `rollgate ctl --admin … [--token-file F] ARGS`.
-fn ctl(gw: &Gateway, token_file: Option<&Path>, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn ctl(gw: &Gateway, token_file: Option<&Path>, args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollgate"));
     cmd.args(["ctl", "--admin", &gw.admin_url("")]);
     if let Some(t) = token_file {

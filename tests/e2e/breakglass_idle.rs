@@ -4,11 +4,8 @@
 //! unpinned; commands that act on a rollout are refused with 409 and are not audited.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use rollgate_loadtest::sim::Sim;
 use serde_json::Value;
 
@@ -50,36 +47,15 @@ fn split_yaml(stable: &Sim, candidate: &Sim, dir: &Path, weight: &str, with_n: b
 
 /// `POST /rollouts/{model}/{action}` with the token.
 async fn command(gw: &Gateway, model: &str, action: &str, body: &str) -> Reply {
-    let req = hyper::Request::post(gw.admin_url(&format!("/rollouts/{model}/{action}")))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .header("x-rollgate-actor", "oncall")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
-    let resp = client().request(req).await.expect("response");
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
-    }
+    let path = format!("/rollouts/{model}/{action}");
+    crate::breakglass::call(gw, "POST", &path, Some(TOKEN), None, body).await
 }
 
 /// `rollgate ctl --admin … --token-file DIR/token --actor oncall ARGS`: (exit code, stdout,
 /// stderr).
 fn ctl(gw: &Gateway, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
-        .args(["ctl", "--admin", &gw.admin_url(""), "--actor", "oncall"])
-        .arg("--token-file")
-        .arg(dir.join("token"))
-        .args(args)
-        .env_remove("ROLLGATE_ADMIN_TOKEN")
-        .output()
-        .expect("run rollgate ctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let args = [&["--actor", "oncall"][..], args].concat();
+    crate::breakglass::ctl(gw, Some(&dir.join("token")), &args)
 }
 
 fn audit_actions(dir: &Path) -> Vec<String> {

@@ -241,19 +241,6 @@ fn weight_ppm(status: &Value) -> u64 {
         .expect("weight_ppm")
 }
 
-/// Polls `/status` (bounded) until `done` holds; returns that status.
-async fn wait_status(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = gw.status().await;
-        if done(&status) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {status:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn sims() -> (Sim, Sim) {
     let tweak = |a: &mut rollgate_loadtest::sim::SimArgs| a.output_tokens = 8;
     (

@@ -2,25 +2,10 @@
 //! rejected, reverted or deleted: the answer and the counter agree, the status tells the truth,
 //! and the last good config serves throughout.
 
-use std::time::Duration;
-
 use rollgate_loadtest::sim::Sim;
 use serde_json::Value;
 
 use crate::support::*;
-
-/// Polls `/status` (bounded) until `done` holds; returns that status.
-async fn until(gw: &Gateway, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = gw.status().await;
-        if done(&status) {
-            return status;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}: {status:#}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn count(status: &Value, result: &str) -> u64 {
     status["reloads"][result].as_u64().expect("count")
@@ -49,7 +34,7 @@ async fn serves(gw: &Gateway) {
 async fn rejected_by_watcher(stable: &Sim, bad: &str) -> (Gateway, Value) {
     let gw = Gateway::start(&config(stable, None, "", ""));
     gw.write_config(bad);
-    let status = until(&gw, "the watcher did not reject the file", |s| {
+    let status = wait_status(&gw, "the watcher did not reject the file", |s| {
         count(s, "invalid") == 1
     })
     .await;
@@ -93,7 +78,7 @@ async fn a_revert_to_the_serving_file_clears_the_rejection_from_status() {
     let serving = rejected["revision"].clone();
 
     gw.write_config(&good);
-    let s = until(&gw, "last_reload still shows the rejection", |s| {
+    let s = wait_status(&gw, "last_reload still shows the rejection", |s| {
         s["last_reload"]["result"] == "unchanged"
     })
     .await;

@@ -492,3 +492,20 @@ impl Drop for Gateway {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls `/status` (bounded) until `done` holds; returns that status.
+pub async fn wait_status(
+    gw: &Gateway,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = gw.status().await;
+        if done(&status) {
+            return status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {status:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

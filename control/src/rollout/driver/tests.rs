@@ -153,12 +153,7 @@ fn split(handle: &DriverHandle, model: &str) -> String {
 }
 
 fn weight_ratio(registry: &Registry, model: &str) -> Option<f64> {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).expect("encode");
-    let series = format!("rollgate_rollout_candidate_weight_ratio{{model=\"{model}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.trim().parse().ok())
+    gauge(registry, "rollgate_rollout_candidate_weight_ratio", model)
 }
 
 #[tokio::test(start_paused = true)]
