@@ -193,11 +193,7 @@ impl AdminServer {
             .headers()
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
-        let actor = req
-            .headers()
-            .get("x-rollgate-actor")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let actor = actor_header(&req);
         let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
             .collect()
             .await
@@ -232,6 +228,7 @@ impl AdminServer {
         };
         let authorization = header(hyper::header::AUTHORIZATION.as_str());
         let approver = header("x-rollgate-approver");
+        let actor = actor_header(&req);
         let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
             .collect()
             .await
@@ -242,6 +239,7 @@ impl AdminServer {
         let req = SyncRequest {
             authorization: authorization.as_deref(),
             approver: approver.as_deref(),
+            actor: actor.as_deref(),
             body: &body,
         };
         let auth = self.auth.as_ref();
@@ -304,6 +302,14 @@ impl AdminServer {
             ),
         }
     }
+}
+
+/// `x-rollgate-actor`, when it is visible ASCII (who is acting, for the audit log).
+fn actor_header(req: &Request<Incoming>) -> Option<String> {
+    req.headers()
+        .get("x-rollgate-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// A refused call as `{"error": "..."}` with its status (401 carries `WWW-Authenticate`).

@@ -78,6 +78,8 @@ pub struct SyncRequest<'a> {
     pub authorization: Option<&'a [u8]>,
     /// The `X-Rollgate-Approver` header value (`Bearer <token>`).
     pub approver: Option<&'a [u8]>,
+    /// `x-rollgate-actor`: who is acting (free text for the audit log).
+    pub actor: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -253,6 +255,17 @@ pub fn sync_report(
 
 // === sync pause and resume ===
 
+/// The audit actor of a call made with the token named `token`: a named token is the actor (the
+/// header cannot rename it); the shared `admin` token takes the name in `x-rollgate-actor`, or
+/// `admin-token` without one.
+pub fn actor<'a>(token: &'a str, header: Option<&'a str>) -> &'a str {
+    match (token, header) {
+        ("admin", Some(a)) => a,
+        ("admin", None) => "admin-token",
+        (name, _) => name,
+    }
+}
+
 /// `POST /sync/pause`: a `sync` token, and with `approvers: 2` a second, different `sync` token
 /// in `X-Rollgate-Approver`. Audited with both names.
 pub fn pause_sync(
@@ -271,8 +284,12 @@ pub fn pause_sync(
         .ok_or_else(|| {
             Refused::BadRequest("a pause needs a reason: {\"reason\": \"...\"}".into())
         })?;
+    // The approver sends no name of its own: the shared token approves as `admin-token`.
     let approver = if approvers >= 2 {
-        Some(second_approver(auth, caller.name, req.approver)?)
+        Some(actor(
+            second_approver(auth, caller.name, req.approver)?,
+            None,
+        ))
     } else {
         None
     };
@@ -283,7 +300,7 @@ pub fn pause_sync(
         )));
     }
     let pause = SyncPause {
-        by: caller.name.to_owned(),
+        by: actor(caller.name, req.actor).to_owned(),
         approver: approver.map(str::to_owned),
         reason,
         since_unix: unix_secs(),
@@ -294,7 +311,7 @@ pub fn pause_sync(
         "time": unix_secs_f64(),
         "action": "pause-sync",
         "actor": pause.by,
-        "token": pause.by,
+        "token": caller.name,
         "approver": pause.approver,
         "reason": pause.reason,
         "source": state.source,
@@ -348,8 +365,9 @@ pub async fn resume_sync(
     let auth = auth.ok_or(Refused::Unauthorized)?;
     let caller = auth.authorize(req.authorization, Role::Sync)?;
     let body: ResumeBody = json_body(req.body)?;
+    let by = actor(caller.name, req.actor);
     let released = match (body.release_pins, driver) {
-        (true, Some(d)) => release_pins(d, notes, caller.name).await?,
+        (true, Some(d)) => release_pins(d, notes, by).await?,
         _ => Vec::new(),
     };
     let was = reloader.sync_state().paused;
@@ -358,7 +376,7 @@ pub async fn resume_sync(
     let entry = json!({
         "time": unix_secs_f64(),
         "action": "resume-sync",
-        "actor": caller.name,
+        "actor": by,
         "token": caller.name,
         "was_paused": was,
         "released_pins": released,

@@ -267,12 +267,7 @@ pub async fn execute(
     let caller = auth
         .ok_or(Refused::Unauthorized)?
         .authorize(authorization, Role::Operate)?;
-    // A named token is the actor; the shared `admin` token takes the name it is given.
-    let actor = match (caller.name, actor) {
-        ("admin", Some(a)) => a,
-        ("admin", None) => "admin-token",
-        (name, _) => name,
-    };
+    let actor = crate::breakglass::actor(caller.name, actor);
     let body: CommandBody = if body.iter().all(u8::is_ascii_whitespace) {
         CommandBody::default()
     } else {

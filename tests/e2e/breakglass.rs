@@ -54,9 +54,25 @@ pub(crate) async fn call(
     approver: Option<&str>,
     body: &str,
 ) -> Reply {
+    call_as(gw, None, method, path, token, approver, body).await
+}
+
+/// [`call`] with an `x-rollgate-actor` header when `actor` is given.
+async fn call_as(
+    gw: &Gateway,
+    actor: Option<&str>,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    approver: Option<&str>,
+    body: &str,
+) -> Reply {
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(gw.admin_url(path));
+    if let Some(a) = actor {
+        req = req.header("x-rollgate-actor", a);
+    }
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
@@ -265,6 +281,132 @@ async fn roles_are_enforced_and_a_two_person_pause_holds_the_source_until_resume
     for (_, secret, _) in TOKENS {
         assert!(!text.contains(secret), "a token reached the audit log");
     }
+}
+
+/// The shared `admin` token takes the name in `x-rollgate-actor` (or `admin-token`) on the
+/// sync endpoints as on the rollout commands; a named token stays itself whatever the header
+/// says; the audit's `token` is always the token used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_endpoints_take_the_actor_as_the_rollout_commands_do() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let dir = Scratch(temp_dir("breakglass-actor"));
+    let dir = &dir.0;
+    let admin = admin_section(dir, 1);
+    let yaml = with_admin(
+        &config(&stable, Some(&candidate), "    weight: 10%\n", ""),
+        &admin,
+    );
+    let gw = Gateway::start(&yaml);
+    let pause = r#"{"reason":"inc42"}"#;
+    let paused_by = |s: &Value| {
+        (
+            s["sync"]["paused"]["by"].as_str().map(str::to_owned),
+            s["sync"]["reasons"].to_string(),
+        )
+    };
+
+    // The admin token with a name: carol pauses, dave resumes.
+    let r = call_as(
+        &gw,
+        Some("carol"),
+        "POST",
+        "/sync/pause",
+        Some(ROOT),
+        None,
+        pause,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["audit"]["actor"], "carol", "{}", r.text());
+    // The desired revision must move for `/status` to give the pause as a reason.
+    gw.write_config(&yaml.replace("weight: 10%", "weight: 20%"));
+    assert_eq!(gw.reload().await["result"], "unchanged");
+    let (by, reasons) = paused_by(&gw.status().await);
+    assert_eq!(by.as_deref(), Some("carol"), "{reasons}");
+    assert!(reasons.contains("sync paused by carol: inc42"), "{reasons}");
+    let r = call_as(
+        &gw,
+        Some("dave"),
+        "POST",
+        "/sync/resume",
+        Some(ROOT),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // The admin token without a name is `admin-token` (`ctl` sends `$USER` by default).
+    let r = call(&gw, "POST", "/sync/pause", Some(ROOT), None, pause).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        paused_by(&gw.status().await).0.as_deref(),
+        Some("admin-token")
+    );
+    let r = call(&gw, "POST", "/sync/resume", Some(ROOT), None, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // `ctl --actor` names the admin token's user.
+    let root = dir.join("root");
+    let (code, out, err) = ctl(
+        &gw,
+        Some(&root),
+        &["--actor", "qa", "pause-sync", "--reason", "inc43"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(paused_by(&gw.status().await).0.as_deref(), Some("qa"));
+    let (code, out, err) = ctl(&gw, Some(&root), &["--actor", "qa", "resume-sync"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A named token cannot be renamed by the header.
+    let r = call_as(
+        &gw,
+        Some("carol"),
+        "POST",
+        "/sync/pause",
+        Some("bob-secret"),
+        None,
+        pause,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(paused_by(&gw.status().await).0.as_deref(), Some("bob"));
+    let r = call_as(
+        &gw,
+        Some("carol"),
+        "POST",
+        "/sync/resume",
+        Some("bob-secret"),
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let audit = audit_lines(&dir.join("audit.log"));
+    let who: Vec<(&str, &str, &str)> = audit
+        .iter()
+        .map(|a| {
+            let f = |k: &str| a[k].as_str().unwrap_or("-");
+            (f("action"), f("actor"), f("token"))
+        })
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("pause-sync", "carol", "admin"),
+            ("resume-sync", "dave", "admin"),
+            ("pause-sync", "admin-token", "admin"),
+            ("resume-sync", "admin-token", "admin"),
+            ("pause-sync", "qa", "admin"),
+            ("resume-sync", "qa", "admin"),
+            ("pause-sync", "bob", "bob"),
+            ("resume-sync", "bob", "bob"),
+        ],
+        "{audit:#?}"
+    );
+    assert_eq!(audit[1]["was_paused"]["by"], "carol", "{}", audit[1]);
 }
 
 /// A model with a candidate and a one-step plan that holds its step for ten minutes.

@@ -123,6 +123,14 @@ fn a_second_approver_is_a_different_sync_token() {
     );
 }
 
+#[test]
+fn the_shared_token_takes_the_actor_header_and_a_named_token_stays_itself() {
+    assert_eq!(actor("admin", Some("carol")), "carol");
+    assert_eq!(actor("admin", None), "admin-token");
+    assert_eq!(actor("alice", Some("carol")), "alice");
+    assert_eq!(actor("alice", None), "alice");
+}
+
 /// Live weight, rollout status, notes, and the expected (reason prefix, out of sync).
 type Case<'a> = (
     &'a str,
