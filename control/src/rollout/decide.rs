@@ -258,6 +258,9 @@ fn refusal(s: &RolloutState, cmd: &Command, candidate: bool, plan: bool) -> Opti
             "the model has no rollout plan (a static split): there is no rollout to {name}; \
              `pin` holds the candidate's weight"
         ),
+        Command::Pause(_) if matches!(s.phase, Phase::Previous | Phase::Full | Phase::Idle) => {
+            format!("the rollout is over ({:?}): nothing to {name}", s.phase)
+        }
         Command::Pause(_) => match &s.paused {
             Some(reason) => format!("the rollout is already paused: {reason}"),
             None => return None,
@@ -265,6 +268,10 @@ fn refusal(s: &RolloutState, cmd: &Command, candidate: bool, plan: bool) -> Opti
         Command::Resume if s.paused.is_none() => "the rollout is not paused".to_owned(),
         Command::Promote | Command::Approve if matches!(s.phase, Phase::Previous | Phase::Full) => {
             format!("the rollout is over ({:?}): nothing to {name}", s.phase)
+        }
+        Command::Promote if s.phase == Phase::Promote => {
+            "the rollout is already promoting (with `approval: manual` it waits for `approve`)"
+                .to_owned()
         }
         Command::Abort(_) if s.phase == Phase::Previous => {
             "the rollout is already rolled back (Previous)".to_owned()
@@ -332,7 +339,13 @@ impl Command {
 }
 
 fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
-    s.candidate = Some(candidate.to_owned());
+    // Another candidate's pause and pin held its rollout, not this one (a withdrawal mid-rollout
+    // already released the pin; a rollout that had ended had not). From Idle, a pin on the
+    // model's static split holds the rollout that starts.
+    if s.candidate.replace(candidate.to_owned()).is_some() {
+        s.pinned = None;
+    }
+    s.paused = None;
     s.approved = false;
     s.weight = 0;
     s.mirror = 0;
@@ -404,11 +417,10 @@ fn command(s: &mut RolloutState, cmd: Command, plan: &Rollout, now: u64) {
         }
         Command::Approve => s.approved = true,
         Command::Abort(reason) => rollback(s, plan, now, format!("aborted by operator: {reason}")),
-        // `refusal` turned away a promotion of a rollout that is over.
-        Command::Promote => {
-            s.approved = true;
-            s.enter(Phase::Promote, now, "promoted by operator");
-        }
+        // `refusal` turned away a promotion of a rollout that is over. Skipping the steps is
+        // the operator's call; skipping `approval: manual` is not: Promote still waits for
+        // `approve`, which a policy may require of another token.
+        Command::Promote => s.enter(Phase::Promote, now, "promoted by operator"),
     }
 }
 
@@ -460,14 +472,27 @@ fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut V
             if let SyntheticState::Failed(why) = i.synthetic {
                 return rollback(s, plan, now, format!("synthetic checks failed: {why}"));
             }
-            if i.health == Health::Failing {
-                return rollback(s, plan, now, "candidate health check failed".into());
-            }
+            // A failing health check is waited out until `validate_timeout`: a model server still
+            // loading its weights refuses connections or answers 503 for minutes. It has no user
+            // traffic meanwhile.
             let synthetic_ok = matches!(i.synthetic, SyntheticState::None | SyntheticState::Passed);
             if i.health == Health::Passing && synthetic_ok {
                 next_after(s, plan, None, now);
             } else if elapsed >= plan.validate_timeout.as_millis() as u64 {
-                rollback(s, plan, now, "validation timed out".into());
+                let why = match i.health {
+                    Health::Failing => "no candidate endpoint answers its health check",
+                    Health::Unknown => "not every candidate endpoint answers its health check",
+                    Health::Passing => "the synthetic suite has not passed",
+                };
+                let timeout = plan.validate_timeout;
+                rollback(
+                    s,
+                    plan,
+                    now,
+                    format!("validation timed out after {timeout:?}: {why}"),
+                );
+            } else if i.health == Health::Failing {
+                s.reason = "waiting for the candidate's health check to pass".into();
             }
         }
         Phase::Shadow | Phase::Canary(_) => gated(s, plan, i, elapsed, actions),

@@ -57,6 +57,7 @@ fn eval(verdict: Verdict, metric_error: bool) -> Evaluation {
     }
 }
 
+#[derive(Clone)]
 struct Tick<'a> {
     at_s: u64,
     eval: Option<Evaluation>,
@@ -284,7 +285,8 @@ fn validation_failures_keep_users_away_from_the_candidate() {
         ..plan()
     };
     let cases = [
-        (Health::Failing, SyntheticState::None, Phase::Previous),
+        // A model server still loading its weights fails its health check: waited out.
+        (Health::Failing, SyntheticState::None, Phase::ValidateHealth),
         (
             Health::Passing,
             SyntheticState::Failed("capital: expected Paris".into()),
@@ -322,27 +324,24 @@ fn validation_failures_keep_users_away_from_the_candidate() {
         assert_eq!(s.phase, want, "{health:?} {synthetic:?}: {}", s.reason);
         assert_eq!(s.weight, 0, "no user traffic before validation passes");
     }
-    // Validation that never completes times out into a rollback.
-    let s = run(&RolloutState::idle(), &p, &at(0)).0;
-    let s = run(
-        &s,
-        &p,
-        &Tick {
-            health: Health::Unknown,
-            ..at(1)
-        },
-    )
-    .0;
-    let s = run(
-        &s,
-        &p,
-        &Tick {
-            health: Health::Unknown,
-            ..at(200)
-        },
-    )
-    .0;
-    assert_eq!(s.phase, Phase::Previous);
+    // Validation that never completes times out into a rollback that says why.
+    for (health, why) in [
+        (Health::Unknown, "not every candidate endpoint"),
+        (
+            Health::Failing,
+            "no candidate endpoint answers its health check",
+        ),
+    ] {
+        let s = run(&RolloutState::idle(), &p, &at(0)).0;
+        let s = run(&s, &p, &Tick { health, ..at(1) }).0;
+        let s = run(&s, &p, &Tick { health, ..at(200) }).0;
+        assert_eq!(s.phase, Phase::Previous, "{health:?}");
+        assert!(
+            s.reason.contains("validation timed out") && s.reason.contains(why),
+            "{health:?}: {}",
+            s.reason
+        );
+    }
 }
 
 #[test]
@@ -370,6 +369,78 @@ fn manual_approval_waits_in_promote() {
     )
     .0;
     assert_eq!((s.phase, s.weight), (Phase::Full, PPM_MAX));
+}
+
+#[test]
+fn an_operators_promote_skips_the_steps_but_not_manual_approval() {
+    let p = Rollout {
+        approval: Approval::Manual,
+        ..plan()
+    };
+    let canary = in_canary(&p);
+    let promote = |t| Tick {
+        command: Some(Command::Promote),
+        ..at(t)
+    };
+    let s = run(&canary, &p, &promote(70)).0;
+    assert_eq!(s.phase, Phase::Promote, "{}", s.reason);
+    let s = run(&s, &p, &at(71)).0;
+    assert_eq!(
+        (s.phase, s.reason.as_str()),
+        (Phase::Promote, "waiting for manual approval")
+    );
+    assert_ne!(s.weight, PPM_MAX, "not at 100 % before the approval");
+    let (s, actions) = run(&s, &p, &promote(72));
+    let why = refused(&actions).expect("a second promote is refused");
+    assert!(why.contains("waits for `approve`"), "{why}");
+    assert_eq!(s.phase, Phase::Promote);
+    let s = run(
+        &s,
+        &p,
+        &Tick {
+            command: Some(Command::Approve),
+            ..at(73)
+        },
+    )
+    .0;
+    assert_eq!((s.phase, s.weight), (Phase::Full, PPM_MAX));
+}
+
+#[test]
+fn a_new_candidate_starts_free_of_the_last_ones_pause_and_pin() {
+    let p = plan();
+    let held = RolloutState {
+        paused: Some("incident 7".into()),
+        pinned: Some(0),
+        ..in_canary(&p)
+    };
+    let next = Tick {
+        candidate: Some("v3"),
+        ..at(80)
+    };
+    // The old rollout is withdrawn first, the new one starts on the next step.
+    let s = run(&held, &p, &next).0;
+    let s = run(
+        &s,
+        &p,
+        &Tick {
+            at_s: 81,
+            ..next.clone()
+        },
+    )
+    .0;
+    assert_eq!(s.candidate.as_deref(), Some("v3"));
+    assert_eq!((s.paused, s.pinned), (None, None), "they held v2's rollout");
+    // The same after a rollout that ended: a late hold does not stop the next one.
+    let full = RolloutState {
+        phase: Phase::Full,
+        weight: PPM_MAX,
+        ..held
+    };
+    let s = run(&full, &p, &next).0;
+    assert_eq!(s.candidate.as_deref(), Some("v3"));
+    assert_eq!((s.paused, s.pinned), (None, None));
+    assert_ne!(s.phase, Phase::Full, "v3's rollout started");
 }
 
 #[test]
@@ -845,8 +916,19 @@ fn commands_with_nothing_to_act_on_are_refused_during_a_rollout() {
         failed: vec!["v2".into()],
         ..canary.clone()
     };
-    let cases: [(&RolloutState, Command, Option<&str>); 9] = [
+    let cases: [(&RolloutState, Command, Option<&str>); 11] = [
         (&canary, Command::Resume, Some("not paused")),
+        // A pause after the end would hold the next candidate's rollout.
+        (
+            &full,
+            Command::Pause("late".into()),
+            Some("the rollout is over"),
+        ),
+        (
+            &previous,
+            Command::Pause("late".into()),
+            Some("the rollout is over"),
+        ),
         (&canary, Command::Unpin, Some("nothing is pinned")),
         (
             &paused,
