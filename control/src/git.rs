@@ -3,7 +3,8 @@
 //! config is `git show <sha>:<path>` and its revision is the commit SHA. Polled with jitter and
 //! fetched at once on `POST /hooks/git`; every commit goes through the reload funnel like a file
 //! change. Optionally only commits with an SSH signature from an allowed key are applied.
-//! Rollout status goes back as notes on the evaluated commit (`refs/notes/rollgate`).
+//! Rollout status goes back as notes on the evaluated commit (`refs/notes/rollgate`), and on the
+//! commit that started the rollout when its phase changes under a later one.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -24,7 +25,7 @@ mod notes;
 pub use notes::{note_content, NOTES_REF};
 
 use cli::{Credentials, GitCli};
-use notes::{Note, NOTE_RESULTS};
+use notes::{Note, Origins, NOTE_RESULTS};
 
 /// Longest one `git` command may run (a fetch over a slow link included).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -61,6 +62,8 @@ pub struct GitSource {
     stats: Stats,
     notes_tx: mpsc::Sender<Note>,
     notes_rx: Mutex<Option<mpsc::Receiver<Note>>>,
+    /// The commit that started each model's rollout (its later notes go there too).
+    origins: Mutex<Origins>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +108,7 @@ impl GitSource {
             stats: Stats::default(),
             notes_tx,
             notes_rx: Mutex::new(Some(notes_rx)),
+            origins: Mutex::new(Origins::default()),
         }))
     }
 

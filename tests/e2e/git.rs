@@ -643,6 +643,129 @@ async fn reverting_a_candidate_mid_rollout_rolls_it_back_until_a_commit_changes_
     load.finish_all_ok("through the revert").await;
 }
 
+/// Polls the origin's `refs/notes/rollgate` note on `sha` until `done` holds (bounded); the
+/// note's YAML.
+async fn until_note(
+    gw: &Gateway,
+    repo: &Repo,
+    sha: &str,
+    what: &str,
+    done: impl Fn(&serde_yaml_ng::Value) -> bool,
+) -> serde_yaml_ng::Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&repo.dir)
+            .args(["notes", "--ref", "rollgate", "show", sha])
+            .output()
+            .expect("git notes");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let doc = serde_yaml_ng::from_str(&text).unwrap_or(serde_yaml_ng::Value::Null);
+        if done(&doc) {
+            return doc;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: note on {sha} is {text:?} {}; logs:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_withdrawn_mid_rollout_ends_at_previous_in_the_note_of_its_commit() {
+    let _heavy = heavy().await;
+    let root = temp_dir("git-withdrawn-note");
+    let repo = Repo::init(&root);
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let steps = "[{ weight: 10%, for: 10m }, { weight: 60%, for: 10m }]";
+    repo.commit(&rollout(&stable, None, steps), "stable only");
+    let gw = start_git(&root, &repo, FAST_POLL, &["--push-notes".into()]);
+
+    let started = repo.commit(
+        &rollout(&stable, Some((&candidate, "v2")), steps),
+        "candidate v2",
+    );
+    until_rollout(&gw, "v2 in Canary(0)", |s| phase(s) == "Canary(0)").await;
+    let m =
+        |doc: &serde_yaml_ng::Value, key: &str| doc["models"]["m"][key].as_str().map(str::to_owned);
+    until_note(&gw, &repo, &started, "Canary note", |d| {
+        m(d, "phase").as_deref() == Some("Canary")
+    })
+    .await;
+
+    // Withdraw v2 for a static split on another candidate: v2 is rolled back (Previous), and
+    // on the next step the model is Idle (no rollout plan) under the same commit.
+    let withdrawn = repo.commit(
+        &config(
+            &stable,
+            None,
+            &format!(
+                "    candidate: {{ endpoints: [\"{}\"], engine: vllm, revision: v3 }}\n    weight: 0%\n",
+                candidate.url()
+            ),
+            "",
+        ),
+        "withdraw v2: static split on v3",
+    );
+    until_rollout(&gw, "Idle after the withdrawal", |s| phase(s) == "Idle").await;
+    gw.wait_logs("the rollback is logged with the withdrawing commit", |l| {
+        l.lines().any(|line| {
+            line.contains("rollout transition")
+                && line.contains(&withdrawn)
+                && line.contains("Previous")
+        })
+    })
+    .await;
+
+    // The commit that started the rollout shows how it ended: rolled back, and by which commit.
+    let doc = until_note(
+        &gw,
+        &repo,
+        &started,
+        "the rollback on the starting commit",
+        |d| m(d, "phase").as_deref() == Some("Previous"),
+    )
+    .await;
+    assert!(
+        m(&doc, "candidate").is_some_and(|c| c.starts_with("v2@")),
+        "{doc:?}"
+    );
+    assert_eq!(m(&doc, "weight").as_deref(), Some("0%"), "{doc:?}");
+    let reason = m(&doc, "reason").unwrap_or_default();
+    assert!(
+        reason.contains(&format!("withdrawn by config revision {withdrawn}")),
+        "{reason}"
+    );
+    // The withdrawing commit's own note is the state under its config (Idle), written too.
+    let own = until_note(
+        &gw,
+        &repo,
+        &withdrawn,
+        "the withdrawing commit's note",
+        |d| m(d, "phase").as_deref() == Some("Idle"),
+    )
+    .await;
+    assert_eq!(
+        own["revision"].as_str(),
+        Some(withdrawn.as_str()),
+        "{own:?}"
+    );
+    // The Idle that followed did not replace the outcome on the starting commit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let doc = until_note(&gw, &repo, &started, "still Previous", |_| true).await;
+    assert_eq!(m(&doc, "phase").as_deref(), Some("Previous"), "{doc:?}");
+    let page = gw.metrics().await;
+    assert_eq!(
+        metric(&page, "rollgate_git_notes_total{result=\"dropped\"}"),
+        Some(0.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_mode_refuses_unsigned_commits_and_applies_signed_ones() {
     let root = temp_dir("git-signed");
