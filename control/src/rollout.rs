@@ -13,7 +13,9 @@ mod metrics;
 mod stats;
 mod store;
 
-pub use decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
+pub use decide::{
+    decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState, AWAITING_APPROVAL,
+};
 pub use driver::{
     fingerprint, Condition, Driver, DriverHandle, ModelSignals, PairScorer, RolloutStatus,
     SignalSource, SyntheticRunner, TransitionHook,

@@ -93,11 +93,14 @@ pub fn condition<'a>(s: &'a ModelStatus, kind: &str) -> Option<&'a StatusConditi
 }
 
 /// The verdict for a status: `rollback` once rollgate rolled the candidate back (until a new
-/// candidate); `promote` at Promote/Full unless held; `hold` otherwise.
+/// candidate); `promote` at Promote/Full unless held or still waiting for a manual `approve`
+/// (Flagger's `confirm-promotion` or an Argo step must not promote before the person does);
+/// `hold` otherwise.
 pub fn verdict(s: &ModelStatus) -> Verdict {
     match s.phase.as_str() {
         "Rollback" | "Previous" => Verdict::Rollback,
         _ if is_held(s) => Verdict::Hold,
+        "Promote" if s.reason == crate::rollout::AWAITING_APPROVAL => Verdict::Hold,
         "Promote" | "Full" => Verdict::Promote,
         _ => Verdict::Hold,
     }

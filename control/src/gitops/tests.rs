@@ -220,6 +220,12 @@ fn verdicts_per_phase() {
         assert_eq!(body["verdict"], serde_json::to_value(want).expect("json"));
         assert_eq!(body["revision"], "rev-a");
     }
+    // Promote waiting for a person's `approve` holds: nothing outside may promote first.
+    let mut waiting = rollout(Phase::Promote, "50%");
+    waiting.reason = crate::rollout::AWAITING_APPROVAL.to_owned();
+    let s = build(&waiting, cx(None));
+    assert_eq!(verdict(&s), Verdict::Hold);
+    assert_eq!(Hook::ConfirmPromotion.answer(&s).status, 412);
 }
 
 #[test]

@@ -375,6 +375,8 @@ fn in_progress(p: Phase) -> bool {
 
 /// Start of the reason of a rollback caused by the config withdrawing the candidate.
 const WITHDRAWN: &str = "candidate withdrawn by config revision";
+/// Promote's reason while `approval: manual` waits for `approve`: GitOps verdicts hold on it.
+pub const AWAITING_APPROVAL: &str = "waiting for manual approval";
 
 fn withdrawn(s: &RolloutState) -> bool {
     s.reason.starts_with(WITHDRAWN)
@@ -498,7 +500,7 @@ fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut V
         Phase::Shadow | Phase::Canary(_) => gated(s, plan, i, elapsed, actions),
         Phase::Promote => {
             if plan.approval == Approval::Manual && !s.approved {
-                s.reason = "waiting for manual approval".into();
+                s.reason = AWAITING_APPROVAL.into();
                 return;
             }
             s.weight = PPM_MAX;
