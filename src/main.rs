@@ -107,7 +107,9 @@ async fn gpu_agent(args: rollgate_control::gpu::GpuAgentArgs) -> anyhow::Result<
     // Handlers first: until they exist SIGTERM's default action kills the process.
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the gpu-agent listener on {}: {e}", args.listen))?;
     #[allow(clippy::print_stdout)]
     {
         println!(

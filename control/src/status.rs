@@ -216,7 +216,7 @@ fn sync_conditions(reloader: &ReloaderHandle) -> Vec<Value> {
                 "reason": "InvalidRevision",
                 "revision": revision,
                 "errors": errors,
-                "message": format!("revision {revision} refused ({} errors); serving {}: {}", errors.len(), sync.applied, errors.join("; ")),
+                "message": format!("revision {revision} refused ({}); serving {}: {}", crate::gitops::count(errors.len(), "error"), sync.applied, errors.join("; ")),
             });
             (Some(stalled), "InvalidRevision")
         }

@@ -226,8 +226,8 @@ fn stalled(
     if let Some(ReloadOutcome::Invalid { revision, errors }) = cx.latest {
         if revision != cx.serving {
             let message = format!(
-                "revision {revision} is invalid ({} errors: {}); revision {} keeps serving",
-                errors.len(),
+                "revision {revision} is invalid ({}: {}); revision {} keeps serving",
+                count(errors.len(), "error"),
                 errors.join("; "),
                 cx.serving
             );
@@ -312,4 +312,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + u64::from(m <= 2);
     (y, m, d)
+}
+
+/// `1 error`, `3 errors`.
+pub(crate) fn count(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
