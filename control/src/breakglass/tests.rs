@@ -38,7 +38,8 @@ fn status(phase: Phase, paused: Option<&str>, pinned: Option<&str>) -> RolloutSt
         conditions: vec![Condition {
             kind: "Ready",
             status: "False",
-            reason: String::new(),
+            reason: "Previous",
+            message: String::new(),
         }],
     }
 }

@@ -234,7 +234,8 @@ mod tests {
             conditions: vec![crate::rollout::Condition {
                 kind: "Ready",
                 status: "True",
-                reason: "promoted".into(),
+                reason: "Full",
+                message: "promoted".into(),
             }],
         }
     }

@@ -104,12 +104,15 @@ pub struct RolloutStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// A kstatus-style condition: `reason` is a CamelCase token a tool can match on (the phase,
+/// or why the rollout is held), `message` the words.
 #[derive(Clone, Debug, Serialize)]
 pub struct Condition {
     #[serde(rename = "type")]
     pub kind: &'static str,
     pub status: &'static str,
-    pub reason: String,
+    pub reason: &'static str,
+    pub message: String,
 }
 
 /// What the driver answers an operator command with: applied, or refused and why (nothing
@@ -715,11 +718,27 @@ fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutSta
         s.phase,
         Phase::Deploy | Phase::ValidateHealth | Phase::Shadow | Phase::Canary(_) | Phase::Promote
     );
-    let stalled = s.phase == Phase::Previous || s.reason.starts_with("holding");
-    let cond = |kind, on: bool, reason: &str| Condition {
+    // Held, and why: the same reasons as the model's kstatus object (`gitops::build`).
+    let held = if matches!(s.phase, Phase::Previous | Phase::Rollback) {
+        Some(("RolledBack", format!("candidate rolled back: {}", s.reason)))
+    } else if let Some(why) = &s.paused {
+        Some(("Paused", format!("paused by an operator: {why}")))
+    } else if let Some(w) = s.pinned {
+        Some((
+            "Pinned",
+            format!("candidate weight pinned at {} by an operator", pct(w)),
+        ))
+    } else if s.reason.starts_with("holding") {
+        Some(("Holding", s.reason.clone()))
+    } else {
+        None
+    };
+    let (phase, _) = crate::gitops::phase_name(s.phase);
+    let cond = |kind, on: bool, reason, message: &str| Condition {
         kind,
         status: if on { "True" } else { "False" },
-        reason: reason.to_owned(),
+        reason,
+        message: message.to_owned(),
     };
     RolloutStatus {
         model: model.to_owned(),
@@ -738,10 +757,19 @@ fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutSta
             cond(
                 "Ready",
                 matches!(s.phase, Phase::Full | Phase::Idle),
+                phase,
                 &s.reason,
             ),
-            cond("Reconciling", progressing && s.paused.is_none(), &s.reason),
-            cond("Stalled", stalled || s.paused.is_some(), &s.reason),
+            cond(
+                "Reconciling",
+                progressing && s.paused.is_none(),
+                phase,
+                &s.reason,
+            ),
+            match &held {
+                Some((reason, message)) => cond("Stalled", true, reason, message),
+                None => cond("Stalled", false, phase, &s.reason),
+            },
         ],
     }
 }

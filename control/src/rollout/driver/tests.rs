@@ -369,3 +369,54 @@ async fn a_saved_pin_on_a_static_split_is_served_from_the_start_and_a_stale_paus
     assert_eq!(on_disk.get("n").map(|s| s.paused.clone()), Some(None));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn rollout_conditions_carry_a_kstatus_reason_and_the_words_apart() {
+    let state = |phase, paused: Option<&str>, pinned| RolloutState {
+        phase,
+        paused: paused.map(str::to_owned),
+        pinned,
+        reason: "validated; mirroring 50%".into(),
+        ..RolloutState::idle()
+    };
+    let cases = [
+        (
+            state(Phase::Canary(0), None, None),
+            [("True", "Canary"), ("False", "Canary")],
+        ),
+        (
+            state(Phase::Canary(0), Some("incident 7"), None),
+            [("False", "Canary"), ("True", "Paused")],
+        ),
+        (
+            state(Phase::Shadow, None, Some(0)),
+            [("True", "Shadow"), ("True", "Pinned")],
+        ),
+        (
+            state(Phase::Previous, None, None),
+            [("False", "Previous"), ("True", "RolledBack")],
+        ),
+    ];
+    for (s, [reconciling, stalled]) in cases {
+        let status = status_of("m", None, &Run::new(s.clone()));
+        let cond = |kind| {
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.kind == kind)
+                .expect(kind);
+            (c.status, c.reason)
+        };
+        assert_eq!(cond("Reconciling"), reconciling, "{:?}", s.phase);
+        assert_eq!(cond("Stalled"), stalled, "{:?} {:?}", s.phase, s.paused);
+        let ready = status
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Ready")
+            .expect("Ready");
+        assert_eq!(
+            ready.message, "validated; mirroring 50%",
+            "the words stay in the message"
+        );
+    }
+}
