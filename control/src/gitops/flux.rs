@@ -62,10 +62,12 @@ pub fn event(change: &Change, namespace: &str, now: SystemTime) -> Event {
         None => format!("{} at {}", st.phase, st.weight),
     };
     let mut message = format!("model {}: {}", change.model, at(s));
-    if let Some(prev) = &change.previous {
-        message.push_str(&format!(" (was {})", at(prev)));
+    if let Some(prev) = change.previous.as_ref().map(at).filter(|p| *p != at(s)) {
+        message.push_str(&format!(" (was {prev})"));
     }
-    message.push_str(&format!(": {}", s.reason));
+    if !s.reason.is_empty() {
+        message.push_str(&format!(": {}", s.reason));
+    }
     if let Some(c) = stalled {
         message.push_str(&format!("; {}: {}", c.reason, c.message));
     }

@@ -327,6 +327,17 @@ fn flux_event_shape() {
         msg.starts_with("model m: Previous at 0% (was Canary step 1 at 10%)"),
         "{msg}"
     );
+    // A change that leaves the phase and weight as they were (a reload of the split) says
+    // neither "(was …)" nor an empty reason.
+    let mut idle = rollout(Phase::Idle, "40%");
+    idle.reason = String::new();
+    let same = Change {
+        model: "m".to_owned(),
+        status: build(&idle, cx(None)),
+        previous: Some(build(&idle, cx(None))),
+    };
+    let e = flux_event(&same, "ml", SystemTime::UNIX_EPOCH);
+    assert_eq!(e.message, "model m: Idle at 40%");
 }
 
 /// A loopback receiver answering `status`; every request body is sent to the returned channel.

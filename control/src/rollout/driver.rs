@@ -503,7 +503,13 @@ impl Driver {
             let transition = next.phase != run.state.phase;
             if transition {
                 transitions += 1;
-                tracing::info!(model = %m.name, revision = %snap.revision(), from = ?run.state.phase, to = ?next.phase, weight = %Ppm::new(next.weight).unwrap_or(Ppm::ZERO), reason = %next.reason, "rollout transition");
+                // The weight served after it: the state's, or the config's when nothing directs.
+                let weight = if next.directs_traffic() {
+                    Ppm::new(next.weight).unwrap_or(Ppm::ZERO)
+                } else {
+                    super::live::traffic(m, None).weight
+                };
+                tracing::info!(model = %m.name, revision = %snap.revision(), from = ?run.state.phase, to = ?next.phase, %weight, reason = %next.reason, "rollout transition");
             }
             held_changed(m, snap.revision(), &run.state, &next, command.as_ref());
             run.state = next;
