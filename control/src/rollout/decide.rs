@@ -339,12 +339,10 @@ impl Command {
 }
 
 fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
-    // Another candidate's pause and pin held its rollout, not this one (a withdrawal mid-rollout
-    // already released the pin; a rollout that had ended had not). From Idle, a pin on the
-    // model's static split holds the rollout that starts.
-    if s.candidate.replace(candidate.to_owned()).is_some() {
-        s.pinned = None;
-    }
+    s.candidate = Some(candidate.to_owned());
+    // A pause held the last candidate's rollout, not this one. A pin holds the model's traffic
+    // and survives source changes until released (docs/break-glass.md); a rollback, the
+    // withdrawal of a candidate mid-rollout included, has released it already.
     s.paused = None;
     s.approved = false;
     s.weight = 0;

@@ -407,7 +407,7 @@ fn an_operators_promote_skips_the_steps_but_not_manual_approval() {
 }
 
 #[test]
-fn a_new_candidate_starts_free_of_the_last_ones_pause_and_pin() {
+fn a_new_candidate_starts_unpaused_and_a_pin_holds_until_released() {
     let p = plan();
     let held = RolloutState {
         paused: Some("incident 7".into()),
@@ -430,8 +430,10 @@ fn a_new_candidate_starts_free_of_the_last_ones_pause_and_pin() {
     )
     .0;
     assert_eq!(s.candidate.as_deref(), Some("v3"));
+    // v2's withdrawal mid-rollout was a rollback: it released the pin too.
     assert_eq!((s.paused, s.pinned), (None, None), "they held v2's rollout");
-    // The same after a rollout that ended: a late hold does not stop the next one.
+    // After a rollout that ended, a late pause does not hold the next one; a pin, on the
+    // model's traffic, stays until an operator releases it.
     let full = RolloutState {
         phase: Phase::Full,
         weight: PPM_MAX,
@@ -439,7 +441,7 @@ fn a_new_candidate_starts_free_of_the_last_ones_pause_and_pin() {
     };
     let s = run(&full, &p, &next).0;
     assert_eq!(s.candidate.as_deref(), Some("v3"));
-    assert_eq!((s.paused, s.pinned), (None, None));
+    assert_eq!((s.paused, s.pinned), (None, Some(0)));
     assert_ne!(s.phase, Phase::Full, "v3's rollout started");
 }
 
