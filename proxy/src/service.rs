@@ -98,11 +98,22 @@ impl Worker {
         let start = Instant::now();
         let cfg = snap.config();
         check_headers(req.headers(), cfg)?;
-        if req.method() == Method::GET && req.uri().path() == "/v1/models" {
-            let mut resp = error_response(StatusCode::OK, snap.models_json.clone());
-            resp.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(resp);
+        if req.method() == Method::GET {
+            let path = req.uri().path();
+            let listing = match crate::snapshot::model_id_in(path) {
+                _ if path == "/v1/models" => Some(snap.models_json.clone()),
+                Some(id) => Some(snap.model_json(&id)?),
+                None if path.starts_with("/v1/models/") => {
+                    return Err(Reject::UnknownModel(path.to_owned()))
+                }
+                None => None,
+            };
+            if let Some(json) = listing {
+                let mut resp = error_response(StatusCode::OK, json);
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return Ok(resp);
+            }
         }
         let (mut parts, mut body) = req.into_parts();
         if content_length(&parts.headers).is_some_and(|n| n > cfg.limits.max_body) {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use rollgate_config::{Cohort, Config, Ppm, Shadow};
 
 use crate::endpoint::{EndpointRegistry, EndpointSet};
+use crate::error::Reject;
 use crate::fasthash::FastMap;
 use crate::observe::{ModelStats, StatsRegistry};
 
@@ -158,21 +159,73 @@ impl Snapshot {
     pub(crate) fn default_model(&self) -> Option<&Arc<ModelRoute>> {
         self.default.as_ref()
     }
+
+    /// `GET /v1/models/{id}`'s body, or the 404 for a model this config does not serve.
+    pub(crate) fn model_json(&self, id: &str) -> Result<Bytes, Reject> {
+        if self.models.contains_key(id) {
+            Ok(Bytes::from(model_entry(id).to_string()))
+        } else {
+            Err(Reject::UnknownModel(id.to_owned()))
+        }
+    }
 }
 
 fn render_models(config: &Config) -> Bytes {
-    let data: Vec<_> = config
-        .models
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "id": m.name,
-                "object": "model",
-                "created": 0,
-                "owned_by": "rollgate",
-            })
-        })
-        .collect();
+    let data: Vec<_> = config.models.iter().map(|m| model_entry(&m.name)).collect();
     let body = serde_json::json!({ "object": "list", "data": data });
     Bytes::from(body.to_string())
+}
+
+/// One model as `GET /v1/models` lists it.
+fn model_entry(name: &str) -> serde_json::Value {
+    serde_json::json!({ "id": name, "object": "model", "created": 0, "owned_by": "rollgate" })
+}
+
+/// What `GET /v1/models/{id}` names: the rest of the path, percent-decoded (`%2F` for a `/` in
+/// an id, as some clients write it). `None` for any other path or an undecodable id.
+pub(crate) fn model_id_in(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let id = path.strip_prefix("/v1/models/")?;
+    if !id.contains('%') {
+        return Some(id.into());
+    }
+    let hex = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
+    let mut out = Vec::with_capacity(id.len());
+    let mut bytes = id.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let (hi, lo) = (hex(bytes.next())?, hex(bytes.next())?);
+            out.push(u8::try_from(hi << 4 | lo).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok().map(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_id_in;
+
+    #[test]
+    fn a_model_path_names_its_id_percent_decoded() {
+        let cases = [
+            ("/v1/models/m", Some("m")),
+            (
+                "/v1/models/meta-llama/Llama-3.1-8B",
+                Some("meta-llama/Llama-3.1-8B"),
+            ),
+            (
+                "/v1/models/meta-llama%2FLlama-3.1-8B",
+                Some("meta-llama/Llama-3.1-8B"),
+            ),
+            ("/v1/models/%zz", None),
+            ("/v1/models/%2", None),
+            ("/v1/models/%FF", None),
+            ("/v1/models", None),
+            ("/v1/chat/completions", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(model_id_in(path).as_deref(), want, "{path}");
+        }
+    }
 }

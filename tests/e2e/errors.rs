@@ -219,3 +219,25 @@ async fn an_upstream_answer_that_comes_before_the_whole_body_reaches_the_client(
     assert!(!gw.logs().contains("panicked"), "{}", gw.logs());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_lists_and_describes_its_models_on_both_planes() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    for plane in ["fast", "hyper"] {
+        let gw = Gateway::start(&config_on(plane, &stable));
+        let c = client();
+        let list = get(&c, &gw.url("/v1/models")).await;
+        assert_eq!(list.status, 200, "{plane}: {}", list.text());
+        assert_eq!(list.json()["data"][0]["id"], "m", "{plane}");
+        // `client.models.retrieve(id)`; a percent-encoded id is the same id.
+        for path in ["/v1/models/m", "/v1/models/%6D"] {
+            let one = get(&c, &gw.url(path)).await;
+            assert_eq!(one.status, 200, "{plane} {path}: {}", one.text());
+            assert_eq!(one.json()["id"], "m", "{plane} {path}");
+            assert_eq!(one.json()["object"], "model", "{plane} {path}");
+        }
+        let none = get(&c, &gw.url("/v1/models/nope")).await;
+        assert_eq!(none.status, 404, "{plane}: {}", none.text());
+        assert_eq!(error_code(&none), "model_not_found", "{plane}");
+    }
+}

@@ -164,6 +164,16 @@ impl<'a> Listed<'a> {
     }
 }
 
+/// The gateway's own answers under `GET /v1/models`.
+#[derive(Debug)]
+enum Models {
+    No,
+    /// `GET /v1/models`: every configured model.
+    List,
+    /// `GET /v1/models/{id}`: the path (in the head), for one model or a 404.
+    One(Range<usize>),
+}
+
 /// What a request head tells the relay (ranges index the head's bytes).
 #[derive(Debug)]
 struct Digest {
@@ -173,7 +183,7 @@ struct Digest {
     /// The client waits for `100 Continue` before sending the body.
     expect_continue: bool,
     head_method: bool,
-    models: bool,
+    models: Models,
     model: Option<Range<usize>>,
     variant: Option<Range<usize>>,
     api_key: Option<Range<usize>>,
@@ -402,23 +412,33 @@ impl Down<'_> {
         // connection, since the body may never come, or come after all.
         let waiting =
             d.expect_continue && !matches!(body, BodyIn::Done) && self.pos == self.buf.len();
-        if d.models {
-            let mut resp = Vec::with_capacity(snap.models_json.len() + 128);
-            full_head(
-                &mut resp,
-                StatusCode::OK,
-                snap.models_json.len(),
-                close || waiting,
-            );
-            // `full_head` ends with the blank line; insert the cache header before it.
-            resp.truncate(resp.len() - 2);
-            resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
-            resp.extend_from_slice(&snap.models_json);
-            self.io.write_all(&resp).await.map_err(drop)?;
-            if waiting {
-                return Ok(false);
+        let listing = match &d.models {
+            Models::No => None,
+            Models::List => Some(Ok(snap.models_json.clone())),
+            Models::One(r) => {
+                let path = String::from_utf8_lossy(&self.buf[head_at..][r.clone()]);
+                Some(match crate::snapshot::model_id_in(&path) {
+                    Some(id) => snap.model_json(&id),
+                    None => Err(Reject::UnknownModel(path.into_owned())),
+                })
             }
-            return self.drain(body, sleep).await;
+        };
+        match listing {
+            None => {}
+            Some(Err(rej)) => return self.reject(rej, body, close || waiting, sleep).await,
+            Some(Ok(json)) => {
+                let mut resp = Vec::with_capacity(json.len() + 128);
+                full_head(&mut resp, StatusCode::OK, json.len(), close || waiting);
+                // `full_head` ends with the blank line; insert the cache header before it.
+                resp.truncate(resp.len() - 2);
+                resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
+                resp.extend_from_slice(&json);
+                self.io.write_all(&resp).await.map_err(drop)?;
+                if waiting {
+                    return Ok(false);
+                }
+                return self.drain(body, sleep).await;
+            }
         }
         if let Framing::Length(n) = d.framing {
             if n > cfg.limits.max_body {
@@ -1684,7 +1704,15 @@ fn digest(buf: &[u8], cfg: &Config, out: &mut Vec<u8>) -> Result<Option<Digest>,
         close: head.close,
         expect_continue: head.expect_continue,
         head_method: head.method == "HEAD",
-        models: head.method == "GET" && path_of(head.target) == "/v1/models",
+        // Only GETs look at the path here (inference requests are POSTs).
+        models: match head.method {
+            "GET" => match path_of(head.target) {
+                "/v1/models" => Models::List,
+                p if p.starts_with("/v1/models/") => Models::One(range(p.as_bytes())),
+                _ => Models::No,
+            },
+            _ => Models::No,
+        },
         model: None,
         variant: None,
         api_key: None,
