@@ -165,13 +165,29 @@ impl Endpoint {
     }
 }
 
+/// Mixed into response ids so that two simulators (a stable and a candidate behind one
+/// gateway) never hand a client the same id; answers and timing draws stay seeded.
+fn id_salt() -> u64 {
+    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SALT.get_or_init(|| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        super::answer::mix(nanos ^ u64::from(std::process::id()) << 32)
+    })
+}
+
 // === impl Reply ===
 
 impl Reply {
     pub fn new(endpoint: Endpoint, seq: u64, model: String, answer: AnswerKey) -> Self {
         Self {
             endpoint,
-            id: format!("{}-{:016x}", endpoint.id_prefix(), super::answer::mix(seq)),
+            id: format!(
+                "{}-{:016x}",
+                endpoint.id_prefix(),
+                super::answer::mix(seq ^ id_salt())
+            ),
             created: unix_now(),
             model,
             answer,
