@@ -79,6 +79,8 @@ pub(crate) enum Source {
 /// A started gateway (used by `run` and by the demo).
 pub(crate) struct Gateway {
     pub(crate) data: SocketAddr,
+    /// The data plane speaks TLS (`https://`).
+    pub(crate) tls: bool,
     pub(crate) admin: SocketAddr,
     pub(crate) reloader: ReloaderHandle,
     pub(crate) driver: DriverHandle,
@@ -99,8 +101,10 @@ pub(crate) async fn run(source: Source) -> anyhow::Result<()> {
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "rollgate ready: data=http://{} admin=http://{}",
-            gw.data, gw.admin
+            "rollgate ready: data={}://{} admin=http://{}",
+            if gw.tls { "https" } else { "http" },
+            gw.data,
+            gw.admin
         );
     }
     loop {
@@ -239,6 +243,7 @@ impl Gateway {
             }
         }
         let data = listeners.local_addr();
+        let tls_on = tls.is_some();
         let running = listeners.serve(proxy.clone(), tls)?;
         let admin = admin_listener.local_addr()?;
         let (admin_stop, stop_rx) = watch::channel(false);
@@ -266,6 +271,7 @@ impl Gateway {
         tracing::info!(%data, %admin, workers, %revision, source = %source.describe(), "rollgate serving");
         Ok(Gateway {
             data,
+            tls: tls_on,
             admin,
             reloader: handle,
             driver: driver_handle,

@@ -70,6 +70,12 @@ async fn tls_serves_h2_and_http1_by_alpn() {
         key.display()
     );
     let gw = Gateway::start(&config(&stable, None, "", &tls));
+    // The printed URL is one a client can use.
+    assert!(
+        gw.ready.contains(&format!("data=https://{}", gw.data)),
+        "{}",
+        gw.ready
+    );
     let url = format!("https://localhost:{}/v1/chat/completions", gw.data.port());
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let out = Command::new("curl")

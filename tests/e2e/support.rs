@@ -24,6 +24,8 @@ pub struct Gateway {
     child: Option<Child>,
     pub data: SocketAddr,
     pub admin: SocketAddr,
+    /// The `rollgate ready: …` line the process printed.
+    pub ready: String,
     pub dir: PathBuf,
     pub config: PathBuf,
     /// stderr of the process (logs), collected by a thread.
@@ -342,15 +344,21 @@ impl Gateway {
                 .unwrap_or_else(|| panic!("no {key} in {ready:?}"))
                 + key.len();
             let rest = &ready[start..];
+            // `https://` when the data plane speaks TLS.
+            let rest = rest
+                .strip_prefix("http://")
+                .or_else(|| rest.strip_prefix("https://"))
+                .unwrap_or_else(|| panic!("no URL after {key} in {ready:?}"));
             let end = rest.find(' ').unwrap_or(rest.len());
             rest[..end].parse().expect("address")
         };
-        let data = addr("data=http://");
-        let admin = addr("admin=http://");
+        let data = addr("data=");
+        let admin = addr("admin=");
         Gateway {
             child: Some(child),
             data,
             admin,
+            ready: ready.clone(),
             dir,
             config,
             logs,
