@@ -40,6 +40,7 @@ pub(super) struct Metrics {
     queue_micros: AtomicU64,
     success_stop: AtomicU64,
     success_length: AtomicU64,
+    pub(super) success_abort: AtomicU64,
     failed: AtomicU64,
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
@@ -52,6 +53,8 @@ pub(super) struct Metrics {
 pub(super) enum Finish {
     Stop,
     Length,
+    /// The client left mid-stream (vLLM's `finished_reason="abort"`).
+    Abort,
 }
 
 /// A fault that fired, for `rollgate_sim_faults_injected_total{fault}`.
@@ -104,6 +107,7 @@ impl Metrics {
             queue_micros: AtomicU64::new(0),
             success_stop: AtomicU64::new(0),
             success_length: AtomicU64::new(0),
+            success_abort: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
@@ -128,6 +132,7 @@ impl Metrics {
         let counter = match finish {
             Finish::Stop => &self.success_stop,
             Finish::Length => &self.success_length,
+            Finish::Abort => &self.success_abort,
         };
         counter.fetch_add(1, Relaxed);
     }

@@ -202,6 +202,8 @@ impl Reply {
         match self.finish {
             Finish::Stop => "stop",
             Finish::Length => "length",
+            // Never written: nobody is left to read it.
+            Finish::Abort => "abort",
         }
     }
 

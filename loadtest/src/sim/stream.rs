@@ -66,8 +66,16 @@ impl SimBody {
     pub fn stream(state: Arc<State>, running: Running, plan: Plan) -> Self {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         tokio::spawn(async move {
-            // `Gone` only means the reader left; there is nobody to tell.
-            let _ = produce(&state, &tx, plan).await;
+            let (arrived, prompt) = (plan.arrived, plan.reply.prompt_tokens);
+            let mut sent = 0;
+            // `Gone`: the reader left (a client that disconnected, or a gateway cancelling
+            // upstream): counted as vLLM counts an aborted request, with the tokens sent.
+            if produce(&state, &tx, plan, &mut sent).await.is_err() {
+                let e2e = arrived.elapsed();
+                state
+                    .metrics
+                    .finished(super::metrics::Finish::Abort, e2e, prompt, sent);
+            }
             drop(running);
         });
         Self::Stream(rx)
@@ -108,6 +116,7 @@ async fn produce(
     state: &State,
     tx: &mpsc::Sender<io::Result<Bytes>>,
     plan: Plan,
+    sent: &mut u64,
 ) -> Result<(), Gone> {
     let reply = &plan.reply;
     let n = reply.tokens;
@@ -130,6 +139,7 @@ async fn produce(
             break;
         }
         send(tx, reply.token_event(i)).await?;
+        *sent += 1;
         if i == 0 && !plan.stall_first_event.is_zero() {
             due += plan.stall_first_event;
             pause_until(tx, due).await?;

@@ -52,6 +52,11 @@ pub(super) fn vllm(page: &mut Page, state: &State, model: &str) {
         "finished_reason=\"length\"",
         m.success_length.load(Relaxed),
     );
+    page.sample(
+        "vllm:request_success_total",
+        "finished_reason=\"abort\"",
+        m.success_abort.load(Relaxed),
+    );
     page.counter(
         "vllm:prompt_tokens_total",
         "Number of prefill tokens processed.",

@@ -275,3 +275,52 @@ async fn triton_counts_queue_microseconds() {
         2.0
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_the_client_leaves_is_counted_as_aborted() {
+    let sim = sim(SimArgs {
+        output_tokens: 50,
+        ..args()
+    })
+    .await;
+    let mut body = chat("leave early");
+    body["stream"] = json!(true);
+    let response = open(
+        &sim,
+        Method::POST,
+        "/v1/chat/completions",
+        &[],
+        body.to_string(),
+    )
+    .await;
+    let mut stream = response.into_body();
+    // Two token events, then the client hangs up.
+    for _ in 0..2 {
+        stream.frame().await.expect("an event").expect("a frame");
+    }
+    drop(stream);
+    let abort = "vllm:request_success_total{model_name=\"sim-model\",finished_reason=\"abort\"}";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let s = loop {
+        let (_, s) = page(&sim).await;
+        if s[abort] == 1.0 {
+            break s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no abort counted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let m = |name: &str| s[&format!("vllm:{name}")];
+    let tokens = m("generation_tokens_total{model_name=\"sim-model\"}");
+    assert!(
+        (2.0..50.0).contains(&tokens),
+        "tokens sent before the abort: {tokens}"
+    );
+    assert_eq!(
+        m("e2e_request_latency_seconds_count{model_name=\"sim-model\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("request_success_total{model_name=\"sim-model\",finished_reason=\"stop\"}"),
+        0.0
+    );
+}
