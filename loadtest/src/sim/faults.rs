@@ -75,15 +75,15 @@ pub struct Faults {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFaults {
-    error_rate: Option<f64>,
+    error_rate: Option<RawRatio>,
     extra_latency: Option<RawDuration>,
-    truncate_rate: Option<f64>,
-    error_event_rate: Option<f64>,
+    truncate_rate: Option<RawRatio>,
+    error_event_rate: Option<RawRatio>,
     stall_first_event: Option<RawDuration>,
     stall: Option<RawDuration>,
-    wrong_answers: Option<f64>,
+    wrong_answers: Option<RawRatio>,
     gpu_memory_growth: Option<RawBytes>,
-    gpu_memory_used: Option<f64>,
+    gpu_memory_used: Option<RawRatio>,
     fail_health: Option<bool>,
 }
 
@@ -94,11 +94,30 @@ enum RawDuration {
     Text(String),
 }
 
+/// A share as the flags take it: `0.1` or `"10%"` (or `"0.1"`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum RawRatio {
+    Number(f64),
+    Text(String),
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(untagged)]
 enum RawBytes {
     Bytes(u64),
     Text(String),
+}
+
+// === impl RawRatio ===
+
+impl RawRatio {
+    fn parse(self) -> Result<Ratio, String> {
+        match self {
+            RawRatio::Number(v) => Ratio::new(v),
+            RawRatio::Text(t) => t.parse(),
+        }
+    }
 }
 
 // === impl Faults ===
@@ -115,7 +134,7 @@ impl TryFrom<RawFaults> for Faults {
 
     fn try_from(raw: RawFaults) -> Result<Self, String> {
         let mut errors = Vec::new();
-        let mut ratio = |name: &str, value: Option<f64>| match value.map(Ratio::new) {
+        let mut ratio = |name: &str, value: Option<RawRatio>| match value.map(RawRatio::parse) {
             None => None,
             Some(Ok(r)) => Some(r),
             Some(Err(e)) => {
@@ -169,15 +188,15 @@ impl TryFrom<RawFaults> for Faults {
 impl From<Faults> for RawFaults {
     fn from(f: Faults) -> Self {
         Self {
-            error_rate: Some(f.error_rate.as_f64()),
+            error_rate: Some(RawRatio::Number(f.error_rate.as_f64())),
             extra_latency: Some(RawDuration::Text(format_duration(f.extra_latency))),
-            truncate_rate: Some(f.truncate_rate.as_f64()),
-            error_event_rate: Some(f.error_event_rate.as_f64()),
+            truncate_rate: Some(RawRatio::Number(f.truncate_rate.as_f64())),
+            error_event_rate: Some(RawRatio::Number(f.error_event_rate.as_f64())),
             stall_first_event: Some(RawDuration::Text(format_duration(f.stall_first_event))),
             stall: Some(RawDuration::Text(format_duration(f.stall))),
-            wrong_answers: Some(f.wrong_answers.as_f64()),
+            wrong_answers: Some(RawRatio::Number(f.wrong_answers.as_f64())),
             gpu_memory_growth: Some(RawBytes::Bytes(f.gpu_memory_growth)),
-            gpu_memory_used: f.gpu_memory_used.map(Ratio::as_f64),
+            gpu_memory_used: f.gpu_memory_used.map(|r| RawRatio::Number(r.as_f64())),
             fail_health: Some(f.fail_health),
         }
     }
@@ -239,6 +258,16 @@ mod tests {
         assert_eq!(parsed.stall, Duration::from_millis(1500));
         assert_eq!(parsed.gpu_memory_growth, 1 << 20);
         assert_eq!(Faults::from_json(b"{}"), Ok(Faults::default()));
+        // Shares as the flags take them: a fraction, or a percentage in a string.
+        let shares =
+            Faults::from_json(br#"{"error_rate": "10%", "truncate_rate": "0.5"}"#).unwrap();
+        assert_eq!(shares.error_rate, Ratio::new(0.1).unwrap());
+        assert_eq!(shares.truncate_rate, Ratio::new(0.5).unwrap());
+        let err = Faults::from_json(br#"{"error_rate": "ten"}"#).unwrap_err();
+        assert!(
+            err.contains("error_rate") && err.contains("not a share"),
+            "{err}"
+        );
     }
 
     #[test]
