@@ -436,14 +436,7 @@ async fn an_invalid_commit_keeps_the_last_good_and_status_names_it_and_every_err
     assert_eq!(s["models"][0]["desired_weight"], "10%");
     assert_eq!(s["sync"]["desired"], bad.as_str());
     assert_eq!(s["last_reload"]["revision"], bad.as_str());
-    let r = send(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        &[],
-        chat("m", "hi", false),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_serves(&gw).await;
     let logs = gw
         .wait_logs("rejection logged with the SHA", |l| {
             l.contains("config reload rejected") && l.contains(&bad)

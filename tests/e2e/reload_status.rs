@@ -19,17 +19,6 @@ fn stalled(sync: &Value) -> Option<&Value> {
         .find(|c| c["type"] == "Stalled" && c["status"] == "True")
 }
 
-async fn serves(gw: &Gateway) {
-    let r = send(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        &[],
-        chat("m", "hi", false),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-}
-
 /// A gateway on `weight: 10%` whose watcher has rejected `bad`; returns it with that status.
 async fn rejected_by_watcher(stable: &Sim, bad: &str) -> (Gateway, Value) {
     let gw = Gateway::start(&config(stable, None, "", ""));
@@ -65,7 +54,7 @@ async fn reload_of_content_the_watcher_rejected_says_invalid_and_how_it_was_coun
         Some(1.0)
     );
     assert_eq!(after["revision"], before["revision"]);
-    serves(&gw).await;
+    assert_serves(&gw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +76,7 @@ async fn a_revert_to_the_serving_file_clears_the_rejection_from_status() {
     assert_eq!(s["sync"]["status"], "Synced", "{:#}", s["sync"]);
     assert!(stalled(&s["sync"]).is_none(), "{:#}", s["sync"]);
     assert_eq!((count(&s, "invalid"), s["revision"].clone()), (1, serving));
-    serves(&gw).await;
+    assert_serves(&gw).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,5 +105,5 @@ async fn a_deleted_file_reads_as_unreadable_and_stalled() {
         "{cond}"
     );
     assert_eq!(s["revision"], serving);
-    serves(&gw).await;
+    assert_serves(&gw).await;
 }

@@ -517,3 +517,15 @@ pub async fn wait_status(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A small chat request through the gateway gets 200: it still serves (model `m`).
+pub async fn assert_serves(gw: &Gateway) {
+    let r = send(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        &[],
+        chat("m", "hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
