@@ -4,6 +4,12 @@
 use super::*;
 use prometheus_client::registry::Registry;
 
+/// A candidate held out of all traffic: weight and mirror 0.
+const HELD_OUT: Directive = Directive {
+    weight: Ppm::ZERO,
+    mirror: Ppm::ZERO,
+};
+
 /// Health is never known, so a rollout waits in `ValidateHealth`: commands are all that moves.
 struct Unknown;
 
@@ -233,13 +239,9 @@ async fn a_pin_directs_a_static_split_until_unpinned_and_rollout_commands_are_re
         .await
         .expect("applied")
         .expect("accepted");
-    let zero = Directive {
-        weight: Ppm::ZERO,
-        mirror: Ppm::ZERO,
-    };
     assert_eq!(
         proxy.directives().get("s"),
-        Some(&zero),
+        Some(&HELD_OUT),
         "the data plane serves the pin"
     );
     let s = handle
@@ -341,17 +343,13 @@ async fn a_saved_pin_on_a_static_split_is_served_from_the_start_and_a_stale_paus
     );
     d.register_metrics(&mut registry);
     d.restore_traffic();
-    let zero = Directive {
-        weight: Ppm::ZERO,
-        mirror: Ppm::ZERO,
-    };
     assert_eq!(
         proxy.directives().get("s"),
-        Some(&zero),
+        Some(&HELD_OUT),
         "before the first request"
     );
     d.step().await;
-    assert_eq!(proxy.directives().get("s"), Some(&zero));
+    assert_eq!(proxy.directives().get("s"), Some(&HELD_OUT));
     for (model, pinned) in [("s", Some("0%")), ("n", None)] {
         let s = handle
             .status()
