@@ -326,6 +326,7 @@ fn changed(a: &ModelStatus, b: &ModelStatus) -> bool {
 
 fn idle(model: &str, weight: rollgate_config::Ppm) -> RolloutStatus {
     RolloutStatus {
+        started_revision: None,
         model: model.to_owned(),
         change: None,
         candidate: None,

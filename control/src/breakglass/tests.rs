@@ -23,6 +23,7 @@ fn ppm(s: &str) -> Ppm {
 
 fn status(phase: Phase, paused: Option<&str>, pinned: Option<&str>) -> RolloutStatus {
     RolloutStatus {
+        started_revision: None,
         model: "m".into(),
         candidate: Some("c".into()),
         change: Some("revision"),

@@ -28,8 +28,9 @@ pub(crate) struct Note {
 }
 
 /// Each model's rollout as the notes saw it: which commit started it, so that its later phase
-/// changes (under other commits) land on that commit too. In memory: after a restart a rollout
-/// in progress is started, for its notes, by the commit of its first phase change.
+/// changes (under other commits) land on that commit too. The commit comes from the status
+/// (`started_revision`, saved with the rollout state), so it outlasts a restart; the phase last
+/// noted is in memory.
 #[derive(Debug, Default)]
 pub(crate) struct Origins(HashMap<String, Origin>);
 
@@ -177,9 +178,16 @@ impl Origins {
                     o.phase = s.phase;
                 }
                 _ => {
+                    // The commit that named the candidate, from the rollout's saved state: after
+                    // a restart mid-rollout this is the first sight of a rollout that started
+                    // under an earlier commit, which gets the note too.
+                    let commit = s.started_revision.as_deref().unwrap_or(revision);
+                    if commit != revision {
+                        commits.insert(commit.to_owned());
+                    }
                     let origin = Origin {
                         candidate: candidate.clone(),
-                        commit: revision.to_owned(),
+                        commit: commit.to_owned(),
                         phase: s.phase,
                     };
                     self.0.insert(s.model.clone(), origin);
@@ -219,6 +227,7 @@ mod tests {
 
     fn status(model: &str, candidate: Option<&str>, phase: Phase) -> RolloutStatus {
         RolloutStatus {
+            started_revision: None,
             model: model.into(),
             change: Some("revision"),
             candidate: candidate.map(str::to_owned),
@@ -274,6 +283,25 @@ mod tests {
         // A re-named, already rolled-back candidate is a rollout of its own commit.
         assert!(extra(&mut o, "again", &[status("m", v2, Phase::Previous)]).is_empty());
         assert!(extra(&mut o, "again2", &[status("m", None, Phase::Idle)]).is_empty());
+    }
+
+    #[test]
+    fn after_a_restart_a_rollout_is_still_noted_on_the_commit_that_started_it() {
+        // A fresh `Origins` (a restarted gateway) sees a rollout whose saved state says which
+        // commit named its candidate.
+        let mut o = Origins::default();
+        let canary = |phase| RolloutStatus {
+            started_revision: Some("start".into()),
+            ..status("m", Some("v2@1"), phase)
+        };
+        assert_eq!(
+            extra(&mut o, "later", &[canary(Phase::Canary(1))]),
+            ["start"]
+        );
+        assert_eq!(extra(&mut o, "later", &[canary(Phase::Full)]), ["start"]);
+        // Under the starting commit itself, nothing else to note.
+        let mut o = Origins::default();
+        assert!(extra(&mut o, "start", &[canary(Phase::Canary(1))]).is_empty());
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::reload::ReloadOutcome;
 
 fn rollout(phase: Phase, weight: &str) -> RolloutStatus {
     RolloutStatus {
+        started_revision: None,
         weight: weight.to_owned(),
         reason: "gates passed".to_owned(),
         candidate: Some("v2@abc".to_owned()),

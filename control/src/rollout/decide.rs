@@ -29,6 +29,10 @@ pub enum Phase {
 pub struct RolloutState {
     /// Fingerprint of the candidate this state is about.
     pub candidate: Option<String>,
+    /// The config revision (a Git commit with a Git source) that first named `candidate`: the
+    /// commit that started its rollout. Kept in the state file so that it outlasts a restart.
+    #[serde(default)]
+    pub started_revision: Option<String>,
     pub phase: Phase,
     /// Unix milliseconds when the current phase (or step) began.
     pub entered_ms: u64,
@@ -126,6 +130,7 @@ impl RolloutState {
     pub fn idle() -> RolloutState {
         RolloutState {
             candidate: None,
+            started_revision: None,
             phase: Phase::Idle,
             entered_ms: 0,
             weight: 0,
@@ -178,7 +183,7 @@ pub fn decide(state: &RolloutState, inputs: &Inputs<'_>) -> (RolloutState, Vec<A
         return finish(state, s, before, actions);
     };
     if s.candidate.as_deref() != Some(candidate) {
-        new_candidate(&mut s, candidate, inputs.now_ms);
+        new_candidate(&mut s, candidate, inputs.revision, inputs.now_ms);
     }
     if let Some(cmd) = inputs.command.clone() {
         match refusal(&s, &cmd, true, true) {
@@ -218,6 +223,7 @@ fn unplanned(s: &mut RolloutState, i: &Inputs<'_>, actions: &mut Vec<Action>) {
     if s.phase != Phase::Idle && !keep_withdrawal {
         s.enter(Phase::Idle, i.now_ms, "no candidate or no rollout plan");
         s.candidate = None;
+        s.started_revision = None;
     }
     // A pause holds a rollout; with none left it would only claim to hold something.
     s.paused = None;
@@ -338,8 +344,9 @@ impl Command {
     }
 }
 
-fn new_candidate(s: &mut RolloutState, candidate: &str, now: u64) {
+fn new_candidate(s: &mut RolloutState, candidate: &str, revision: &str, now: u64) {
     s.candidate = Some(candidate.to_owned());
+    s.started_revision = Some(revision.to_owned());
     // A pause held the last candidate's rollout, not this one. A pin holds the model's traffic
     // and survives source changes until released (docs/break-glass.md); a rollback, the
     // withdrawal of a candidate mid-rollout included, has released it already.

@@ -86,6 +86,8 @@ pub type TransitionHook = Arc<dyn Fn(&str, &[RolloutStatus]) + Send + Sync>;
 pub struct RolloutStatus {
     pub model: String,
     pub candidate: Option<String>,
+    /// The config revision (Git commit) that started the candidate's rollout.
+    pub started_revision: Option<String>,
     /// What the candidate changes relative to stable: `artifact`, `runtime`,
     /// `artifact+runtime` or `revision` (neither). None until the model's config is seen.
     pub change: Option<&'static str>,
@@ -749,6 +751,7 @@ fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutSta
     RolloutStatus {
         model: model.to_owned(),
         candidate: s.candidate.clone(),
+        started_revision: s.started_revision.clone(),
         change,
         phase: s.phase,
         paused: s.paused.clone(),

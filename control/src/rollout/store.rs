@@ -95,6 +95,8 @@ mod tests {
         let store = StateStore::new(Some(dir.clone()));
         assert!(store.load().expect("empty").is_empty());
         let s = RolloutState {
+            candidate: Some("v2@1".into()),
+            started_revision: Some("9f2c1e7a".into()),
             phase: Phase::Canary(2),
             weight: 250_000,
             ..RolloutState::idle()
@@ -103,6 +105,17 @@ mod tests {
             .save(&BTreeMap::from([("m".to_owned(), &s)]))
             .expect("save");
         assert_eq!(store.load().expect("load").get("m"), Some(&s));
+        // A file written before `started_revision` existed still loads, without it.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(FILE)).expect("read")).expect("json");
+        old["m"]
+            .as_object_mut()
+            .expect("state")
+            .remove("started_revision");
+        std::fs::write(dir.join(FILE), old.to_string()).expect("write");
+        let loaded = store.load().expect("an older file");
+        assert_eq!(loaded["m"].started_revision, None);
+        assert_eq!(loaded["m"].phase, Phase::Canary(2));
         std::fs::write(dir.join(FILE), b"{garbage").expect("write");
         assert!(matches!(store.load(), Err(StoreError::Corrupt { .. })));
         std::fs::remove_dir_all(&dir).ok();

@@ -104,6 +104,7 @@ async fn fake_api() -> (String, Arc<Mutex<Vec<Seen>>>) {
 
 fn canary_change(model: &str) -> Change {
     let r = RolloutStatus {
+        started_revision: None,
         change: None,
         model: model.to_owned(),
         candidate: Some("v2@abc".to_owned()),

@@ -993,3 +993,32 @@ fn a_withdrawn_candidate_gives_way_to_a_static_split() {
     assert_eq!(split.phase, Phase::Idle);
     assert_eq!(actions[0], Action::ReleaseTraffic);
 }
+
+#[test]
+fn the_revision_that_named_the_candidate_is_kept_for_its_whole_rollout() {
+    let p = plan();
+    let step = |s: &RolloutState, revision, candidate| {
+        let inputs = Inputs {
+            now_ms: 1_000,
+            revision,
+            candidate,
+            rollout: Some(&p),
+            evaluation: None,
+            health: Health::Passing,
+            synthetic: &SyntheticState::None,
+            command: None,
+        };
+        decide(s, &inputs).0
+    };
+    let started = step(&RolloutState::idle(), "c1", Some("v2"));
+    assert_eq!(started.started_revision.as_deref(), Some("c1"));
+    // An unrelated later commit does not restart it; a withdrawal keeps naming where it began.
+    let later = step(&started, "c2", Some("v2"));
+    assert_eq!(later.started_revision.as_deref(), Some("c1"));
+    let withdrawn = step(&later, "c3", None);
+    assert_eq!(withdrawn.phase, Phase::Previous);
+    assert_eq!(withdrawn.started_revision.as_deref(), Some("c1"));
+    // The next candidate is its own commit's.
+    let next = step(&withdrawn, "c4", Some("v3"));
+    assert_eq!(next.started_revision.as_deref(), Some("c4"));
+}
