@@ -143,6 +143,7 @@ async fn lifecycle(
     let started = tokio::time::Instant::now();
     let mut last: Option<(Phase, Option<String>)> = None;
     let mut swapped = false;
+    let mut explained = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -165,9 +166,22 @@ async fn lifecycle(
         };
         let key = (s.phase, s.candidate.clone());
         if last.as_ref() == Some(&key) {
+            // Past the phase's hold time and still in it: say once what it waits for (a gate
+            // short of samples, e.g. TTFT at a 10 % step sees a tenth of the streams).
+            if !explained && held_past(&s, args.step_seconds) {
+                explained = true;
+                if let Some(w) = waiting_for(&s) {
+                    println!(
+                        "          still in {} past its {} s: waiting for {w}",
+                        phase(s.phase),
+                        args.step_seconds
+                    );
+                }
+            }
             continue;
         }
         last = Some(key);
+        explained = false;
         println!(
             "  {:>5.1}s  {:<16} weight {:>4}  mirror {:>4}  {}",
             started.elapsed().as_secs_f64(),
@@ -202,6 +216,24 @@ fn phase(p: Phase) -> String {
         Phase::Canary(k) => format!("Canary(step {})", k + 1),
         other => format!("{other:?}"),
     }
+}
+
+/// Whether a shadow or canary phase has been held a second past its `for`.
+fn held_past(s: &RolloutStatus, step_seconds: u64) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    matches!(s.phase, Phase::Shadow | Phase::Canary(_))
+        && now_ms > s.since_unix_ms + (step_seconds + 1) * 1000
+}
+
+/// `ttft_p95 (23 samples, 40 needed)`: the gates the last evaluation could not decide yet.
+fn waiting_for(s: &RolloutStatus) -> Option<String> {
+    let waiting: Vec<String> = (s.gates.as_ref()?.results.iter())
+        .filter(|r| r.verdict == Verdict::Inconclusive)
+        .map(|r| format!("{} ({})", r.gate, r.reason))
+        .collect();
+    (!waiting.is_empty()).then(|| waiting.join(", "))
 }
 
 /// `error_rate 0.00 % ✓  latency_p99 0.081 s ✓ …` from the last evaluation.
