@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use serde_yaml_ng::Value as Yaml;
 
+use crate::clock::rfc3339_unix;
 use crate::operator::{AdminAuth, Audit, Refused};
 use crate::reload::{ReloaderHandle, SyncPause, SyncState};
 use crate::rollout::{Command, DriverHandle, Phase, RolloutStatus};
@@ -467,7 +468,7 @@ pub fn live_config(
 fn header(sync: &SyncState, drift: &[(String, Vec<Drift>)], now_unix: u64) -> String {
     let mut h = format!(
         "# rollgate live state, exported {} from serving revision {}\n# source: {}",
-        rfc3339(now_unix),
+        rfc3339_unix(now_unix),
         sync.applied,
         sync.source
     );
@@ -484,7 +485,7 @@ fn header(sync: &SyncState, drift: &[(String, Vec<Drift>)], now_unix: u64) -> St
             .map_or(String::new(), |a| format!(" (approved by {a})"));
         h.push_str(&format!(
             "# sync paused at {} by {}{approver}: {}\n",
-            rfc3339(p.since_unix),
+            rfc3339_unix(p.since_unix),
             p.by,
             one_line(&p.reason)
         ));
@@ -516,27 +517,6 @@ fn header(sync: &SyncState, drift: &[(String, Vec<Drift>)], now_unix: u64) -> St
 /// No newline can end the comment early and start YAML.
 fn one_line(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
-}
-
-/// `2026-11-26T14:30:00Z` from Unix seconds (civil-from-days, proleptic Gregorian).
-fn rfc3339(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 /// Unix seconds now.

@@ -40,8 +40,8 @@ pub use flagger::{Answer, Hook, Payload};
 pub use flux::{event as flux_event, Event as FluxEvent};
 pub(crate) use status::count;
 pub use status::{
-    build, condition, phase_name, rfc3339, verdict, ConditionClock, Context, ModelStatus,
-    StatusCondition, Verdict,
+    build, condition, phase_name, verdict, ConditionClock, Context, ModelStatus, StatusCondition,
+    Verdict,
 };
 
 /// API group/version and kind of the custom resource the status belongs to.

@@ -148,7 +148,7 @@ impl Refresher {
 
     fn apply(&mut self, reading: Reading) {
         let (next, level) = transition(self.health, &reading);
-        let now = snapshot::rfc3339(SystemTime::now());
+        let now = crate::clock::rfc3339_millis(SystemTime::now());
         let snap = match reading {
             Reading::Gpus(gpus) => {
                 log(level, &format!("NVML reads {} GPU(s)", gpus.len()));

@@ -5,6 +5,7 @@
 
 mod admin;
 pub mod breakglass;
+pub mod clock;
 pub mod git;
 pub mod gitops;
 pub mod gpu;

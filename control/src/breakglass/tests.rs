@@ -363,13 +363,6 @@ fn live_config_carries_live_weights_and_validates() {
 }
 
 #[test]
-fn timestamps_are_rfc3339() {
-    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    assert_eq!(rfc3339(1_795_704_659), "2026-11-26T14:50:59Z");
-}
-
-#[test]
 fn notes_follow_pin_unpin_pause_resume_abort() {
     let notes = OperatorNotes::default();
     notes.record("m", "pin", "alice", "load test");

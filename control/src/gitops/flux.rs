@@ -12,8 +12,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
-use super::status::{condition, rfc3339};
+use super::status::condition;
 use super::Change;
+use crate::clock::rfc3339;
 
 /// Longest wait for notification-controller before an event counts as failed.
 const POST_TIMEOUT: Duration = Duration::from_secs(5);

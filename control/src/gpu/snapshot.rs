@@ -1,7 +1,5 @@
 //! What one refresh saw: the `/gpus` document, and the values the metrics are set from.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 
 /// The `/gpus` document. `available` is true only when the last refresh read every GPU;
@@ -77,57 +75,9 @@ impl GpuInfo {
     }
 }
 
-/// `2024-03-09T17:04:05.123Z`, without a date crate: days to civil date after Howard Hinnant's
-/// `civil_from_days` (proleptic Gregorian). Times before 1970 print as the epoch; the agent
-/// only stamps "now".
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-
-    #[test]
-    fn rfc3339_known_instants() {
-        let at = |s: u64, ms: u64| {
-            rfc3339(UNIX_EPOCH + Duration::from_secs(s) + Duration::from_millis(ms))
-        };
-        let cases = [
-            (0, 0, "1970-01-01T00:00:00.000Z"),
-            (951_782_400, 5, "2000-02-29T00:00:00.005Z"),
-            (1_709_999_999, 999, "2024-03-09T15:59:59.999Z"),
-            (4_107_542_400, 0, "2100-03-01T00:00:00.000Z"),
-        ];
-        for (secs, ms, want) in cases {
-            assert_eq!(at(secs, ms), want, "{secs}s");
-        }
-    }
 
     #[test]
     fn ratio_of_an_empty_device_is_none() {

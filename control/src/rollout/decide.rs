@@ -465,7 +465,9 @@ fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut V
         Phase::Rollback => rollback(s, plan, now, s.reason.clone()),
         Phase::Deploy => {
             if now < s.cooldown_until_ms {
-                s.reason = "cooling down after a rollback".into();
+                // The end, not a countdown: the status (and GitOps events) change once.
+                let until = crate::clock::rfc3339_unix(s.cooldown_until_ms.div_ceil(1000));
+                s.reason = format!("cooling down after a rollback until {until}");
                 return;
             }
             s.weight = 0;

@@ -217,6 +217,10 @@ fn a_failing_gate_rolls_back_at_once_traffic_first_and_is_not_retried() {
     )
     .0;
     assert_eq!(s3.phase, Phase::Deploy, "cooling down until 363 s");
+    assert_eq!(
+        s3.reason,
+        "cooling down after a rollback until 1970-01-01T00:06:03Z"
+    );
     s3 = run(
         &s3,
         &p,
