@@ -75,3 +75,6 @@ mod gitops;
 
 #[path = "e2e/static_split.rs"]
 mod static_split;
+
+#[path = "e2e/sim_tools.rs"]
+mod sim_tools;

@@ -22,9 +22,11 @@ mod faults;
 mod inference;
 mod metrics;
 mod openai;
+mod reply;
 mod service;
 mod state;
 mod stream;
+mod tools;
 mod units;
 
 pub use faults::Faults;

@@ -72,6 +72,12 @@ const VOCAB: [&str; 64] = [
     "gold",
 ];
 
+/// Mixed into the keys of choices after the first, and of shape and value draws, so that none
+/// of them repeats a token draw.
+const CHOICE_SALT: u64 = 0xc401_ce00_0000_0000;
+const DRAW_SALT: u64 = 0x5a9e_d2a3_0000_0000;
+const PICK_SALT: u64 = 0x91c4_0000_7a1e_0000;
+
 /// The seed of one answer: which words, in which order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct AnswerKey {
@@ -104,8 +110,34 @@ impl AnswerKey {
         }
     }
 
+    /// The answer of choice `index` of the same request (`n` > 1): choice 0 is this answer,
+    /// the others differ, and a wrong answer's choices are wrong too.
+    pub fn choice(self, index: u32) -> Self {
+        if index == 0 {
+            return self;
+        }
+        Self {
+            key: mix(self.key ^ mix(u64::from(index) ^ CHOICE_SALT)),
+            ..self
+        }
+    }
+
+    pub fn is_wrong(self) -> bool {
+        self.wrong
+    }
+
     /// The text of token `i`: a word, with a leading space after the first.
     pub fn token(self, i: u64) -> String {
+        let word = self.word(i);
+        if i == 0 {
+            word.to_owned()
+        } else {
+            format!(" {word}")
+        }
+    }
+
+    /// Word `i` of the answer; a wrong answer's word `i` is never the right one's.
+    pub fn word(self, i: u64) -> &'static str {
         let len = VOCAB.len() as u64;
         let mut index = mix(self.key ^ mix(i)) % len;
         if self.wrong {
@@ -113,11 +145,23 @@ impl AnswerKey {
             index = (index + 1 + mix(self.key.rotate_left(17) ^ i) % (len - 1)) % len;
         }
         // `index < len` by the modulo.
-        let word = VOCAB[index as usize];
-        if i == 0 {
-            word.to_owned()
+        VOCAB[index as usize]
+    }
+
+    /// Draw `i` of the answer's shape (which tool, which keys, how many items): the same for
+    /// the right and the wrong answer, so that a wrong answer differs in values, not in shape.
+    pub fn draw(self, i: u64) -> u64 {
+        mix(self.key ^ mix(i ^ DRAW_SALT))
+    }
+
+    /// Value `i` of the answer, in `0..n`; a wrong answer's is another one whenever `n > 1`.
+    pub fn pick(self, i: u64, n: u64) -> u64 {
+        let n = n.max(1);
+        let right = mix(self.key ^ mix(i ^ PICK_SALT)) % n;
+        if self.wrong && n > 1 {
+            (right + 1 + mix(self.key.rotate_left(29) ^ i) % (n - 1)) % n
         } else {
-            format!(" {word}")
+            right
         }
     }
 

@@ -10,10 +10,12 @@ use tokio::time::{sleep, sleep_until, Instant};
 use super::{
     answer::{mix, AnswerKey},
     metrics::{Finish, Injected},
-    openai::{self, Endpoint, Parsed, Reply},
+    openai::{self, Endpoint, Parsed},
+    reply::Reply,
     service::{json_bytes, read_body, sse_response, ApiError},
     state::{Running, State},
     stream::{Cut, Plan, SimBody},
+    tools::Call,
     Faults, Received,
 };
 
@@ -23,8 +25,10 @@ struct Job {
     parsed: Parsed,
     /// The model named in the answer: the one asked for, or ours when none was named.
     model: String,
-    /// Output tokens (0 for embeddings).
+    /// Output tokens of each text choice (0 for embeddings).
     tokens: u64,
+    /// One tool call per choice when the answer calls a tool; empty for text.
+    calls: Vec<Call>,
     draws: Draws,
     /// When the request was read, for TTFT and end-to-end latency.
     arrived: Instant,
@@ -53,7 +57,8 @@ pub(super) async fn inference(
     }
     let (endpoint, body) = receive(state, req).await?;
     let job = Job::new(state, faults, endpoint, &body)?;
-    let kv_tokens = job.parsed.prompt_tokens + job.tokens;
+    // The choices share the prompt's cache blocks, as vLLM's parallel sampling shares them.
+    let kv_tokens = job.parsed.prompt_tokens + job.completion_tokens();
     let running = state.admit(kv_tokens).await.map_err(|_| {
         state.metrics.queue_full();
         ApiError::queue_full(state.args.max_queue)
@@ -76,13 +81,14 @@ pub(super) async fn inference(
         };
         return Ok(sse_response(SimBody::stream(state.clone(), running, plan)));
     }
-    let later = u32::try_from(reply.tokens.saturating_sub(1)).unwrap_or(u32::MAX);
+    let later = u32::try_from(reply.steps().saturating_sub(1)).unwrap_or(u32::MAX);
     sleep_until(first_token + tpot * later).await;
     state.metrics.observe_ttft(first_token - arrived);
     let e2e = arrived.elapsed();
+    let generated = reply.completion_tokens();
     state
         .metrics
-        .finished(reply.finish, e2e, reply.prompt_tokens, reply.tokens);
+        .finished(reply.finish, e2e, reply.prompt_tokens, generated);
     drop(running);
     Ok(json_bytes(StatusCode::OK, reply.full()))
 }
@@ -161,42 +167,82 @@ impl Job {
             Endpoint::Embeddings => 0,
             _ => parsed.max_tokens.unwrap_or(state.args.output_tokens),
         };
-        let wanted = parsed.prompt_tokens + tokens;
-        if let Some(max) = state.args.max_model_len.filter(|max| wanted > *max) {
-            return Err(ApiError::context_too_long(
-                max,
-                parsed.prompt_tokens,
-                tokens,
-            ));
-        }
-        Ok(Self {
+        let calls = match &parsed.tools {
+            Some(tools) => {
+                let answer = answer_key(&model, &parsed.prompt, draws.wrong);
+                let max = parsed.max_tokens;
+                (0..parsed.n)
+                    .map(|j| tools.call(answer.choice(j), max))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let job = Self {
             endpoint,
             parsed,
             model,
             tokens,
+            calls,
             draws,
             arrived,
-        })
+        };
+        // Each choice is a sequence of its own, so the longest one must fit.
+        let wanted = job.parsed.prompt_tokens + job.longest();
+        if let Some(max) = state.args.max_model_len.filter(|max| wanted > *max) {
+            let prompt = job.parsed.prompt_tokens;
+            return Err(ApiError::context_too_long(max, prompt, job.longest()));
+        }
+        Ok(job)
+    }
+
+    /// Output tokens of the longest choice.
+    fn longest(&self) -> u64 {
+        self.calls
+            .iter()
+            .map(Call::tokens)
+            .max()
+            .unwrap_or(self.tokens)
+    }
+
+    /// Output tokens over every choice.
+    fn completion_tokens(&self) -> u64 {
+        if self.calls.is_empty() {
+            self.tokens * u64::from(self.parsed.n)
+        } else {
+            self.calls.iter().map(Call::tokens).sum()
+        }
     }
 
     /// The answer to write, whether to stream it, how it fails, and when the request arrived.
     fn into_reply(self, state: &State) -> (Reply, bool, Option<Cut>, Instant) {
-        let mut answer = AnswerKey::new(&self.model, &self.parsed.prompt);
+        let answer = answer_key(&self.model, &self.parsed.prompt, self.draws.wrong);
         if self.draws.wrong {
             state.metrics.injected(Injected::WrongAnswer);
-            answer = answer.wrong();
         }
         let mut reply = Reply::new(self.endpoint, self.draws.seq, self.model, answer);
         reply.tokens = self.tokens;
+        reply.n = self.parsed.n;
         reply.prompt_tokens = self.parsed.prompt_tokens;
-        // The simulator never stops early, so a given `max_tokens` is always used up.
-        reply.finish = match self.parsed.max_tokens {
-            Some(_) => Finish::Length,
-            None => Finish::Stop,
+        // Text never stops early, so a given `max_tokens` is always used up; a tool call stops
+        // at the end of its arguments.
+        reply.finish = match (self.parsed.max_tokens, self.calls.is_empty()) {
+            (Some(_), true) => Finish::Length,
+            (_, false) if self.calls.iter().any(|c| c.truncated) => Finish::Length,
+            _ => Finish::Stop,
         };
+        reply.calls = self.calls;
         let stream = self.parsed.stream;
         reply.include_usage = stream && self.parsed.include_usage;
         (reply, stream, self.draws.cut, self.arrived)
+    }
+}
+
+fn answer_key(model: &str, prompt: &serde_json::Value, wrong: bool) -> AnswerKey {
+    let answer = AnswerKey::new(model, prompt);
+    if wrong {
+        answer.wrong()
+    } else {
+        answer
     }
 }
 

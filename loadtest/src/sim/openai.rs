@@ -1,4 +1,4 @@
-//! OpenAI request parsing and response bodies: completions, chat, embeddings, errors.
+//! OpenAI request parsing, and the bodies besides answers: embeddings, models, errors.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -8,13 +8,16 @@ use serde_json::{json, Value};
 
 use super::{
     answer::{base64, count_tokens, AnswerKey},
-    metrics::Finish,
+    tools::Tools,
 };
 
 /// OpenAI's own limit on inputs in one embeddings request; it also bounds the response size.
 const MAX_INPUTS: usize = 2048;
 /// Bounds one vector's size; the largest real embedding models stay well under it.
 pub(super) const MAX_EMBEDDING_DIM: usize = 65_536;
+/// Choices one request may ask for (`n`): far past what sampling setups use, and it bounds the
+/// work and the size of one answer.
+pub(super) const MAX_CHOICES: u32 = 128;
 
 /// The inference endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,20 +38,10 @@ pub(super) struct Parsed {
     pub include_usage: bool,
     pub base64: bool,
     pub dimensions: Option<usize>,
-}
-
-/// What one generated answer says, shared by the streaming and non-streaming writers.
-#[derive(Clone, Debug)]
-pub(super) struct Reply {
-    pub endpoint: Endpoint,
-    pub id: String,
-    pub created: u64,
-    pub model: String,
-    pub answer: AnswerKey,
-    pub tokens: u64,
-    pub prompt_tokens: u64,
-    pub finish: Finish,
-    pub include_usage: bool,
+    /// Choices to generate (`n`; always 1 for embeddings).
+    pub n: u32,
+    /// The functions a chat answer calls; `None` when the answer is text.
+    pub tools: Option<Tools>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +56,9 @@ struct RawRequest {
     stream_options: Option<RawStreamOptions>,
     encoding_format: Option<String>,
     dimensions: Option<usize>,
-    n: Option<u64>,
+    n: Option<i64>,
+    tools: Option<Value>,
+    tool_choice: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -83,7 +78,7 @@ impl Endpoint {
         }
     }
 
-    fn id_prefix(self) -> &'static str {
+    pub(super) fn id_prefix(self) -> &'static str {
         match self {
             Self::Chat => "chatcmpl",
             Self::Completions => "cmpl",
@@ -118,12 +113,12 @@ impl Endpoint {
             }
             Some(_) => return Err((format!("'{field}' has the wrong type"), Some(field))),
         };
-        // One answer per request is what the simulator generates; quietly answering one where
-        // `n` asked for several would make a client's per-choice logic look right when it is not.
-        if raw.n.is_some_and(|n| n != 1) && self != Self::Embeddings {
-            let msg = "'n' other than 1 is not simulated: the simulator generates one choice";
-            return Err((msg.to_owned(), Some("n")));
-        }
+        let n = self.choices(raw.n)?;
+        let tools = match self {
+            Self::Chat => Tools::parse(raw.tools, raw.tool_choice, &prompt)
+                .map_err(|(msg, param)| (msg, Some(param)))?,
+            _ => None,
+        };
         let max_tokens = raw.max_completion_tokens.or(raw.max_tokens);
         // Bounded so token sums cannot overflow; no engine generates four billion tokens.
         if max_tokens.is_some_and(|n| n == 0 || n > u64::from(u32::MAX)) {
@@ -151,7 +146,7 @@ impl Endpoint {
         };
         Ok(Parsed {
             model: raw.model,
-            prompt_tokens: count_tokens(&prompt),
+            prompt_tokens: count_tokens(&prompt) + tools.as_ref().map_or(0, |t| t.prompt_tokens),
             prompt,
             max_tokens,
             stream: raw.stream.unwrap_or(false),
@@ -161,141 +156,26 @@ impl Endpoint {
                 .unwrap_or(false),
             base64,
             dimensions: raw.dimensions,
-        })
-    }
-}
-
-/// Mixed into response ids so that two simulators (a stable and a candidate behind one
-/// gateway) never hand a client the same id; answers and timing draws stay seeded.
-fn id_salt() -> u64 {
-    static SALT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *SALT.get_or_init(|| {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        super::answer::mix(nanos ^ u64::from(std::process::id()) << 32)
-    })
-}
-
-// === impl Reply ===
-
-impl Reply {
-    pub fn new(endpoint: Endpoint, seq: u64, model: String, answer: AnswerKey) -> Self {
-        Self {
-            endpoint,
-            id: format!(
-                "{}-{:016x}",
-                endpoint.id_prefix(),
-                super::answer::mix(seq ^ id_salt())
-            ),
-            created: unix_now(),
-            model,
-            answer,
-            tokens: 0,
-            prompt_tokens: 0,
-            finish: Finish::Stop,
-            include_usage: false,
-        }
-    }
-
-    fn finish_reason(&self) -> &'static str {
-        match self.finish {
-            Finish::Stop => "stop",
-            Finish::Length => "length",
-            // Never written: nobody is left to read it.
-            Finish::Abort => "abort",
-        }
-    }
-
-    fn usage(&self) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.tokens,
-            "total_tokens": self.prompt_tokens + self.tokens,
+            n,
+            tools,
         })
     }
 
-    /// The whole answer as one JSON body.
-    pub fn full(&self) -> Bytes {
-        let text = self.answer.text(self.tokens);
-        let choice = match self.endpoint {
-            Endpoint::Chat => json!({
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": self.finish_reason(),
-            }),
-            _ => json!({
-                "index": 0,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": self.finish_reason(),
-            }),
-        };
-        let object = match self.endpoint {
-            Endpoint::Chat => "chat.completion",
-            _ => "text_completion",
-        };
-        to_bytes(&json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": self.usage(),
-        }))
-    }
-
-    /// The SSE event carrying token `i`; the first chat event also carries the role.
-    pub fn token_event(&self, i: u64) -> Bytes {
-        let token = self.answer.token(i);
-        let choice = match self.endpoint {
-            Endpoint::Chat if i == 0 => {
-                json!({"index": 0, "delta": {"role": "assistant", "content": token}, "logprobs": null, "finish_reason": null})
-            }
-            Endpoint::Chat => {
-                json!({"index": 0, "delta": {"content": token}, "logprobs": null, "finish_reason": null})
-            }
-            _ => json!({"index": 0, "text": token, "logprobs": null, "finish_reason": null}),
-        };
-        self.chunk(json!([choice]), None)
-    }
-
-    /// The event that carries `finish_reason`.
-    pub fn finish_event(&self) -> Bytes {
-        let choice = match self.endpoint {
-            Endpoint::Chat => {
-                json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": self.finish_reason()})
-            }
-            _ => {
-                json!({"index": 0, "text": "", "logprobs": null, "finish_reason": self.finish_reason()})
-            }
-        };
-        self.chunk(json!([choice]), None)
-    }
-
-    /// The `stream_options.include_usage` event: usage and no choices.
-    pub fn usage_event(&self) -> Bytes {
-        self.chunk(json!([]), Some(self.usage()))
-    }
-
-    fn chunk(&self, choices: Value, usage: Option<Value>) -> Bytes {
-        let object = match self.endpoint {
-            Endpoint::Chat => "chat.completion.chunk",
-            _ => "text_completion",
-        };
-        let mut chunk = json!({
-            "id": self.id,
-            "object": object,
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        });
-        if self.include_usage {
-            // OpenAI sends `usage: null` on every chunk but the last when usage was asked for.
-            chunk["usage"] = usage.unwrap_or(Value::Null);
+    /// `n`, bounded; embeddings have no choices and ignore it, as vLLM does.
+    fn choices(self, n: Option<i64>) -> Result<u32, (String, Option<&'static str>)> {
+        match n {
+            None => Ok(1),
+            Some(_) if self == Self::Embeddings => Ok(1),
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=MAX_CHOICES).contains(n))
+                .ok_or_else(|| {
+                    (
+                        format!("'n' must be between 1 and {MAX_CHOICES}"),
+                        Some("n"),
+                    )
+                }),
         }
-        sse(&chunk)
     }
 }
 
@@ -362,7 +242,7 @@ fn error_value(message: &str, kind: &str, param: Option<&str>, code: Option<&str
 
 pub(super) const DONE: &[u8] = b"data: [DONE]\n\n";
 
-fn sse(value: &Value) -> Bytes {
+pub(super) fn sse(value: &Value) -> Bytes {
     let mut out = b"data: ".to_vec();
     // Serialising a `Value` into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, value);
@@ -375,7 +255,7 @@ pub(super) fn to_bytes(value: &Value) -> Bytes {
     serde_json::to_vec(value).unwrap_or_default().into()
 }
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

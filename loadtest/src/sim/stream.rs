@@ -17,7 +17,8 @@ use tokio::{
 
 use super::{
     metrics::Injected,
-    openai::{self, Reply},
+    openai,
+    reply::Reply,
     state::{Running, State},
 };
 
@@ -119,7 +120,7 @@ async fn produce(
     sent: &mut u64,
 ) -> Result<(), Gone> {
     let reply = &plan.reply;
-    let n = reply.tokens;
+    let n = reply.steps();
     // Cut after half the tokens, and after at least one, so a 200 and some events went out.
     let cut_at = (n / 2).clamp(1, n.max(1));
     pause_until(tx, plan.first_token).await?;
@@ -138,22 +139,23 @@ async fn produce(
         if i == n {
             break;
         }
-        send(tx, reply.token_event(i)).await?;
-        *sent += 1;
+        send(tx, reply.step_events(i)).await?;
+        *sent += reply.tokens_at(i);
         if i == 0 && !plan.stall_first_event.is_zero() {
             due += plan.stall_first_event;
             pause_until(tx, due).await?;
         }
     }
-    send(tx, reply.finish_event()).await?;
+    send(tx, reply.finish_events()).await?;
     if reply.include_usage {
         send(tx, reply.usage_event()).await?;
     }
     send(tx, Bytes::from_static(openai::DONE)).await?;
     let e2e = plan.arrived.elapsed();
+    let generated = reply.completion_tokens();
     state
         .metrics
-        .finished(reply.finish, e2e, reply.prompt_tokens, reply.tokens);
+        .finished(reply.finish, e2e, reply.prompt_tokens, generated);
     Ok(())
 }
 

@@ -12,9 +12,11 @@ use tokio::{net::TcpListener, time::Instant};
 
 use super::*;
 
+mod choices;
 mod faults;
 mod metrics;
 mod timing;
+mod tools;
 
 /// A response read to its end.
 struct Reply {
@@ -390,10 +392,11 @@ async fn errors_have_the_openai_shape() {
         ),
         (
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "p"}], "n": 2}),
+            json!({"messages": [{"role": "user", "content": "p"}], "n": 0}),
             "n",
         ),
-        ("/v1/completions", json!({"prompt": "p", "n": 3}), "n"),
+        ("/v1/completions", json!({"prompt": "p", "n": 129}), "n"),
+        ("/v1/completions", json!({"prompt": "p", "n": -1}), "n"),
     ];
     for (path, body, param) in bad_params {
         let reply = post(&strict, path, &body).await;
