@@ -16,6 +16,11 @@
 //!    back down; the length term rewards a paraphrase of the right size over a fragment. A JSON
 //!    answer (tool calls, structured output) whose shape differs from the stable one is capped at
 //!    [`JSON_SHAPE_CAP`]: a broken schema breaks the caller however close the words are.
+//! 4. Tool calls of the same shape (the same functions, in order, with the same argument keys
+//!    and types): the share of argument values that agree, leaf by leaf (strings after the
+//!    text normalisation, numbers by value), averaged over the calls. Key order and spacing do
+//!    not count (engines serialise arguments differently); a wrong city does, wholly, which
+//!    word overlap of the JSON text would blur (the braces, quotes and keys all match).
 //!
 //! A pair is `comparable` only when both sides were captured whole: neither overflowed the
 //! capture, neither was cut (`failed`), and a streamed 2xx answer ended with `[DONE]` and no
@@ -97,6 +102,9 @@ struct Read {
     text: String,
     /// One per choice (one for other paths): the JSON shape of the answer, if it is JSON.
     shapes: Vec<Option<Shape>>,
+    /// Every tool call's arguments, choice by choice, parsed (`None`: not JSON); empty when
+    /// the answer calls no tool.
+    calls: Vec<Option<Value>>,
     complete: bool,
 }
 
@@ -183,6 +191,78 @@ fn compare_text(out: &mut PairScore, streamed: bool, primary: &Answer, shadow: &
     };
     if out.json_shape == Some(false) {
         out.score = out.score.min(JSON_SHAPE_CAP);
+    } else if out.json_shape == Some(true) && !out.normalized && only_calls(&p.shapes) {
+        // Equal shapes of tool calls only: the same calls on both sides, name by name.
+        out.score = arguments_agreement(&p.calls, &s.calls);
+    }
+}
+
+/// Every choice is tool calls (a text beside them, rare, is left to the calls).
+fn only_calls(shapes: &[Option<Shape>]) -> bool {
+    shapes.iter().all(|s| matches!(s, Some(Shape::Tools(_))))
+}
+
+/// The mean over the calls of the share of argument leaves that agree; arguments that are not
+/// JSON agree only when equal after normalisation (scored 1 or 0 then).
+fn arguments_agreement(p: &[Option<Value>], s: &[Option<Value>]) -> f64 {
+    let each = p.iter().zip(s).map(|(a, b)| match (a, b) {
+        (Some(a), Some(b)) => {
+            let (mut la, mut lb) = (BTreeMap::new(), BTreeMap::new());
+            leaves(a, &mut String::new(), &mut la);
+            leaves(b, &mut String::new(), &mut lb);
+            let union = la.len() + lb.keys().filter(|k| !la.contains_key(*k)).count();
+            let agree = la
+                .iter()
+                .filter(|(k, v)| lb.get(*k).is_some_and(|w| same_leaf(v, w)))
+                .count();
+            if union == 0 {
+                1.0
+            } else {
+                agree as f64 / union as f64
+            }
+        }
+        // Unparsable on both sides (a shape difference would have capped the score).
+        _ => 0.0,
+    });
+    let n = p.len().min(s.len());
+    if n == 0 {
+        return 1.0;
+    }
+    each.sum::<f64>() / n as f64
+}
+
+/// Each scalar (and empty object or array) of `v` under its path (`/city`, `/days/0`).
+fn leaves<'a>(v: &'a Value, path: &mut String, out: &mut BTreeMap<String, &'a Value>) {
+    let at = path.len();
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, v) in m {
+                path.push('/');
+                path.push_str(k);
+                leaves(v, path, out);
+                path.truncate(at);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                path.push('/');
+                path.push_str(&i.to_string());
+                leaves(v, path, out);
+                path.truncate(at);
+            }
+        }
+        _ => {
+            out.insert(path.clone(), v);
+        }
+    }
+}
+
+/// Strings equal after case and whitespace normalisation, numbers by value (`2` is `2.0`).
+fn same_leaf(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => x == y || normalize(x) == normalize(y),
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        _ => a == b,
     }
 }
 
@@ -191,6 +271,7 @@ fn read(out: &mut PairScore, side: &str, streamed: bool, a: &Answer) -> Read {
     let raw = || Read {
         text: String::from_utf8_lossy(&a.body).into_owned(),
         shapes: vec![json_text_shape(&String::from_utf8_lossy(&a.body))],
+        calls: Vec::new(),
         complete: true,
     };
     if out.kind == Kind::Other {
@@ -218,8 +299,13 @@ fn read(out: &mut PairScore, side: &str, streamed: bool, a: &Answer) -> Read {
     if !answer.done {
         out.note(format!("{side} stream ended without [DONE]"));
     }
+    let mut calls = Vec::new();
+    let shapes = (answer.choices.iter())
+        .map(|c| choice_shape(c, &mut calls))
+        .collect();
     Read {
-        shapes: answer.choices.iter().map(choice_shape).collect(),
+        shapes,
+        calls,
         complete: answer.complete(),
         text: answer.into_answer_text(),
     }
@@ -233,16 +319,20 @@ fn looks_like_sse(body: &[u8]) -> bool {
         .any(|p| start.starts_with(p))
 }
 
-fn choice_shape(c: &Choice) -> Option<Shape> {
+/// The choice's shape; its tool calls' arguments, parsed, go to `calls`.
+fn choice_shape(c: &Choice, calls: &mut Vec<Option<Value>>) -> Option<Shape> {
     if c.tool_calls.is_empty() {
         return json_text_shape(&c.text);
     }
-    let calls = c
-        .tool_calls
-        .iter()
-        .map(|t| (t.name.clone(), json_text_shape(&t.arguments).map(Box::new)))
+    let shapes = (c.tool_calls.iter())
+        .map(|t| {
+            let args = serde_json::from_str::<Value>(&t.arguments).ok();
+            let shape = args.as_ref().and_then(value_shape).map(Box::new);
+            calls.push(args);
+            (t.name.clone(), shape)
+        })
         .collect();
-    Some(Shape::Tools(calls))
+    Some(Shape::Tools(shapes))
 }
 
 /// The shape of text that is a JSON object or array, also inside a Markdown code fence; bare
@@ -257,7 +347,12 @@ fn json_text_shape(text: &str) -> Option<Shape> {
     if !(t.starts_with('{') || t.starts_with('[')) {
         return None;
     }
-    match serde_json::from_str::<Value>(t).ok()? {
+    value_shape(&serde_json::from_str::<Value>(t).ok()?)
+}
+
+/// The shape of a JSON object or array; `None` for a scalar.
+fn value_shape(v: &Value) -> Option<Shape> {
+    match v {
         Value::Object(fields) => Some(Shape::Object(
             fields
                 .iter()

@@ -631,3 +631,48 @@ fn typed_and_value_reads_agree() {
         assert_eq!(fed.finish(), reference.finish(), "stream event {b}");
     }
 }
+
+#[test]
+fn tool_calls_of_one_shape_score_the_share_of_arguments_that_agree() {
+    let stable = tool_call(
+        "get_weather",
+        r#"{"city":"Paris","days":3,"units":"metric"}"#,
+    );
+    // (candidate's arguments, score)
+    let table = [
+        // Another engine's key order and spacing, `3.0` for `3`, other case: the same call.
+        (
+            r#"{ "units": "Metric", "days": 3.0, "city": "paris" }"#,
+            1.0,
+        ),
+        // One value of three is wrong.
+        (r#"{"city":"Lyon","days":3,"units":"metric"}"#, 2.0 / 3.0),
+        // Every value wrong, however alike the JSON text.
+        (r#"{"city":"Lyon","days":5,"units":"imperial"}"#, 0.0),
+    ];
+    for (args, want) in table {
+        let s = score(CHAT, false, &stable, &tool_call("get_weather", args));
+        assert_eq!(s.json_shape, Some(true), "{args}");
+        assert!((s.score - want).abs() < 1e-9, "{args}: {}", s.score);
+    }
+    // Nested values count leaf by leaf; a longer list is a disagreement on the extra items.
+    let stable = tool_call("plan", r#"{"stops":[{"city":"Paris"},{"city":"Rome"}]}"#);
+    let longer = tool_call(
+        "plan",
+        r#"{"stops":[{"city":"Paris"},{"city":"Rome"},{"city":"Oslo"}]}"#,
+    );
+    let s = score(CHAT, false, &stable, &longer);
+    assert!((s.score - 2.0 / 3.0).abs() < 1e-9, "{}", s.score);
+    // Another function stays capped by its shape.
+    let other = tool_call("get_time", r#"{"city":"Paris","days":3,"units":"metric"}"#);
+    let s = score(
+        CHAT,
+        false,
+        &tool_call(
+            "get_weather",
+            r#"{"city":"Paris","days":3,"units":"metric"}"#,
+        ),
+        &other,
+    );
+    assert!(s.score <= JSON_SHAPE_CAP, "{}", s.score);
+}
