@@ -9,7 +9,8 @@ use memchr::memmem;
 pub enum Event {
     /// Data with no token text (a role-only delta, a finish reason, usage).
     Other,
-    /// Data with a non-empty `content` or `text` string: a token reached the client.
+    /// Data with a non-empty `content` or `text` string, a tool call's `name` or `arguments`,
+    /// or a reasoning model's `reasoning_content` (or `reasoning`): a token reached the client.
     Token,
     /// `data: [DONE]`, the end of an OpenAI stream.
     Done,
@@ -104,6 +105,13 @@ pub fn classify(data: &[u8]) -> Event {
     } else if has_key(data, b"\"error\"") {
         Event::Error
     } else if has_text(data, b"\"content\"") || has_text(data, b"\"text\"") {
+        Event::Token
+    } else if memmem::find(data, b"\"tool_calls\"").is_some()
+        && (has_text(data, b"\"name\"") || has_text(data, b"\"arguments\""))
+    {
+        // vLLM and OpenAI: the call's id and name first, then the arguments piece by piece.
+        Event::Token
+    } else if has_text(data, b"\"reasoning_content\"") || has_text(data, b"\"reasoning\"") {
         Event::Token
     } else {
         Event::Other

@@ -318,6 +318,34 @@ fn sse_events_are_classified_across_any_chunking() {
         assert_eq!(got, want, "chunks of {size}");
     }
     assert_eq!(classify(b" [DONE]"), Event::Done);
+    // Tool calls and reasoning are tokens too: a tool-calling or reasoning model's TTFT is its
+    // first call or thought, not its first (maybe never sent) `content`.
+    let tokens: [&[u8]; 4] = [
+        br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c","type":"function","function":{"name":"get_weather","arguments":""}}]}}]}"#,
+        br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"ci"}}]}}]}"#,
+        br#"{"choices":[{"delta":{"reasoning_content":"Let me think"}}]}"#,
+        br#"{"choices":[{"delta":{"content":null,"reasoning":"so"}}]}"#,
+    ];
+    for data in tokens {
+        assert_eq!(
+            classify(data),
+            Event::Token,
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
+    let not: [&[u8]; 2] = [
+        br#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":""}}]}}]}"#,
+        br#"{"choices":[{"delta":{"role":"assistant","reasoning_content":""}}]}"#,
+    ];
+    for data in not {
+        assert_eq!(
+            classify(data),
+            Event::Other,
+            "{}",
+            String::from_utf8_lossy(data)
+        );
+    }
     let mut unterminated = SseScanner::default();
     let mut got = Vec::new();
     unterminated.feed(b"data: [DONE]", |e| got.push(e));
