@@ -4,7 +4,6 @@
 //! `tool_choice`, and three choices for `n=3`. Shadow scoring counts identical tool calls from
 //! stable and candidate as a match and the wrong-answer fault's calls as a mismatch.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rollgate_loadtest::sim::{Faults, Ratio, Sim};
@@ -13,9 +12,6 @@ use tokio::time::Instant;
 
 use crate::support::*;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/openai_tools.py");
-/// Python start-up and `import openai` take about a second; this only bounds a hung client.
-const PYTHON_LIMIT: Duration = Duration::from_secs(60);
 /// How long the gateway may take to score mirrored pairs.
 const SCORE_DEADLINE: Duration = Duration::from_secs(20);
 /// Tool-call requests per half of the shadow test (half of them streamed).
@@ -23,43 +19,7 @@ const PAIRS: usize = 8;
 
 /// Runs `openai_tools.py` against `base_url` and returns its JSON report.
 async fn openai_tools(base_url: &str, model: &str, prompt: &str) -> Value {
-    let args = [SCRIPT, base_url, model, prompt].map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("python3")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run python3 ({e}); scripts/install-test-deps installs it")
-            });
-        let deadline = std::time::Instant::now() + PYTHON_LIMIT;
-        while child.try_wait().expect("try_wait").is_none() {
-            if std::time::Instant::now() > deadline {
-                // Killing a process that just exited is harmless.
-                let _ = child.kill();
-                panic!("openai_tools.py did not finish within {PYTHON_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("python task");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_ne!(
-        output.status.code(),
-        Some(3),
-        "{stderr}\nthe tool-call test needs the openai package"
-    );
-    assert!(output.status.success(), "openai_tools.py failed: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "openai_tools.py printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    openai_script("openai_tools.py", base_url, model, prompt).await
 }
 
 /// The schema's required keys of each function the script offers.
@@ -172,8 +132,10 @@ async fn send_tool_calls(gw: &Gateway, tag: &str) {
     }
 }
 
-/// Waits (bounded) until `n` pairs are accounted for, and returns the page once they are.
-async fn scored(gw: &Gateway, n: usize) -> String {
+/// Waits (bounded) until `n` pairs are accounted for; then the pairs scored and their scores'
+/// sum. The scorer drops (and counts) what does not fit its 5 ms a batch, which a debug build
+/// on a loaded machine can reach, so not every pair need be scored; most must be.
+async fn scored(gw: &Gateway, n: usize) -> (f64, f64) {
     let deadline = Instant::now() + SCORE_DEADLINE;
     loop {
         let page = gw.metrics().await;
@@ -182,8 +144,14 @@ async fn scored(gw: &Gateway, n: usize) -> String {
         let other = read(r#"rollgate_rollout_shadow_pairs_not_comparable_total{model="m"}"#)
             + read("rollgate_proxy_shadow_pairs_unscored_total");
         if count + other >= n as f64 {
-            assert_eq!(count, n as f64, "every pair scored\n{page}");
-            return page;
+            let not_comparable =
+                read(r#"rollgate_rollout_shadow_pairs_not_comparable_total{model="m"}"#);
+            assert_eq!(not_comparable, 0.0, "every pair comparable\n{page}");
+            assert!(count >= n as f64 / 2.0, "most pairs scored\n{page}");
+            return (
+                count,
+                read(r#"rollgate_rollout_shadow_score_sum{model="m"}"#),
+            );
         }
         assert!(
             Instant::now() < deadline,
@@ -191,10 +159,6 @@ async fn scored(gw: &Gateway, n: usize) -> String {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn shadow_sum(page: &str) -> f64 {
-    metric(page, r#"rollgate_rollout_shadow_score_sum{model="m"}"#).expect("score sum")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,30 +169,20 @@ async fn shadow_scoring_tells_identical_tool_calls_from_wrong_ones() {
     let gw = Gateway::start(&config(&stable, Some(&candidate), model, ""));
 
     send_tool_calls(&gw, "right").await;
-    let page = scored(&gw, PAIRS).await;
-    assert_eq!(
-        shadow_sum(&page),
-        PAIRS as f64,
-        "identical calls score 1\n{page}"
-    );
+    let (right, sum) = scored(&gw, PAIRS).await;
+    assert_eq!(sum, right, "identical calls score 1 each");
 
     candidate.set_faults(Faults {
         wrong_answers: Ratio::ONE,
         ..Faults::default()
     });
     send_tool_calls(&gw, "wrong").await;
-    let page = scored(&gw, 2 * PAIRS).await;
-    let wrong = shadow_sum(&page) - PAIRS as f64;
+    let (count, all) = scored(&gw, 2 * PAIRS).await;
+    let mean = (all - sum) / (count - right);
     // The same function, one argument missing and the others' values changed: a broken shape,
     // which the scorer caps at 0.5, far below a match.
-    assert!(
-        wrong <= 0.5 * PAIRS as f64 + 1e-9,
-        "wrong calls scored {wrong} over {PAIRS} pairs\n{page}"
-    );
-    eprintln!(
-        "shadow scores: {PAIRS} identical tool calls 1.0 each, {PAIRS} wrong ones {:.3} on average",
-        wrong / PAIRS as f64
-    );
+    assert!(mean <= 0.5 + 1e-9, "wrong calls scored {mean} on average");
+    eprintln!("shadow scores: identical tool calls 1.0 each, wrong ones {mean:.3} on average");
     assert_eq!(candidate.shadow_requests_total(), 2 * PAIRS as u64);
     drop(gw);
     stable.shutdown().await;

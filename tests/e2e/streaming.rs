@@ -3,7 +3,6 @@
 //! the client has the first event well before the pause ends. A client that goes away
 //! mid-stream cancels the upstream request.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,52 +12,13 @@ use serde_json::Value;
 
 use crate::support::*;
 
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/openai_stream.py");
-/// Python start-up and `import openai` take about a second; this only bounds a hung client.
-const PYTHON_LIMIT: Duration = Duration::from_secs(60);
 const TOKENS: u64 = 24;
 const STABLE_2XX: &str =
     r#"rollgate_proxy_requests_total{model="m",variant="stable",status_class="2xx"}"#;
 
 /// Runs `openai_stream.py` against `base_url` and returns its JSON report.
 async fn openai_stream(base_url: &str, model: &str, prompt: &str) -> Value {
-    let args = [SCRIPT, base_url, model, prompt].map(str::to_owned);
-    let output = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new("python3")
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run python3 ({e}); scripts/install-test-deps installs it")
-            });
-        let deadline = std::time::Instant::now() + PYTHON_LIMIT;
-        while child.try_wait().expect("try_wait").is_none() {
-            if std::time::Instant::now() > deadline {
-                // Killing a process that just exited is harmless.
-                let _ = child.kill();
-                panic!("openai_stream.py did not finish within {PYTHON_LIMIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child.wait_with_output().expect("python output")
-    })
-    .await
-    .expect("python task");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_ne!(
-        output.status.code(),
-        Some(3),
-        "{stderr}\nthe streaming test needs the openai package"
-    );
-    assert!(output.status.success(), "openai_stream.py failed: {stderr}");
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
-            "openai_stream.py printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&output.stdout)
-        )
-    })
+    openai_script("openai_stream.py", base_url, model, prompt).await
 }
 
 /// The answer the simulator gives for `prompt`, asked directly (deterministic answers).

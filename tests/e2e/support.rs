@@ -529,3 +529,59 @@ pub async fn assert_serves(gw: &Gateway) {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Python start-up and `import openai` take about a second; this only bounds a hung client.
+const PYTHON_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs the Python script `tests/e2e/{script}` with `base_url model prompt` and returns the JSON
+/// it prints. Exit 3 is the scripts' "the openai package is missing".
+pub async fn openai_script(
+    script: &str,
+    base_url: &str,
+    model: &str,
+    prompt: &str,
+) -> serde_json::Value {
+    let path = format!("{}/tests/e2e/{script}", env!("CARGO_MANIFEST_DIR"));
+    let args = [
+        path,
+        base_url.to_owned(),
+        model.to_owned(),
+        prompt.to_owned(),
+    ];
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("python3")
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot run python3 ({e}); scripts/install-test-deps installs it")
+            });
+        let deadline = std::time::Instant::now() + PYTHON_LIMIT;
+        while child.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                // Killing a process that just exited is harmless.
+                let _ = child.kill();
+                panic!("{} did not finish within {PYTHON_LIMIT:?}", args[0]);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("python output")
+    })
+    .await
+    .expect("python task");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(
+        output.status.code(),
+        Some(3),
+        "{stderr}\n{script} needs the openai package"
+    );
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
