@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 
 use clap::Args;
 use rollgate_config::{Change, ChangeKind, Config, Violation};
+use rollgate_control::gitops::count;
 use serde_json::{json, Value};
 
 /// Exit code: the config is valid and breaks no policy rule.
@@ -87,11 +88,7 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
         return ExitCode::from(INVALID);
     };
     let n = config.models.len();
-    eprintln!(
-        "{}: valid ({n} model{})",
-        new.name,
-        if n == 1 { "" } else { "s" }
-    );
+    eprintln!("{}: valid ({})", new.name, count(n, "model"));
     let old = old.and_then(|o| parse_parent(&o));
     let violations = rollgate_config::check(old.as_ref(), &config);
     for v in &violations {
@@ -150,7 +147,7 @@ fn parse_or_report(source: &Source) -> Option<Config> {
             for e in errors.iter() {
                 eprintln!("{}: {e}", source.name);
             }
-            eprintln!("{}: {} errors", source.name, errors.len());
+            eprintln!("{}: {}", source.name, count(errors.len(), "error"));
             None
         }
     }
@@ -163,9 +160,9 @@ fn parse_parent(source: &Source) -> Option<Config> {
         Ok(c) => Some(c),
         Err(errors) => {
             eprintln!(
-                "{}: parent config is invalid ({} errors); policy checks ignore it",
+                "{}: parent config is invalid ({}); policy checks ignore it",
                 source.name,
-                errors.len()
+                count(errors.len(), "error")
             );
             None
         }

@@ -18,7 +18,9 @@ pub struct Change {
     /// Models are named, not numbered, so reordering them is not a change.
     pub path: String,
     pub kind: ChangeKind,
-    /// Only a restart applies it (listeners, worker threads, TLS); a reload keeps the old value.
+    /// Only a restart applies it (listeners, worker threads, TLS, the admin server and its
+    /// tokens, GitOps publishers, upstream pools, `drain_timeout`, `state_dir`); a reload keeps
+    /// the old value.
     pub restart_required: bool,
 }
 
@@ -68,14 +70,16 @@ macro_rules! fields {
     };
 }
 
+/// The top-level settings. What a running gateway reads once, at start, is marked
+/// `restart_required`; the rest applies on reload (limits to new connections).
 fn settings(d: &mut Diff, old: &Config, new: &Config) {
     d.restart = true;
     fields!(d, "", old, new, { listen: text, workers: text });
     d.option("tls", &old.tls, &new.tls, |t| {
         format!("cert {}, key {}", t.cert.display(), t.key.display())
     });
+    // The admin server, its tokens and the audit log are set up once.
     fields!(d, "admin", old.admin, new.admin, { listen: text });
-    d.restart = false;
     d.value(
         "admin.token_file",
         &old.admin.token_file,
@@ -88,6 +92,18 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         &new.admin.audit_log,
         path,
     );
+    d.value("admin.tokens", &old.admin.tokens, &new.admin.tokens, |t| {
+        let names: Vec<String> = t
+            .iter()
+            .map(|t| {
+                let roles: Vec<&str> = t.roles.iter().map(|r| r.as_str()).collect();
+                format!("{} ({}, {})", t.name, t.file.display(), roles.join("+"))
+            })
+            .collect();
+        format!("[{}]", names.join(", "))
+    });
+    fields!(d, "admin", old.admin, new.admin, { sync_pause_approvers: text });
+    d.restart = false;
     fields!(d, "limits", old.limits, new.limits, {
         max_header_bytes: usize_size,
         max_headers: text,
@@ -95,13 +111,19 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         model_prefix: usize_size,
         header_read_timeout: dur,
     });
-    fields!(d, "upstream", old.upstream, new.upstream, {
-        connect_timeout: dur,
-        response_timeout: dur,
-        idle_timeout: dur,
-        pool_idle_timeout: dur,
-        pool_max_idle: text,
-    });
+    // Each worker's upstream connection pools are built once; the timeouts are read per request.
+    let up = |d: &mut Diff, restart: bool, field: &str, old: &Duration, new: &Duration| {
+        d.restart = restart;
+        d.value(&join("upstream", field), old, new, dur);
+    };
+    let (o, n) = (&old.upstream, &new.upstream);
+    up(d, true, "connect_timeout", &o.connect_timeout, &n.connect_timeout);
+    up(d, false, "response_timeout", &o.response_timeout, &n.response_timeout);
+    up(d, false, "idle_timeout", &o.idle_timeout, &n.idle_timeout);
+    up(d, true, "pool_idle_timeout", &o.pool_idle_timeout, &n.pool_idle_timeout);
+    d.restart = true;
+    fields!(d, "upstream", o, n, { pool_max_idle: text });
+    d.restart = false;
     fields!(d, "ejection", old.ejection, new.ejection, {
         consecutive_failures: text,
         base: dur,
@@ -111,8 +133,24 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         variant_header: text,
         allow_override: text,
     });
-    fields!(d, "", old, new, { data_plane: text, drain_timeout: dur });
+    fields!(d, "", old, new, { data_plane: text });
+    // Read at start: the shutdown deadline, the state store, the GitOps publishers.
+    d.restart = true;
+    fields!(d, "", old, new, { drain_timeout: dur });
     d.value("state_dir", &old.state_dir, &new.state_dir, path);
+    d.value(
+        "gitops.flux_events_url",
+        &old.gitops.flux_events_url,
+        &new.gitops.flux_events_url,
+        label,
+    );
+    d.option(
+        "gitops.kubernetes",
+        &old.gitops.kubernetes,
+        &new.gitops.kubernetes,
+        |k| format!("namespace {}", k.namespace),
+    );
+    d.restart = false;
     d.value("env", &old.env, &new.env, label);
     diff_policy(d, &old.policy, &new.policy);
 }

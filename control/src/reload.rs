@@ -331,24 +331,21 @@ impl Reloader {
     }
 }
 
-/// Lines describing what changed, warning about settings that need a restart.
+/// Lines describing what changed (`… (restart required)` for what a reload cannot apply),
+/// with a warning naming those settings.
 fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
-    let changes: Vec<String> = rollgate_config::diff(old, new)
-        .iter()
-        .map(ToString::to_string)
+    let changes = rollgate_config::diff(old, new);
+    let restart: Vec<&str> = (changes.iter())
+        .filter(|c| c.restart_required)
+        .map(|c| c.path.as_str())
         .collect();
-    let restart = old.listen != new.listen
-        || old.workers != new.workers
-        || old.tls != new.tls
-        || old.admin != new.admin
-        || old.limits != new.limits
-        || old.upstream != new.upstream;
-    if restart {
+    if !restart.is_empty() {
         tracing::warn!(
-            "listen, workers, tls, admin, limits and upstream changes take effect after a restart"
+            settings = %restart.join(", "),
+            "these changes take effect after a restart; the rest is applied"
         );
     }
-    changes
+    changes.iter().map(ToString::to_string).collect()
 }
 
 /// A config file's revision: a content hash (a Git source uses the commit SHA).

@@ -193,7 +193,9 @@ async fn accept_loop(
         fast: fast.clone(),
         last_path: std::cell::RefCell::new(None),
     });
-    let builder = Rc::new(http_builder(&cfg));
+    // hyper's connection settings, rebuilt when a reload changes `limits` (new connections
+    // get them; the fast path reads them from the snapshot per request).
+    let mut builder = (cfg.limits.clone(), Rc::new(http_builder(&cfg)));
     let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let open = Rc::new((Cell::new(0usize), Notify::new()));
     tokio::task::spawn_local(async move {
@@ -220,15 +222,23 @@ async fn accept_loop(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "set_nodelay failed");
         }
+        let snap = worker.shared.snapshot.load();
+        if snap.config().limits != builder.0 {
+            builder = (
+                snap.config().limits.clone(),
+                Rc::new(http_builder(snap.config())),
+            );
+        }
+        let fast = snap.config().data_plane == DataPlane::Fast;
+        drop(snap);
         let (worker, builder, shutdown, open) = (
             worker.clone(),
-            builder.clone(),
+            builder.1.clone(),
             shutdown.clone(),
             open.clone(),
         );
         let tls = tls.clone();
         open.0.set(open.0.get() + 1);
-        let fast = worker.shared.snapshot.load().config().data_plane == DataPlane::Fast;
         if tls.is_none() && fast {
             // Its own task, so that the task is sized for the fast path's future, not for
             // hyper's or the TLS handshake's (memory per idle connection).

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use rollgate_loadtest::sim::Sim;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
 
 use crate::support::*;
@@ -385,4 +386,61 @@ async fn a_changed_file_is_picked_up_by_the_watcher() {
     assert_eq!(metric(&page, SUCCESS), Some(1.0), "{page}");
     assert_eq!(metric(&page, INVALID), Some(1.0), "{page}");
     assert_serves(&gw).await;
+}
+
+/// `limits` apply on reload, to new connections, on either data plane; the reload's change
+/// list marks what only a restart applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
+    let (stable, _cand) = sims().await;
+    let header = "a".repeat(16 * 1024);
+    for plane in ["fast", "hyper"] {
+        let gw = Gateway::start(&config_on(plane, &stable));
+        let url = gw.url("/v1/chat/completions");
+        let r = send(
+            &client(),
+            &url,
+            &[("x-big", &header)],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{plane}: 16 KiB of headers fit the default");
+        let top = format!(
+            "data_plane: {plane}\nlimits: {{ max_header_bytes: 8KiB, header_read_timeout: 300ms }}\nupstream: {{ connect_timeout: 3s }}\n"
+        );
+        gw.write_config(&config(&stable, None, "", &top));
+        let outcome = gw.reload().await;
+        assert_eq!(outcome["result"], "success", "{outcome}");
+        assert_eq!(
+            outcome["changes"],
+            serde_json::json!([
+                "upstream.connect_timeout: 2s -> 3s (restart required)",
+                "limits.max_header_bytes: 64KiB -> 8KiB",
+                "limits.header_read_timeout: 30s -> 300ms",
+            ]),
+            "{plane}"
+        );
+        // A new connection (a new client) gets the new limit.
+        let r = send(
+            &client(),
+            &url,
+            &[("x-big", &header)],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, 431, "{plane}: the reloaded limit");
+        // A head that never ends is cut at the new 300 ms, not the old 30 s.
+        let mut raw = tokio::net::TcpStream::connect(gw.data)
+            .await
+            .expect("connect");
+        raw.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .expect("write");
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), raw.read_to_end(&mut buf)).await;
+        assert!(
+            closed.is_ok(),
+            "{plane}: the slow head was not cut within 10 s"
+        );
+    }
 }

@@ -47,7 +47,7 @@ fn changes_one_line_each() {
             &[
                 "workers: 0 -> 2 (restart required)",
                 "limits.max_body: 64MiB -> 1MiB",
-                "drain_timeout: 30s -> 5s",
+                "drain_timeout: 30s -> 5s (restart required)",
             ],
         ),
         (
@@ -196,7 +196,7 @@ fn rollout_parts_one_line_each() {
             "listen: 0.0.0.0:8080",
             "listen: 0.0.0.0:8080\nenv: prod\nstate_dir: /var/lib/rollgate\npolicy: { max_step: 25%, require_gates: { prod: [error_rate] } }",
             &[
-                "state_dir: none -> /var/lib/rollgate",
+                "state_dir: none -> /var/lib/rollgate (restart required)",
                 "env: none -> prod",
                 "policy.max_step: none -> 25%",
                 "policy.require_gates: {} -> {prod: [error_rate]}",
@@ -218,4 +218,25 @@ fn rollout_parts_one_line_each() {
         let got: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
         assert_eq!(got, *want, "{from:?} -> {to:?}");
     }
+}
+
+#[test]
+fn admin_and_gitops_changes_are_listed_and_need_a_restart() {
+    let old = config(BASE);
+    let new = config(&BASE.replacen(
+        "listen: 0.0.0.0:8080\n",
+        "listen: 0.0.0.0:8080\nadmin: { tokens: [{ name: ops, file: /run/ops, roles: [operate] }], sync_pause_approvers: 2 }\ngitops: { flux_events_url: \"http://notification-controller.flux-system/\" }\nupstream: { response_timeout: 30s, pool_max_idle: 8 }\n",
+        1,
+    ));
+    let lines: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        lines,
+        [
+            "admin.tokens: [] -> [ops (/run/ops, operate)] (restart required)",
+            "admin.sync_pause_approvers: 1 -> 2 (restart required)",
+            "upstream.response_timeout: 300s -> 30s",
+            "upstream.pool_max_idle: 128 -> 8 (restart required)",
+            "gitops.flux_events_url: none -> http://notification-controller.flux-system/ (restart required)",
+        ]
+    );
 }

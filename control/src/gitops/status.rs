@@ -287,7 +287,7 @@ impl ConditionClock {
 }
 
 /// `1 error`, `3 errors`.
-pub(crate) fn count(n: usize, what: &str) -> String {
+pub fn count(n: usize, what: &str) -> String {
     if n == 1 {
         format!("1 {what}")
     } else {
