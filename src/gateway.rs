@@ -172,6 +172,14 @@ impl Gateway {
                 errors.to_string().replace('\n', "\n  ")
             )
         })?;
+        let problems = crate::preflight::check(&config, &base_dir(&source));
+        if !problems.is_empty() {
+            anyhow::bail!(
+                "{} (revision {revision}): cannot start on this machine:\n  {}",
+                source.describe(),
+                problems.join("\n  ")
+            );
+        }
         let mut registry = Registry::default();
         let tls = match &config.tls {
             Some(t) => Some(rollgate_proxy::load_tls(&t.cert, &t.key)?),
@@ -233,6 +241,9 @@ impl Gateway {
         // A new config is judged by the driver at once, not on its next tick.
         let wake = driver_handle.clone();
         reloader.on_applied(Arc::new(move || wake.wake()));
+        // What `rollgate run` would refuse at start is refused on reload too.
+        let base = base_dir(&source);
+        reloader.preflight(Arc::new(move |c| crate::preflight::check(c, &base)));
         tokio::spawn(reloader.run());
         match &source {
             ConfigSource::File(path) => {

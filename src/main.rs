@@ -9,6 +9,7 @@ mod demo;
 mod gateway;
 mod gitops;
 mod pr;
+mod preflight;
 mod rollout;
 
 #[derive(Parser, Debug)]
@@ -27,7 +28,8 @@ enum Command {
     /// Serve a config file or a Git branch: data plane, admin API, hot reload.
     Run(Box<gateway::RunArgs>),
     /// Validate a config file, or the file in a Git commit (`--repo R --rev X`), and run the
-    /// policy checks (against the parent commit's config when there is one). Exit 0 valid,
+    /// policy checks (against the parent commit's config when there is one); a FILE is also
+    /// checked for what `run` needs from this machine (unless --config-only). Exit 0 valid,
     /// 1 invalid or unreadable (every error printed with its path), 3 policy violation.
     Validate(pr::ValidateArgs),
     /// What changes between the config in two Git commits (models, weights, candidates, steps,

@@ -34,6 +34,11 @@ pub(crate) struct ValidateArgs {
     /// The config file's path inside the repository.
     #[arg(long, default_value = "rollgate.yaml", requires = "repo")]
     path: String,
+    /// Check the config only, not what `rollgate run` needs from this machine (the TLS,
+    /// token and suite files it names, state_dir, build features). A config from Git
+    /// (`--repo`) is always checked this way: its paths are the deployment machine's.
+    #[arg(long)]
+    config_only: bool,
 }
 
 /// `rollgate diff`.
@@ -87,6 +92,21 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
     let Some(config) = parse_or_report(&new) else {
         return ExitCode::from(INVALID);
     };
+    if let (Some(file), false) = (&args.file, args.config_only) {
+        let base = file.parent().unwrap_or(Path::new(""));
+        let problems = crate::preflight::check(&config, base);
+        for p in &problems {
+            eprintln!("{}: {p}", new.name);
+        }
+        if !problems.is_empty() {
+            eprintln!(
+                "{}: valid, but `rollgate run` cannot start it on this machine ({}; --config-only skips these checks)",
+                new.name,
+                count(problems.len(), "problem")
+            );
+            return ExitCode::from(INVALID);
+        }
+    }
     let n = config.models.len();
     eprintln!("{}: valid ({})", new.name, count(n, "model"));
     let old = old.and_then(|o| parse_parent(&o));

@@ -19,7 +19,7 @@ pub mod synthetic;
 
 pub use admin::{local_addr, serve_admin, AdminServer};
 pub use reload::{
-    revision_of, ConfigSource, OnApplied, ReloadOutcome, ReloadTrigger, Reloader, ReloaderHandle,
-    SyncPause, SyncState,
+    revision_of, ConfigSource, OnApplied, Preflight, ReloadOutcome, ReloadTrigger, Reloader,
+    ReloaderHandle, SyncPause, SyncState,
 };
 pub use status::StatusReport;

@@ -121,6 +121,10 @@ pub enum ReloadOutcome {
 /// loses its traffic at once, not on the next tick). Must not block.
 pub type OnApplied = Arc<dyn Fn() + Send + Sync>;
 
+/// Checks a parsed config against what this process needs besides a valid config (files,
+/// features); every problem it names refuses the reload like a parse error.
+pub type Preflight = Arc<dyn Fn(&Config) -> Vec<String> + Send + Sync>;
+
 /// Owns the funnel's receiving end; run it with [`Reloader::run`].
 pub struct Reloader {
     rx: mpsc::Receiver<ReloadTrigger>,
@@ -128,6 +132,7 @@ pub struct Reloader {
     proxy: ProxyHandle,
     state: Arc<State>,
     on_applied: Option<OnApplied>,
+    preflight: Option<Preflight>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -204,6 +209,7 @@ impl Reloader {
                 proxy,
                 state,
                 on_applied: None,
+                preflight: None,
             },
             handle,
         )
@@ -212,6 +218,11 @@ impl Reloader {
     /// Calls `hook` after every applied config.
     pub fn on_applied(&mut self, hook: OnApplied) {
         self.on_applied = Some(hook);
+    }
+
+    /// Runs `check` on every config that parses, before it is applied.
+    pub fn preflight(&mut self, check: Preflight) {
+        self.preflight = Some(check);
     }
 
     /// Runs until every handle is dropped.
@@ -251,9 +262,12 @@ impl Reloader {
             };
         }
         let parsed = text.map_err(|e| vec![e]).and_then(|text| {
-            rollgate_config::parse(&text)
-                .map(|c| (c, text))
-                .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+            let config = rollgate_config::parse(&text)
+                .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+            match self.preflight.as_ref().map(|check| check(&config)) {
+                Some(errors) if !errors.is_empty() => Err(errors),
+                _ => Ok((config, text)),
+            }
         });
         let (config, text) = match parsed {
             Ok(c) => c,

@@ -96,3 +96,34 @@ async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
         "the demo removes {dir}"
     );
 }
+
+/// A valid config that `rollgate run` could not start here (a TLS file and a golden suite that
+/// do not exist) fails `validate` with each named, and passes with `--config-only`.
+#[test]
+fn validate_checks_what_run_needs_from_this_machine() {
+    let dir = temp_dir("validate-machine");
+    let file = dir.join("rollgate.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ntls: {{ cert: {d}/tls.crt, key: {d}/tls.key }}\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"] }}\n    rollout:\n      synthetic: {{ suite: golden.yaml }}\n      steps: [ {{ weight: 10%, for: 1m }} ]\n",
+            d = dir.display()
+        ),
+    )
+    .expect("write");
+    let (code, err) = validate(&file);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("tls: reading certificate chain"), "{err}");
+    assert!(
+        err.contains("models[m].rollout.synthetic.suite") && err.contains("golden.yaml"),
+        "{err}"
+    );
+    assert!(err.contains("cannot start it on this machine (2 problems"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
+        .args(["validate", "--config-only"])
+        .arg(&file)
+        .output()
+        .expect("run rollgate validate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -414,9 +414,9 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
         assert_eq!(
             outcome["changes"],
             serde_json::json!([
-                "upstream.connect_timeout: 2s -> 3s (restart required)",
                 "limits.max_header_bytes: 64KiB -> 8KiB",
                 "limits.header_read_timeout: 30s -> 300ms",
+                "upstream.connect_timeout: 2s -> 3s (restart required)",
             ]),
             "{plane}"
         );
@@ -443,4 +443,26 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
             "{plane}: the slow head was not cut within 10 s"
         );
     }
+}
+
+/// A reload to a config that parses but could not start here (a TLS certificate and a golden
+/// suite that do not exist) is refused like an invalid one: the old config
+/// keeps serving and `/status` names both problems.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_that_could_not_start_here_is_refused_on_reload() {
+    let (stable, cand) = sims().await;
+    let gw = Gateway::start(&config(&stable, Some(&cand), "    weight: 10%\n", ""));
+    let applied = gw.status().await["revision"].clone();
+    let model = "    weight: 30%\n    rollout:\n      synthetic: { suite: nosuch-golden.yaml }\n      steps: [ { weight: 10%, for: 1m } ]\n";
+    let top = "tls: { cert: /nonexistent/rollgate/tls.crt, key: /nonexistent/rollgate/tls.key }\n";
+    gw.write_config(&config(&stable, Some(&cand), model, top));
+    let outcome = gw.reload().await;
+    assert_eq!(outcome["result"], "invalid", "{outcome}");
+    let errors = outcome["errors"].to_string();
+    assert!(errors.contains("tls: reading certificate chain"), "{errors}");
+    assert!(errors.contains("nosuch-golden.yaml"), "{errors}");
+    let status = gw.status().await;
+    assert_eq!(status["revision"], applied);
+    assert_eq!(weight_ppm(&status), 100_000, "the old weight serves");
+    assert_serves(&gw).await;
 }

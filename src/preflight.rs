@@ -1,0 +1,190 @@
+//! What `rollgate run` needs from this machine besides a valid config: the files the config
+//! names (TLS certificate and key, admin tokens, the audit log's and the state's directories,
+//! golden suites) and this build's features. `rollgate validate FILE` and every reload run
+//! these checks, so that a config that could not start (or whose rollout would fail on a missing
+//! suite) is refused before it is applied, and what `validate` accepts `run` accepts. Listener
+//! addresses are not probed: only binding tells whether a port is free.
+//!
+//! Nothing is changed on the machine: a directory that does not exist yet is judged by making
+//! and removing an empty probe directory in its nearest existing ancestor.
+
+use std::path::{Path, PathBuf};
+
+use rollgate_config::Config;
+use rollgate_control::operator::AdminAuth;
+use rollgate_control::synthetic::Suite;
+
+/// Every problem, each naming the setting; empty when the config can start here.
+pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Some(tls) = &config.tls {
+        if let Err(e) = rollgate_proxy::load_tls(&tls.cert, &tls.key) {
+            errors.push(format!("tls: {e}"));
+        }
+    }
+    if let Err(e) = AdminAuth::load(&config.admin) {
+        errors.push(format!("admin: reading the tokens: {e}"));
+    }
+    if let Some(dir) = &config.state_dir {
+        if let Err(e) = can_hold(dir, true) {
+            errors.push(format!("state_dir: {}: {e}", dir.display()));
+        }
+    }
+    let audit = (config.admin.audit_log.clone())
+        .map(|p| ("admin.audit_log", p))
+        .or_else(|| (config.state_dir.as_ref()).map(|d| ("state_dir", d.join("audit.log"))));
+    if let Some((setting, path)) = audit {
+        if let Err(e) = can_hold(&path, false) {
+            errors.push(format!("{setting}: the audit log {}: {e}", path.display()));
+        }
+    }
+    if config.gitops.kubernetes.is_some() && !cfg!(feature = "k8s") {
+        errors.push(
+            "gitops.kubernetes: this rollgate was built without the `k8s` feature".to_owned(),
+        );
+    }
+    for m in &config.models {
+        let Some(suite) = m.rollout.as_ref().and_then(|r| r.synthetic.as_ref()) else {
+            continue;
+        };
+        let path = base_dir.join(&suite.suite);
+        let at = format!("models[{}].rollout.synthetic.suite", m.name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                if let Err(e) = Suite::from_yaml(&text) {
+                    errors.push(format!("{at}: {}: {e}", path.display()));
+                }
+            }
+            Err(e) => errors.push(format!("{at}: {}: {e}", path.display())),
+        }
+    }
+    errors
+}
+
+/// Whether `path` can be a directory (`dir`) or an appendable file: it is one already, or it
+/// can be made under its nearest existing ancestor.
+fn can_hold(path: &Path, dir: bool) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(m) if dir && !m.is_dir() => return Err("not a directory".to_owned()),
+        Ok(m) if !dir && m.is_dir() => return Err("is a directory".to_owned()),
+        Ok(_) if dir => return probe(path),
+        Ok(_) => {
+            return std::fs::OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.to_string()),
+        Err(_) => {}
+    }
+    let mut ancestor = path.parent();
+    while let Some(a) = ancestor {
+        let a = if a.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            a
+        };
+        match std::fs::metadata(a) {
+            Ok(m) if m.is_dir() => return probe(a).map_err(|e| format!("cannot be created: {e}")),
+            Ok(_) => {
+                return Err(format!(
+                    "cannot be created: {} is not a directory",
+                    a.display()
+                ))
+            }
+            Err(_) => ancestor = a.parent(),
+        }
+    }
+    Err("cannot be created: no existing parent directory".to_owned())
+}
+
+/// Makes and removes an empty directory in `dir`: the one sure test that it takes new entries
+/// (permissions, read-only mounts, `/proc`).
+fn probe(dir: &Path) -> Result<(), String> {
+    let probe: PathBuf = dir.join(format!(".rollgate-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Best effort: the probe is empty, and the error above already proved the point.
+    let _ = std::fs::remove_dir(&probe);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str, model_extra: &str) -> Config {
+        let admin = if extra.contains("admin:") {
+            ""
+        } else {
+            "admin: { listen: 127.0.0.1:0 }\n"
+        };
+        let yaml = format!(
+            "listen: 127.0.0.1:0\n{admin}{extra}models:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:9\"] }}\n{model_extra}"
+        );
+        rollgate_config::parse(&yaml).expect("valid config")
+    }
+
+    fn temp(tag: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("rollgate-preflight-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn a_config_that_cannot_start_here_names_every_missing_piece() {
+        let dir = temp("missing");
+        let file = dir.join("a-file");
+        std::fs::write(&file, "x").expect("write");
+        let c = config(
+            &format!(
+                "tls: {{ cert: {d}/nope.crt, key: {d}/nope.key }}\nadmin: {{ listen: 127.0.0.1:0, token_file: {d}/nope/token }}\nstate_dir: {f}/state\ngitops: {{ kubernetes: {{ namespace: ns }} }}\n",
+                d = dir.display(),
+                f = file.display()
+            ),
+            "    candidate: { endpoints: [\"http://127.0.0.1:10\"] }\n    rollout:\n      synthetic: { suite: nosuch.yaml }\n      steps: [ { weight: 10%, for: 1m } ]\n",
+        );
+        let errors = check(&c, &dir);
+        let has = |what: &str| errors.iter().any(|e| e.starts_with(what));
+        assert!(has("tls: "), "{errors:#?}");
+        assert!(has("admin: reading the tokens"), "{errors:#?}");
+        assert!(
+            has("state_dir: ")
+                && errors
+                    .iter()
+                    .any(|e| e.to_lowercase().contains("not a directory")),
+            "{errors:#?}"
+        );
+        assert!(has("models[m].rollout.synthetic.suite: "), "{errors:#?}");
+        assert_eq!(
+            has("gitops.kubernetes"),
+            !cfg!(feature = "k8s"),
+            "{errors:#?}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn what_can_be_made_passes_and_nothing_is_left_behind() {
+        let dir = temp("ok");
+        std::fs::write(dir.join("golden.yaml"), "requests:\n  - name: hi\n    path: /v1/chat/completions\n    body: { model: m, messages: [ { role: user, content: hi } ] }\n    expect: { status: 200 }\n").expect("suite");
+        let c = config(
+            &format!("state_dir: {}/state/deeper\n", dir.display()),
+            "    candidate: { endpoints: [\"http://127.0.0.1:10\"] }\n    rollout:\n      synthetic: { suite: golden.yaml }\n      steps: [ { weight: 10%, for: 1m } ]\n",
+        );
+        assert_eq!(check(&c, &dir), Vec::<String>::new());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(left, ["golden.yaml"], "the probe leaves nothing");
+        // A suite that does not parse is named with its problem.
+        std::fs::write(dir.join("golden.yaml"), "requests: 5\n").expect("suite");
+        let errors = check(&c, &dir);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(errors[0].contains("golden.yaml"), "{errors:#?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
