@@ -21,6 +21,9 @@ const VIOLATION: u8 = 3;
 
 /// `rollgate validate`.
 #[derive(Args, Debug)]
+#[command(
+    override_usage = "rollgate validate [--config-only] FILE\n       rollgate validate --repo REPO --rev REV [--path PATH]"
+)]
 pub(crate) struct ValidateArgs {
     /// A config file on disk. Leave out with --repo/--rev.
     #[arg(required_unless_present = "repo", conflicts_with = "repo")]
@@ -120,12 +123,29 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
 /// `rollgate diff --repo R --from A --to B [--path P] [--json]`.
 pub(crate) fn diff(args: DiffArgs) -> ExitCode {
     let read = |rev: &str| read_commit(&args.repo, rev, &args.path);
+    // With --json a failure is JSON on stdout too, so a CI step that parses it learns why.
+    let refuse = |errors: Vec<String>| {
+        if args.json {
+            println!("{}", json!({ "valid": false, "errors": errors }));
+        }
+        ExitCode::from(INVALID)
+    };
     let (from, to) = match (read(&args.from), read(&args.to)) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(e), _) | (_, Err(e)) => return fail(&e),
+        (Err(e), _) | (_, Err(e)) => {
+            fail(&e);
+            return refuse(vec![e]);
+        }
     };
     let (Some(old), Some(new)) = (parse_or_report(&from), parse_or_report(&to)) else {
-        return ExitCode::from(INVALID);
+        let errors = [&from, &to]
+            .iter()
+            .flat_map(|s| match rollgate_config::parse(&s.text) {
+                Ok(_) => Vec::new(),
+                Err(errors) => errors.iter().map(|e| format!("{}: {e}", s.name)).collect(),
+            })
+            .collect();
+        return refuse(errors);
     };
     let changes = rollgate_config::diff(&old, &new);
     let violations = rollgate_config::check(Some(&old), &new);
@@ -201,19 +221,38 @@ fn read_file(file: &Path) -> Result<Source, String> {
 
 /// The file at `path` in commit `rev`.
 fn read_commit(repo: &Path, rev: &str, path: &str) -> Result<Source, String> {
-    let commit = git(
-        repo,
-        &[
-            "rev-parse",
-            "--verify",
-            "--end-of-options",
-            &format!("{rev}^{{commit}}"),
-        ],
-    )
-    .map(|sha| sha.trim_end().to_owned())
-    .map_err(|e| format!("{}: revision `{rev}` not found: {e}", repo.display()))?;
+    let verify = |spec: &str| {
+        git(repo, &["rev-parse", "--verify", "--end-of-options", spec])
+            .map(|sha| sha.trim_end().to_owned())
+    };
+    let commit = verify(&format!("{rev}^{{commit}}")).map_err(|e| {
+        // A tree or a blob exists but holds no config history to judge.
+        match verify(rev).and_then(|sha| git(repo, &["cat-file", "-t", &sha])) {
+            Ok(kind) => format!(
+                "{}: `{rev}` is a {}, not a commit",
+                repo.display(),
+                kind.trim()
+            ),
+            Err(_) => format!("{}: revision `{rev}` not found: {e}", repo.display()),
+        }
+    })?;
     let name = format!("{rev} ({}):{path}", short(&commit));
-    let text = git(repo, &["show", &format!("{commit}:{path}")])
+    if path.trim_matches('/').is_empty() {
+        return Err(format!("{name}: --path is empty; name the config file"));
+    }
+    let object = format!("{commit}:{path}");
+    let kind = git(repo, &["cat-file", "-t", &object])
+        .map_err(|e| format!("{name}: cannot read the config: {e}"))?;
+    if kind.trim() != "blob" {
+        return Err(format!(
+            "{name}: is a {} in the commit, not a file",
+            match kind.trim() {
+                "tree" => "directory",
+                other => other,
+            }
+        ));
+    }
+    let text = git(repo, &["cat-file", "blob", &object])
         .map_err(|e| format!("{name}: cannot read the config: {e}"))?;
     Ok(Source {
         name,
@@ -228,7 +267,11 @@ fn parent_source(repo: &Path, source: &Source, path: &str) -> Option<Source> {
     let commit = source.commit.as_deref()?;
     let parent = format!("{commit}^1");
     git(repo, &["rev-parse", "--verify", "--quiet", &parent]).ok()?;
-    read_commit(repo, &parent, path).ok()
+    let mut parent = read_commit(repo, &parent, path).ok()?;
+    // `parent of 7d4e2a1c2b9f (0c1f5a2e11aa):rollgate.yaml`, not the full SHA and `^1`.
+    let sha = parent.commit.as_deref().map(short).unwrap_or_default();
+    parent.name = format!("parent of {} ({sha}):{path}", short(commit));
+    Some(parent)
 }
 
 /// Runs `git -C repo args…`: its stdout, or its stderr as the error.

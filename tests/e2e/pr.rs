@@ -296,10 +296,18 @@ fn validate_an_invalid_commit_exits_1_naming_every_error() {
         run.stderr
     );
 
-    // diff refuses an invalid side too, with the same errors.
+    // diff refuses an invalid side too, with the same errors, also as JSON on stdout.
     let run = diff(&repo, "HEAD~1", "HEAD", false);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("queue_time_p95"), "{}", run.stderr);
+    let run = diff(&repo, "HEAD~1", "HEAD", true);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON on stdout");
+    assert_eq!(doc["valid"], false);
+    assert!(
+        doc["errors"].to_string().contains("queue_time_p95"),
+        "{doc}"
+    );
 
     // A revision or path that is not there is an error, not a crash.
     let run = validate(&repo, "no-such-branch");
@@ -322,6 +330,26 @@ fn validate_an_invalid_commit_exits_1_naming_every_error() {
     assert_eq!(run.code, 1);
     assert!(
         run.stderr.contains("cannot read the config"),
+        "{}",
+        run.stderr
+    );
+    // A folder, or a tree instead of a commit, is named as what it is.
+    std::fs::create_dir_all(repo.path().join("conf")).expect("mkdir");
+    std::fs::write(repo.path().join("conf/a.yaml"), "x: 1\n").expect("write");
+    repo.git(&["add", "conf"]);
+    repo.git(&["commit", "-qm", "a folder"]);
+    let run = rollgate(&["validate", "--repo", dir, "--rev", "HEAD", "--path", "conf"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr
+            .contains(":conf: is a directory in the commit, not a file"),
+        "{}",
+        run.stderr
+    );
+    let run = validate(&repo, "HEAD^{tree}");
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.contains("`HEAD^{tree}` is a tree, not a commit"),
         "{}",
         run.stderr
     );
