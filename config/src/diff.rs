@@ -117,10 +117,28 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         d.value(&join("upstream", field), old, new, dur);
     };
     let (o, n) = (&old.upstream, &new.upstream);
-    up(d, true, "connect_timeout", &o.connect_timeout, &n.connect_timeout);
-    up(d, false, "response_timeout", &o.response_timeout, &n.response_timeout);
+    up(
+        d,
+        true,
+        "connect_timeout",
+        &o.connect_timeout,
+        &n.connect_timeout,
+    );
+    up(
+        d,
+        false,
+        "response_timeout",
+        &o.response_timeout,
+        &n.response_timeout,
+    );
     up(d, false, "idle_timeout", &o.idle_timeout, &n.idle_timeout);
-    up(d, true, "pool_idle_timeout", &o.pool_idle_timeout, &n.pool_idle_timeout);
+    up(
+        d,
+        true,
+        "pool_idle_timeout",
+        &o.pool_idle_timeout,
+        &n.pool_idle_timeout,
+    );
     d.restart = true;
     fields!(d, "upstream", o, n, { pool_max_idle: text });
     d.restart = false;

@@ -118,12 +118,19 @@ fn validate_checks_what_run_needs_from_this_machine() {
         err.contains("models[m].rollout.synthetic.suite") && err.contains("golden.yaml"),
         "{err}"
     );
-    assert!(err.contains("cannot start it on this machine (2 problems"), "{err}");
+    assert!(
+        err.contains("cannot start it on this machine (2 problems"),
+        "{err}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
         .args(["validate", "--config-only"])
         .arg(&file)
         .output()
         .expect("run rollgate validate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -459,7 +459,10 @@ async fn a_config_that_could_not_start_here_is_refused_on_reload() {
     let outcome = gw.reload().await;
     assert_eq!(outcome["result"], "invalid", "{outcome}");
     let errors = outcome["errors"].to_string();
-    assert!(errors.contains("tls: reading certificate chain"), "{errors}");
+    assert!(
+        errors.contains("tls: reading certificate chain"),
+        "{errors}"
+    );
     assert!(errors.contains("nosuch-golden.yaml"), "{errors}");
     let status = gw.status().await;
     assert_eq!(status["revision"], applied);
