@@ -1,4 +1,5 @@
-//! `rollgate ctl`: the operator CLI for the admin API (status and break-glass commands).
+//! `rollgate ctl`: the operator CLI for the admin API (status and break-glass commands). Model
+//! names are percent-encoded into the paths (`org/model:tag` → `org%2Fmodel%3Atag`).
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use rollgate_control::encode_path_segment;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct CtlArgs {
@@ -102,7 +104,7 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             weight,
             reason,
         } => post(
-            format!("/rollouts/{model}/pin"),
+            rollouts_path(model, "pin"),
             serde_json::json!({ "reason": reason, "weight": weight }),
         ),
         CtlAction::Pause(t) => command("pause", t),
@@ -199,9 +201,15 @@ fn post(path: String, body: serde_json::Value) -> Call {
 
 fn command(action: &str, t: &Target) -> Call {
     post(
-        format!("/rollouts/{}/{action}", t.model),
+        rollouts_path(&t.model, action),
         serde_json::json!({ "reason": t.reason }),
     )
+}
+
+/// `/rollouts/{model}/{action}` with the model as one percent-encoded segment, so that names
+/// like `meta-llama/Llama-3-8B` or `my model` reach the admin API whole.
+fn rollouts_path(model: &str, action: &str) -> String {
+    format!("/rollouts/{}/{action}", encode_path_segment(model))
 }
 
 fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
@@ -220,7 +228,25 @@ fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::admin_base;
+    use super::{admin_base, rollouts_path};
+
+    #[test]
+    fn model_names_are_one_encoded_path_segment() {
+        let cases = [
+            ("m", "/rollouts/m/pause"),
+            ("org/model:tag", "/rollouts/org%2Fmodel%3Atag/pause"),
+            (
+                "meta-llama/Llama 3",
+                "/rollouts/meta-llama%2FLlama%203/pause",
+            ),
+            ("模型", "/rollouts/%E6%A8%A1%E5%9E%8B/pause"),
+        ];
+        for (model, want) in cases {
+            let path = rollouts_path(model, "pause");
+            assert_eq!(path, want);
+            assert!(format!("http://h{path}").parse::<hyper::Uri>().is_ok());
+        }
+    }
 
     #[test]
     fn the_admin_url_may_leave_out_its_scheme_but_not_be_https() {

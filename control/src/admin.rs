@@ -1,7 +1,8 @@
 //! The admin listener: `/metrics`, `/healthz`, `/status`, `POST /reload`, `POST /hooks/git`,
 //! the rollout commands, the break-glass sync endpoints (`POST /sync/pause`,
 //! `POST /sync/resume`, `GET /live-config`) and the GitOps endpoints
-//! (`/status/models/{model}`, `/gitops/...`).
+//! (`/status/models/{model}`, `/gitops/...`). A model in a path is percent-encoded (see
+//! [`path`]).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -25,6 +26,8 @@ use crate::operator::{AdminAuth, Audit, CommandRequest, Refused};
 use crate::reload::{ReloadTrigger, ReloaderHandle};
 use crate::rollout::DriverHandle;
 use crate::status::StatusReport;
+
+pub(crate) mod path;
 
 /// Classic Prometheus text exposition, for scrapers that do not ask for OpenMetrics.
 const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -176,15 +179,14 @@ impl AdminServer {
         )
     }
 
-    /// `POST /rollouts/{model}/{action}` with `{"reason": "...", "weight": "25%"}`.
+    /// `POST /rollouts/{model}/{action}` with `{"reason": "...", "weight": "25%"}`; the model
+    /// is percent-encoded and may hold `/` (the action is the last segment).
     async fn command(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = req.uri().path().to_owned();
-        let mut parts = path.trim_start_matches("/rollouts/").splitn(2, '/');
-        let (Some(model), Some(action)) = (parts.next(), parts.next()) else {
-            return text(
-                StatusCode::NOT_FOUND,
-                "use POST /rollouts/{model}/{action}\n",
-            );
+        let full = req.uri().path().to_owned();
+        let rest = full.strip_prefix("/rollouts/").unwrap_or_default();
+        let path::Command { model, action } = match path::command(rest) {
+            Ok(c) => c,
+            Err(e) => return json(e.status(), &serde_json::json!({ "error": e.to_string() })),
         };
         let Some(driver) = &self.driver else {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no rollout driver\n");
@@ -204,8 +206,8 @@ impl AdminServer {
         let req = CommandRequest {
             authorization: authorization.as_deref(),
             actor: actor.as_deref(),
-            model,
-            action,
+            model: &model,
+            action: &action,
             body: &body,
         };
         let result =

@@ -8,7 +8,7 @@
 //! each driver step and on a tick, and hands each change to a bounded per-sink queue with
 //! `try_send`: a slow sink drops (counted) instead of delaying anything.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -132,7 +132,9 @@ impl Gitops {
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let config = snap.config();
         let directives = self.proxy.directives();
-        clock.retain(|m| config.models.iter().any(|c| c.name == m));
+        // A set, not a scan of the config per clock entry (quadratic in the models).
+        let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
+        clock.retain(|m| names.contains(m));
         config
             .models
             .iter()
@@ -163,10 +165,11 @@ impl Gitops {
     }
 
     /// Serves `/status/models/{model}`, `/gitops/argo-rollouts/{model}` and
-    /// `/gitops/flagger/{hook}`; `None` for other paths.
+    /// `/gitops/flagger/{hook}`; `None` for other paths. The model is the rest of the path,
+    /// percent-decoded (a raw `/` in it is kept).
     pub(crate) async fn handle(&self, req: Request<Incoming>) -> Option<Response<Full<Bytes>>> {
         let path = req.uri().path().to_owned();
-        if let Some(model) = path.strip_prefix("/status/models/") {
+        if let Some(rest) = path.strip_prefix("/status/models/") {
             if req.method() != Method::GET {
                 return Some(error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -174,12 +177,9 @@ impl Gitops {
                     "method_not_allowed",
                 ));
             }
-            return Some(match self.status(model) {
-                Some(s) => json(StatusCode::OK, &s),
-                None => unknown_model(model),
-            });
+            return Some(self.for_model(rest, |s| json(StatusCode::OK, s)));
         }
-        if let Some(model) = path.strip_prefix("/gitops/argo-rollouts/") {
+        if let Some(rest) = path.strip_prefix("/gitops/argo-rollouts/") {
             if !matches!(*req.method(), Method::GET | Method::POST | Method::PUT) {
                 return Some(error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -188,13 +188,33 @@ impl Gitops {
                 ));
             }
             // Argo may send a body (POST/PUT); it carries nothing rollgate needs.
-            return Some(match self.status(model) {
-                Some(s) => json(StatusCode::OK, &web_metric(&s)),
-                None => unknown_model(model),
-            });
+            return Some(self.for_model(rest, |s| json(StatusCode::OK, &web_metric(s))));
         }
         let hook = path.strip_prefix("/gitops/flagger/")?.to_owned();
         Some(self.flagger(&hook, req).await)
+    }
+
+    /// `answer` for the model a path names (`rest`, after its prefix); 404 for a model not
+    /// configured, 400 (naming the fault) for a path that names none.
+    fn for_model(
+        &self,
+        rest: &str,
+        answer: impl FnOnce(&ModelStatus) -> Response<Full<Bytes>>,
+    ) -> Response<Full<Bytes>> {
+        let model = match crate::admin::path::model(rest) {
+            Ok(m) => m,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
+                    "invalid_model_path",
+                )
+            }
+        };
+        match self.status(&model) {
+            Some(s) => answer(&s),
+            None => unknown_model(&model),
+        }
     }
 
     async fn flagger(&self, hook: &str, req: Request<Incoming>) -> Response<Full<Bytes>> {
