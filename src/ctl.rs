@@ -27,8 +27,11 @@ pub(crate) struct CtlArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum CtlAction {
-    /// Every model's rollout status.
-    Status,
+    /// Every model's rollout status, or one model's.
+    Status {
+        /// Only this model (its status object alone).
+        model: Option<String>,
+    },
     /// Hold the automation at the current step.
     Pause(Target),
     /// Let the automation continue.
@@ -93,7 +96,7 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let base = admin_base(&args.admin)?;
     let call = match &args.action {
-        CtlAction::Status => Call {
+        CtlAction::Status { .. } => Call {
             method: "GET",
             path: "/rollouts".to_owned(),
             body: None,
@@ -166,6 +169,9 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
         }
         CtlAction::ExportLive { .. } if status.is_success() => print!("{text}"),
+        CtlAction::Status { model: Some(m) } if status.is_success() => {
+            println!("{}", one_model(&text, m)?);
+        }
         _ => println!("{}", text.trim_end()),
     }
     if !status.is_success() {
@@ -188,6 +194,31 @@ fn admin_base(admin: &str) -> anyhow::Result<String> {
     url.parse::<hyper::Uri>()
         .with_context(|| format!("--admin {admin}: expected http://HOST:PORT"))?;
     Ok(url)
+}
+
+/// The status of `model` in the `/rollouts` array, pretty-printed.
+fn one_model(rollouts: &str, model: &str) -> anyhow::Result<String> {
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(rollouts).context("/rollouts did not answer a JSON array")?;
+    match all.iter().find(|s| s["model"] == model) {
+        Some(s) => Ok(serde_json::to_string_pretty(s)?),
+        None => {
+            let names: Vec<&str> = all.iter().filter_map(|s| s["model"].as_str()).collect();
+            let shown = names
+                .iter()
+                .take(10)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let more = names.len().saturating_sub(10);
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            bail!("no model `{model}` in /rollouts (models: {shown}{more})")
+        }
+    }
 }
 
 fn post(path: String, body: serde_json::Value) -> Call {
@@ -228,7 +259,17 @@ fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{admin_base, rollouts_path};
+    use super::{admin_base, one_model, rollouts_path};
+
+    #[test]
+    fn status_of_one_model_picks_it_or_names_the_others() {
+        let rollouts = r#"[{"model":"a","phase":"Idle"},{"model":"org/b","phase":"Canary"}]"#;
+        let b: serde_json::Value =
+            serde_json::from_str(&one_model(rollouts, "org/b").expect("found")).expect("json");
+        assert_eq!(b["phase"], "Canary");
+        let err = one_model(rollouts, "c").expect_err("not there").to_string();
+        assert_eq!(err, "no model `c` in /rollouts (models: a, org/b)");
+    }
 
     #[test]
     fn model_names_are_one_encoded_path_segment() {
