@@ -22,6 +22,7 @@ pub use error::{ConfigError, Errors, ParseError};
 pub use policy::{check, rollout_change, RolloutChange, Violation};
 pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
 pub use validate::gitops::{Gitops, Kubernetes};
+pub use validate::MAX_CONFIG_BYTES;
 
 /// Parses and validates a YAML config document, collecting every error.
 pub fn parse(yaml: &str) -> Result<Config, Errors> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 use serde_yaml_ng::{Mapping, Value};
 
+use crate::validate::yaml::big_int;
 use crate::{
     parse_duration, parse_ppm, parse_size, ConfigError, Endpoint, Engine, GateName, ParseError, Ppm,
 };
@@ -301,6 +302,9 @@ pub(crate) struct RawAffinityOptions {
 
 /// What a value is, for messages: `a list`, `the string "abc"`.
 pub(crate) fn describe(value: &Value) -> String {
+    if let Some(n) = big_int(value) {
+        return format!("the number {n}");
+    }
     match value {
         Value::Null => "nothing (null)".to_owned(),
         Value::Bool(b) => format!("the boolean {b}"),
@@ -362,6 +366,9 @@ fn leaf<T>(result: Result<T, String>, errors: &mut Vec<ConfigError>) -> Option<T
 
 /// The text of a scalar for unit parsing; YAML numbers count (`weight: 0.1`, `max_body: 1024`).
 fn scalar_text(value: &Value, what: &str) -> Result<String, String> {
+    if let Some(n) = big_int(value) {
+        return Ok(n.to_owned());
+    }
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
@@ -508,6 +515,10 @@ impl FromYaml for String {
     fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
         let result = match value {
             Value::String(s) => Ok(s),
+            big if big_int(&big).is_some() => Err(format!(
+                "expected a string, found {}; quote it",
+                describe(&big)
+            )),
             scalar @ (Value::Number(_) | Value::Bool(_)) => Err(format!(
                 "expected a string, found {}; quote it",
                 describe(&scalar)
@@ -539,6 +550,9 @@ impl FromYaml for bool {
 
 /// Counts: non-negative integers.
 fn count(value: &Value) -> Result<u64, String> {
+    if let Some(n) = big_int(value).filter(|n| !n.starts_with('-')) {
+        return Err(format!("{n} is too large"));
+    }
     value.as_u64().ok_or_else(|| {
         format!(
             "expected a non-negative whole number, found {}",
@@ -567,7 +581,8 @@ impl FromYaml for f64 {
     fn from_yaml(value: Value, errors: &mut Vec<ConfigError>) -> Option<Self> {
         let result = value
             .as_f64()
-            .filter(|f| f.is_finite())
+            .or_else(|| big_int(&value).and_then(|n| n.parse().ok()))
+            .filter(|f: &f64| f.is_finite())
             .ok_or_else(|| format!("expected a number, found {}", describe(&value)));
         leaf(result, errors)
     }

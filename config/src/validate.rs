@@ -25,8 +25,15 @@ pub(crate) mod gitops;
 mod model;
 mod policy;
 mod rollout;
+pub(crate) mod yaml;
+
+pub use yaml::MAX_CONFIG_BYTES;
 
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most data-plane workers: each is a thread with its own runtime, listener and upstream
+/// pool, so more than any machine's cores only adds idle runtimes and connections.
+const MAX_WORKERS: usize = 1024;
 
 /// Errors found while converting one raw section, with paths relative to it.
 #[derive(Debug, Default)]
@@ -34,26 +41,20 @@ pub(crate) struct Collect(Errors);
 
 /// Reads, converts and validates a YAML document, collecting every error.
 pub(crate) fn parse(yaml: &str) -> Result<Config, Errors> {
-    let mut value: Value = serde_yaml_ng::from_str(yaml).map_err(|e| syntax(&e))?;
-    value.apply_merge().map_err(|e| syntax(&e))?;
+    let mut value = yaml::load(yaml)?;
     if value.is_null() {
         // An empty document is an empty mapping: it reports the missing required keys.
         value = Value::Mapping(Mapping::new());
+    }
+    if let Value::Mapping(map) = &mut value {
+        // `x-…` keys hold YAML anchors for the rest of the file (the docker-compose convention).
+        map.retain(|key, _| !key.as_str().is_some_and(|k| k.starts_with("x-")));
     }
     let mut c = Collect::default();
     let config = c
         .item("", Parsed::<RawConfig>::read(value))
         .and_then(|raw| c.convert("", raw));
     c.finish(config)
-}
-
-/// One error for the whole document, with its line and column.
-fn syntax(error: &serde_yaml_ng::Error) -> Errors {
-    let mut message = format!("invalid YAML: {error}");
-    if let Some(at) = error.location().filter(|_| !message.contains(" at line ")) {
-        message.push_str(&format!(" at line {} column {}", at.line(), at.column()));
-    }
-    ConfigError::new("", message).into()
 }
 
 /// Converts the models; rules that span models (unique names, one default) report on the
@@ -198,13 +199,27 @@ impl TryFrom<RawConfig> for Config {
         let mut c = Collect::default();
         let listen = c.required("listen", raw.listen);
         let workers = c.take("workers", raw.workers).unwrap_or(0);
+        if workers > MAX_WORKERS {
+            c.error(
+                "workers",
+                format!("{workers} is above {MAX_WORKERS}; each worker is a thread with its own runtime, listener and upstream pool (0 = one per core)"),
+            );
+        }
         let tls = c.take("tls", raw.tls).and_then(|tls| c.convert("tls", tls));
+        // Read before converting, so a mistake elsewhere in `admin` does not hide a clash.
+        let admin_listen = match &raw.admin {
+            None => Some(Admin::default().listen),
+            Some(admin) => admin.value.as_ref().and_then(|a| match &a.listen {
+                None => Some(Admin::default().listen),
+                Some(listen) => listen.value,
+            }),
+        };
         let admin: Option<Admin> = c.section("admin", raw.admin);
         let limits = c.section("limits", raw.limits);
         let upstream = c.section("upstream", raw.upstream);
         let ejection = c.section("ejection", raw.ejection);
         let routing = c.section("routing", raw.routing);
-        let state_dir = c.take("state_dir", raw.state_dir);
+        let state_dir = non_empty_path(&mut c, "state_dir", raw.state_dir);
         let gitops = c.section("gitops", raw.gitops);
         let data_plane = match c.take("data_plane", raw.data_plane).as_deref() {
             None | Some("fast") => DataPlane::Fast,
@@ -223,11 +238,16 @@ impl TryFrom<RawConfig> for Config {
         }
         let policy = c.section("policy", raw.policy);
         let models = models(&mut c, raw.models);
-        if let (Some(listen), Some(admin)) = (listen, &admin) {
-            if admin.listen == listen && listen.port() != 0 {
+        if let (Some(listen), Some(admin_listen)) = (listen, admin_listen) {
+            if admin_listen == listen && listen.port() != 0 {
                 c.error(
                     "admin.listen",
                     format!("{listen} is also the data-plane `listen` address"),
+                );
+            } else if overlaps(admin_listen, listen) {
+                c.error(
+                    "admin.listen",
+                    format!("{} and the data-plane `listen` address {listen} share port {}, and an unspecified address (0.0.0.0, [::]) takes it on every address: both cannot bind", admin_listen, listen.port()),
                 );
             }
         }
@@ -252,6 +272,25 @@ impl TryFrom<RawConfig> for Config {
         })();
         c.finish(config)
     }
+}
+
+/// Two different addresses that cannot both be bound: the same port where one side is the
+/// unspecified address of the other's family, or `[::]` (dual-stack, so it covers IPv4 too).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |u: SocketAddr, x: SocketAddr| u.ip().is_unspecified() && (u.is_ipv6() || x.is_ipv4());
+    a.port() == b.port() && a.port() != 0 && (covers(a, b) || covers(b, a))
+}
+
+/// An optional path that, when present, names something (an empty one means the working
+/// directory, which nobody means).
+fn non_empty_path(c: &mut Collect, key: &str, field: Field<PathBuf>) -> Option<PathBuf> {
+    let path = c.take(key, field)?;
+    if path.as_os_str().is_empty() {
+        c.error(key, "must not be empty; leave it out instead");
+        return None;
+    }
+    Some(path)
 }
 
 // === impl Tls ===
@@ -297,8 +336,8 @@ impl TryFrom<RawAdmin> for Admin {
         let listen = c
             .take("listen", raw.listen)
             .unwrap_or(Admin::default().listen);
-        let token_file = c.take("token_file", raw.token_file);
-        let audit_log = c.take("audit_log", raw.audit_log);
+        let token_file = non_empty_path(&mut c, "token_file", raw.token_file);
+        let audit_log = non_empty_path(&mut c, "audit_log", raw.audit_log);
         let items = c.take("tokens", raw.tokens).unwrap_or_default();
         let tokens = admin_tokens(&mut c, items);
         let sync_pause_approvers = match c.take("sync_pause_approvers", raw.sync_pause_approvers) {

@@ -9,7 +9,7 @@ use crate::raw::{
     Bytes, Field, Parsed, RawAffinity, RawAffinityOptions, RawBackend, RawCohort, RawModel,
     RawShadow,
 };
-use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Errors, Model, Ppm, Rollout, Shadow};
+use crate::{Affinity, Backend, Cohort, Endpoint, Engine, Errors, Model, Ppm, Shadow};
 
 const DEFAULT_LOAD_FACTOR: f64 = 1.25;
 
@@ -22,6 +22,7 @@ impl TryFrom<RawModel> for Model {
         let mut c = Collect::default();
         let has_candidate = raw.candidate.is_some();
         let has_shadow = raw.shadow.is_some();
+        let signals = GateSignals::of(&raw);
         let name = c.required("name", raw.name);
         if let Some(name) = &name {
             check_name(&mut c, name);
@@ -69,8 +70,8 @@ impl TryFrom<RawModel> for Model {
                 "a rollout delivers a candidate; add `candidate` or remove `rollout`",
             );
         }
-        if let (Some(rollout), Some(candidate)) = (&rollout, &candidate) {
-            gate_signals(&mut c, rollout, candidate);
+        if has_rollout && has_candidate {
+            signals.check(&mut c);
         }
         let model = name.zip(stable).map(|(name, stable)| Model {
             name,
@@ -87,41 +88,80 @@ impl TryFrom<RawModel> for Model {
     }
 }
 
-/// Every gate must read a signal something provides: a gate on a missing signal would only
-/// ever be inconclusive, holding or aborting every rollout.
-fn gate_signals(c: &mut Collect, rollout: &Rollout, candidate: &Backend) {
-    let gates = &rollout.gates;
-    let engine = candidate.engine;
-    if gates.queue_time_p95.is_some() && !engine.reports_queue_time() {
-        c.error(
-            "rollout.gates.queue_time_p95",
-            format!(
-                "the candidate's engine `{engine}` reports no queue-time histogram (vllm and tgi do); \
-                 remove the gate or read queue time with a promql gate"
-            ),
-        );
+/// What the gates need and what the candidate provides, read from the raw model so that a
+/// mistake elsewhere in the rollout or the candidate does not hide these.
+struct GateSignals {
+    queue_time: bool,
+    gpu_memory: bool,
+    correctness: bool,
+    /// `rollout.shadow` or `rollout.synthetic` is there.
+    pairs: bool,
+    /// The candidate's engine; `None` when it does not parse (reported on its own).
+    engine: Option<Engine>,
+    gpu_metrics: bool,
+}
+
+impl GateSignals {
+    fn of(raw: &RawModel) -> Self {
+        let rollout = raw.rollout.as_ref().and_then(|r| r.value.as_ref());
+        let gates = rollout
+            .and_then(|r| r.gates.as_ref())
+            .and_then(|g| g.value.as_ref());
+        let candidate = raw.candidate.as_ref().and_then(|c| c.value.as_ref());
+        let engine = match candidate.and_then(|c| c.engine.as_ref()) {
+            None => Some(Engine::Openai),
+            Some(parsed) => parsed.value,
+        };
+        let gpu_metrics = candidate
+            .and_then(|c| c.gpu_metrics.as_ref())
+            .and_then(|g| g.value.as_ref())
+            .is_some_and(|pages| !pages.is_empty());
+        Self {
+            queue_time: gates.is_some_and(|g| g.queue_time_p95.is_some()),
+            gpu_memory: gates.is_some_and(|g| g.gpu_memory_used.is_some()),
+            correctness: gates.is_some_and(|g| g.correctness.is_some()),
+            pairs: rollout.is_some_and(|r| r.shadow.is_some() || r.synthetic.is_some()),
+            engine,
+            gpu_metrics,
+        }
     }
-    if gates.gpu_memory_used.is_some()
-        && candidate.gpu_metrics.is_empty()
-        && !engine.reports_gpu_memory()
-    {
-        c.error(
-            "rollout.gates.gpu_memory_used",
-            format!(
-                "no GPU memory source for the candidate: engine `{engine}` does not report it; \
-                 add `candidate.gpu_metrics` (a rollgate gpu-agent or DCGM exporter page)"
-            ),
-        );
-    }
-    if gates.correctness.is_some() && rollout.shadow.is_none() && rollout.synthetic.is_none() {
-        c.error(
-            "rollout.gates.correctness",
-            "correctness is read from shadow pairs and synthetic checks; \
-             add `rollout.shadow` or `rollout.synthetic`",
-        );
+
+    /// Every gate must read a signal something provides: a gate on a missing signal would
+    /// only ever be inconclusive, holding or aborting every rollout.
+    fn check(&self, c: &mut Collect) {
+        if let Some(engine) = self.engine {
+            if self.queue_time && !engine.reports_queue_time() {
+                c.error(
+                    "rollout.gates.queue_time_p95",
+                    format!(
+                        "the candidate's engine `{engine}` reports no queue-time histogram (vllm and tgi do); \
+                         remove the gate or read queue time with a promql gate"
+                    ),
+                );
+            }
+            if self.gpu_memory && !self.gpu_metrics && !engine.reports_gpu_memory() {
+                c.error(
+                    "rollout.gates.gpu_memory_used",
+                    format!(
+                        "no GPU memory source for the candidate: engine `{engine}` does not report it; \
+                         add `candidate.gpu_metrics` (a rollgate gpu-agent or DCGM exporter page)"
+                    ),
+                );
+            }
+        }
+        if self.correctness && !self.pairs {
+            c.error(
+                "rollout.gates.correctness",
+                "correctness is read from shadow pairs and synthetic checks; \
+                 add `rollout.shadow` or `rollout.synthetic`",
+            );
+        }
     }
 }
 
+/// A model name is a Prometheus label value in `/metrics` (`model="…"`), written as is: a
+/// quote, a backslash or a line break there makes the whole page unreadable. `/`, `:`, spaces
+/// and non-ASCII letters are fine (`meta-llama/Llama-3-8B`, `org/model:tag`).
 fn check_name(c: &mut Collect, name: &str) {
     if name.is_empty() {
         c.error("name", "must not be empty");
@@ -130,7 +170,18 @@ fn check_name(c: &mut Collect, name: &str) {
             "name",
             format!("{name:?} has leading or trailing whitespace"),
         );
+    } else if let Some(bad) = name.chars().find(|&ch| label_breaking(ch)) {
+        c.error(
+            "name",
+            format!(
+                "{name:?} contains {bad:?}; a model name must not contain `\"`, `\\` or control characters: it would break the Prometheus label in /metrics"
+            ),
+        );
     }
+}
+
+fn label_breaking(ch: char) -> bool {
+    ch == '"' || ch == '\\' || ch.is_control()
 }
 
 // === impl Backend ===
@@ -293,6 +344,10 @@ impl Shadow {
     pub const DEFAULT_BUFFER: usize = 4 << 20;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_CAPTURE: usize = 256 << 10;
+    /// The most `max_inflight` may be: each mirror holds an upstream request and up to
+    /// `buffer` bytes, so more than this is no bound at all (and past 2^63 the proxy's
+    /// signed count would refuse every mirror).
+    pub const MAX_MAX_INFLIGHT: usize = 1_000_000;
 }
 
 impl TryFrom<RawShadow> for Shadow {
@@ -306,6 +361,15 @@ impl TryFrom<RawShadow> for Shadow {
             raw.max_inflight,
             Shadow::DEFAULT_MAX_INFLIGHT,
         );
+        if max_inflight > Shadow::MAX_MAX_INFLIGHT {
+            c.error(
+                "max_inflight",
+                format!(
+                    "{max_inflight} is above {}; each mirror holds an upstream request and up to `buffer` bytes, so that many is no bound",
+                    Shadow::MAX_MAX_INFLIGHT
+                ),
+            );
+        }
         let Bytes(max_body) = c.positive("max_body", raw.max_body, Bytes(Shadow::DEFAULT_MAX_BODY));
         let buffer = c.size("buffer", raw.buffer, Shadow::DEFAULT_BUFFER);
         let timeout = c.positive("timeout", raw.timeout, Shadow::DEFAULT_TIMEOUT);

@@ -267,22 +267,26 @@ impl TryFrom<RawPromql> for PromqlGates {
         let has_queries = items.as_ref().is_none_or(|q| !q.is_empty());
         for (i, item) in items.unwrap_or_default().into_iter().enumerate() {
             let key = format!("queries[{i}]");
-            let Some(q) = c
+            // Read before converting, so a mistake elsewhere in the query does not hide it.
+            let name = item
+                .value
+                .as_ref()
+                .and_then(|q| q.name.as_ref()?.value.clone());
+            let query = c
                 .item(&key, item)
-                .and_then(|r| c.convert::<_, PromqlQuery>(&key, r))
-            else {
-                continue;
-            };
-            match seen.get(&q.name) {
-                Some(first) => c.error(
-                    &format!("{key}.name"),
-                    format!("duplicate query name `{}` (also queries[{first}])", q.name),
-                ),
-                None => {
-                    seen.insert(q.name.clone(), i);
+                .and_then(|r| c.convert::<_, PromqlQuery>(&key, r));
+            if let Some(name) = name.filter(|n| !n.trim().is_empty()) {
+                match seen.get(&name) {
+                    Some(first) => c.error(
+                        &format!("{key}.name"),
+                        format!("duplicate query name `{name}` (also queries[{first}])"),
+                    ),
+                    None => {
+                        seen.insert(name, i);
+                    }
                 }
             }
-            queries.push(q);
+            queries.extend(query);
         }
         if !has_queries {
             c.error("queries", "at least one query is required");
@@ -302,10 +306,23 @@ impl TryFrom<RawPromqlQuery> for PromqlQuery {
         let mut c = Collect::default();
         let name = c.required("name", raw.name);
         let query = c.required("query", raw.query);
+        for (key, text) in [("name", &name), ("query", &query)] {
+            if text.as_ref().is_some_and(|t| t.trim().is_empty()) {
+                c.error(key, "must not be empty");
+            }
+        }
         let max = c.take("max", raw.max);
         let min = c.take("min", raw.min);
         if max.is_none() && min.is_none() && c.is_clean() {
             c.error("", "set max, min or both");
+        }
+        if let (Some(min), Some(max)) = (min, max) {
+            if min > max {
+                c.error(
+                    "min",
+                    format!("{min} is above max {max}; the query could never pass"),
+                );
+            }
         }
         c.finish(name.zip(query).map(|(name, query)| PromqlQuery {
             name,

@@ -328,7 +328,7 @@ fn syntax_errors_have_a_location() {
         ("listen: [\n", "at line 2 column 1"),
         (
             "listen: a\nlisten: b\n",
-            "duplicate entry with key \"listen\" at line 1 column 1",
+            "duplicate entry with key \"listen\" at line 2 column 1",
         ),
         ("a: 1\n---\nb: 2\n", "more than one document"),
     ];
@@ -507,4 +507,70 @@ fn admin_token_errors_are_all_reported() {
             ("admin.sync_pause_approvers", "3 is not 1 or 2"),
         ],
     );
+}
+
+const MINIMAL_MODEL: &str = "models: [{name: a, stable: {endpoints: ['http://h:1']}}]\n";
+
+#[test]
+fn values_that_cannot_work_are_refused() {
+    let cases = [
+        (
+            "state_dir: ''",
+            ("state_dir", "must not be empty; leave it out instead"),
+        ),
+        (
+            "admin: {audit_log: '', token_file: /t}",
+            ("admin.audit_log", "must not be empty; leave it out instead"),
+        ),
+        (
+            "admin: {token_file: ''}",
+            (
+                "admin.token_file",
+                "must not be empty; leave it out instead",
+            ),
+        ),
+        (
+            "workers: 100000",
+            ("workers", "100000 is above 1024; each worker is a thread"),
+        ),
+        (
+            "listen: 0.0.0.0:18555\nadmin: {listen: 127.0.0.1:18555}",
+            ("admin.listen", "share port 18555"),
+        ),
+        (
+            "listen: 10.0.0.1:18555\nadmin: {listen: '[::]:18555'}",
+            ("admin.listen", "both cannot bind"),
+        ),
+        (
+            "listen: '[::]:18555'\nadmin: {listen: 0.0.0.0:18555}",
+            ("admin.listen", "both cannot bind"),
+        ),
+    ];
+    // A mistake elsewhere in `admin` does not hide the clash.
+    assert_errors(
+        &format!("listen: 0.0.0.0:9090\n{MINIMAL_MODEL}admin: {{sync_pause_approvers: 3}}\n"),
+        &[
+            ("admin.sync_pause_approvers", "3 is not 1 or 2"),
+            ("admin.listen", "share port 9090"),
+        ],
+    );
+    let model = MINIMAL_MODEL;
+    for (extra, want) in cases {
+        let listen = if extra.starts_with("listen") {
+            ""
+        } else {
+            "listen: 0.0.0.0:8080\n"
+        };
+        assert_errors(&format!("{listen}{model}{extra}\n"), &[want]);
+    }
+    // Different ports, different families, or port 0 (picked at bind) can all bind.
+    for pair in [
+        "listen: 0.0.0.0:18555\nadmin: {listen: 127.0.0.1:18556}",
+        "listen: 0.0.0.0:18555\nadmin: {listen: '[::1]:18555'}",
+        "listen: 127.0.0.1:18555\nadmin: {listen: 127.0.0.2:18555}",
+        "listen: 0.0.0.0:0\nadmin: {listen: 127.0.0.1:0}",
+        "listen: 0.0.0.0:8080\nworkers: 1024",
+    ] {
+        parse(&format!("{model}{pair}\n")).unwrap_or_else(|e| panic!("{pair}: {e}"));
+    }
 }

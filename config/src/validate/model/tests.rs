@@ -167,3 +167,59 @@ fn each_rule() {
         assert_errors(&one_model(model), want);
     }
 }
+
+/// A model name is written into /metrics as a label value: characters that would end or
+/// escape the label are refused, everything else in real model names is kept.
+#[test]
+fn model_names_that_would_break_a_metrics_label() {
+    let ok = r#"stable: {endpoints: ["http://h:1"]}"#;
+    for name in [
+        r#"'q"uo\te'"#,
+        r#""a\nb""#,
+        r#""a\tb""#,
+        r#""a\u0000b""#,
+        r#"'back\slash'"#,
+    ] {
+        assert_errors(
+            &one_model(&format!("{{name: {name}, {ok}}}")),
+            &[("models[0].name", "it would break the Prometheus label")],
+        );
+    }
+    for name in [
+        "meta-llama/Llama-3-8B",
+        "org/model:tag",
+        "my model v2",
+        "模型-7b",
+        "café@2024",
+    ] {
+        let config = parse(&one_model(&format!("{{name: '{name}', {ok}}}")));
+        assert_eq!(
+            config.unwrap_or_else(|e| panic!("{name}: {e}")).models[0].name,
+            name
+        );
+    }
+}
+
+#[test]
+fn shadow_max_inflight_is_bounded() {
+    let model = |n: &str| {
+        one_model(&format!(
+            r#"{{name: m, stable: {{endpoints: ["http://h:1"]}}, candidate: {{endpoints: ["http://h:2"]}}, shadow: {{sample: 1%, max_inflight: {n}}}}}"#
+        ))
+    };
+    assert_errors(
+        &model("9223372036854775808"),
+        &[("models[0].shadow.max_inflight", "is above 1000000")],
+    );
+    assert_errors(
+        &model("18446744073709551616"),
+        &[(
+            "models[0].shadow.max_inflight",
+            "18446744073709551616 is too large",
+        )],
+    );
+    let shadow = parse(&model("1000000")).expect("valid").models[0]
+        .shadow
+        .clone();
+    assert_eq!(shadow.map(|s| s.max_inflight), Some(1_000_000));
+}

@@ -230,3 +230,79 @@ fn gates_need_a_signal_source() {
         parse(&yaml).unwrap_or_else(|e| panic!("{yaml}\n{e}"));
     }
 }
+
+/// A mistake elsewhere in the rollout (here `cooldown: 5`) no longer hides the gates' signal
+/// errors: all four come in one pass.
+#[test]
+fn a_broken_rollout_still_reports_its_gate_signals() {
+    let yaml = "listen: 127.0.0.1:8080\nmodels:\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:1\"] }\n    candidate: { endpoints: [\"http://127.0.0.1:2\"], engine: sglang }\n    rollout: { cooldown: 5, gates: { queue_time_p95: {max: 1s}, gpu_memory_used: {max: 92%}, correctness: {min: 99%} } }\n";
+    crate::validate::tests::assert_errors(
+        yaml,
+        &[
+            ("models[0].rollout.cooldown", "`5` has no unit"),
+            (
+                "models[0].rollout.gates.queue_time_p95",
+                "reports no queue-time",
+            ),
+            (
+                "models[0].rollout.gates.gpu_memory_used",
+                "no GPU memory source",
+            ),
+            (
+                "models[0].rollout.gates.correctness",
+                "add `rollout.shadow`",
+            ),
+        ],
+    );
+    // A candidate engine that does not parse is reported once, not again by each gate.
+    let yaml = yaml.replace("engine: sglang", "engine: vlm");
+    crate::validate::tests::assert_errors(
+        &yaml,
+        &[
+            ("models[0].candidate.engine", "unknown engine `vlm`"),
+            ("models[0].rollout.cooldown", "`5` has no unit"),
+            (
+                "models[0].rollout.gates.correctness",
+                "add `rollout.shadow`",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn promql_queries_that_cannot_work_are_refused() {
+    let promql = |queries: &str| {
+        model_with(&format!(
+            "      gates: {{ promql: {{ url: \"http://prom:9090\", queries: [{queries}] }} }}\n"
+        ))
+    };
+    let q = "models[0].rollout.gates.promql.queries";
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            // The duplicate is reported even though the first query has no bound.
+            "{name: a, query: up}, {name: a, query: up, max: 1}",
+            &[
+                ("[0]", "set max, min or both"),
+                ("[1].name", "duplicate query name `a` (also queries[0])"),
+            ],
+        ),
+        (
+            "{name: a, query: up, min: 5, max: 1}",
+            &[("[0].min", "5 is above max 1; the query could never pass")],
+        ),
+        (
+            "{name: '', query: ' '}",
+            &[
+                ("[0].name", "must not be empty"),
+                ("[0].query", "must not be empty"),
+            ],
+        ),
+    ];
+    for (queries, want) in cases {
+        let want: Vec<(String, &str)> = want.iter().map(|(p, m)| (format!("{q}{p}"), *m)).collect();
+        let want: Vec<(&str, &str)> = want.iter().map(|(p, m)| (p.as_str(), *m)).collect();
+        crate::validate::tests::assert_errors(&promql(queries), &want);
+    }
+    // A query that can pass only at one value is allowed.
+    parse(&promql("{name: a, query: up, min: 1, max: 1}")).unwrap_or_else(|e| panic!("{e}"));
+}
