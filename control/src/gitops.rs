@@ -38,7 +38,7 @@ mod status;
 pub use argo::{web_metric, WebMetric};
 pub use flagger::{Answer, Hook, Payload};
 pub use flux::{event as flux_event, Event as FluxEvent};
-pub use status::count;
+pub use status::{count, object_name};
 pub use status::{
     build, condition, phase_name, verdict, ConditionClock, Context, ModelStatus, StatusCondition,
     Verdict,

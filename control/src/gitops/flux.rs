@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 
-use super::status::condition;
+use super::status::{condition, object_name};
 use super::Change;
 use crate::clock::rfc3339;
 
@@ -81,7 +81,7 @@ pub fn event(change: &Change, namespace: &str, now: SystemTime) -> Event {
         involved_object: ObjectReference {
             kind: super::KIND,
             namespace: namespace.to_owned(),
-            name: change.model.clone(),
+            name: object_name(&change.model),
             api_version: super::API_VERSION,
         },
         severity: if error { "error" } else { "info" },

@@ -64,7 +64,7 @@ pub async fn apply_status(
     namespace: &str,
     change: Change,
 ) -> Result<(), String> {
-    let name = change.model;
+    let name = super::object_name(&change.model);
     let object = api
         .get_opt(&name)
         .await

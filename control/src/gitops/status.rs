@@ -286,6 +286,41 @@ impl ConditionClock {
     }
 }
 
+/// The Kubernetes object name (`ModelRollout`, and the object Flux events are about) for a
+/// model: the model name itself when it is a valid DNS-1123 subdomain (lowercase letters, digits,
+/// `-` and `.`, starting and ending with a letter or digit, at most 253 characters); otherwise
+/// it lowercased, every other character as `-`, and `-` plus 8 hex digits of a hash of the
+/// real name, so that `meta-llama/Llama-3-8B` is `meta-llama-llama-3-8b-1f0c2d3e` and two
+/// names that map alike stay apart. The real name is the object's `spec.model`.
+pub fn object_name(model: &str) -> String {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = model.as_bytes();
+    let valid = !bytes.is_empty()
+        && bytes.len() <= 253
+        && bytes.iter().all(|&b| alnum(b) || b == b'-' || b == b'.')
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1]);
+    if valid {
+        return model.to_owned();
+    }
+    let mut base: String = model
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '.') => c,
+            _ => '-',
+        })
+        .collect();
+    // Room for the suffix; ends on a letter or digit.
+    base.truncate(243);
+    let base = base.trim_matches(|c: char| c == '-' || c == '.');
+    let hash = rollgate_proxy::hash64(model.as_bytes()) >> 32;
+    if base.is_empty() {
+        format!("model-{hash:08x}")
+    } else {
+        format!("{base}-{hash:08x}")
+    }
+}
+
 /// `1 error`, `3 errors`.
 pub fn count(n: usize, what: &str) -> String {
     if n == 1 {

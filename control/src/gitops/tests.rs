@@ -510,3 +510,42 @@ async fn the_publisher_sends_changes_once_and_skips_a_quiet_start_where_asked() 
     stop_tx.send(true).expect("stop");
     task.await.expect("publisher ends on shutdown");
 }
+
+#[test]
+fn kubernetes_object_names_keep_valid_names_and_map_the_rest_apart() {
+    for name in ["llama", "chat-small", "qwen2.5-7b", "a"] {
+        assert_eq!(object_name(name), name);
+    }
+    let hf = object_name("meta-llama/Llama-3-8B");
+    assert!(hf.starts_with("meta-llama-llama-3-8b-"), "{hf}");
+    // Names that map alike stay apart; the result is always a DNS-1123 subdomain.
+    let others = [
+        "meta-llama/llama-3-8b",
+        "Chat",
+        "my model",
+        "模型",
+        "-x-",
+        &"a".repeat(300),
+    ];
+    let mut seen = std::collections::BTreeSet::from([hf.clone()]);
+    for name in others {
+        let o = object_name(name);
+        assert!(seen.insert(o.clone()), "{name} -> {o} collides");
+        let b = o.as_bytes();
+        assert!(o.len() <= 253, "{o}");
+        assert!(
+            b[0].is_ascii_alphanumeric() && b[b.len() - 1].is_ascii_alphanumeric(),
+            "{o}"
+        );
+        assert!(
+            b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'.'),
+            "{o}"
+        );
+    }
+    // The Flux event is about that object.
+    let mut c = change(Phase::Canary(0));
+    c.model = "meta-llama/Llama-3-8B".into();
+    let e = crate::gitops::flux_event(&c, "ml", std::time::SystemTime::UNIX_EPOCH);
+    assert_eq!(e.involved_object.name, hf);
+}
