@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rollgate_control::encode_path_segment;
+use rollgate_config::encode_path_segment;
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct CtlArgs {

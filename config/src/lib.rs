@@ -12,6 +12,7 @@ use std::time::Duration;
 mod backend;
 mod diff;
 mod error;
+mod percent;
 mod policy;
 mod raw;
 mod units;
@@ -19,6 +20,7 @@ mod validate;
 
 pub use diff::{diff, Change, ChangeKind};
 pub use error::{ConfigError, Errors, ParseError};
+pub use percent::{encode_path_segment, percent_decode, PercentError};
 pub use policy::{check, rollout_change, RolloutChange, Violation};
 pub use units::{parse_duration, parse_ppm, parse_size, Ppm, PPM_MAX};
 pub use validate::gitops::{Gitops, Kubernetes};

@@ -17,7 +17,7 @@ pub mod signals;
 mod status;
 pub mod synthetic;
 
-pub use admin::path::{encode_path_segment, percent_decode, PathError};
+pub use admin::path::PathError;
 pub use admin::{local_addr, serve_admin, AdminServer};
 pub use reload::{
     revision_of, ConfigSource, OnApplied, Preflight, ReloadOutcome, ReloadTrigger, Reloader,

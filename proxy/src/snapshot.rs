@@ -184,22 +184,7 @@ fn model_entry(name: &str) -> serde_json::Value {
 /// What `GET /v1/models/{id}` names: the rest of the path, percent-decoded (`%2F` for a `/` in
 /// an id, as some clients write it). `None` for any other path or an undecodable id.
 pub(crate) fn model_id_in(path: &str) -> Option<std::borrow::Cow<'_, str>> {
-    let id = path.strip_prefix("/v1/models/")?;
-    if !id.contains('%') {
-        return Some(id.into());
-    }
-    let hex = |c: Option<u8>| c.and_then(|c| char::from(c).to_digit(16));
-    let mut out = Vec::with_capacity(id.len());
-    let mut bytes = id.bytes();
-    while let Some(b) = bytes.next() {
-        if b == b'%' {
-            let (hi, lo) = (hex(bytes.next())?, hex(bytes.next())?);
-            out.push(u8::try_from(hi << 4 | lo).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    String::from_utf8(out).ok().map(Into::into)
+    rollgate_config::percent_decode(path.strip_prefix("/v1/models/")?).ok()
 }
 
 #[cfg(test)]

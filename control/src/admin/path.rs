@@ -5,15 +5,13 @@
 
 use std::borrow::Cow;
 
+use rollgate_config::{percent_decode, PercentError};
+
 /// Why an admin path does not name a model (or a model and an action).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    #[error(
-        "invalid percent-encoding in `{path}` at byte {at}: `%` must be followed by two hex digits"
-    )]
-    BadEscape { path: String, at: usize },
-    #[error("`{0}` does not percent-decode to UTF-8")]
-    NotUtf8(String),
+    #[error(transparent)]
+    Encoding(#[from] PercentError),
     #[error("no model in the path")]
     NoModel,
     #[error("no action: use POST /rollouts/{{model}}/{{action}} (the model percent-encoded)")]
@@ -37,55 +35,6 @@ impl PathError {
             _ => hyper::StatusCode::BAD_REQUEST,
         }
     }
-}
-
-/// Percent-encodes `s` as one path segment: everything but RFC 3986's unreserved characters
-/// (`A–Z a–z 0–9 - . _ ~`), so a `/` in a model name stays inside the segment.
-pub fn encode_path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Percent-decodes a path (or a part of one) into UTF-8. `+` stays `+`: it means a space only
-/// in form-encoded query strings.
-pub fn percent_decode(path: &str) -> Result<Cow<'_, str>, PathError> {
-    if !path.contains('%') {
-        return Ok(Cow::Borrowed(path));
-    }
-    let bytes = path.as_bytes();
-    let hex = |i: usize| {
-        bytes
-            .get(i)
-            .and_then(|&b| char::from(b).to_digit(16))
-            .and_then(|d| u8::try_from(d).ok())
-    };
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b != b'%' {
-            out.push(b);
-            i += 1;
-            continue;
-        }
-        let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2)) else {
-            return Err(PathError::BadEscape {
-                path: path.to_owned(),
-                at: i,
-            });
-        };
-        out.push((hi << 4) | lo);
-        i += 3;
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| PathError::NotUtf8(path.to_owned()))
 }
 
 /// The model a path names when the model is the rest of it (`/status/models/{model}`), given
@@ -117,6 +66,7 @@ pub(crate) fn command(rest: &str) -> Result<Command<'_>, PathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rollgate_config::encode_path_segment;
 
     #[test]
     fn a_command_path_ends_with_its_action_and_decodes_its_model() {
@@ -147,8 +97,8 @@ mod tests {
             ("%zz/pin", Err(bad("%zz", 0))),
             ("m%2/pin", Err(bad("m%2", 1))),
             ("m%/pin", Err(bad("m%", 1))),
-            ("%FF/pin", Err(PathError::NotUtf8("%FF".into()))),
-            ("%C3/pin", Err(PathError::NotUtf8("%C3".into()))),
+            ("%FF/pin", Err(not_utf8("%FF"))),
+            ("%C3/pin", Err(not_utf8("%C3"))),
         ];
         for (rest, want) in cases {
             assert_eq!(command(rest), want, "{rest}");
@@ -166,7 +116,7 @@ mod tests {
             ("", Err(PathError::NoModel)),
             ("%zz", Err(bad("%zz", 0))),
             ("%+1", Err(bad("%+1", 0))),
-            ("%FF", Err(PathError::NotUtf8("%FF".into()))),
+            ("%FF", Err(not_utf8("%FF"))),
         ];
         for (rest, want) in cases {
             assert_eq!(model(rest).as_deref().map_err(Clone::clone), want, "{rest}");
@@ -199,17 +149,22 @@ mod tests {
             "invalid percent-encoding in `m%2` at byte 1: `%` must be followed by two hex digits"
         );
         assert_eq!(
-            PathError::NotUtf8("%FF".into()).to_string(),
+            not_utf8("%FF").to_string(),
             "`%FF` does not percent-decode to UTF-8"
         );
         assert_eq!(PathError::NoAction.status(), hyper::StatusCode::NOT_FOUND);
         assert_eq!(PathError::NoModel.status(), hyper::StatusCode::BAD_REQUEST);
     }
 
-    fn bad(path: &str, at: usize) -> PathError {
-        PathError::BadEscape {
-            path: path.into(),
+    fn bad(text: &str, at: usize) -> PathError {
+        PercentError::BadEscape {
+            text: text.into(),
             at,
         }
+        .into()
+    }
+
+    fn not_utf8(text: &str) -> PathError {
+        PercentError::NotUtf8(text.into()).into()
     }
 }

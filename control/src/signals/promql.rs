@@ -21,7 +21,10 @@ pub async fn query(
     timeout: Duration,
 ) -> Result<f64, String> {
     let q = promql.replace("$model", model);
-    let url = format!("{base}/api/v1/query?query={}", encode(&q));
+    let url = format!(
+        "{base}/api/v1/query?query={}",
+        rollgate_config::encode_path_segment(&q)
+    );
     let uri: hyper::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
     let req = hyper::Request::get(uri)
         .body(Empty::new())
@@ -88,19 +91,6 @@ pub fn value(body: &[u8]) -> Result<f64, String> {
     Ok(x)
 }
 
-/// Percent-encodes a query-string value (RFC 3986 unreserved characters stay as they are).
-fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,7 +113,7 @@ mod tests {
     #[test]
     fn queries_are_percent_encoded() {
         assert_eq!(
-            encode(r#"sum(rate(x{m="a b"}[1m]))"#),
+            rollgate_config::encode_path_segment(r#"sum(rate(x{m="a b"}[1m]))"#),
             "sum%28rate%28x%7Bm%3D%22a%20b%22%7D%5B1m%5D%29%29"
         );
     }
