@@ -208,3 +208,44 @@ async fn sigterm_lets_twenty_open_streams_finish_and_exits_zero() {
         .await;
     assert!(!logs.contains("panicked"), "{logs}");
 }
+
+/// A latency histogram is 21 series; `/metrics` carries one per model and variant only once
+/// something was observed there, so idle models and absent variants cost a few counters, not
+/// 189 empty buckets. Counters are always there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn histograms_appear_once_observed() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let cand = start_sim("candidate", "m", |_| {}).await;
+    let idle = format!(
+        "  - name: idle\n    stable: {{ endpoints: [\"{}\"] }}\n",
+        stable.url()
+    );
+    let gw = Gateway::start(&config(&stable, Some(&cand), &idle, ""));
+    let r = send(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        &[],
+        chat("m", "hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let page = gw.metrics().await;
+    let has = |series: &str| page.contains(series);
+    assert!(
+        has(r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="stable"} 1"#),
+        "{page}"
+    );
+    for absent in [
+        r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="candidate"}"#,
+        r#"rollgate_proxy_time_to_first_token_seconds_count{model="m",variant="stable"}"#,
+        r#"rollgate_proxy_request_duration_seconds_count{model="idle""#,
+    ] {
+        assert!(!has(absent), "{absent} in\n{page}");
+    }
+    assert!(
+        has(r#"rollgate_proxy_requests_total{model="idle",variant="stable",status_class="2xx"} 0"#),
+        "{page}"
+    );
+    let (ok, said) = promtool_check(page.clone()).await;
+    assert!(ok, "{said}");
+}

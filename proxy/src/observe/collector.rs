@@ -120,12 +120,19 @@ impl Collector for ProxyCollector {
             }
         }
 
+        // A histogram is 21 series; one with nothing observed yet (a variant a model does not
+        // have, TTFT of a model never streamed) is left out, so that many models do not make a
+        // scrape of empty buckets. Once observed it stays (its counts never go back to 0).
         for (name, help, pick) in HISTOGRAMS {
             let mut f = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
             for m in &models {
                 for (v, o) in variants(m) {
+                    let h = pick(&o);
+                    if h.count == 0 {
+                        continue;
+                    }
                     let labels = [("model", &*m.model), ("variant", v.as_str())];
-                    encode_histogram(f.encode_family(&labels)?, pick(&o))?;
+                    encode_histogram(f.encode_family(&labels)?, h)?;
                 }
             }
         }
