@@ -78,3 +78,6 @@ mod static_split;
 
 #[path = "e2e/sim_tools.rs"]
 mod sim_tools;
+
+#[path = "e2e/scale.rs"]
+mod scale;

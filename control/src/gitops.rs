@@ -38,11 +38,11 @@ mod status;
 pub use argo::{web_metric, WebMetric};
 pub use flagger::{Answer, Hook, Payload};
 pub use flux::{event as flux_event, Event as FluxEvent};
-pub use status::{count, object_name};
 pub use status::{
     build, condition, phase_name, verdict, ConditionClock, Context, ModelStatus, StatusCondition,
     Verdict,
 };
+pub use status::{count, object_name};
 
 /// API group/version and kind of the custom resource the status belongs to.
 pub const API_VERSION: &str = "rollgate.dev/v1alpha1";
@@ -96,6 +96,14 @@ pub struct SinkQueue {
     counters: EventCounters,
     /// Whether the sink wants the first status of each model even when it is quiet.
     initial: bool,
+}
+
+/// What model statuses are built from: the serving snapshot (config, revision and directives),
+/// the driver's statuses and the reload funnel's latest outcome.
+struct StatusInputs {
+    snapshot: Arc<rollgate_proxy::Snapshot>,
+    rollouts: Option<u64>,
+    latest: Option<crate::reload::ReloadOutcome>,
 }
 
 // === impl Gitops ===
@@ -157,6 +165,15 @@ impl Gitops {
                 (m.name.clone(), s)
             })
             .collect()
+    }
+
+    /// What [`Gitops::statuses`] reads besides the clock, read before it.
+    fn inputs(&self) -> StatusInputs {
+        StatusInputs {
+            snapshot: self.proxy.snapshot(),
+            rollouts: self.driver.as_ref().map(DriverHandle::status_version),
+            latest: self.reloader.latest(),
+        }
     }
 
     /// One model's status; `None` when no such model is configured.
@@ -289,6 +306,7 @@ impl Gitops {
     /// Publishes status changes to `sinks` until `shutdown` flips.
     pub async fn publish(self, sinks: Vec<SinkQueue>, mut shutdown: watch::Receiver<bool>) {
         let mut last: BTreeMap<String, ModelStatus> = BTreeMap::new();
+        let mut seen: Option<StatusInputs> = None;
         let stepped = self.driver.as_ref().map(DriverHandle::stepped);
         let mut tick = tokio::time::interval(PUBLISH_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -304,6 +322,13 @@ impl Gitops {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            // Every model's status is rebuilt from these; while none moved (an idle gateway)
+            // the rebuild would find nothing new.
+            let inputs = self.inputs();
+            if seen.as_ref().is_some_and(|s| s.same(&inputs)) {
+                continue;
+            }
+            seen = Some(inputs);
             for (model, status) in self.statuses() {
                 let previous = last.get(&model);
                 if previous.is_some_and(|p| !changed(p, &status)) {
@@ -444,6 +469,16 @@ impl SinkQueue {
         if self.tx.try_send(change).is_err() {
             self.counters.inc(self.name, "dropped");
         }
+    }
+}
+
+// === impl StatusInputs ===
+
+impl StatusInputs {
+    fn same(&self, other: &StatusInputs) -> bool {
+        Arc::ptr_eq(&self.snapshot, &other.snapshot)
+            && self.rollouts == other.rollouts
+            && self.latest == other.latest
     }
 }
 

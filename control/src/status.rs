@@ -5,7 +5,7 @@ use rollgate_proxy::{ModelObservation, ProxyHandle, VariantObservation};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::breakglass::{Drift, OperatorNotes, SyncReport};
 use crate::reload::{ReloadOutcome, ReloaderHandle};
@@ -60,13 +60,16 @@ impl StatusReport {
         let observed = proxy.observe();
         let rollouts = driver.map(DriverHandle::status).unwrap_or_default();
         let live = Live::read(proxy, snap.config(), &rollouts, notes);
+        // By name: a scan per model made `/status` quadratic in the models.
+        let observed: HashMap<&str, &ModelObservation> =
+            observed.iter().map(|o| (&*o.model, o)).collect();
         let models = snap
             .config()
             .models
             .iter()
             .zip(&live.drift)
             .map(|(m, (_, drift))| {
-                let obs = observed.iter().find(|o| *o.model == *m.name);
+                let obs = observed.get(m.name.as_str()).copied();
                 let weight = live.weights.get(&m.name).copied().unwrap_or(m.weight);
                 json!({
                     "name": m.name,
@@ -155,11 +158,13 @@ impl Live {
         notes: &OperatorNotes,
     ) -> Live {
         let directives = proxy.directives();
+        let rollouts: HashMap<&str, &RolloutStatus> =
+            rollouts.iter().map(|s| (s.model.as_str(), s)).collect();
         let mut weights = BTreeMap::new();
         let mut drift = Vec::with_capacity(config.models.len());
         for m in &config.models {
             let w = crate::rollout::traffic(m, directives.get(&m.name)).weight;
-            let status = rollouts.iter().find(|s| s.model == m.name);
+            let status = rollouts.get(m.name.as_str()).copied();
             let d = crate::breakglass::drift(m, w, status, &notes.get(&m.name));
             weights.insert(m.name.clone(), w);
             drift.push((m.name.clone(), d));

@@ -36,6 +36,9 @@ const SCORE_PAUSE: Duration = Duration::from_millis(1);
 /// and counted (`rollgate_proxy_shadow_pairs_unscored_total`) rather than taking the core the
 /// workers need.
 const SCORE_BUDGET: Duration = Duration::from_millis(5);
+/// Models a step evaluates between two yields to the runtime: shutdown and the admin API wait
+/// at most this many (≈ 1 ms of work) even while a reload has every model evaluated again.
+const YIELD_EVERY: usize = 1024;
 
 /// What the driver reads about a candidate besides the data plane's observations.
 #[derive(Clone, Debug)]
@@ -153,7 +156,29 @@ pub struct Driver {
     tallies: SharedTallies,
     status: Statuses,
     on_transition: Option<TransitionHook>,
+    known: Known,
 }
+
+/// The serving config the driver last prepared for, its models by name: a lookup per pair and
+/// per command, where a scan of every model per model made an idle gateway with 5,000 models
+/// take 72 % of a core; and the models a step still has to evaluate.
+#[derive(Default)]
+struct Known {
+    config: Option<Arc<Config>>,
+    /// Each model's position in the config.
+    index: HashMap<String, usize>,
+    /// Bumped on every new config; a model settled under an older one is evaluated again.
+    generation: u64,
+    /// Positions of the models not settled after the last whole step under this config (those
+    /// with a rollout, mostly); `None` until one completed.
+    unsettled: Option<Vec<usize>>,
+}
+
+/// The data plane's observations, read at most once a step and only when a model needs them:
+/// a read copies nine histograms of every model, and models without a rollout in Shadow or
+/// Canary never look at them.
+#[derive(Default)]
+struct Observed(Option<HashMap<Arc<str>, ModelObservation>>);
 
 /// One model's live bookkeeping; only `state` is persisted.
 struct Run {
@@ -166,6 +191,9 @@ struct Run {
     last_eval: Option<Evaluation>,
     /// The evaluation behind the last transition (what the demo and events show).
     transition_eval: Option<Evaluation>,
+    /// The config generation under which the last evaluation of a model without a rollout
+    /// changed nothing: the next one would change nothing either (see [`Driver::step`]).
+    settled: Option<u64>,
 }
 
 /// Paces one batch of scoring: work in slices of [`SCORE_SLICE`], pause between them, stop
@@ -235,9 +263,7 @@ impl Driver {
             .map(|(m, state)| (m, Run::new(state)))
             .collect();
         // Restored rollouts are visible in /status from the start.
-        status
-            .write()
-            .extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r))));
+        status.update(|s| s.extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r)))));
         let stepped = Arc::new(Notify::new());
         let handle = DriverHandle {
             commands: tx,
@@ -261,6 +287,7 @@ impl Driver {
             tallies: SharedTallies::default(),
             status,
             on_transition: None,
+            known: Known::default(),
         };
         (driver, handle)
     }
@@ -300,7 +327,8 @@ impl Driver {
                 _ = tick.tick() => {}
                 _ = scoring.tick() => {
                     let snap = self.proxy.snapshot();
-                    self.score_pairs(snap.config()).await;
+                    self.sync_config(snap.config());
+                    self.score_pairs().await;
                     continue;
                 }
                 _ = self.wake.notified() => {}
@@ -314,7 +342,12 @@ impl Driver {
             while let Ok(queued) = self.commands.try_recv() {
                 self.queue(queued);
             }
-            self.step().await;
+            tokio::select! {
+                () = self.step() => {}
+                // Mid-step: a step yields every YIELD_EVERY models, so shutdown never waits
+                // for a whole evaluation of a huge config.
+                _ = shutdown.changed() => return,
+            }
             last = tokio::time::Instant::now();
             for (ack, answer) in self.applied.drain(..) {
                 // The caller may have stopped waiting (its timeout); the command stands.
@@ -342,17 +375,8 @@ impl Driver {
     /// second, a 100 ms batch of 64 for 0.4 ms ten times a second, and every request in flight
     /// waited that long, which showed in the primaries' p99 at saturation. The pauses delay the
     /// driver's next evaluation by as much, a breach's included (10 at most a batch).
-    async fn score_pairs(&mut self, config: &Config) {
+    async fn score_pairs(&mut self) {
         let pairs = self.proxy.take_shadow_pairs();
-        {
-            // Every configured model has its score series from the start, zero until scored.
-            let mut tallies = lock(&self.tallies);
-            for m in &config.models {
-                if !tallies.contains_key(&*m.name) {
-                    tallies.insert(m.name.clone(), Tallies::default());
-                }
-            }
-        }
         let mut pace = ScorePace::new(std::time::Instant::now());
         for (i, p) in pairs.iter().enumerate() {
             let now = std::time::Instant::now();
@@ -369,29 +393,31 @@ impl Driver {
                     break;
                 }
             }
-            self.score_pair(config, p);
+            self.score_pair(p);
         }
     }
 
-    fn score_pair(&mut self, config: &Config, p: &ShadowPair) {
-        let Some(m) = config.models.iter().find(|m| *m.name == *p.model) else {
+    fn score_pair(&mut self, p: &ShadowPair) {
+        if !self.known.index.contains_key(&*p.model) {
             return;
-        };
+        }
         let score = (self.scorer)(p);
         let mut tallies = lock(&self.tallies);
-        // Every configured model's tallies were made before the batch (`score_pairs`).
-        let Some(tally) = tallies.get_mut(&*m.name) else {
+        // Every configured model's tallies were made with the config (`sync_config`).
+        let Some(tally) = tallies.get_mut(&*p.model) else {
             return;
         };
         let Some(score) = score else {
             tally.not_comparable += 1;
             return;
         };
-        if !self.runs.contains_key(&*m.name) {
+        if !self.runs.contains_key(&*p.model) {
             self.runs
-                .insert(m.name.clone(), Run::new(RolloutState::idle()));
+                .insert(p.model.to_string(), Run::new(RolloutState::idle()));
+            // Not settled yet: the next step evaluates every model.
+            self.known.unsettled = None;
         }
-        if let Some(run) = self.runs.get_mut(&*m.name) {
+        if let Some(run) = self.runs.get_mut(&*p.model) {
             run.correctness.comparable_pairs += 1;
             if score >= crate::scoring::DEFAULT_PAIR_THRESHOLD {
                 run.correctness.agreeing_pairs += 1;
@@ -407,125 +433,206 @@ impl Driver {
         tally.score_sum += score;
     }
 
-    /// One evaluation of every model.
+    /// One evaluation of every model. A model whose last evaluation changed nothing and that
+    /// nothing can move (no rollout to evaluate, no command waiting, the same config) is not
+    /// evaluated again: an idle step over 50,000 static splits does nothing per model.
     pub async fn step(&mut self) {
         let snap = self.proxy.snapshot();
         let config = snap.config().clone();
-        let observed = self.proxy.observe();
-        self.score_pairs(&config).await;
+        self.sync_config(&config);
+        self.score_pairs().await;
+        let mut observed = Observed::default();
         let mut transitions = 0;
-        for m in &config.models {
-            let obs = observed.iter().find(|o| *o.model == *m.name).cloned();
-            let run = self
-                .runs
-                .entry(m.name.clone())
-                .or_insert_with(|| Run::new(RolloutState::idle()));
-            let fingerprint = m.candidate.as_ref().map(fingerprint);
-            let active = m.rollout.is_some() && fingerprint.is_some();
-            let signals = if active {
-                Some(self.signals.read(m).await)
-            } else {
-                None
-            };
-            if let Some(every) = m
-                .rollout
-                .as_ref()
-                .and_then(|r| r.synthetic.as_ref())
-                .map(|s| s.every)
-            {
-                let due = run.synthetic_at.is_none_or(|t| t.elapsed() >= every);
-                let running =
-                    *lock(&run.synthetic) == SyntheticState::Pending && run.synthetic_at.is_some();
-                if active
-                    && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_))
-                    && due
-                    && !running
-                {
-                    let name = m.name.clone();
-                    self.run_synthetic(m);
-                    tracing::debug!(model = %name, "periodic synthetic run");
-                }
+        let mut unsettled = Vec::new();
+        for (n, i) in self.to_evaluate(&config).into_iter().enumerate() {
+            if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                // Lets shutdown (and the admin API on the same runtime) in mid-step.
+                tokio::task::yield_now().await;
             }
-            let Some(run) = self.runs.get_mut(&m.name) else {
+            let Some(m) = config.models.get(i) else {
                 continue;
             };
-            let synthetic = match (&m.rollout, active) {
-                (Some(r), true) if r.synthetic.is_some() => lock(&run.synthetic).clone(),
-                _ => SyntheticState::None,
-            };
-            let evaluation = match (&m.rollout, &obs, &signals) {
-                (Some(r), Some(o), Some(sig))
-                    if matches!(run.state.phase, Phase::Shadow | Phase::Canary(_)) =>
-                {
-                    Some(evaluate(
-                        &r.gates,
-                        r.min_samples,
-                        &gate_inputs(run, o, sig, &synthetic, min_pairs(r)),
-                    ))
-                }
-                _ => None,
-            };
-            let (command, ack) = self
-                .pending
-                .get_mut(&m.name)
-                .and_then(VecDeque::pop_front)
-                .unzip();
-            let inputs = Inputs {
-                now_ms: unix_ms(),
-                revision: snap.revision(),
-                candidate: fingerprint.as_deref(),
-                rollout: m.rollout.as_ref(),
-                evaluation: evaluation.as_ref(),
-                health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
-                synthetic: &synthetic,
-                command,
-            };
-            let (next, actions) = decide(&run.state, &inputs);
-            let command = inputs.command;
-            let refused = actions.iter().find_map(|a| match a {
-                Action::Refuse(why) => Some(why.clone()),
-                _ => None,
-            });
-            if let Some(ack) = ack {
-                self.applied.push((ack, refused.map_or(Ok(()), Err)));
-            }
-            // A transition without an evaluation (Promote → Full, commands) keeps showing the
-            // gate values that led up to it.
-            if next.phase != run.state.phase && evaluation.is_some() {
-                run.transition_eval.clone_from(&evaluation);
-            }
-            if next.candidate != run.state.candidate {
-                // A new candidate's status never shows the previous one's gate values.
-                run.transition_eval = None;
-                run.last_eval = None;
-            }
-            if evaluation.is_some() {
-                run.last_eval = evaluation;
-            }
-            let transition = next.phase != run.state.phase;
-            if transition {
+            if !self.settled(m) && self.step_model(m, snap.revision(), &mut observed).await {
                 transitions += 1;
-                // The weight served after it: the state's, or the config's when nothing directs.
-                let weight = if next.directs_traffic() {
-                    Ppm::new(next.weight).unwrap_or(Ppm::ZERO)
-                } else {
-                    super::live::traffic(m, None).weight
-                };
-                tracing::info!(model = %m.name, revision = %snap.revision(), from = ?run.state.phase, to = ?next.phase, %weight, reason = %next.reason, "rollout transition");
             }
-            held_changed(m, snap.revision(), &run.state, &next, command.as_ref());
-            run.state = next;
-            self.execute(m, actions, obs.as_ref());
-            // Statuses are refreshed every step (gate values move without transitions).
-            self.publish(m);
+            if !self.settled(m) {
+                unsettled.push(i);
+            }
         }
-        let configured = |name: &String| config.models.iter().any(|m| &m.name == name);
-        self.runs.retain(|name, _| configured(name));
+        self.known.unsettled = Some(unsettled);
         // A command for a model that left the config is dropped; its sender hears so.
-        self.pending.retain(|name, _| configured(name));
-        self.status.write().retain(|name, _| configured(name));
+        let known = &self.known;
+        self.pending
+            .retain(|name, _| known.index.contains_key(name));
         if let (Some(hook), true) = (&self.on_transition, transitions > 0) {
             hook(snap.revision(), &self.status.read());
+        }
+    }
+
+    /// Positions of the models this step evaluates, in config order: every model after a new
+    /// config, then only those not settled and those with a command waiting.
+    fn to_evaluate(&self, config: &Config) -> Vec<usize> {
+        let Some(unsettled) = &self.known.unsettled else {
+            return (0..config.models.len()).collect();
+        };
+        let commanded = self.pending.keys().filter_map(|m| self.known.index.get(m));
+        let mut all: Vec<usize> = unsettled.iter().chain(commanded).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Whether the model's last evaluation was a no-op that the next one would repeat.
+    fn settled(&self, m: &Model) -> bool {
+        let Some(run) = self.runs.get(&m.name) else {
+            return false;
+        };
+        run.settled == Some(self.known.generation)
+            && (self.pending.is_empty() || !self.pending.contains_key(&m.name))
+    }
+
+    /// Evaluates one model and executes what it decides; true on a phase change.
+    async fn step_model(&mut self, m: &Model, revision: &str, observed: &mut Observed) -> bool {
+        if !self.runs.contains_key(&m.name) {
+            self.runs
+                .insert(m.name.clone(), Run::new(RolloutState::idle()));
+        }
+        let fingerprint = m.candidate.as_ref().map(fingerprint);
+        let active = m.rollout.is_some() && fingerprint.is_some();
+        let signals = if active {
+            Some(self.signals.read(m).await)
+        } else {
+            None
+        };
+        self.start_periodic_synthetic(m, active);
+        let Some(run) = self.runs.get_mut(&m.name) else {
+            return false;
+        };
+        let gated = active && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_));
+        let mut obs = if gated {
+            observed.get(&self.proxy, &m.name)
+        } else {
+            None
+        };
+        let synthetic = match (&m.rollout, active) {
+            (Some(r), true) if r.synthetic.is_some() => lock(&run.synthetic).clone(),
+            _ => SyntheticState::None,
+        };
+        let evaluation = match (&m.rollout, &obs, &signals) {
+            (Some(r), Some(o), Some(sig)) if gated => Some(evaluate(
+                &r.gates,
+                r.min_samples,
+                &gate_inputs(run, o, sig, &synthetic, min_pairs(r)),
+            )),
+            _ => None,
+        };
+        let (command, ack) = self
+            .pending
+            .get_mut(&m.name)
+            .and_then(VecDeque::pop_front)
+            .unzip();
+        let inputs = Inputs {
+            now_ms: unix_ms(),
+            revision,
+            candidate: fingerprint.as_deref(),
+            rollout: m.rollout.as_ref(),
+            evaluation: evaluation.as_ref(),
+            health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
+            synthetic: &synthetic,
+            command,
+        };
+        let (next, actions) = decide(&run.state, &inputs);
+        let command = inputs.command;
+        let refused = actions.iter().find_map(|a| match a {
+            Action::Refuse(why) => Some(why.clone()),
+            _ => None,
+        });
+        if let Some(ack) = ack {
+            self.applied.push((ack, refused.map_or(Ok(()), Err)));
+        }
+        // Nothing moves a model without a rollout but a command or a new config.
+        let quiet = !active && command.is_none() && actions.is_empty() && next == run.state;
+        run.settled = quiet.then_some(self.known.generation);
+        // A transition without an evaluation (Promote → Full, commands) keeps showing the
+        // gate values that led up to it.
+        if next.phase != run.state.phase && evaluation.is_some() {
+            run.transition_eval.clone_from(&evaluation);
+        }
+        if next.candidate != run.state.candidate {
+            // A new candidate's status never shows the previous one's gate values.
+            run.transition_eval = None;
+            run.last_eval = None;
+        }
+        if evaluation.is_some() {
+            run.last_eval = evaluation;
+        }
+        let transition = next.phase != run.state.phase;
+        if transition {
+            // The weight served after it: the state's, or the config's when nothing directs.
+            let weight = if next.directs_traffic() {
+                Ppm::new(next.weight).unwrap_or(Ppm::ZERO)
+            } else {
+                super::live::traffic(m, None).weight
+            };
+            tracing::info!(model = %m.name, %revision, from = ?run.state.phase, to = ?next.phase, %weight, reason = %next.reason, "rollout transition");
+        }
+        held_changed(m, revision, &run.state, &next, command.as_ref());
+        run.state = next;
+        if obs.is_none() && actions.contains(&Action::ResetWindow) {
+            obs = observed.get(&self.proxy, &m.name);
+        }
+        self.execute(m, actions, obs.as_ref());
+        // Statuses are refreshed every evaluation (gate values move without transitions).
+        self.publish(m);
+        transition
+    }
+
+    /// Starts the periodic synthetic run of a rollout in Shadow or Canary when one is due.
+    fn start_periodic_synthetic(&mut self, m: &Model, active: bool) {
+        let Some(every) = m
+            .rollout
+            .as_ref()
+            .and_then(|r| r.synthetic.as_ref())
+            .map(|s| s.every)
+        else {
+            return;
+        };
+        let Some(run) = self.runs.get(&m.name) else {
+            return;
+        };
+        let due = run.synthetic_at.is_none_or(|t| t.elapsed() >= every);
+        let running =
+            *lock(&run.synthetic) == SyntheticState::Pending && run.synthetic_at.is_some();
+        if active && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_)) && due && !running
+        {
+            self.run_synthetic(m);
+            tracing::debug!(model = %m.name, "periodic synthetic run");
+        }
+    }
+
+    /// Prepares for a new serving config (a new `Arc`, so once per reload, not per step):
+    /// indexes its models by name, forgets models that left it, gives every model its score
+    /// tallies, and has every model evaluated on the next step.
+    fn sync_config(&mut self, config: &Arc<Config>) {
+        if self
+            .known
+            .config
+            .as_ref()
+            .is_some_and(|k| Arc::ptr_eq(k, config))
+        {
+            return;
+        }
+        self.known = Known::new(config.clone(), self.known.generation + 1);
+        let known = &self.known;
+        self.runs.retain(|name, _| known.index.contains_key(name));
+        self.status
+            .update(|s| s.retain(|name, _| known.index.contains_key(name)));
+        // Every configured model has its score series from the start, zero until scored.
+        let mut tallies = lock(&self.tallies);
+        for m in &config.models {
+            if !tallies.contains_key(&*m.name) {
+                tallies.insert(m.name.clone(), Tallies::default());
+            }
         }
     }
 
@@ -607,7 +714,7 @@ impl Driver {
             .as_ref()
             .map(|c| rollgate_config::rollout_change(&m.stable, c).as_str());
         let status = status_of(&m.name, change, run);
-        self.status.write().insert(m.name.clone(), status);
+        self.status.update(|s| s.insert(m.name.clone(), status));
     }
 }
 
@@ -805,7 +912,37 @@ impl Run {
             synthetic_at: None,
             last_eval: None,
             transition_eval: None,
+            settled: None,
         }
+    }
+}
+
+// === impl Known ===
+
+impl Known {
+    fn new(config: Arc<Config>, generation: u64) -> Known {
+        Known {
+            index: (config.models.iter().enumerate())
+                .map(|(i, m)| (m.name.clone(), i))
+                .collect(),
+            config: Some(config),
+            generation,
+            unsettled: None,
+        }
+    }
+}
+
+// === impl Observed ===
+
+impl Observed {
+    fn get(&mut self, proxy: &ProxyHandle, model: &str) -> Option<ModelObservation> {
+        self.0
+            .get_or_insert_with(|| {
+                let all = proxy.observe();
+                all.into_iter().map(|o| (o.model.clone(), o)).collect()
+            })
+            .get(model)
+            .cloned()
     }
 }
 
@@ -838,6 +975,12 @@ impl DriverHandle {
     /// served with now (the configured split, or none without a candidate).
     pub fn status(&self) -> Vec<RolloutStatus> {
         self.status.read()
+    }
+
+    /// Moves whenever the driver publishes a status: a reader that saw the same version (and
+    /// the same data-plane snapshot, for Idle traffic) would read the same statuses.
+    pub fn status_version(&self) -> u64 {
+        self.status.version()
     }
 }
 

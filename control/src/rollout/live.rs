@@ -3,8 +3,9 @@
 //! candidate). A model no rollout directs (Idle: no plan, or none started) reports it, so that
 //! `/rollouts`, `ctl status` and `rollgate_rollout_*` say what `/status` says and users get.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockWriteGuard};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use rollgate_config::{Model, Ppm};
 use rollgate_proxy::{Directive, ProxyHandle};
@@ -24,6 +25,9 @@ pub struct Traffic {
 #[derive(Clone, Debug)]
 pub(crate) struct Statuses {
     published: Arc<RwLock<BTreeMap<String, RolloutStatus>>>,
+    /// Bumped on every write: readers that rebuild from the statuses (the GitOps publisher)
+    /// skip the rebuild while it has not moved.
+    version: Arc<AtomicU64>,
     proxy: ProxyHandle,
 }
 
@@ -64,6 +68,7 @@ impl Statuses {
     pub(crate) fn new(proxy: ProxyHandle) -> Statuses {
         Statuses {
             published: Arc::default(),
+            version: Arc::default(),
             proxy,
         }
     }
@@ -79,18 +84,35 @@ impl Statuses {
             .collect();
         let snap = self.proxy.snapshot();
         let directives = self.proxy.directives();
+        // By name: a scan of the config per status made `/rollouts` quadratic in the models.
+        let models: HashMap<&str, &Model> = snap
+            .config()
+            .models
+            .iter()
+            .map(|m| (m.name.as_str(), m))
+            .collect();
         for s in &mut all {
-            if let Some(m) = snap.config().models.iter().find(|m| m.name == s.model) {
+            if let Some(m) = models.get(s.model.as_str()) {
                 overlay(s, m, directives.get(&m.name));
             }
         }
         all
     }
 
-    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<String, RolloutStatus>> {
-        self.published
+    /// Changes after every update (see [`Statuses::update`]).
+    pub(crate) fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Changes the published statuses. The version moves after the change: a reader that
+    /// sees the new version reads the new statuses.
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut BTreeMap<String, RolloutStatus>) -> R) -> R {
+        let r = f(&mut self
+            .published
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or_else(PoisonError::into_inner));
+        self.version.fetch_add(1, Ordering::AcqRel);
+        r
     }
 }
 

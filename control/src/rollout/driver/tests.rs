@@ -128,8 +128,9 @@ fn scoring_pauses_between_slices_and_stops_when_its_budget_is_spent() {
 #[tokio::test(start_paused = true)]
 async fn every_model_has_score_tallies_before_its_first_pair() {
     let (mut d, _handle) = driver();
-    let config = d.proxy.snapshot().config().clone();
-    d.score_pairs(&config).await;
+    // As the scoring tick does: the serving config first, then the batch.
+    d.sync_config(d.proxy.snapshot().config());
+    d.score_pairs().await;
     let tallies = lock(&d.tallies);
     let m = tallies.get("m").expect("tallies of m");
     assert_eq!((m.not_comparable, m.scores.iter().sum::<u64>()), (0, 0));
@@ -417,4 +418,107 @@ fn rollout_conditions_carry_a_kstatus_reason_and_the_words_apart() {
             "the words stay in the message"
         );
     }
+}
+
+/// Models in QA's scale report: `n` static splits (a candidate at `weight`, no rollout plan).
+fn static_splits(n: usize, weight: &str) -> String {
+    use std::fmt::Write as _;
+    let mut yaml = String::from("listen: 127.0.0.1:0\nmodels:\n");
+    for i in 0..n {
+        let _ = write!(
+            yaml,
+            "  - name: model-{i:05}\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    \
+             candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2 }}\n    \
+             weight: {weight}\n"
+        );
+    }
+    yaml
+}
+
+/// Enough models that a scan of the config per model (4 × 10⁸ name comparisons a step) takes
+/// seconds, while a lookup per model takes about a millisecond.
+const MANY: usize = 20_000;
+
+fn weight_of(handle: &DriverHandle, model: &str) -> (String, Option<String>) {
+    let s = handle
+        .status()
+        .into_iter()
+        .find(|s| s.model == model)
+        .expect(model);
+    (s.weight, s.pinned)
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_steps_over_20_000_static_splits_evaluate_nothing_again() {
+    let (mut d, handle) = driver_on(&static_splits(MANY, "10%"), &mut Registry::default());
+    d.step().await;
+    assert_eq!(handle.status().len(), MANY);
+    assert_eq!(
+        d.known.unsettled.as_deref(),
+        Some(&[][..]),
+        "left to evaluate"
+    );
+    // Nothing moves a static split but a command or a reload: further steps publish nothing,
+    // and cost a lookup per model. 100× the expected time, unoptimised; the old step, which
+    // scanned every model for each model, took seconds each.
+    let published = handle.status_version();
+    let began = std::time::Instant::now();
+    for _ in 0..10 {
+        d.step().await;
+    }
+    let idle = began.elapsed();
+    assert_eq!(
+        handle.status_version(),
+        published,
+        "an idle step republished"
+    );
+    assert!(idle < Duration::from_secs(5), "10 idle steps took {idle:?}");
+
+    // A command still reaches a settled model on the next step.
+    let pinned = handle
+        .command("model-00042", Command::Pin(250_000))
+        .expect("queued");
+    while let Ok(queued) = d.commands.try_recv() {
+        d.queue(queued);
+    }
+    d.step().await;
+    for (ack, answer) in d.applied.drain(..) {
+        let _ = ack.send(answer);
+    }
+    pinned.await.expect("applied").expect("accepted");
+    assert_eq!(
+        weight_of(&handle, "model-00042"),
+        ("25%".to_owned(), Some("25%".to_owned()))
+    );
+
+    // A reload has every model evaluated again; models that left it are forgotten.
+    let fewer = rollgate_config::parse(&static_splits(MANY / 2, "20%")).expect("config");
+    d.proxy.apply(fewer, "rev-2");
+    d.step().await;
+    assert_eq!(handle.status().len(), MANY / 2);
+    assert_eq!(d.runs.len(), MANY / 2);
+    let generation = d.known.generation;
+    assert!(d.runs.values().all(|r| r.settled == Some(generation)));
+    assert_eq!(weight_of(&handle, "model-00007"), ("20%".to_owned(), None));
+    assert_eq!(
+        weight_of(&handle, "model-00042"),
+        ("25%".to_owned(), Some("25%".to_owned())),
+        "the pin outlasts the reload"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_the_driver_mid_step_over_20_000_models() {
+    let (d, handle) = driver_on(&static_splits(MANY, "10%"), &mut Registry::default());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(d.run(stopped));
+    // The driver's first step starts at once and yields after YIELD_EVERY models.
+    tokio::task::yield_now().await;
+    stop.send(true).expect("driver running");
+    task.await.expect("driver stopped");
+    let evaluated = handle.status().len();
+    assert!(
+        evaluated <= 2 * YIELD_EVERY,
+        "{evaluated} of {MANY} models evaluated after shutdown was asked for"
+    );
 }

@@ -1,0 +1,107 @@
+//! Criterion benchmarks of the rollout driver's step over many models without traffic: the
+//! idle step (every second, nothing changed) and the step after a reload (every model
+//! evaluated again). QA found the idle step quadratic in the models (5,000 static splits: 72 %
+//! of a core; README, "Scale").
+//!
+//! `cargo bench -p rollgate-benches --bench control_loop -- --quick`; see docs/benchmarks.md.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use prometheus_client::registry::Registry;
+use rollgate_config::Model;
+use rollgate_control::rollout::{
+    Driver, Health, ModelSignals, SignalSource, StateStore, SyntheticRunner, SyntheticState,
+};
+use rollgate_proxy::ProxyHandle;
+
+/// Model counts: QA's 500 to 56,000 range.
+const MODELS: [usize; 3] = [500, 5_000, 50_000];
+
+/// Static splits as in QA's report: a candidate at `weight`, no rollout plan.
+fn static_splits(n: usize, weight: &str) -> String {
+    let mut yaml = String::from("listen: 127.0.0.1:0\nmodels:\n");
+    for i in 0..n {
+        let _ = write!(
+            yaml,
+            "  - name: model-{i:05}\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    \
+             candidate: {{ endpoints: [\"http://127.0.0.1:2\"], revision: v2 }}\n    \
+             weight: {weight}\n"
+        );
+    }
+    yaml
+}
+
+/// No engine to read: the driver never asks without a rollout plan.
+struct NoSignals;
+
+impl SignalSource for NoSignals {
+    fn read<'a>(&'a self, _: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
+        Box::pin(std::future::ready(ModelSignals {
+            health: Health::Unknown,
+            promql: Vec::new(),
+            queue_time: Ok(None),
+            gpu_memory: Ok(None),
+        }))
+    }
+}
+
+fn driver(yaml: &str) -> (ProxyHandle, Driver) {
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(yaml).expect("config"),
+        "rev-1",
+        &mut Registry::default(),
+    );
+    let synthetic: SyntheticRunner =
+        Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
+    let (driver, _handle) = Driver::new(
+        proxy.clone(),
+        StateStore::new(None),
+        Arc::new(NoSignals),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(1),
+    );
+    (proxy, driver)
+}
+
+fn driver_step(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut g = c.benchmark_group("driver_step");
+    for n in MODELS {
+        let (proxy, mut d) = driver(&static_splits(n, "10%"));
+        rt.block_on(d.step());
+        g.bench_function(BenchmarkId::new("idle", n), |b| {
+            b.iter(|| rt.block_on(d.step()));
+        });
+        // A reload: a new config (the same models, another weight), every model evaluated.
+        let config = rollgate_config::parse(&static_splits(n, "20%")).expect("config");
+        g.bench_function(BenchmarkId::new("after_reload", n), |b| {
+            b.iter_batched(
+                || proxy.apply(config.clone(), "rev-2"),
+                |_| rt.block_on(d.step()),
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = control_loop;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(10);
+    targets = driver_step
+}
+criterion_main!(control_loop);
