@@ -175,7 +175,14 @@ impl EndpointRegistry {
         state
     }
 
-    /// Every endpoint ever configured, sorted by URL (for metrics; not on the request path).
+    /// Forgets the endpoints `keep` refuses (no model names them any more): pods come and go
+    /// with new addresses, and each would otherwise stay in `/metrics` for good.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut map = self.by_url.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|url, _| keep(url));
+    }
+
+    /// Every endpoint configured, sorted by URL (for metrics; not on the request path).
     pub(crate) fn all(&self) -> Vec<Arc<EndpointState>> {
         let map = self.by_url.lock().unwrap_or_else(PoisonError::into_inner);
         let mut all: Vec<_> = map.values().cloned().collect();

@@ -115,6 +115,16 @@ impl ProxyHandle {
             &s.endpoints,
         ));
         s.snapshot.store(snapshot.clone());
+        // What the new config no longer names leaves the registries (and `/metrics`).
+        let config = &p.config;
+        let names: std::collections::HashSet<&str> =
+            config.models.iter().map(|m| m.name.as_str()).collect();
+        s.stats.retain(|name| names.contains(name));
+        let urls: std::collections::HashSet<&str> = (config.models.iter())
+            .flat_map(|m| std::iter::once(&m.stable).chain(&m.candidate))
+            .flat_map(|b| b.endpoints.iter().map(|e| e.url.as_str()))
+            .collect();
+        s.endpoints.retain(|url| urls.contains(url));
         snapshot
     }
 
@@ -123,7 +133,7 @@ impl ProxyHandle {
         self.shared.snapshot.load_full()
     }
 
-    /// Cumulative observations of every model ever configured.
+    /// Cumulative observations of every model configured.
     pub fn observe(&self) -> Vec<ModelObservation> {
         self.shared
             .stats

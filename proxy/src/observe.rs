@@ -341,7 +341,15 @@ impl StatsRegistry {
         self.rejected.iter().map(|c| c.load(Relaxed)).collect()
     }
 
-    /// Every model ever configured, sorted by name.
+    /// Forgets the models `keep` refuses (removed by a reload): their series leave `/metrics`,
+    /// so renaming models does not grow it forever. Requests still in flight on an older
+    /// snapshot finish on the stats they hold.
+    pub(crate) fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let mut models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        models.retain(|name, _| keep(name));
+    }
+
+    /// Every model configured, sorted by name.
     pub(crate) fn all(&self) -> Vec<Arc<ModelStats>> {
         let models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
         let mut all: Vec<_> = models.values().cloned().collect();

@@ -249,3 +249,43 @@ async fn histograms_appear_once_observed() {
     let (ok, said) = promtool_check(page.clone()).await;
     assert!(ok, "{said}");
 }
+
+/// A model or an endpoint that a reload removes leaves `/metrics`: renamed models and pods
+/// that come back on new addresses do not grow the page forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_models_and_endpoints_leave_the_metrics() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let other = start_sim("other", "old", |_| {}).await;
+    let old = format!(
+        "  - name: old\n    stable: {{ endpoints: [\"{}\"] }}\n",
+        other.url()
+    );
+    let gw = Gateway::start(&config(&stable, None, &old, ""));
+    let r = send(
+        &client(),
+        &gw.url("/v1/chat/completions"),
+        &[],
+        chat("old", "hi", false),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let page = gw.metrics().await;
+    assert!(page.contains(r#"model="old""#), "{page}");
+    let endpoint = format!(r#"endpoint="{}""#, other.url());
+    assert!(page.contains(&endpoint), "{page}");
+
+    gw.write_config(&config(&stable, None, "", ""));
+    assert_eq!(gw.reload().await["result"], "success");
+    // The data plane forgets at the swap, the rollout driver at its next step (woken by it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let page = loop {
+        let page = gw.metrics().await;
+        if !page.contains(r#"model="old""#) || tokio::time::Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!page.contains(r#"model="old""#), "{page}");
+    assert!(!page.contains(&endpoint), "{page}");
+    assert!(page.contains(r#"model="m""#), "{page}");
+}

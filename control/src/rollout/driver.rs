@@ -627,8 +627,10 @@ impl Driver {
         self.runs.retain(|name, _| known.index.contains_key(name));
         self.status
             .update(|s| s.retain(|name, _| known.index.contains_key(name)));
-        // Every configured model has its score series from the start, zero until scored.
+        // Every configured model has its score series from the start, zero until scored; a
+        // removed model's leave `/metrics`.
         let mut tallies = lock(&self.tallies);
+        tallies.retain(|name, _| known.index.contains_key(name));
         for m in &config.models {
             if !tallies.contains_key(&*m.name) {
                 tallies.insert(m.name.clone(), Tallies::default());
