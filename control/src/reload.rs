@@ -463,17 +463,17 @@ impl ReloaderHandle {
         lock(&self.state.applied_text).clone()
     }
 
-    /// Watches the file and triggers a reload when its content changes. Polls (cheap: one
-    /// `stat` and, on a changed mtime or size, one read) so it works on every filesystem,
-    /// including Kubernetes ConfigMap symlink swaps.
+    /// Watches the file and triggers a reload when it changes. Polls (cheap: one `stat`, and
+    /// one read when the mtime, size or inode changed or the mtime is under 2 s old) so it
+    /// works on every filesystem, including Kubernetes ConfigMap symlink swaps.
     pub async fn watch_file(self, path: PathBuf, every: Duration) {
-        let mut last = file_stamp(&path).await;
+        let mut last = file_stamp(&path, None).await;
         // This task may first run after the file changed again (or went away) since it was
         // read at startup: compare with the serving text, not only with later looks.
         let applied = self
             .applied_text()
             .map(|t| rollgate_proxy::hash64(t.as_bytes()));
-        if last.map(|(_, _, hash)| hash) != applied {
+        if last.map(|s| s.hash) != applied {
             // A full queue means a reload is already pending; it will read this content.
             let _ = self.tx.try_send(ReloadTrigger::FileChanged);
         }
@@ -481,7 +481,7 @@ impl ReloaderHandle {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = file_stamp(&path).await;
+            let now = file_stamp(&path, last.as_ref()).await;
             if now != last {
                 last = now;
                 // A full queue means a reload is already pending; it will read this content.
@@ -491,14 +491,39 @@ impl ReloaderHandle {
     }
 }
 
-async fn file_stamp(path: &std::path::Path) -> Option<(SystemTime, u64, u64)> {
+/// What the watcher compares: the file's metadata and a hash of its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: SystemTime,
+    len: u64,
+    inode: u64,
+    hash: u64,
+}
+
+/// How recent a modification must be for the content to be hashed although the metadata did
+/// not change: a filesystem with coarse timestamps can hide a same-size rewrite within them.
+const FRESH: Duration = Duration::from_secs(2);
+
+/// The file's stamp. Its content is read and hashed only when the metadata changed since `last`
+/// or is fresh: a 50,000-model config (8 MB) hashed every second was most of an idle gateway's
+/// CPU.
+async fn file_stamp(path: &std::path::Path, last: Option<&Stamp>) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
     let meta = tokio::fs::metadata(path).await.ok()?;
+    let (modified, len, inode) = (meta.modified().ok()?, meta.len(), meta.ino());
+    let settled = modified.elapsed().is_ok_and(|age| age > FRESH);
+    if let Some(l) =
+        last.filter(|l| settled && (l.modified, l.len, l.inode) == (modified, len, inode))
+    {
+        return Some(*l);
+    }
     let text = tokio::fs::read(path).await.ok()?;
-    Some((
-        meta.modified().ok()?,
-        meta.len(),
-        rollgate_proxy::hash64(&text),
-    ))
+    Some(Stamp {
+        modified,
+        len,
+        inode,
+        hash: rollgate_proxy::hash64(&text),
+    })
 }
 
 // === impl ConfigSource ===

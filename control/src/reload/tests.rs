@@ -265,3 +265,38 @@ async fn a_paused_git_source_still_fetches_and_resume_applies_the_newest_commit(
     // Cleanup only; a leftover temp dir is harmless.
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// The watcher hashes a file's content only when its metadata moved or is fresh: an unchanged
+/// old file costs a `stat`, a fresh or changed one is read.
+#[tokio::test]
+async fn the_watcher_reads_a_file_only_when_its_metadata_moved_or_is_fresh() {
+    let dir = std::env::temp_dir().join(format!("rollgate-stamp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("c.yaml");
+    let set_old = |p: &std::path::Path| {
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(an_hour_ago))
+            .expect("set mtime");
+    };
+    std::fs::write(&path, "aaaa").expect("write");
+    let fresh = file_stamp(&path, None).await.expect("stamp");
+    // Fresh: a same-size rewrite is seen even with the same metadata (coarse timestamps).
+    std::fs::write(&path, "bbbb").expect("write");
+    let again = file_stamp(&path, Some(&fresh)).await.expect("stamp");
+    assert_ne!(again.hash, fresh.hash);
+    // Old and unchanged: the last stamp stands, content not read.
+    set_old(&path);
+    let old = file_stamp(&path, None).await.expect("stamp");
+    let same = file_stamp(&path, Some(&old)).await.expect("stamp");
+    assert_eq!(same, old);
+    // Any metadata change is read again.
+    std::fs::write(&path, "ccccc").expect("write");
+    set_old(&path);
+    let changed = file_stamp(&path, Some(&old)).await.expect("stamp");
+    assert_ne!(changed.len, old.len);
+    assert_ne!(changed.hash, old.hash);
+    std::fs::remove_dir_all(&dir).ok();
+}
