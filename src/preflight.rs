@@ -11,20 +11,26 @@
 use std::path::{Path, PathBuf};
 
 use rollgate_config::Config;
-use rollgate_control::operator::AdminAuth;
 use rollgate_control::synthetic::Suite;
 
 /// Every problem, each naming the setting; empty when the config can start here.
 pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
     let mut errors = Vec::new();
     if let Some(tls) = &config.tls {
-        if let Err(e) = rollgate_proxy::load_tls(&tls.cert, &tls.key) {
+        // Each file on its own first, so that two missing files are two errors.
+        let unreadable: Vec<String> = [("tls.cert", &tls.cert), ("tls.key", &tls.key)]
+            .into_iter()
+            .filter_map(|(at, p)| {
+                (std::fs::File::open(p).err()).map(|e| format!("{at}: {}: {e}", p.display()))
+            })
+            .collect();
+        if !unreadable.is_empty() {
+            errors.extend(unreadable);
+        } else if let Err(e) = rollgate_proxy::load_tls(&tls.cert, &tls.key) {
             errors.push(format!("tls: {e}"));
         }
     }
-    if let Err(e) = AdminAuth::load(&config.admin) {
-        errors.push(format!("admin: reading the tokens: {e}"));
-    }
+    errors.extend(token_files(&config.admin));
     if let Some(dir) = &config.state_dir {
         if let Err(e) = can_hold(dir, true) {
             errors.push(format!("state_dir: {}: {e}", dir.display()));
@@ -59,6 +65,27 @@ pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
         }
     }
     errors
+}
+
+/// Each token file that `rollgate run` would read: readable and not empty. `token_file` is
+/// not read when `ROLLGATE_ADMIN_TOKEN` is set (it takes precedence).
+fn token_files(admin: &rollgate_config::Admin) -> Vec<String> {
+    let env = std::env::var("ROLLGATE_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+    let legacy = admin
+        .token_file
+        .iter()
+        .filter(|_| !env)
+        .map(|p| ("admin.token_file".to_owned(), p));
+    let named = (admin.tokens.iter().enumerate())
+        .map(|(i, t)| (format!("admin.tokens[{i}].file"), &t.file));
+    legacy
+        .chain(named)
+        .filter_map(|(at, p)| match std::fs::read_to_string(p) {
+            Ok(t) if t.trim().is_empty() => Some(format!("{at}: {} is empty", p.display())),
+            Ok(_) => None,
+            Err(e) => Some(format!("{at}: {}: {e}", p.display())),
+        })
+        .collect()
 }
 
 /// Whether `path` can be a directory (`dir`) or an appendable file: it is one already, or it
@@ -138,9 +165,10 @@ mod tests {
         let dir = temp("missing");
         let file = dir.join("a-file");
         std::fs::write(&file, "x").expect("write");
+        std::fs::write(dir.join("empty"), "\n").expect("write");
         let c = config(
             &format!(
-                "tls: {{ cert: {d}/nope.crt, key: {d}/nope.key }}\nadmin: {{ listen: 127.0.0.1:0, token_file: {d}/nope/token }}\nstate_dir: {f}/state\ngitops: {{ kubernetes: {{ namespace: ns }} }}\n",
+                "tls: {{ cert: {d}/nope.crt, key: {d}/nope.key }}\nadmin: {{ listen: 127.0.0.1:0, token_file: {d}/nope/token, tokens: [ {{ name: ops, file: {d}/empty, roles: [operate] }} ] }}\nstate_dir: {f}/state\ngitops: {{ kubernetes: {{ namespace: ns }} }}\n",
                 d = dir.display(),
                 f = file.display()
             ),
@@ -148,8 +176,17 @@ mod tests {
         );
         let errors = check(&c, &dir);
         let has = |what: &str| errors.iter().any(|e| e.starts_with(what));
-        assert!(has("tls: "), "{errors:#?}");
-        assert!(has("admin: reading the tokens"), "{errors:#?}");
+        assert!(has("admin.token_file: "), "{errors:#?}");
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("admin.tokens[0].file: ") && e.ends_with("is empty")),
+            "an empty secret is not a token: {errors:#?}"
+        );
+        assert!(
+            has("tls.cert: ") && has("tls.key: "),
+            "both TLS files: {errors:#?}"
+        );
         assert!(
             has("state_dir: ")
                 && errors

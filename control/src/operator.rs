@@ -89,7 +89,17 @@ impl AdminAuth {
         let env = std::env::var("ROLLGATE_ADMIN_TOKEN").ok();
         let legacy = match (env.filter(|t| !t.trim().is_empty()), &admin.token_file) {
             (Some(t), _) => Some(t),
-            (None, Some(p)) => Some(read_token(p)?),
+            (None, Some(p)) => {
+                let t = read_token(p)?;
+                if t.trim().is_empty() {
+                    // A secret not mounted yet must not pass for "no token configured".
+                    return Err(std::io::Error::other(format!(
+                        "admin.token_file: {} is empty",
+                        p.display()
+                    )));
+                }
+                Some(t)
+            }
             (None, None) => None,
         };
         if let Some(t) = legacy.filter(|t| !t.trim().is_empty()) {

@@ -460,7 +460,7 @@ async fn a_config_that_could_not_start_here_is_refused_on_reload() {
     assert_eq!(outcome["result"], "invalid", "{outcome}");
     let errors = outcome["errors"].to_string();
     assert!(
-        errors.contains("tls: reading certificate chain"),
+        errors.contains("tls.cert: /nonexistent/rollgate/tls.crt"),
         "{errors}"
     );
     assert!(errors.contains("nosuch-golden.yaml"), "{errors}");
