@@ -103,8 +103,10 @@ impl Worker {
             let listing = match crate::snapshot::model_id_in(path) {
                 _ if path == "/v1/models" => Some(snap.models_json.clone()),
                 Some(id) => Some(snap.model_json(&id)?),
+                // Not percent-decodable: named as sent, without the path around it.
                 None if path.starts_with("/v1/models/") => {
-                    return Err(Reject::UnknownModel(path.to_owned()))
+                    let id = path.trim_start_matches("/v1/models/");
+                    return Err(Reject::UnknownModel(id.to_owned()));
                 }
                 None => None,
             };

@@ -239,5 +239,13 @@ async fn the_gateway_lists_and_describes_its_models_on_both_planes() {
         let none = get(&c, &gw.url("/v1/models/nope")).await;
         assert_eq!(none.status, 404, "{plane}: {}", none.text());
         assert_eq!(error_code(&none), "model_not_found", "{plane}");
+        // An id that does not percent-decode is named as sent, not with the whole path.
+        let bad = get(&c, &gw.url("/v1/models/bad%zz")).await;
+        assert_eq!(bad.status, 404, "{plane}: {}", bad.text());
+        let message = bad.json()["error"]["message"].to_string();
+        assert!(
+            message.contains("`bad%zz`") && !message.contains("/v1/models"),
+            "{plane}: {message}"
+        );
     }
 }

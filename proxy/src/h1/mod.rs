@@ -419,7 +419,10 @@ impl Down<'_> {
                 let path = String::from_utf8_lossy(&self.buf[head_at..][r.clone()]);
                 Some(match crate::snapshot::model_id_in(&path) {
                     Some(id) => snap.model_json(&id),
-                    None => Err(Reject::UnknownModel(path.into_owned())),
+                    // Not percent-decodable: named as sent, without the path around it.
+                    None => Err(Reject::UnknownModel(
+                        path.trim_start_matches("/v1/models/").to_owned(),
+                    )),
                 })
             }
         };
