@@ -11,6 +11,10 @@ Offers two functions (`get_weather`, `search`) and asks for:
   forced    `tool_choice` naming the function `whole` did not call (`forced_name`)
   n3        `n=3` without tools, not streamed
   n3_stream `n=3` streamed: each choice's text concatenated by its `index`
+  pydantic  a Pydantic model with a nested model list, a Literal and an Optional, offered with
+            `openai.pydantic_function_tool` (its schema has `$defs` and `$ref`) and parsed by
+            `client.beta.chat.completions.parse` and `.stream`: {whole, stream}, each the
+            parsed arguments' `model_dump()`; null when this client version lacks the helpers
 
 Prints one JSON object on stdout; each call is reported as {name, arguments, id, finish_reason,
 content}. Exits 3 when the `openai` package is missing; any other failure raises (exit 1).
@@ -89,6 +93,39 @@ def concatenate(stream):
     return out
 
 
+def pydantic_case(client, model, prompt):
+    """The parsed arguments of a Pydantic tool, whole and streamed, as the SDK validates them."""
+    import openai
+    beta = getattr(getattr(client, "beta", None), "chat", None)
+    if not hasattr(openai, "pydantic_function_tool") or beta is None:
+        return None
+    from typing import List, Literal, Optional
+
+    from pydantic import BaseModel
+
+    class Item(BaseModel):
+        sku: str
+        qty: int
+
+    class Order(BaseModel):
+        customer: str
+        items: List[Item]
+        priority: Literal["low", "high"]
+        note: Optional[str]
+
+    ask = {"model": model, "messages": [{"role": "user", "content": prompt}],
+           "tools": [openai.pydantic_function_tool(Order)]}
+    whole = beta.completions.parse(**ask).choices[0].message.tool_calls[0]
+    with beta.completions.stream(**ask) as stream:
+        for _ in stream:
+            pass
+        streamed = stream.get_final_completion().choices[0].message.tool_calls[0]
+    return {
+        "whole": whole.function.parsed_arguments.model_dump(),
+        "stream": streamed.function.parsed_arguments.model_dump(),
+    }
+
+
 def main() -> int:
     try:
         import openai
@@ -132,6 +169,7 @@ def main() -> int:
             "completion_tokens": n3.usage.completion_tokens,
         },
         "n3_stream": [texts[i] for i in sorted(texts)],
+        "pydantic": pydantic_case(client, model, prompt),
         "openai": openai.__version__,
     }))
     return 0

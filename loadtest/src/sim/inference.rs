@@ -207,7 +207,7 @@ impl Job {
     /// Output tokens over every choice.
     fn completion_tokens(&self) -> u64 {
         if self.calls.is_empty() {
-            self.tokens * u64::from(self.parsed.n)
+            self.tokens * u64::from(self.parsed.n * self.parsed.prompts)
         } else {
             self.calls.iter().map(Call::tokens).sum()
         }
@@ -215,13 +215,28 @@ impl Job {
 
     /// The answer to write, whether to stream it, how it fails, and when the request arrived.
     fn into_reply(self, state: &State) -> (Reply, bool, Option<Cut>, Instant) {
-        let answer = answer_key(&self.model, &self.parsed.prompt, self.draws.wrong);
-        if self.draws.wrong {
+        let wrong = self.draws.wrong;
+        if wrong {
             state.metrics.injected(Injected::WrongAnswer);
         }
+        let list = match self.endpoint {
+            Endpoint::Completions => openai::prompt_list(&self.parsed.prompt),
+            _ => None,
+        };
+        // Each listed prompt is answered as if it came alone.
+        let first = list.and_then(<[_]>::first).unwrap_or(&self.parsed.prompt);
+        let answer = answer_key(&self.model, first, wrong);
+        let others = list.map(|l| l.get(1..).unwrap_or_default());
+        let other_prompts = others
+            .into_iter()
+            .flatten()
+            .map(|p| answer_key(&self.model, p, wrong))
+            .collect();
         let mut reply = Reply::new(self.endpoint, self.draws.seq, self.model, answer);
+        reply.other_prompts = other_prompts;
         reply.tokens = self.tokens;
-        reply.n = self.parsed.n;
+        reply.per_prompt = self.parsed.n;
+        reply.n = self.parsed.n * self.parsed.prompts;
         reply.prompt_tokens = self.parsed.prompt_tokens;
         // Text never stops early, so a given `max_tokens` is always used up; a tool call stops
         // at the end of its arguments.

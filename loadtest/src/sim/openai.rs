@@ -11,7 +11,8 @@ use super::{
     tools::Tools,
 };
 
-/// OpenAI's own limit on inputs in one embeddings request; it also bounds the response size.
+/// OpenAI's own limit on inputs in one embeddings request; it also bounds the response size,
+/// and that of a completions request's prompts times `n`.
 const MAX_INPUTS: usize = 2048;
 /// Bounds one vector's size; the largest real embedding models stay well under it.
 pub(super) const MAX_EMBEDDING_DIM: usize = 65_536;
@@ -38,8 +39,10 @@ pub(super) struct Parsed {
     pub include_usage: bool,
     pub base64: bool,
     pub dimensions: Option<usize>,
-    /// Choices to generate (`n`; always 1 for embeddings).
+    /// Choices to generate for each prompt (`n`; always 1 for embeddings).
     pub n: u32,
+    /// Prompts a completions request lists, each answered with `n` choices; otherwise 1.
+    pub prompts: u32,
     /// The functions a chat answer calls; `None` when the answer is text.
     pub tools: Option<Tools>,
 }
@@ -114,10 +117,20 @@ impl Endpoint {
             Some(_) => return Err((format!("'{field}' has the wrong type"), Some(field))),
         };
         let n = self.choices(raw.n)?;
-        let tools = match self {
+        let prompts = match self {
+            Self::Completions => prompt_list(&prompt).map_or(1, <[Value]>::len),
+            _ => 1,
+        };
+        if prompts.saturating_mul(n as usize) > MAX_INPUTS {
+            let msg = format!("'prompt' times 'n' may be at most {MAX_INPUTS} choices");
+            return Err((msg, Some("prompt")));
+        }
+        // At most `MAX_INPUTS` by the check above.
+        let prompts = prompts as u32;
+        let (tools, tool_tokens) = match self {
             Self::Chat => Tools::parse(raw.tools, raw.tool_choice, &prompt)
                 .map_err(|(msg, param)| (msg, Some(param)))?,
-            _ => None,
+            _ => (None, 0),
         };
         let max_tokens = raw.max_completion_tokens.or(raw.max_tokens);
         // Bounded so token sums cannot overflow; no engine generates four billion tokens.
@@ -146,7 +159,7 @@ impl Endpoint {
         };
         Ok(Parsed {
             model: raw.model,
-            prompt_tokens: count_tokens(&prompt) + tools.as_ref().map_or(0, |t| t.prompt_tokens),
+            prompt_tokens: count_tokens(&prompt) + tool_tokens,
             prompt,
             max_tokens,
             stream: raw.stream.unwrap_or(false),
@@ -157,6 +170,7 @@ impl Endpoint {
             base64,
             dimensions: raw.dimensions,
             n,
+            prompts,
             tools,
         })
     }
@@ -176,6 +190,15 @@ impl Endpoint {
                     )
                 }),
         }
+    }
+}
+
+/// A completions `prompt` that lists several prompts (strings or token-id lists); `None` for
+/// one prompt (a string, or one list of token ids).
+pub(super) fn prompt_list(prompt: &Value) -> Option<&[Value]> {
+    match prompt {
+        Value::Array(items) if !items.iter().all(Value::is_number) => Some(items),
+        _ => None,
     }
 }
 

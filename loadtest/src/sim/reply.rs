@@ -21,11 +21,17 @@ pub(super) struct Reply {
     id_seed: u64,
     pub created: u64,
     pub model: String,
+    /// The answer to the (first) prompt.
     pub answer: AnswerKey,
+    /// The answers to a completions request's further prompts.
+    pub other_prompts: Vec<AnswerKey>,
     /// Output tokens of each text choice.
     pub tokens: u64,
-    /// Choices, each its own answer; all are generated together, at one pace.
+    /// Choices over every prompt, each its own answer; all are generated together, at one
+    /// pace. Choice `c` is choice `c % per_prompt` of prompt `c / per_prompt`.
     pub n: u32,
+    /// Choices of each prompt: the request's `n`.
+    pub per_prompt: u32,
     /// One tool call per choice when the answer calls a tool; empty for text.
     pub calls: Vec<Call>,
     pub prompt_tokens: u64,
@@ -59,13 +65,26 @@ impl Reply {
             created: unix_now(),
             model,
             answer,
+            other_prompts: Vec::new(),
             tokens: 0,
             n: 1,
+            per_prompt: 1,
             calls: Vec::new(),
             prompt_tokens: 0,
             finish: Finish::Stop,
             include_usage: false,
         }
+    }
+
+    /// The answer of choice `c`.
+    fn key(&self, c: u32) -> AnswerKey {
+        let per_prompt = self.per_prompt.max(1);
+        let prompt = (c / per_prompt) as usize;
+        let answer = match prompt.checked_sub(1) {
+            None => self.answer,
+            Some(i) => self.other_prompts.get(i).copied().unwrap_or(self.answer),
+        };
+        answer.choice(c % per_prompt)
     }
 
     /// One text choice: what most requests are, written as before `n` and tools existed.
@@ -168,7 +187,7 @@ impl Reply {
                 "finish_reason": finish_reason,
             });
         }
-        let text = self.answer.choice(j).text(self.tokens);
+        let text = self.key(j).text(self.tokens);
         match self.endpoint {
             Endpoint::Chat => json!({
                 "index": j,
@@ -199,10 +218,8 @@ impl Reply {
                 continue;
             }
             match self.calls.get(j as usize) {
+                Some(call) if i == 0 => out.extend_from_slice(&self.call_start_event(j, call)),
                 Some(call) => {
-                    if i == 0 {
-                        out.extend_from_slice(&self.call_start_event(j, call));
-                    }
                     let fragment = call.fragment(i);
                     let delta =
                         json!({"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]});
@@ -232,7 +249,7 @@ impl Reply {
 
     /// Token `i` of text choice `j`; a chat choice's first event also carries the role.
     fn token_event(&self, j: u32, i: u64) -> Bytes {
-        let token = self.answer.choice(j).token(i);
+        let token = self.key(j).token(i);
         let choice = match self.endpoint {
             Endpoint::Chat if i == 0 => {
                 json!({"index": j, "delta": {"role": "assistant", "content": token}, "logprobs": null, "finish_reason": null})
@@ -245,14 +262,15 @@ impl Reply {
         self.chunk(json!([choice]), None)
     }
 
-    /// A tool call's first event, as OpenAI and vLLM send it: the role, the call's id and
-    /// name, and no arguments yet.
+    /// A tool call's first event: the role, the call's id and name, and its first arguments
+    /// fragment. OpenAI and vLLM send the id and name alone first; one event per token keeps
+    /// the gaps a latency tool measures at the token pace instead of one of 0 µs.
     fn call_start_event(&self, j: u32, call: &Call) -> Bytes {
         let start = json!({
             "index": 0,
             "id": self.call_id(j),
             "type": "function",
-            "function": {"name": call.name, "arguments": ""},
+            "function": {"name": call.name, "arguments": call.fragment(0)},
         });
         let delta = json!({"role": "assistant", "content": null, "tool_calls": [start]});
         self.delta_event(j, delta)

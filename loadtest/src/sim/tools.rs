@@ -2,21 +2,14 @@
 //! generated from the chosen function's JSON schema and the answer key, so that the same
 //! request always gets the same call and a wrong answer gets the same call with other values.
 
-use serde_json::{Map, Number, Value};
+use serde_json::Value;
 
 use super::answer::AnswerKey;
 
-/// Values one call's arguments may hold: bounds the work and the size of an answer to a
-/// schema of nested arrays, whose generated size would otherwise grow as a power of its depth.
-const MAX_VALUES: u32 = 512;
-/// Items of a generated array when the schema gives no `maxItems` (at least 1 by default).
-const DEFAULT_MAX_ITEMS: u64 = 3;
-/// Items of a generated array whatever the schema asks for.
-const MAX_ITEMS: u64 = 16;
-/// Span of an integer or number whose schema gives no bounds.
-const DEFAULT_SPAN: i64 = 100;
-/// A number is one of this many steps across its range, plus one.
-const NUMBER_STEPS: u64 = 1000;
+mod schema;
+
+use schema::arguments;
+
 /// The draw that picks the function when the request leaves the choice to the model.
 const TOOL_DRAW: u64 = u64::MAX;
 /// The draw that picks the argument a wrong call misses.
@@ -27,8 +20,6 @@ const DROP_DRAW: u64 = u64::MAX - 1;
 pub(super) struct Tools {
     functions: Vec<Function>,
     choice: Choice,
-    /// What the function definitions add to the prompt, as a chat template renders them into it.
-    pub prompt_tokens: u64,
 }
 
 /// One generated tool call: one choice's answer.
@@ -71,32 +62,31 @@ enum RawChoice {
 /// A refused request: the message and the parameter at fault.
 type Refusal = (String, &'static str);
 
-/// Walks a schema, drawing each value from the answer key in a fixed order.
-struct Gen {
-    key: AnswerKey,
-    next: u64,
-    budget: u32,
-}
-
 // === impl Tools ===
 
 impl Tools {
-    /// Checks `tools` and `tool_choice` as vLLM does. `None`: the answer is text (no tools, an
-    /// empty list, `tool_choice: "none"`, or `"auto"` after a tool's result).
+    /// Checks `tools` and `tool_choice` as OpenAI does. `None`: the answer is text (no tools,
+    /// `tool_choice: "none"`, or `"auto"` after a tool's result). Also returns what the
+    /// definitions add to the prompt: a chat template renders them into it whatever the answer.
     pub fn parse(
         tools: Option<Value>,
         tool_choice: Option<Value>,
         messages: &Value,
-    ) -> Result<Option<Self>, Refusal> {
+    ) -> Result<(Option<Self>, u64), Refusal> {
         let choice = RawChoice::parse(tool_choice)?;
         let tools = match tools {
             None | Some(Value::Null) => None,
+            Some(Value::Array(tools)) if tools.is_empty() => {
+                let msg = "Invalid 'tools': empty array. Expected an array with minimum length 1, \
+                           but got an empty array instead.";
+                return Err((msg.to_owned(), "tools"));
+            }
             Some(Value::Array(tools)) => Some(tools),
             Some(_) => return Err(("'tools' must be an array".to_owned(), "tools")),
         };
         let Some(tools) = tools else {
             return match choice {
-                RawChoice::Absent | RawChoice::None => Ok(None),
+                RawChoice::Absent | RawChoice::None => Ok((None, 0)),
                 _ => Err((
                     "'tool_choice' is only allowed when 'tools' are given".to_owned(),
                     "tool_choice",
@@ -112,7 +102,7 @@ impl Tools {
             .map(|(i, tool)| Function::parse(i, tool))
             .collect::<Result<Vec<_>, _>>()?;
         let choice = match choice {
-            RawChoice::None => return Ok(None),
+            RawChoice::None => return Ok((None, prompt_tokens)),
             RawChoice::Named(name) => {
                 let found = functions.iter().position(|f| f.name == name);
                 let Some(index) = found else {
@@ -123,16 +113,13 @@ impl Tools {
                 };
                 Choice::Named(index)
             }
-            _ if functions.is_empty() => return Ok(None),
             RawChoice::Required => Choice::Required,
-            RawChoice::Absent | RawChoice::Auto if after_tool_result(messages) => return Ok(None),
+            RawChoice::Absent | RawChoice::Auto if after_tool_result(messages) => {
+                return Ok((None, prompt_tokens))
+            }
             RawChoice::Absent | RawChoice::Auto => Choice::Auto,
         };
-        Ok(Some(Self {
-            functions,
-            choice,
-            prompt_tokens,
-        }))
+        Ok((Some(Self { functions, choice }), prompt_tokens))
     }
 
     /// The call that answers `key`: the named function, or one drawn from the key; arguments
@@ -141,7 +128,7 @@ impl Tools {
         let index = match self.choice {
             Choice::Named(index) => index,
             Choice::Auto | Choice::Required => {
-                // Never empty here: `parse` answers text for an empty list.
+                // Never empty here: `parse` refuses an empty list.
                 (key.draw(TOOL_DRAW) % self.functions.len() as u64) as usize
             }
         };
@@ -265,201 +252,6 @@ impl RawChoice {
             Some(Value::String(name)) if !name.is_empty() => Ok(Self::Named(name)),
             _ => bad(),
         }
-    }
-}
-
-/// The arguments for `parameters`, serialised: `{}` without an object schema.
-fn arguments(parameters: Option<&Value>, key: AnswerKey) -> String {
-    let mut gen = Gen {
-        key,
-        next: 0,
-        budget: MAX_VALUES,
-    };
-    let mut value = match parameters {
-        Some(schema) if kind(schema) == "object" => gen.value(schema),
-        _ => Value::Object(Map::new()),
-    };
-    // A wrong call also misses an argument, as a weaker model's calls do: other values alone
-    // leave the name, the keys and the punctuation equal, which word overlap rates close.
-    if let Value::Object(fields) = &mut value {
-        if key.is_wrong() && !fields.is_empty() {
-            let drop = key.draw(DROP_DRAW) % fields.len() as u64;
-            let name = fields.keys().nth(drop as usize).cloned();
-            name.map(|name| fields.remove(&name));
-        }
-    }
-    // Serialising a `Value` cannot fail.
-    serde_json::to_string(&value).unwrap_or_else(|_| "{}".to_owned())
-}
-
-/// The JSON type a schema describes: its `type` (the first one besides `null`), or what its
-/// other keywords imply.
-fn kind(schema: &Value) -> &str {
-    let declared = match schema.get("type") {
-        Some(Value::String(t)) => Some(t.as_str()),
-        Some(Value::Array(types)) => types
-            .iter()
-            .filter_map(Value::as_str)
-            .find(|t| *t != "null"),
-        _ => None,
-    };
-    match declared {
-        Some(t) => t,
-        None if schema.get("properties").is_some() => "object",
-        None if schema.get("items").is_some() => "array",
-        None => "string",
-    }
-}
-
-// === impl Gen ===
-
-impl Gen {
-    /// The next draw's index; right and wrong answers walk a schema alike.
-    fn slot(&mut self) -> u64 {
-        self.next += 1;
-        self.next
-    }
-
-    fn value(&mut self, schema: &Value) -> Value {
-        if self.budget == 0 {
-            return Value::Null;
-        }
-        self.budget -= 1;
-        if let Some(value) = schema.get("const") {
-            return value.clone();
-        }
-        if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-            let slot = self.slot();
-            let pick = self.key.pick(slot, options.len() as u64);
-            return options.get(pick as usize).cloned().unwrap_or(Value::Null);
-        }
-        let first_of = ["anyOf", "oneOf", "allOf"].iter().find_map(|k| {
-            schema
-                .get(*k)
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-        });
-        if let Some(first) = first_of {
-            return self.value(first);
-        }
-        match kind(schema) {
-            "object" => self.object(schema),
-            "array" => self.array(schema),
-            "integer" => self.integer(schema),
-            "number" => self.number(schema),
-            "boolean" => {
-                let slot = self.slot();
-                Value::Bool(self.key.pick(slot, 2) == 1)
-            }
-            "null" => Value::Null,
-            _ => self.string(schema),
-        }
-    }
-
-    /// Every required property, and each optional one on a draw.
-    fn object(&mut self, schema: &Value) -> Value {
-        let required: Vec<&str> = schema
-            .get("required")
-            .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let mut out = Map::new();
-        let properties = schema.get("properties").and_then(Value::as_object);
-        for (name, property) in properties.into_iter().flatten() {
-            let slot = self.slot();
-            if required.contains(&name.as_str()) || self.key.draw(slot) % 2 == 0 {
-                out.insert(name.clone(), self.value(property));
-            }
-        }
-        // Required names the schema does not describe still get a value.
-        for name in required {
-            if !out.contains_key(name) {
-                let value = self.value(&Value::Null);
-                out.insert(name.to_owned(), value);
-            }
-        }
-        Value::Object(out)
-    }
-
-    fn array(&mut self, schema: &Value) -> Value {
-        let bound = |k: &str| schema.get(k).and_then(Value::as_u64);
-        let max = bound("maxItems")
-            .unwrap_or(DEFAULT_MAX_ITEMS.max(bound("minItems").unwrap_or(0)))
-            .min(MAX_ITEMS);
-        let min = bound("minItems").unwrap_or(1).min(max);
-        let slot = self.slot();
-        let len = min + self.key.draw(slot) % (max - min + 1);
-        let items = match schema.get("items") {
-            Some(Value::Array(tuple)) => tuple.first().cloned().unwrap_or(Value::Null),
-            Some(items) => items.clone(),
-            None => Value::Null,
-        };
-        Value::Array((0..len).map(|_| self.value(&items)).collect())
-    }
-
-    fn integer(&mut self, schema: &Value) -> Value {
-        let bound = |k: &str, exclusive: &str, step: i64| {
-            let inclusive = schema.get(k).and_then(Value::as_f64).map(|v| v as i64);
-            let exclusive = schema.get(exclusive).and_then(Value::as_f64);
-            inclusive.or(exclusive.map(|v| (v as i64).saturating_add(step)))
-        };
-        let (lo, hi) = match (
-            bound("minimum", "exclusiveMinimum", 1),
-            bound("maximum", "exclusiveMaximum", -1),
-        ) {
-            (Some(lo), Some(hi)) => (lo, hi.max(lo)),
-            (Some(lo), None) => (lo, lo.saturating_add(DEFAULT_SPAN)),
-            (None, Some(hi)) => (hi.saturating_sub(DEFAULT_SPAN), hi),
-            (None, None) => (0, DEFAULT_SPAN),
-        };
-        // At most 2^64 values: the span fits a u64 once one is subtracted.
-        let span = u64::try_from(i128::from(hi) - i128::from(lo)).unwrap_or(u64::MAX);
-        let slot = self.slot();
-        let pick = self.key.pick(slot, span.saturating_add(1));
-        let value = i128::from(lo) + i128::from(pick);
-        Value::Number(i64::try_from(value).unwrap_or(lo).into())
-    }
-
-    fn number(&mut self, schema: &Value) -> Value {
-        let bound = |a: &str, b: &str| schema.get(a).or(schema.get(b)).and_then(Value::as_f64);
-        let span = DEFAULT_SPAN as f64;
-        let (lo, hi) = match (
-            bound("minimum", "exclusiveMinimum"),
-            bound("maximum", "exclusiveMaximum"),
-        ) {
-            (Some(lo), Some(hi)) => (lo, hi.max(lo)),
-            (Some(lo), None) => (lo, lo + span),
-            (None, Some(hi)) => (hi - span, hi),
-            (None, None) => (0.0, span),
-        };
-        let slot = self.slot();
-        let step = self.key.pick(slot, NUMBER_STEPS + 1) as f64 / NUMBER_STEPS as f64;
-        let mut value = lo + (hi - lo) * step;
-        if hi - lo >= 1.0 {
-            // Two decimals, as a person would write a price or a temperature.
-            value = (value * 100.0).round() / 100.0;
-        }
-        Number::from_f64(value).map_or(Value::Null, Value::Number)
-    }
-
-    /// One to three words of the answer's vocabulary, within `maxLength`.
-    fn string(&mut self, schema: &Value) -> Value {
-        let slot = self.slot();
-        let words = 1 + self.key.draw(slot) % 3;
-        let mut out = String::new();
-        for k in 0..words {
-            if k > 0 {
-                out.push(' ');
-            }
-            out.push_str(self.key.word(slot << 2 | k));
-        }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64) {
-            let max = usize::try_from(max).unwrap_or(usize::MAX);
-            if let Some((cut, _)) = out.char_indices().nth(max) {
-                out.truncate(cut);
-            }
-        }
-        Value::String(out)
     }
 }
 

@@ -156,3 +156,47 @@ async fn each_choice_calls_a_tool_of_its_own() {
     }
     assert_eq!(finished, 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_list_of_prompts_gets_n_choices_for_each() {
+    let sim = sim(args()).await;
+    let text = |b: &Value, i: usize| b["choices"][i]["text"].as_str().unwrap().to_owned();
+    let mut alone = Vec::new();
+    for prompt in ["north", "south"] {
+        let body = json!({"prompt": prompt, "max_tokens": 3, "n": 2});
+        let body = post(&sim, "/v1/completions", &body).await.json();
+        alone.push((text(&body, 0), text(&body, 1)));
+    }
+    let request = json!({"prompt": ["north", "south"], "max_tokens": 3, "n": 2});
+    let body = post(&sim, "/v1/completions", &request).await.json();
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 4, "{body}");
+    for (c, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], c);
+        assert_eq!(choice["finish_reason"], "length");
+    }
+    // Choice `prompt_i * n + j` is choice `j` of prompt `i` asked alone.
+    let got: Vec<String> = (0..4).map(|c| text(&body, c)).collect();
+    let want = [&alone[0].0, &alone[0].1, &alone[1].0, &alone[1].1];
+    assert_eq!(got.iter().collect::<Vec<_>>(), want, "{body}");
+    assert_eq!(body["usage"]["completion_tokens"], 12);
+
+    let mut streamed = request.clone();
+    streamed["stream"] = json!(true);
+    let chunks = stream(&sim, "/v1/completions", &streamed)
+        .await
+        .json_events();
+    let texts: Vec<String> = by_choice(&chunks).into_values().map(|(t, _)| t).collect();
+    assert_eq!(texts, got);
+
+    // Token ids are one prompt; a list of token-id lists is one prompt each.
+    for (prompt, count) in [(json!([1, 2, 3]), 1), (json!([[1, 2], [3]]), 2)] {
+        let body = json!({"prompt": prompt, "max_tokens": 2});
+        let body = post(&sim, "/v1/completions", &body).await.json();
+        assert_eq!(body["choices"].as_array().unwrap().len(), count, "{body}");
+    }
+    let too_many = json!({"prompt": vec!["p"; 17], "n": 128});
+    let reply = post(&sim, "/v1/completions", &too_many).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error()["param"], "prompt");
+}

@@ -206,21 +206,27 @@ async fn a_streamed_tool_call_reassembles_to_the_whole_one() {
     assert!(streamed.clean_end);
     assert_eq!(streamed.events().last().unwrap(), "[DONE]");
     let chunks = streamed.json_events();
-    let first = &chunks[0]["choices"][0]["delta"];
-    assert_eq!(first["role"], "assistant", "{first}");
-    let start_call = &first["tool_calls"][0];
-    assert_eq!(start_call["type"], "function");
-    assert_eq!(start_call["function"]["name"], name.as_str());
-    assert_eq!(start_call["function"]["arguments"], "");
-    // Then one arguments fragment per token, each with only the arguments.
-    let fragments: Vec<&Value> = chunks[1..]
+    // One event per token: the first carries the role, the call's id and name and the first
+    // arguments fragment; the others only a fragment.
+    let fragments: Vec<&Value> = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
         .collect();
     assert_eq!(fragments.len() as u64, tokens);
-    assert!(fragments
+    let first = &chunks[0]["choices"][0]["delta"];
+    assert_eq!(first["role"], "assistant", "{first}");
+    let start_call = &first["tool_calls"][0];
+    assert_eq!(start_call["type"], "function");
+    assert!(start_call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(start_call["function"]["name"], name.as_str());
+    let head = start_call["function"]["arguments"].as_str().unwrap();
+    assert!(!head.is_empty() && arguments.starts_with(head), "{first}");
+    assert!(fragments[1..]
         .iter()
         .all(|f| f["function"].get("name").is_none() && f.get("id").is_none()));
+    for frame in &streamed.frames[..tokens as usize] {
+        assert_eq!(frame.1.matches("data: ").count(), 1, "{}", frame.1);
+    }
     let calls = reassemble(&chunks);
     let (id, got_name, got_arguments, finish) = &calls[&0];
     assert!(id.starts_with("call_"));
@@ -346,18 +352,22 @@ async fn bad_tools_are_refused_naming_the_parameter() {
         .unwrap()
         .to_owned();
     assert!(message.contains("nope"), "{message}");
-    // Tools that lead to no call: a plain answer.
+    // OpenAI refuses an empty list, whatever `tool_choice` says.
     for extra in [
         json!({"tools": []}),
         json!({"tools": [], "tool_choice": "required"}),
+        json!({"tools": [], "tool_choice": "none"}),
     ] {
         let mut request = chat("p");
         for (k, v) in extra.as_object().unwrap() {
             request[k] = v.clone();
         }
         let reply = post(&sim, "/v1/chat/completions", &request).await;
-        assert_eq!(reply.status, StatusCode::OK, "{request}");
-        assert!(reply.json()["choices"][0]["message"]["content"].is_string());
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{request}");
+        let error = reply.error();
+        assert_eq!(error["param"], "tools", "{request}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("empty array"), "{message}");
     }
 }
 
@@ -388,4 +398,43 @@ async fn wrong_answers_call_the_same_tool_with_other_arguments() {
     request["stream"] = json!(true);
     let streamed = stream(&sim, "/v1/chat/completions", &request).await;
     assert_eq!(reassemble(&streamed.json_events())[&0].2, wrong_args);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_definitions_count_as_prompt_tokens_whatever_the_answer() {
+    let sim = sim(args()).await;
+    let prompt = |b: &Value| b["usage"]["prompt_tokens"].as_u64().unwrap();
+    let tools = json!([weather(), search()]);
+    let called = post(
+        &sim,
+        "/v1/chat/completions",
+        &with_tools("trip", tools.clone()),
+    )
+    .await
+    .json();
+    let plain = post(&sim, "/v1/chat/completions", &chat("trip"))
+        .await
+        .json();
+    let definitions = prompt(&called) - prompt(&plain);
+    assert!(definitions > 20, "{called}");
+    let mut none = with_tools("trip", tools.clone());
+    none["tool_choice"] = json!("none");
+    let none = post(&sim, "/v1/chat/completions", &none).await.json();
+    assert!(none["choices"][0]["message"]["content"].is_string());
+    assert_eq!(prompt(&none), prompt(&called), "{none}");
+
+    // `auto` after a tool's result answers text, with the definitions still in the prompt.
+    let messages = json!([
+        {"role": "user", "content": "trip"},
+        called["choices"][0]["message"].clone(),
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]);
+    let mut answered = with_tools("trip", tools);
+    answered["messages"] = messages.clone();
+    let answered = post(&sim, "/v1/chat/completions", &answered).await.json();
+    assert!(answered["choices"][0]["message"]["content"].is_string());
+    let mut bare = chat("trip");
+    bare["messages"] = messages;
+    let bare = post(&sim, "/v1/chat/completions", &bare).await.json();
+    assert_eq!(prompt(&answered), prompt(&bare) + definitions, "{answered}");
 }
