@@ -22,6 +22,11 @@ use super::{
     Target,
 };
 
+/// Choices with their own inter-token clock: the simulator's bound on `n`. A token of a choice
+/// past it still counts for TTFT but gives no gap, rather than a gap measured against another
+/// choice's token.
+const CHOICE_SLOTS: usize = 128;
+
 /// A ready-to-use connection to one target.
 pub(crate) enum Conn {
     H1(http1::SendRequest<Full<Bytes>>),
@@ -37,21 +42,26 @@ pub(crate) struct Shared {
     pub timeout: Duration,
 }
 
-/// One worker's exchange: a connection per target and its own SSE scanner.
+/// One worker's exchange: a connection per target and its own SSE scanner and token clocks.
 pub(crate) struct HttpExchange {
     shared: Rc<Shared>,
     conns: [Option<Conn>; 2],
     /// Index of the next body in `template.bodies`.
     next_body: usize,
     scanner: SseScanner,
+    end: StreamEnd,
 }
 
-/// How a stream ended, as the scanner saw it.
-#[derive(Debug, Default)]
+/// How a stream went, as the scanner saw it: its end, and when each choice's last token came.
+#[derive(Debug)]
 pub(crate) struct StreamEnd {
     pub done: bool,
     pub error_event: bool,
-    last_token: Option<Instant>,
+    /// By choice index: a gap is the time since the same choice's previous token, since with
+    /// `n` > 1 the choices' chunks arrive back to back at each step.
+    last_token: [Option<Instant>; CHOICE_SLOTS],
+    /// Slots below this may be set (reset clears only those).
+    used: usize,
 }
 
 // === impl Conn ===
@@ -116,6 +126,7 @@ impl HttpExchange {
             conns,
             next_body: first_body,
             scanner: SseScanner::default(),
+            end: StreamEnd::default(),
         }
     }
 
@@ -174,10 +185,12 @@ impl HttpExchange {
         } else {
             Some(ErrorKind::Status5xx)
         };
+        let event_stream = is_event_stream(resp.headers());
         let mut body = resp.into_body();
         let sse = self.shared.template.sse && failed.is_none();
         self.scanner.reset();
-        let mut end = StreamEnd::default();
+        let end = &mut self.end;
+        end.reset();
         while let Some(frame) = body.frame().await {
             // A body error after the head: the stream or body was cut.
             let frame = frame.map_err(|_| failed.unwrap_or(ErrorKind::Cut))?;
@@ -192,12 +205,7 @@ impl HttpExchange {
         if sse {
             let now = Instant::now();
             self.scanner.finish(|e| end.on_event(e, now, s));
-            if end.error_event {
-                return Err(ErrorKind::ErrorEvent);
-            }
-            if !end.done {
-                return Err(ErrorKind::Cut);
-            }
+            return end.outcome(event_stream);
         }
         Ok(())
     }
@@ -213,30 +221,85 @@ impl Exchange for HttpExchange {
         if let Err(kind) = outcome {
             s.error = Some(kind);
             // After a cut, a timeout or a broken exchange the connection's state is unknown;
-            // status errors leave it usable.
-            if !matches!(kind, ErrorKind::Status4xx | ErrorKind::Status5xx) {
+            // status errors and a whole answer that was not a stream leave it usable.
+            if !matches!(
+                kind,
+                ErrorKind::Status4xx | ErrorKind::Status5xx | ErrorKind::NotAStream
+            ) {
                 self.conns[target] = None;
             }
         }
     }
 }
 
+/// The answer says it is an event stream, or says nothing: a `--stream` request answered
+/// `application/json` (the server was not asked for, or ignored, `"stream": true`) is not one.
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(http::header::CONTENT_TYPE) else {
+        return true;
+    };
+    let media = value.as_bytes().split(|&b| b == b';').next().unwrap_or(b"");
+    media
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"text/event-stream")
+}
+
 // === impl StreamEnd ===
 
+impl Default for StreamEnd {
+    fn default() -> Self {
+        Self {
+            done: false,
+            error_event: false,
+            last_token: [None; CHOICE_SLOTS],
+            used: 0,
+        }
+    }
+}
+
 impl StreamEnd {
-    /// Notes one event that arrived (in a chunk read) at `now`.
+    /// Ready for the next stream.
+    pub fn reset(&mut self) {
+        self.done = false;
+        self.error_event = false;
+        self.last_token[..self.used].fill(None);
+        self.used = 0;
+    }
+
+    /// Notes one event that arrived (in a chunk read) at `now`. TTFT is the first token of
+    /// any choice; a gap is the time since the previous token of the same choice.
     pub fn on_event(&mut self, event: Event, now: Instant, s: &mut Sample) {
         match event {
-            Event::Token => {
-                match self.last_token {
-                    None => s.first_token = Some(now),
-                    Some(last) => s.gaps.push(now - last),
+            Event::Token(choice) => {
+                if s.first_token.is_none() {
+                    s.first_token = Some(now);
                 }
-                self.last_token = Some(now);
+                let Some(slot) = self.last_token.get_mut(choice as usize) else {
+                    return;
+                };
+                if let Some(last) = slot.replace(now) {
+                    s.gaps.push(now - last);
+                }
+                self.used = self.used.max(choice as usize + 1);
             }
             Event::Done => self.done = true,
             Event::Error => self.error_event = true,
             Event::Other => {}
+        }
+    }
+
+    /// How a stream that reached its end counts: an error event wins, then a missing
+    /// `[DONE]`, which is a cut stream when the answer was one and `not_a_stream` when its
+    /// content type says it was something else.
+    pub fn outcome(&self, event_stream: bool) -> Result<(), ErrorKind> {
+        if self.error_event {
+            Err(ErrorKind::ErrorEvent)
+        } else if self.done {
+            Ok(())
+        } else if event_stream {
+            Err(ErrorKind::Cut)
+        } else {
+            Err(ErrorKind::NotAStream)
         }
     }
 }

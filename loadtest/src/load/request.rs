@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::{parse_header, parse_method, Api, LoadArgs};
 
@@ -131,6 +131,33 @@ fn body_for(a: &LoadArgs, prompt: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+/// A whole body from a prompts file, as the run needs it: with `--stream`, one that names no
+/// `stream` gets `"stream": true` (as generated bodies do), appended so the rest of its bytes
+/// stay as written; a body whose `stream` disagrees with `--stream` is refused, since either
+/// way the run would measure something other than what was meant (a JSON answer read as a cut
+/// stream, or a stream read as a plain body with no token timings).
+fn whole_body(line: &str, body: &Map<String, Value>, stream: bool) -> Result<Bytes, String> {
+    match (stream, body.get("stream")) {
+        (true, None) => {
+            // `line` is a trimmed JSON object, so it ends with its closing brace.
+            let open = line.strip_suffix('}').unwrap_or(line).trim_end();
+            let comma = if open.ends_with('{') { "" } else { "," };
+            Ok(Bytes::from(format!("{open}{comma}\"stream\":true}}")))
+        }
+        (true, Some(Value::Bool(true))) => Ok(Bytes::from(line.to_owned())),
+        (true, Some(other)) => Err(format!(
+            "\"stream\": {other} in a --stream run; remove the key (--stream adds \
+             \"stream\": true) or set it to true"
+        )),
+        (false, Some(Value::Bool(true))) => Err("the body asks for a stream (\"stream\": \
+             true) but the run has no --stream, so its tokens would not be timed; add --stream, \
+             or remove the key"
+            .to_owned()),
+        // What the server makes of any other `stream` is its answer to measure.
+        (false, _) => Ok(Bytes::from(line.to_owned())),
+    }
+}
+
 /// Reads a JSONL file of prompts (JSON strings) or whole bodies (JSON objects).
 fn read_prompts(file: &Path, a: &LoadArgs) -> anyhow::Result<Vec<Bytes>> {
     let text =
@@ -144,7 +171,10 @@ fn read_prompts(file: &Path, a: &LoadArgs) -> anyhow::Result<Vec<Bytes>> {
         }
         match serde_json::from_str::<Value>(line) {
             Ok(Value::String(prompt)) => bodies.push(body_for(a, &prompt)),
-            Ok(Value::Object(_)) => bodies.push(Bytes::from(line.to_owned())),
+            Ok(Value::Object(body)) => match whole_body(line, &body, a.stream) {
+                Ok(body) => bodies.push(body),
+                Err(e) => errors.push(format!("line {}: {e}", i + 1)),
+            },
             Ok(_) => errors.push(format!(
                 "line {}: neither a JSON string nor an object",
                 i + 1

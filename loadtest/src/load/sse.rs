@@ -1,6 +1,8 @@
 //! An incremental server-sent-events scanner: it classifies each event of an OpenAI-style stream
-//! (a token, `[DONE]`, an error, anything else) as chunks arrive, without parsing JSON and
-//! without allocating once its line buffer has grown.
+//! (a token and the choice it belongs to, `[DONE]`, an error, anything else) as chunks arrive,
+//! without parsing JSON and without allocating once its line buffer has grown.
+
+use std::sync::LazyLock;
 
 use memchr::memmem;
 
@@ -11,7 +13,9 @@ pub enum Event {
     Other,
     /// Data with a non-empty `content` or `text` string, a tool call's `name` or `arguments`,
     /// or a reasoning model's `reasoning_content` (or `reasoning`): a token reached the client.
-    Token,
+    /// It carries the `index` of its choice (0 when the event names none): with `n` > 1 the
+    /// choices' chunks arrive interleaved, and each choice has its own token pace.
+    Token(u32),
     /// `data: [DONE]`, the end of an OpenAI stream.
     Done,
     /// `data: {"error": ...}` or `event: error`: the server failed after its 200.
@@ -104,18 +108,88 @@ pub fn classify(data: &[u8]) -> Event {
         Event::Done
     } else if has_key(data, b"\"error\"") {
         Event::Error
-    } else if has_text(data, b"\"content\"") || has_text(data, b"\"text\"") {
-        Event::Token
-    } else if memmem::find(data, b"\"tool_calls\"").is_some()
-        && (has_text(data, b"\"name\"") || has_text(data, b"\"arguments\""))
-    {
+    } else if has_text(data, b"\"content\"")
+        || has_text(data, b"\"text\"")
         // vLLM and OpenAI: the call's id and name first, then the arguments piece by piece.
-        Event::Token
-    } else if has_text(data, b"\"reasoning_content\"") || has_text(data, b"\"reasoning\"") {
-        Event::Token
+        || (memmem::find(data, b"\"tool_calls\"").is_some()
+            && (has_text(data, b"\"name\"") || has_text(data, b"\"arguments\"")))
+        || has_text(data, b"\"reasoning_content\"")
+        || has_text(data, b"\"reasoning\"")
+    {
+        Event::Token(choice_index(data))
     } else {
         Event::Other
     }
+}
+
+/// The `index` of the event's first choice (`"choices":[{…,"index":K,…}`), 0 when it names
+/// none. OpenAI, vLLM, SGLang and TGI write `index` first, so the walk stops at the first key;
+/// serde_json without `preserve_order` (the simulator) writes it after `delta`, whose tool calls
+/// carry an `index` of their own, so keys inside nested values (and strings) are skipped.
+fn choice_index(data: &[u8]) -> u32 {
+    const CHOICES: &[u8] = b"\"choices\"";
+    // Built once: building a searcher costs about as much as the search itself.
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(CHOICES));
+    FINDER
+        .find(data)
+        .and_then(|at| value_after(data, at + CHOICES.len()))
+        .and_then(|v| v.strip_prefix(b"["))
+        .and_then(|v| v.trim_ascii_start().strip_prefix(b"{"))
+        .and_then(top_level_index)
+        .unwrap_or(0)
+}
+
+/// The number under the `index` key of the object whose body (after its `{`) is `obj`.
+fn top_level_index(obj: &[u8]) -> Option<u32> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(&b) = obj.get(i) {
+        i += 1;
+        match b {
+            b'"' => {
+                let start = i;
+                i = start + string_len(obj.get(start..)?)?;
+                let text = &obj[start..i];
+                i += 1;
+                if depth == 0 && text == b"index" {
+                    // A key (a colon follows), not a string value that reads `index`.
+                    if let Some(value) = value_after(obj, i) {
+                        return leading_number(value);
+                    }
+                }
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth == 0 => return None,
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Bytes up to the closing quote of a JSON string whose contents start `s`.
+fn string_len(s: &[u8]) -> Option<usize> {
+    // Byte by byte: the strings walked (keys, a token or two) are too short for memchr.
+    let mut i = 0;
+    loop {
+        match *s.get(i)? {
+            b'"' => return Some(i),
+            // A backslash: the next byte is escaped, whatever it is.
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+/// The unsigned integer `value` starts with (saturating), `None` when it starts otherwise.
+fn leading_number(value: &[u8]) -> Option<u32> {
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    (digits > 0).then(|| {
+        value[..digits].iter().fold(0u32, |n, d| {
+            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        })
+    })
 }
 
 /// The key (with its quotes) occurs followed by a colon: a key, not a word inside a string

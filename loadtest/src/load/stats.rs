@@ -27,6 +27,9 @@ pub enum ErrorKind {
     Status5xx,
     /// After a 2xx head: the body was cut, or a stream ended without `[DONE]`.
     Cut,
+    /// A stream was expected, and a 2xx answer whose content type is not
+    /// `text/event-stream` (a JSON completion, say) ended without `[DONE]`.
+    NotAStream,
     /// After a 2xx head: the stream carried an error event.
     ErrorEvent,
 }
@@ -41,6 +44,8 @@ pub struct Errors {
     pub status_5xx: u64,
     /// Body cut or stream without `[DONE]` after a 2xx head.
     pub cut_after_200: u64,
+    /// A whole (say JSON) answer where a stream was expected.
+    pub not_a_stream: u64,
     /// Error event in a stream after a 2xx head.
     pub error_event: u64,
 }
@@ -53,7 +58,7 @@ pub struct Sample {
     pub head: Option<Instant>,
     /// First token event received (streams only).
     pub first_token: Option<Instant>,
-    /// Gaps between consecutive token events.
+    /// Gaps between consecutive token events of the same choice.
     pub gaps: Vec<Duration>,
     pub error: Option<ErrorKind>,
 }
@@ -114,6 +119,7 @@ impl Errors {
             + self.status_4xx
             + self.status_5xx
             + self.cut_after_200
+            + self.not_a_stream
             + self.error_event
     }
 
@@ -125,6 +131,7 @@ impl Errors {
             ErrorKind::Status4xx => &mut self.status_4xx,
             ErrorKind::Status5xx => &mut self.status_5xx,
             ErrorKind::Cut => &mut self.cut_after_200,
+            ErrorKind::NotAStream => &mut self.not_a_stream,
             ErrorKind::ErrorEvent => &mut self.error_event,
         } += 1;
     }
@@ -136,11 +143,12 @@ impl Errors {
         self.status_4xx += o.status_4xx;
         self.status_5xx += o.status_5xx;
         self.cut_after_200 += o.cut_after_200;
+        self.not_a_stream += o.not_a_stream;
         self.error_event += o.error_event;
     }
 
     /// `(name, count)` for every kind, in report order.
-    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
         [
             ("connect", self.connect),
             ("timeout", self.timeout),
@@ -148,6 +156,7 @@ impl Errors {
             ("status_4xx", self.status_4xx),
             ("status_5xx", self.status_5xx),
             ("cut_after_200", self.cut_after_200),
+            ("not_a_stream", self.not_a_stream),
             ("error_event", self.error_event),
         ]
     }

@@ -21,6 +21,7 @@ use super::{
 };
 
 mod overload;
+mod streams;
 
 #[derive(Parser)]
 struct Cli {
@@ -300,9 +301,9 @@ fn sse_events_are_classified_across_any_chunking() {
     .as_bytes();
     let want = [
         Event::Other,
-        Event::Token,
-        Event::Token,
-        Event::Token,
+        Event::Token(0),
+        Event::Token(0),
+        Event::Token(0),
         Event::Other,
         Event::Error,
         Event::Error,
@@ -329,7 +330,7 @@ fn sse_events_are_classified_across_any_chunking() {
     for data in tokens {
         assert_eq!(
             classify(data),
-            Event::Token,
+            Event::Token(0),
             "{}",
             String::from_utf8_lossy(data)
         );
