@@ -221,14 +221,7 @@ async fn histograms_appear_once_observed() {
         stable.url()
     );
     let gw = Gateway::start(&config(&stable, Some(&cand), &idle, ""));
-    let r = send(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        &[],
-        chat("m", "hi", false),
-    )
-    .await;
-    assert_eq!(r.status, 200);
+    assert_serves(&gw).await;
     let page = gw.metrics().await;
     let has = |series: &str| page.contains(series);
     assert!(
