@@ -239,7 +239,7 @@ impl TryFrom<RawConfig> for Config {
         let policy = c.section("policy", raw.policy);
         let models = models(&mut c, raw.models);
         if let (Some(listen), Some(admin_listen)) = (listen, admin_listen) {
-            if admin_listen == listen && listen.port() != 0 {
+            if canonical(admin_listen) == canonical(listen) && listen.port() != 0 {
                 c.error(
                     "admin.listen",
                     format!("{listen} is also the data-plane `listen` address"),
@@ -277,9 +277,21 @@ impl TryFrom<RawConfig> for Config {
 /// Two different addresses that cannot both be bound: the same port where one side is the
 /// unspecified address of the other's family, or `[::]` (dual-stack, so it covers IPv4 too).
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    let (a, b) = (canonical(a), canonical(b));
     let covers =
         |u: SocketAddr, x: SocketAddr| u.ip().is_unspecified() && (u.is_ipv6() || x.is_ipv4());
     a.port() == b.port() && a.port() != 0 && (covers(a, b) || covers(b, a))
+}
+
+/// An IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:80`) as the IPv4 address it binds.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
 }
 
 /// An optional path that, when present, names something (an empty one means the working

@@ -545,6 +545,15 @@ fn values_that_cannot_work_are_refused() {
             "listen: '[::]:18555'\nadmin: {listen: 0.0.0.0:18555}",
             ("admin.listen", "both cannot bind"),
         ),
+        // An IPv4-mapped address binds the IPv4 one.
+        (
+            "listen: 127.0.0.1:18555\nadmin: {listen: '[::ffff:127.0.0.1]:18555'}",
+            ("admin.listen", "is also the data-plane `listen` address"),
+        ),
+        (
+            "listen: 0.0.0.0:18555\nadmin: {listen: '[::ffff:127.0.0.1]:18555'}",
+            ("admin.listen", "both cannot bind"),
+        ),
     ];
     // A mistake elsewhere in `admin` does not hide the clash.
     assert_errors(
