@@ -172,6 +172,10 @@ struct State {
     paused: Mutex<Option<SyncPause>>,
     /// The text of the config serving now.
     applied_text: Mutex<Option<Arc<str>>>,
+    /// The config the process started with: what restart-only settings still hold.
+    at_start: Mutex<Option<Arc<Config>>>,
+    /// Changes since the start that only a restart applies (`… (restart required)` lines).
+    restart_pending: Mutex<Vec<String>>,
 }
 
 const RESULTS: [&str; 4] = ["success", "invalid", "unreadable", "unchanged"];
@@ -195,6 +199,7 @@ impl Reloader {
         *lock(&state.desired) = Some(revision.clone());
         *lock(&state.revision) = revision;
         *lock(&state.applied_text) = Some(Arc::from(text));
+        *lock(&state.at_start) = Some(proxy.snapshot().config().clone());
         state.last_success_unix.store(unix_now(), Relaxed);
         registry.register_collector(Box::new(ReloadCollector(state.clone())));
         let handle = ReloaderHandle {
@@ -280,6 +285,15 @@ impl Reloader {
             }
         };
         let changes = describe_changes(serving.config(), &config);
+        // Against the start, not the last reload: a restart-only change stays pending (the old
+        // value serving) through later reloads until a restart or a revert.
+        if let Some(start) = lock(&self.state.at_start).as_ref() {
+            *lock(&self.state.restart_pending) = rollgate_config::diff(start, &config)
+                .iter()
+                .filter(|c| c.restart_required)
+                .map(ToString::to_string)
+                .collect();
+        }
         self.proxy.apply(config, &revision);
         *lock(&self.state.applied_text) = Some(Arc::from(text));
         tracing::info!(?trigger, %revision, previous = %serving.revision(), changes = %changes.join("; "), "config reloaded");
@@ -456,6 +470,12 @@ impl ReloaderHandle {
             applied: lock(&self.state.revision).clone(),
             paused: lock(&self.state.paused).clone(),
         }
+    }
+
+    /// Changes since the process started that only a restart applies: the settings whose old
+    /// values still serve.
+    pub fn restart_pending(&self) -> Vec<String> {
+        lock(&self.state.restart_pending).clone()
     }
 
     /// The text of the config serving now (for export-live).

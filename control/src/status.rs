@@ -20,6 +20,9 @@ pub struct StatusReport {
     /// failure (the source reverted to the serving revision, or readable again).
     pub last_reload: Option<Value>,
     pub reloads: Value,
+    /// Settings changed since the process started that only a restart applies (their start
+    /// values still serve), as `… (restart required)` change lines; empty when none.
+    pub restart_pending: Vec<String>,
     pub models: Vec<Value>,
     /// One kstatus-shaped rollout status per model with a rollout plan.
     pub rollouts: Vec<crate::rollout::RolloutStatus>,
@@ -106,6 +109,7 @@ impl StatusReport {
             revision: snap.revision().to_owned(),
             last_reload: last.as_ref().map(outcome_json),
             reloads: Value::Object(reloads),
+            restart_pending: reloader.restart_pending(),
             models,
             rollouts,
             sync,

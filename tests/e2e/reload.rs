@@ -442,6 +442,15 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
             closed.is_ok(),
             "{plane}: the slow head was not cut within 10 s"
         );
+        // `/status` keeps naming the restart-only change through a later, unrelated reload.
+        let top = format!("{top}routing: {{ allow_override: true }}\n");
+        gw.write_config(&config(&stable, None, "", &top));
+        assert_eq!(gw.reload().await["result"], "success");
+        assert_eq!(
+            gw.status().await["restart_pending"],
+            serde_json::json!(["upstream.connect_timeout: 2s -> 3s (restart required)"]),
+            "{plane}"
+        );
     }
 }
 
