@@ -208,7 +208,16 @@ fn parse_parent(source: &Source) -> Option<Config> {
 }
 
 fn read_file(file: &Path) -> Result<Source, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let fail = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    // Refused before reading, as `run` and the reload funnel refuse it.
+    let len = std::fs::metadata(file).map_err(|e| fail(&e))?.len();
+    let max = rollgate_config::MAX_CONFIG_BYTES as u64;
+    if len > max {
+        return Err(fail(&format!(
+            "{len} bytes; a config file is at most {max} bytes (64 MiB)"
+        )));
+    }
+    let text = std::fs::read_to_string(file).map_err(|e| fail(&e))?;
     Ok(Source {
         name: file.display().to_string(),
         rev: None,

@@ -537,13 +537,31 @@ async fn file_stamp(path: &std::path::Path, last: Option<&Stamp>) -> Option<Stam
     {
         return Some(*l);
     }
-    let text = tokio::fs::read(path).await.ok()?;
+    // A file past the size limit is refused unread; its metadata alone tells it changed.
+    let hash = if len > rollgate_config::MAX_CONFIG_BYTES as u64 {
+        0
+    } else {
+        rollgate_proxy::hash64(&tokio::fs::read(path).await.ok()?)
+    };
     Some(Stamp {
         modified,
         len,
         inode,
-        hash: rollgate_proxy::hash64(&text),
+        hash,
     })
+}
+
+/// Reads a config file, refusing one over [`rollgate_config::MAX_CONFIG_BYTES`] before
+/// reading it (a file written by mistake must not be loaded into memory whole, every time).
+pub async fn read_config(path: &std::path::Path) -> std::io::Result<String> {
+    let len = tokio::fs::metadata(path).await?.len();
+    let max = rollgate_config::MAX_CONFIG_BYTES as u64;
+    if len > max {
+        return Err(std::io::Error::other(format!(
+            "{len} bytes; a config file is at most {max} bytes (64 MiB)"
+        )));
+    }
+    tokio::fs::read_to_string(path).await
 }
 
 // === impl ConfigSource ===
@@ -577,7 +595,7 @@ impl ConfigSource {
         known: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<Fetched, ReadError> {
         match self {
-            ConfigSource::File(path) => match tokio::fs::read_to_string(path).await {
+            ConfigSource::File(path) => match read_config(path).await {
                 Ok(text) => {
                     let revision = revision_of(&text);
                     Ok(if known(&revision) {

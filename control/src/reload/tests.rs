@@ -300,3 +300,23 @@ async fn the_watcher_reads_a_file_only_when_its_metadata_moved_or_is_fresh() {
     assert_ne!(changed.hash, old.hash);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A config file past the size limit is refused from its metadata, before it is read.
+#[tokio::test]
+async fn an_oversized_config_file_is_refused_unread() {
+    let dir = std::env::temp_dir().join(format!("rollgate-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("c.yaml");
+    let f = std::fs::File::create(&path).expect("create");
+    // Sparse: no 64 MiB written to disk.
+    f.set_len(rollgate_config::MAX_CONFIG_BYTES as u64 + 1)
+        .expect("set_len");
+    let err = read_config(&path).await.expect_err("too large");
+    assert!(err.to_string().contains("at most 67108864 bytes"), "{err}");
+    std::fs::write(&path, "listen: 127.0.0.1:0\n").expect("write");
+    assert_eq!(
+        read_config(&path).await.expect("small"),
+        "listen: 127.0.0.1:0\n"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
