@@ -133,6 +133,12 @@ impl ProxyHandle {
         self.shared.snapshot.load_full()
     }
 
+    /// Cumulative observations of one configured model: what a rollout's gates read, without
+    /// copying every other model's histograms.
+    pub fn observe_model(&self, model: &str) -> Option<ModelObservation> {
+        self.shared.stats.get(model).map(|m| m.observe())
+    }
+
     /// Cumulative observations of every model configured.
     pub fn observe(&self) -> Vec<ModelObservation> {
         self.shared

@@ -341,6 +341,12 @@ impl StatsRegistry {
         self.rejected.iter().map(|c| c.load(Relaxed)).collect()
     }
 
+    /// The stats of a configured model (none for a name no config has, unlike [`Self::model`]).
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<ModelStats>> {
+        let models = self.models.lock().unwrap_or_else(PoisonError::into_inner);
+        models.get(name).cloned()
+    }
+
     /// Forgets the models `keep` refuses (removed by a reload): their series leave `/metrics`,
     /// so renaming models does not grow it forever. Requests still in flight on an older
     /// snapshot finish on the stats they hold.

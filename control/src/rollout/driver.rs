@@ -174,12 +174,6 @@ struct Known {
     unsettled: Option<Vec<usize>>,
 }
 
-/// The data plane's observations, read at most once a step and only when a model needs them:
-/// a read copies nine histograms of every model, and models without a rollout in Shadow or
-/// Canary never look at them.
-#[derive(Default)]
-struct Observed(Option<HashMap<Arc<str>, ModelObservation>>);
-
 /// One model's live bookkeeping; only `state` is persisted.
 struct Run {
     state: RolloutState,
@@ -441,7 +435,6 @@ impl Driver {
         let config = snap.config().clone();
         self.sync_config(&config);
         self.score_pairs().await;
-        let mut observed = Observed::default();
         let mut transitions = 0;
         let mut unsettled = Vec::new();
         for (n, i) in self.to_evaluate(&config).into_iter().enumerate() {
@@ -452,7 +445,7 @@ impl Driver {
             let Some(m) = config.models.get(i) else {
                 continue;
             };
-            if !self.settled(m) && self.step_model(m, snap.revision(), &mut observed).await {
+            if !self.settled(m) && self.step_model(m, snap.revision()).await {
                 transitions += 1;
             }
             if !self.settled(m) {
@@ -492,7 +485,7 @@ impl Driver {
     }
 
     /// Evaluates one model and executes what it decides; true on a phase change.
-    async fn step_model(&mut self, m: &Model, revision: &str, observed: &mut Observed) -> bool {
+    async fn step_model(&mut self, m: &Model, revision: &str) -> bool {
         if !self.runs.contains_key(&m.name) {
             self.runs
                 .insert(m.name.clone(), Run::new(RolloutState::idle()));
@@ -510,7 +503,7 @@ impl Driver {
         };
         let gated = active && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_));
         let mut obs = if gated {
-            observed.get(&self.proxy, &m.name)
+            self.proxy.observe_model(&m.name)
         } else {
             None
         };
@@ -579,7 +572,7 @@ impl Driver {
         held_changed(m, revision, &run.state, &next, command.as_ref());
         run.state = next;
         if obs.is_none() && actions.contains(&Action::ResetWindow) {
-            obs = observed.get(&self.proxy, &m.name);
+            obs = self.proxy.observe_model(&m.name);
         }
         self.execute(m, actions, obs.as_ref());
         // Statuses are refreshed every evaluation (gate values move without transitions).
@@ -931,20 +924,6 @@ impl Known {
             generation,
             unsettled: None,
         }
-    }
-}
-
-// === impl Observed ===
-
-impl Observed {
-    fn get(&mut self, proxy: &ProxyHandle, model: &str) -> Option<ModelObservation> {
-        self.0
-            .get_or_insert_with(|| {
-                let all = proxy.observe();
-                all.into_iter().map(|o| (o.model.clone(), o)).collect()
-            })
-            .get(model)
-            .cloned()
     }
 }
 
