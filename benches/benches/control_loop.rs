@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the rollout driver's step over many models without traffic: the
-//! idle step (every second, nothing changed) and the step after a reload (every model
-//! evaluated again). QA found the idle step quadratic in the models (5,000 static splits: 72 %
+//! idle step (every second, nothing changed), the step after a reload (every model evaluated
+//! again), and the step while one model is in Shadow (its gates evaluated). QA found the idle step quadratic in the models (5,000 static splits: 72 %
 //! of a core; README, "Scale").
 //!
 //! `cargo bench -p rollgate-benches --bench control_loop -- --quick`; see docs/benchmarks.md.
@@ -17,7 +17,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criteri
 use prometheus_client::registry::Registry;
 use rollgate_config::Model;
 use rollgate_control::rollout::{
-    Driver, Health, ModelSignals, SignalSource, StateStore, SyntheticRunner, SyntheticState,
+    Driver, DriverHandle, Health, ModelSignals, Phase, SignalSource, StateStore, SyntheticRunner,
+    SyntheticState,
 };
 use rollgate_proxy::ProxyHandle;
 
@@ -38,13 +39,23 @@ fn static_splits(n: usize, weight: &str) -> String {
     yaml
 }
 
-/// No engine to read: the driver never asks without a rollout plan.
+/// The same splits, the first model with a rollout plan (held in Shadow for an hour): the step
+/// a gateway takes every second while one of its models is being rolled out.
+fn one_rollout(n: usize) -> String {
+    static_splits(n, "10%").replacen(
+        "    weight: 10%\n",
+        "    rollout: { shadow: { sample: 10%, for: 1h }, steps: [ { weight: 10%, for: 1h } ] }\n",
+        1,
+    )
+}
+
+/// A healthy candidate with no engine metrics: only a rollout's model is ever asked.
 struct NoSignals;
 
 impl SignalSource for NoSignals {
     fn read<'a>(&'a self, _: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
         Box::pin(std::future::ready(ModelSignals {
-            health: Health::Unknown,
+            health: Health::Passing,
             promql: Vec::new(),
             queue_time: Ok(None),
             gpu_memory: Ok(None),
@@ -52,7 +63,7 @@ impl SignalSource for NoSignals {
     }
 }
 
-fn driver(yaml: &str) -> (ProxyHandle, Driver) {
+fn driver(yaml: &str) -> (ProxyHandle, Driver, DriverHandle) {
     let proxy = ProxyHandle::new(
         rollgate_config::parse(yaml).expect("config"),
         "rev-1",
@@ -60,7 +71,7 @@ fn driver(yaml: &str) -> (ProxyHandle, Driver) {
     );
     let synthetic: SyntheticRunner =
         Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
-    let (driver, _handle) = Driver::new(
+    let (driver, handle) = Driver::new(
         proxy.clone(),
         StateStore::new(None),
         Arc::new(NoSignals),
@@ -68,7 +79,7 @@ fn driver(yaml: &str) -> (ProxyHandle, Driver) {
         synthetic,
         Duration::from_secs(1),
     );
-    (proxy, driver)
+    (proxy, driver, handle)
 }
 
 fn driver_step(c: &mut Criterion) {
@@ -78,7 +89,7 @@ fn driver_step(c: &mut Criterion) {
         .expect("runtime");
     let mut g = c.benchmark_group("driver_step");
     for n in MODELS {
-        let (proxy, mut d) = driver(&static_splits(n, "10%"));
+        let (proxy, mut d, _) = driver(&static_splits(n, "10%"));
         rt.block_on(d.step());
         g.bench_function(BenchmarkId::new("idle", n), |b| {
             b.iter(|| rt.block_on(d.step()));
@@ -91,6 +102,20 @@ fn driver_step(c: &mut Criterion) {
                 |_| rt.block_on(d.step()),
                 BatchSize::PerIteration,
             );
+        });
+        // One model in Shadow: its gates read its own observations, the rest stay settled.
+        let (_proxy, mut d, handle) = driver(&one_rollout(n));
+        for _ in 0..3 {
+            // Deploy → ValidateHealth → Shadow.
+            rt.block_on(d.step());
+        }
+        let phase = handle
+            .status()
+            .into_iter()
+            .find(|s| s.model == "model-00000");
+        assert_eq!(phase.map(|s| s.phase), Some(Phase::Shadow), "in Shadow");
+        g.bench_function(BenchmarkId::new("one_rollout", n), |b| {
+            b.iter(|| rt.block_on(d.step()));
         });
     }
     g.finish();
