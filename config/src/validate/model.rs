@@ -177,7 +177,21 @@ fn check_name(c: &mut Collect, name: &str) {
                 "{name:?} contains {bad:?}; a model name must not contain `\"`, `\\` or control characters: it would break the Prometheus label in /metrics"
             ),
         );
+    } else if let Some(bad) = name.chars().find(|&ch| invisible(ch)) {
+        c.error(
+            "name",
+            format!(
+                "{name:?} contains U+{:04X}, an invisible or text-direction character: a model name must read as what it is in logs, metrics and the admin API",
+                u32::from(bad)
+            ),
+        );
     }
+}
+
+/// Zero-width and bidirectional formatting characters (Unicode `Cf` that render as nothing or
+/// reorder the text around them): `model` would look like another name (`Trojan Source`).
+fn invisible(ch: char) -> bool {
+    matches!(ch, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 fn label_breaking(ch: char) -> bool {

@@ -185,6 +185,12 @@ fn model_names_that_would_break_a_metrics_label() {
             &[("models[0].name", "it would break the Prometheus label")],
         );
     }
+    for name in ["\"chat\u{202E}gnp\"", "\"a\u{200B}b\"", "\"\u{FEFF}m\""] {
+        assert_errors(
+            &one_model(&format!("{{name: {name}, {ok}}}")),
+            &[("models[0].name", "an invisible or text-direction character")],
+        );
+    }
     for name in [
         "meta-llama/Llama-3-8B",
         "org/model:tag",
