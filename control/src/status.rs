@@ -44,6 +44,15 @@ struct Live {
 // === impl StatusReport ===
 
 impl StatusReport {
+    /// Keeps only `model`'s entries in `models`, `rollouts` and `kstatus`; false when the
+    /// serving config has no such model.
+    pub fn only(&mut self, model: &str) -> bool {
+        self.models.retain(|m| m["name"] == model);
+        self.rollouts.retain(|r| r.model == model);
+        self.kstatus.retain(|name, _| name == model);
+        !self.models.is_empty()
+    }
+
     /// The report without operator notes (drift reasons do not name who pinned).
     pub fn build(
         proxy: &ProxyHandle,

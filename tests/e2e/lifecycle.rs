@@ -282,3 +282,32 @@ async fn removed_models_and_endpoints_leave_the_metrics() {
     assert!(!page.contains(&endpoint), "{page}");
     assert!(page.contains(r#"model="m""#), "{page}");
 }
+
+/// `GET /status?model=NAME` (percent-encoded) answers one model's entries; an unknown model is
+/// a 404 and a broken encoding a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_one_model() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let other = format!(
+        "  - name: 'org/x y'\n    stable: {{ endpoints: [\"{}\"] }}\n",
+        stable.url()
+    );
+    let gw = Gateway::start(&config(&stable, None, &other, ""));
+    let c = client();
+    let all = get(&c, &gw.admin_url("/status")).await.json();
+    assert_eq!(all["models"].as_array().map(Vec::len), Some(2), "{all}");
+    let one = get(&c, &gw.admin_url("/status?model=org%2Fx%20y")).await;
+    assert_eq!(one.status, 200, "{}", one.text());
+    let one = one.json();
+    assert_eq!(one["models"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["models"][0]["name"], "org/x y");
+    assert_eq!(one["revision"], all["revision"]);
+    assert_eq!(
+        get(&c, &gw.admin_url("/status?model=nope")).await.status,
+        404
+    );
+    assert_eq!(
+        get(&c, &gw.admin_url("/status?model=%zz")).await.status,
+        400
+    );
+}
