@@ -445,6 +445,19 @@ pub(crate) fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<F
     }
 }
 
+/// `?model=NAME` (percent-encoded) of `GET /status`: one model's entries instead of every
+/// model's (a 50,000-model status is 180 MB of JSON).
+fn status_model(query: Option<&str>) -> Result<Option<String>, rollgate_config::PercentError> {
+    let Some(raw) = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("model="))
+    else {
+        return Ok(None);
+    };
+    rollgate_config::percent_decode(raw).map(|m| Some(m.into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::to_prometheus_text;
@@ -461,17 +474,4 @@ mod tests {
              # HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 2\n"
         );
     }
-}
-
-/// `?model=NAME` (percent-encoded) of `GET /status`: one model's entries instead of every
-/// model's (a 50,000-model status is 180 MB of JSON).
-fn status_model(query: Option<&str>) -> Result<Option<String>, rollgate_config::PercentError> {
-    let Some(raw) = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("model="))
-    else {
-        return Ok(None);
-    };
-    rollgate_config::percent_decode(raw).map(|m| Some(m.into_owned()))
 }
