@@ -21,17 +21,14 @@ import json
 import sys
 import time
 
+from openai_client import connect
+
 
 def main() -> int:
-    try:
-        import openai
-    except ImportError as e:
-        print(f"the openai Python package is missing ({e}); run scripts/install-test-deps",
-              file=sys.stderr)
+    connected = connect()
+    if connected is None:
         return 3
-    base_url, model, prompt = sys.argv[1:4]
-    # No retries: a retried request would hide a failed first attempt from the test.
-    client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=30.0)
+    openai, client, model, prompt = connected
     client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "warm-up"}], max_tokens=1)
     arrivals = []

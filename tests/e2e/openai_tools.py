@@ -23,6 +23,8 @@ content}. Exits 3 when the `openai` package is missing; any other failure raises
 import json
 import sys
 
+from openai_client import connect
+
 TOOLS = [
     {
         "type": "function",
@@ -127,15 +129,10 @@ def pydantic_case(client, model, prompt):
 
 
 def main() -> int:
-    try:
-        import openai
-    except ImportError as e:
-        print(f"the openai Python package is missing ({e}); run scripts/install-test-deps",
-              file=sys.stderr)
+    connected = connect()
+    if connected is None:
         return 3
-    base_url, model, prompt = sys.argv[1:4]
-    # No retries: a retried request would hide a failed first attempt from the test.
-    client = openai.OpenAI(base_url=base_url, api_key="sk-test", max_retries=0, timeout=30.0)
+    openai, client, model, prompt = connected
     messages = [{"role": "user", "content": prompt}]
     ask = {"model": model, "messages": messages, "tools": TOOLS}
 
