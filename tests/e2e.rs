@@ -81,3 +81,6 @@ mod sim_tools;
 
 #[path = "e2e/scale.rs"]
 mod scale;
+
+#[path = "e2e/fallback.rs"]
+mod fallback;

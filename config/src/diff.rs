@@ -150,6 +150,7 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
     fields!(d, "routing", old.routing, new.routing, {
         variant_header: text,
         allow_override: text,
+        candidate_fallback: text,
     });
     fields!(d, "", old, new, { data_plane: text });
     // Read at start: the shutdown deadline, the state store, the GitOps publishers.

@@ -235,6 +235,10 @@ pub struct Routing {
     /// Honour the tester override request header `x-rollgate-variant: stable|candidate`.
     /// Default false.
     pub allow_override: bool,
+    /// A candidate-bound request that reaches no candidate endpoint (every connect attempt
+    /// failed, or every endpoint is ejected; nothing was sent) is answered by the stable
+    /// backend instead. The candidate is still charged the failure. Default true.
+    pub candidate_fallback: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -135,6 +135,7 @@ pub(crate) struct RawEjection {
 pub(crate) struct RawRouting {
     pub variant_header: Field<bool>,
     pub allow_override: Field<bool>,
+    pub candidate_fallback: Field<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -552,6 +552,7 @@ impl Default for Routing {
         Self {
             variant_header: true,
             allow_override: false,
+            candidate_fallback: true,
         }
     }
 }
@@ -569,6 +570,9 @@ impl TryFrom<RawRouting> for Routing {
             allow_override: c
                 .take("allow_override", raw.allow_override)
                 .unwrap_or(d.allow_override),
+            candidate_fallback: c
+                .take("candidate_fallback", raw.candidate_fallback)
+                .unwrap_or(d.candidate_fallback),
         };
         c.finish(Some(routing))
     }

@@ -201,6 +201,7 @@ fn observation(o: &ModelObservation) -> Value {
         "shadow": variant(&o.shadow),
         "shadow_dropped": o.shadow_drops.iter().sum::<u64>(),
         "ejections": { "stable": o.ejections[0], "candidate": o.ejections[1] },
+        "candidate_fallbacks": o.fallbacks,
     })
 }
 

@@ -82,6 +82,9 @@ pub struct ModelStats {
     pub(crate) shadow_inflight: AtomicI64,
     pub(crate) shadow_pace: crate::shadow::Pace,
     endpoint_ejections: [AtomicU64; 2],
+    /// Candidate-bound requests that reached no candidate endpoint and were answered by the
+    /// stable backend (`routing.candidate_fallback`).
+    fallbacks: AtomicU64,
     /// Shared with the control loop: signalled when a candidate request fails, so a hard
     /// breach is evaluated at once instead of at the next tick.
     breach: Arc<tokio::sync::Notify>,
@@ -113,6 +116,9 @@ pub struct ModelObservation {
     pub shadow_drops: [u64; ShadowDrop::COUNT],
     /// Passive ejections of endpoints: `[stable, candidate]`.
     pub ejections: [u64; 2],
+    /// Candidate-bound requests the stable backend answered because no candidate endpoint
+    /// could be reached (each is also a candidate `error`).
+    pub fallbacks: u64,
 }
 
 /// The set of per-model stats; touched under its lock only when a snapshot is built or
@@ -255,6 +261,7 @@ impl ModelStats {
             shadow_inflight: AtomicI64::new(0),
             shadow_pace: crate::shadow::Pace::default(),
             endpoint_ejections: Default::default(),
+            fallbacks: AtomicU64::new(0),
             breach,
         }
     }
@@ -267,6 +274,11 @@ impl ModelStats {
     /// store when nobody waits, a wake-up when the driver does.
     pub(crate) fn candidate_failed(&self) {
         self.breach.notify_one();
+    }
+
+    /// A candidate-bound request reached no candidate endpoint and goes to the stable backend.
+    pub(crate) fn fell_back(&self) {
+        self.fallbacks.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn shadow_dropped(&self, reason: ShadowDrop) {
@@ -312,6 +324,7 @@ impl ModelStats {
             },
             shadow_drops: std::array::from_fn(|i| self.shadow_drops[i].load(Relaxed)),
             ejections: std::array::from_fn(|i| self.endpoint_ejections[i].load(Relaxed)),
+            fallbacks: self.fallbacks.load(Relaxed),
         }
     }
 }

@@ -132,7 +132,12 @@ impl Worker {
         let rest = (!body.is_end_stream()).then_some(body);
         let prefix = std::mem::take(&mut r.prefix);
         let body = RequestBody::new(prefix, r.received, rest, cfg.limits.max_body);
-        let variant = pick_variant(&r, &parts.headers, cfg)?;
+        let mut variant = pick_variant(&r, &parts.headers, cfg)?;
+        // A tester's pinned variant gets the candidate's own failure.
+        let fallback = variant == Variant::Candidate
+            && cfg.routing.candidate_fallback
+            && r.route.candidate.is_some()
+            && !(cfg.routing.allow_override && parts.headers.contains_key(&VARIANT_HEADER));
         let backend = match variant {
             Variant::Candidate => r.route.candidate.as_ref().unwrap_or(&r.route.stable),
             _ => &r.route.stable,
@@ -167,23 +172,45 @@ impl Worker {
             }
         }
         let stats = r.route.stats.clone();
-        let vs = stats.variant(variant);
+        let mut vs = stats.variant(variant);
         vs.start();
         let key = r.key.map(u64::to_le_bytes);
         let key = key.as_ref().map(<[u8; 8]>::as_slice);
-        let sent = self
+        let req = Request::from_parts(parts, UpstreamBody::Primary(body));
+        let candidate = variant == Variant::Candidate;
+        let mut sent = self
             .exchange(
                 &backend.endpoints,
                 key,
-                parts,
-                body,
+                req,
                 cfg,
-                (&stats, variant == Variant::Candidate),
+                (&stats, candidate),
+                fallback,
             )
             .await;
+        if let Err(Failed::Unreached(_, Some(req))) = sent {
+            // Nothing reached the candidate: charge it the failure (its gates see an error),
+            // then let the stable backend answer the request whole.
+            vs.finish(StatusClass::Error, start.elapsed());
+            stats.candidate_failed();
+            stats.fell_back();
+            variant = Variant::Stable;
+            vs = stats.variant(variant);
+            vs.start();
+            sent = self
+                .exchange(
+                    &r.route.stable.endpoints,
+                    key,
+                    *req,
+                    cfg,
+                    (&stats, false),
+                    false,
+                )
+                .await;
+        }
         let (resp, ep_out, conn) = match sent {
             Ok(x) => x,
-            Err(rej) => {
+            Err(Failed::Reject(rej) | Failed::Unreached(rej, _)) => {
                 vs.finish(StatusClass::Error, start.elapsed());
                 if variant == Variant::Candidate {
                     stats.candidate_failed();
@@ -224,28 +251,32 @@ impl Worker {
 
     /// Sends the request to an endpoint of the backend, retrying other endpoints on connect
     /// failures (the body is untouched until a connection exists) and on pooled connections
-    /// found closed (hyper hands the unsent request back).
+    /// found closed (hyper hands the unsent request back). With `fallback` (another backend
+    /// can take the request), an ejected pick means every endpoint is ejected: give up at once
+    /// instead of trying one anyway; the unsent request comes back in [`Failed::Unreached`].
     async fn exchange(
         &self,
         set: &crate::endpoint::EndpointSet,
         key: Option<&[u8]>,
-        parts: hyper::http::request::Parts,
-        body: RequestBody,
+        mut req: Request<UpstreamBody>,
         cfg: &Config,
         (stats, candidate): (&ModelStats, bool),
+        fallback: bool,
     ) -> Result<
         (
             Response<Incoming>,
             crate::endpoint::Outstanding,
             crate::pool::Conn,
         ),
-        Reject,
+        Failed,
     > {
-        let mut req = Request::from_parts(parts, UpstreamBody::Primary(body));
         let mut last = None;
         for _ in 0..CONNECT_ATTEMPTS {
             let now = Instant::now();
             let Some(ep) = set.pick(key, now) else { break };
+            if fallback && ep.is_ejected(now) {
+                break;
+            }
             let out = ep.acquire();
             let mut conn = match self.pool.get(ep).await {
                 Ok(c) => c,
@@ -269,23 +300,36 @@ impl Worker {
                     _ => {
                         let err = e.into_error();
                         if let Some(limit) = body_too_large(&err) {
-                            return Err(Reject::BodyTooLarge(limit));
+                            return Err(Failed::Reject(Reject::BodyTooLarge(limit)));
                         }
                         stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
-                        return Err(Reject::Upstream(UpstreamError::Exchange(err)));
+                        return Err(Failed::Reject(Reject::Upstream(UpstreamError::Exchange(
+                            err,
+                        ))));
                     }
                 },
                 Err(_) => {
                     stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
-                    return Err(Reject::UpstreamTimeout(cfg.upstream.response_timeout));
+                    return Err(Failed::Reject(Reject::UpstreamTimeout(
+                        cfg.upstream.response_timeout,
+                    )));
                 }
             }
         }
-        Err(match last {
+        let rej = match last {
             Some(e) => Reject::Upstream(e),
             None => Reject::NoEndpoint(String::new()),
-        })
+        };
+        Err(Failed::Unreached(rej, fallback.then(|| Box::new(req))))
     }
+}
+
+/// Why [`Worker::exchange`] returned no response.
+enum Failed {
+    Reject(Reject),
+    /// No endpoint could be reached: nothing was sent, and the request comes back (when the
+    /// caller has somewhere else to send it).
+    Unreached(Reject, Option<Box<Request<UpstreamBody>>>),
 }
 
 /// Reads and discards the unread rest of a rejected request's body (bounded in bytes and time)

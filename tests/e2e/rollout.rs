@@ -467,6 +467,52 @@ async fn failing_candidate_is_rolled_back_at_once_and_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_goes_down_mid_canary_is_rolled_back_and_no_user_sees_it() {
+    let _heavy = heavy().await;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    // Long holds: only a gate can end this step early.
+    let steps = [("25%", "60s"), ("50%", "60s")];
+    let gw = Gateway::start(&rollout_config(&stable, &candidate, &plan(&steps), None));
+    let load = Load::start(&gw, "user");
+    let mut phases = Phases::default();
+    phases
+        .until(&gw, "first canary step", |s| is(s, "Canary(0)"))
+        .await;
+    // The candidate's server stops (its pod is gone): in-flight answers finish, then every
+    // connection to it is refused.
+    let down_at = Instant::now();
+    candidate.shutdown().await;
+    let (rolled, zero_at) = phases
+        .until(&gw, "rollback", |s| {
+            is(s, "Previous") && s["weight"] == "0%"
+        })
+        .await;
+    let sent = load.finish().await;
+    // Candidate-bound requests after the fall were answered by stable
+    // (`routing.candidate_fallback`): not one user request failed.
+    all_ok(&sent, "candidate down mid-canary");
+    let after = sent.iter().filter(|s| s.started > down_at).count();
+    assert!(after > 0, "no traffic after the candidate went down");
+    let reason = rolled["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("ejection") || reason.contains("error_rate"),
+        "reason: {reason}"
+    );
+    let m = gw.metrics().await;
+    let fallbacks = metric(&m, "rollgate_proxy_candidate_fallbacks_total{model=\"m\"}");
+    assert!(fallbacks.is_some_and(|n| n > 0.0), "{m}");
+    eprintln!(
+        "candidate down → weight 0 %: {:?}; {after} requests after, none failed, {} fell back; \
+         reason: {reason}",
+        zero_at - down_at,
+        fallbacks.unwrap_or_default()
+    );
+    drop(gw);
+    stable.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_canary_resumes_at_the_same_step_with_the_same_weight() {
     let _heavy = heavy().await;
     let stable = start_sim("stable", "m", |_| {}).await;

@@ -22,7 +22,7 @@ upstream:
   pool_idle_timeout: 1m
   pool_max_idle: 0
 ejection: { consecutive_failures: 3, base: 1s, max: 30s }
-routing: { variant_header: false, allow_override: true }
+routing: { variant_header: false, allow_override: true, candidate_fallback: false }
 drain_timeout: 45s
 models:
   - name: chat-small
@@ -99,6 +99,7 @@ fn full_example() {
     assert_eq!(config.upstream.pool_max_idle, 0);
     assert_eq!(config.ejection.consecutive_failures, 3);
     assert!(!config.routing.variant_header && config.routing.allow_override);
+    assert!(!config.routing.candidate_fallback);
     assert_eq!(config.drain_timeout, Duration::from_secs(45));
 
     let chat = config.default_model().expect("default model");
@@ -158,6 +159,10 @@ fn defaults() {
     assert_eq!(config.upstream, Upstream::default());
     assert_eq!(config.ejection, Ejection::default());
     assert_eq!(config.routing, Routing::default());
+    assert!(
+        config.routing.candidate_fallback,
+        "a down candidate falls back by default"
+    );
     assert_eq!(config.drain_timeout, Duration::from_secs(30));
     assert_eq!(config.data_plane, crate::DataPlane::Fast);
     let chat = &config.models[0];

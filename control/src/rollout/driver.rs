@@ -794,6 +794,7 @@ fn zero_like(o: &ModelObservation) -> ModelObservation {
         shadow: Default::default(),
         shadow_drops: [0; rollgate_proxy::ShadowDrop::COUNT],
         ejections: [0; 2],
+        fallbacks: 0,
     }
 }
 

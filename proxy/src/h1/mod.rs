@@ -537,14 +537,21 @@ impl Down<'_> {
             }
         }
         let stats = route.stats.clone();
-        let candidate = variant == Variant::Candidate;
-        let vs = stats.variant(variant);
+        let mut variant = variant;
+        let mut candidate = variant == Variant::Candidate;
+        // A tester's pinned variant gets the candidate's own failure.
+        let fallback = candidate
+            && cfg.routing.candidate_fallback
+            && route.candidate.is_some()
+            && !(cfg.routing.allow_override && d.variant.is_some());
+        let mut vs = stats.variant(variant);
         vs.start();
         let key_bytes = key.map(u64::to_le_bytes);
-        let sent = self
+        let key_bytes = key_bytes.as_ref().map(<[u8; 8]>::as_slice);
+        let mut sent = self
             .send(
                 &backend.endpoints,
-                key_bytes.as_ref().map(<[u8; 8]>::as_slice),
+                key_bytes,
                 &d,
                 &mut body,
                 &prefix,
@@ -556,12 +563,43 @@ impl Down<'_> {
                     close,
                 },
                 now,
+                fallback,
                 sleep,
             )
             .await;
+        if fallback && matches!(sent, Err(SendError::Unreached(_))) {
+            // Nothing reached the candidate: charge it the failure (its gates see an error),
+            // then let the stable backend answer the request whole.
+            vs.finish(StatusClass::Error, start.elapsed());
+            stats.candidate_failed();
+            stats.fell_back();
+            (variant, candidate) = (Variant::Stable, false);
+            vs = stats.variant(variant);
+            vs.start();
+            let out = RespOut {
+                variant,
+                cfg,
+                close,
+            };
+            sent = self
+                .send(
+                    &route.stable.endpoints,
+                    key_bytes,
+                    &d,
+                    &mut body,
+                    &prefix,
+                    &mut tee,
+                    (&stats, false),
+                    out,
+                    Instant::now(),
+                    false,
+                    sleep,
+                )
+                .await;
+        }
         let (mut up, out, mut ubuf, rh) = match sent {
             Ok(x) => x,
-            Err(SendError::Reject(rej)) => {
+            Err(SendError::Reject(rej) | SendError::Unreached(rej)) => {
                 vs.finish(StatusClass::Error, start.elapsed());
                 if candidate {
                     stats.candidate_failed();
@@ -787,7 +825,9 @@ impl Down<'_> {
 
     /// Connects (or reuses) and sends the head, the body prefix and the rest of the body, then
     /// reads the response head. Retries another endpoint on connect failures, and a fresh
-    /// connection when a pooled one turns out closed before anything was streamed.
+    /// connection when a pooled one turns out closed before anything was streamed. With
+    /// `fallback` (another backend can take the request), an ejected pick means every endpoint
+    /// is ejected: give up at once instead of trying one anyway.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &mut self,
@@ -800,6 +840,7 @@ impl Down<'_> {
         (stats, candidate): (&crate::observe::ModelStats, bool),
         resp: RespOut<'_>,
         now: Instant,
+        fallback: bool,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
         let cfg = resp.cfg;
@@ -815,6 +856,9 @@ impl Down<'_> {
             // first choice; a retry reads the clock again.
             let now = if attempts == 1 { now } else { Instant::now() };
             let Some(ep) = set.pick(key, now) else { break };
+            if fallback && ep.is_ejected(now) {
+                break;
+            }
             let out = ep.acquire();
             let mut up = match self.fast.get(ep, now).await {
                 Ok(c) => c,
@@ -968,7 +1012,7 @@ impl Down<'_> {
                 }
             }
         }
-        Err(SendError::Reject(match last {
+        Err(SendError::Unreached(match last {
             Some(e) => Reject::Upstream(e),
             None => Reject::NoEndpoint(String::new()),
         }))
@@ -1282,6 +1326,9 @@ impl Down<'_> {
 /// Why sending the request did not produce a response head.
 enum SendError {
     Reject(Reject),
+    /// No endpoint of the set could be reached (or, with `fallback`, every one is ejected):
+    /// nothing of the request was sent, so another backend can take it whole.
+    Unreached(Reject),
     /// The client went away mid-body.
     Client,
 }

@@ -180,6 +180,17 @@ impl Collector for ProxyCollector {
         }
 
         let mut f = enc.encode_descriptor(
+            "rollgate_proxy_candidate_fallbacks",
+            "Candidate-bound requests answered by the stable backend because no candidate endpoint could be reached (routing.candidate_fallback); each also counts as a candidate error",
+            None,
+            MetricType::Counter,
+        )?;
+        for m in &models {
+            f.encode_family(&[("model", &*m.model)])?
+                .encode_counter::<[(&str, &str); 0], _, u64>(&m.fallbacks, None)?;
+        }
+
+        let mut f = enc.encode_descriptor(
             "rollgate_proxy_upstream_exchanges",
             "Upstream exchanges (primary and mirrored) by endpoint and whether the connection was new or pooled",
             None,

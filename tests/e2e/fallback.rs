@@ -1,0 +1,150 @@
+//! `routing.candidate_fallback`: a candidate-bound request that reaches no candidate endpoint
+//! (nothing sent) is answered by the stable backend, on both data planes, and the candidate is
+//! still charged the failure; a tester pinning the candidate, or a config that turns it off,
+//! gets the candidate's own 502.
+
+use rollgate_loadtest::sim::Sim;
+
+use crate::support::*;
+
+/// Requests sent per case: at a 50 % split, fewer than 10 on the candidate has a chance of
+/// about 1 in 10⁸.
+const REQUESTS: usize = 60;
+
+/// An endpoint URL nobody listens on (a port bound and released at once): connections to it
+/// are refused.
+async fn dead_endpoint() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    drop(l);
+    url
+}
+
+/// Model `m` on `stable`, the candidate on `candidate` (a URL) at 50 %, random cohorts.
+fn half_split(stable: &Sim, candidate: &str, top: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 2\n{top}models:\n  - name: m\n    \
+         stable: {{ endpoints: [\"{}\"], engine: vllm }}\n    \
+         candidate: {{ endpoints: [\"{candidate}\"], engine: vllm, revision: v2 }}\n    weight: 50%\n",
+        stable.url()
+    )
+}
+
+/// Sends [`REQUESTS`] chat requests (half of them streamed) and returns the replies.
+async fn send_all(gw: &Gateway, headers: &[(&str, &str)]) -> Vec<Reply> {
+    let c = client();
+    let url = gw.url("/v1/chat/completions");
+    let mut out = Vec::with_capacity(REQUESTS);
+    for i in 0..REQUESTS {
+        out.push(send(&c, &url, headers, chat("m", "hello there", i % 2 == 0)).await);
+    }
+    out
+}
+
+fn counter(metrics: &str, series: &str) -> f64 {
+    metric(metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_refuses_connections_is_answered_by_stable_on_both_data_planes() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let dead = dead_endpoint().await;
+        let gw = Gateway::start(&half_split(
+            &stable,
+            &dead,
+            &format!("data_plane: {plane}\n"),
+        ));
+        for r in send_all(&gw, &[]).await {
+            assert_eq!(r.status, 200, "{plane}: {}\n{}", r.text(), gw.logs());
+            assert_eq!(r.header("x-rollgate-variant"), Some("stable"), "{plane}");
+            assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");
+        }
+        let m = gw.metrics().await;
+        let fallbacks = counter(&m, "rollgate_proxy_candidate_fallbacks_total{model=\"m\"}");
+        let charged = counter(
+            &m,
+            "rollgate_proxy_requests_total{model=\"m\",variant=\"candidate\",status_class=\"error\"}",
+        );
+        let on_stable = counter(
+            &m,
+            "rollgate_proxy_requests_total{model=\"m\",variant=\"stable\",status_class=\"2xx\"}",
+        );
+        eprintln!("{plane}: {fallbacks} of {REQUESTS} fell back");
+        assert!(fallbacks >= 10.0, "{plane}: {fallbacks} fallbacks\n{m}");
+        // Every fallback is a candidate error its gates see; stable answered everything.
+        assert_eq!(charged, fallbacks, "{plane}");
+        assert_eq!(on_stable, REQUESTS as f64, "{plane}");
+        // Five refusals in a row eject the endpoint; later requests skip it.
+        assert!(
+            counter(
+                &m,
+                "rollgate_proxy_endpoint_ejections_total{model=\"m\",role=\"candidate\"}"
+            ) >= 1.0,
+            "{plane}\n{m}"
+        );
+        let status = gw.status().await;
+        let obs = &status["models"][0]["observed"];
+        assert_eq!(obs["candidate_fallbacks"], fallbacks as u64, "{status:#}");
+        assert_eq!(
+            metric(&m, "rollgate_proxy_rejected_total{reason=\"upstream\"}"),
+            Some(0.0),
+            "{plane}: nothing was answered with an error\n{m}"
+        );
+        drop(gw);
+        stable.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_candidate_fallback_off_a_down_candidate_answers_502() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let dead = dead_endpoint().await;
+    let gw = Gateway::start(&half_split(
+        &stable,
+        &dead,
+        "routing: { candidate_fallback: false }\n",
+    ));
+    let replies = send_all(&gw, &[]).await;
+    let failed: Vec<&Reply> = replies.iter().filter(|r| r.status != 200).collect();
+    assert!(failed.len() >= 10, "{} failed", failed.len());
+    for r in &failed {
+        assert!(r.status == 502 || r.status == 503, "{}", r.status);
+        assert_eq!(r.json()["error"]["type"], "server_error", "{}", r.text());
+    }
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(&m, "rollgate_proxy_candidate_fallbacks_total{model=\"m\"}"),
+        Some(0.0),
+        "{m}"
+    );
+    drop(gw);
+    stable.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tester_pinning_the_candidate_gets_its_failure_not_stable() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let dead = dead_endpoint().await;
+        let top = format!("data_plane: {plane}\nrouting: {{ allow_override: true }}\n");
+        let gw = Gateway::start(&half_split(&stable, &dead, &top));
+        let r = send(
+            &client(),
+            &gw.url("/v1/chat/completions"),
+            &[("x-rollgate-variant", "candidate")],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, 502, "{plane}: {}", r.text());
+        assert!(
+            r.text().contains("Upstream unavailable"),
+            "{plane}: {}",
+            r.text()
+        );
+        drop(gw);
+        stable.shutdown().await;
+    }
+}
