@@ -5,6 +5,8 @@
 //! with the gate values behind it. `rollgate sim`: one simulator in the foreground.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -47,6 +49,9 @@ enum Scenario {
     GpuMemory,
     /// The candidate answers differently from stable.
     WrongAnswers,
+    /// The candidate's server goes down in the first canary step (its pod dies): candidate
+    /// fallback keeps its users on stable while the rollback happens.
+    Crash,
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
@@ -112,9 +117,15 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         gw.data
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    let traffic = tokio::spawn(drive(client, gw.data, args.rate));
+    let tally = Arc::new(Tally::default());
+    let traffic = tokio::spawn(drive(client, gw.data, args.rate, tally.clone()));
     let outcome = lifecycle(&gw, &config, &dir, &stable, &bad, &args).await;
     traffic.abort();
+    println!(
+        "\n  users: {} requests answered, {} failed (a status other than 200, or no answer)",
+        tally.ok.load(Relaxed) + tally.failed.load(Relaxed),
+        tally.failed.load(Relaxed)
+    );
     println!("\nstopping: draining the gateway and the simulators");
     gw.shutdown().await;
     for s in [stable, good, bad] {
@@ -143,6 +154,7 @@ async fn lifecycle(
     let started = tokio::time::Instant::now();
     let mut last: Option<(Phase, Option<String>)> = None;
     let mut swapped = false;
+    let mut crashed = false;
     let mut explained = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let ctrl_c = tokio::signal::ctrl_c();
@@ -202,6 +214,11 @@ async fn lifecycle(
                     demo_config(dir, stable, bad, "v3", args.step_seconds),
                 )?;
             }
+            Phase::Canary(_) if swapped && !crashed && args.scenario == Scenario::Crash => {
+                crashed = true;
+                bad.stop();
+                println!("\n  -> v3's server goes down (its pod dies): its requests fall back to stable until the rollback\n");
+            }
             Phase::Previous if swapped => {
                 println!("\n  rolled back: stable serves everything; v3 will not be retried until the config changes it");
                 return Ok(());
@@ -252,7 +269,9 @@ fn gates(s: &RolloutStatus) -> Option<String> {
                 ("error_rate" | "gpu_memory_used" | "correctness", Some(v)) => {
                     format!("{:.2} %", v * 100.0)
                 }
-                (_, Some(v)) => format!("{v:.3} s"),
+                ("latency_p99" | "ttft_p95" | "queue_time_p95", Some(v)) => format!("{v:.3} s"),
+                ("ejection", Some(v)) => format!("{v:.0}"),
+                (_, Some(v)) => format!("{v:.3}"),
                 (_, None) => "-".to_owned(),
             };
             format!("{} {value} [{mark}]", r.gate)
@@ -325,7 +344,14 @@ fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: 
 }
 
 /// Open-loop traffic: `rate` requests per second from 500 users, every third one streamed.
-async fn drive(client: HttpClient, addr: std::net::SocketAddr, rate: u32) {
+/// What the simulated users saw.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: AtomicU64,
+    failed: AtomicU64,
+}
+
+async fn drive(client: HttpClient, addr: std::net::SocketAddr, rate: u32, tally: Arc<Tally>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
     let mut n: u64 = 0;
     loop {
@@ -342,12 +368,17 @@ async fn drive(client: HttpClient, addr: std::net::SocketAddr, rate: u32) {
             .header("x-user-id", format!("user-{user}"))
             .body(Full::new(Bytes::from(body)));
         let Ok(req) = req else { continue };
-        let client = client.clone();
+        let (client, tally) = (client.clone(), tally.clone());
         tokio::spawn(async move {
-            if let Ok(resp) = client.request(req).await {
-                // The demo only needs the gateway to observe complete exchanges.
-                let _ = resp.into_body().collect().await;
-            }
+            let ok = match client.request(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    resp.into_body().collect().await.is_ok() && status == hyper::StatusCode::OK
+                }
+                Err(_) => false,
+            };
+            let n = if ok { &tally.ok } else { &tally.failed };
+            n.fetch_add(1, Relaxed);
         });
     }
 }
@@ -362,6 +393,8 @@ impl Scenario {
             Scenario::Latency => f.extra_latency = Duration::from_millis(300),
             Scenario::GpuMemory => f.gpu_memory_used = Ratio::new(0.95).ok(),
             Scenario::WrongAnswers => f.wrong_answers = Ratio::ONE,
+            // Healthy until it is stopped mid-canary.
+            Scenario::Crash => {}
         }
         f
     }

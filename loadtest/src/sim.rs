@@ -230,6 +230,13 @@ impl Sim {
         metrics::render(&self.state)
     }
 
+    /// Begins [`Sim::shutdown`] without waiting for it: the listener closes (new connections
+    /// are refused) and open requests finish. A server that went down, as a crashed pod's.
+    pub fn stop(&self) {
+        // Nobody listening only means the server already stopped.
+        let _ = self.stop.send(true);
+    }
+
     /// Stops accepting, lets open requests finish for `--shutdown-grace`, then cuts the rest.
     pub async fn shutdown(mut self) {
         // Nobody listening only means the server already stopped.

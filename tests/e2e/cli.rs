@@ -97,6 +97,55 @@ async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
     );
 }
 
+/// `--scenario crash`: v3's server goes down in its first canary step; the rollback follows
+/// and not one simulated user's request fails (candidate fallback).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_crash_demo_rolls_back_without_a_failed_user_request() {
+    let _heavy = crate::support::heavy().await;
+    let out = tokio::task::spawn_blocking(|| {
+        Command::new(env!("CARGO_BIN_EXE_rollgate"))
+            .args([
+                "demo",
+                "--step-seconds",
+                "1",
+                "--rate",
+                "200",
+                "--duration",
+                "90",
+                "--scenario",
+                "crash",
+            ])
+            .output()
+            .expect("run rollgate demo")
+    })
+    .await
+    .expect("join");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let down = text
+        .find("server goes down")
+        .unwrap_or_else(|| panic!("v3 never went down:\n{text}"));
+    let back = text
+        .rfind(" Previous ")
+        .unwrap_or_else(|| panic!("never rolled back:\n{text}"));
+    assert!(down < back, "the rollback follows the crash:\n{text}");
+    let users = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("users: "))
+        .unwrap_or_else(|| panic!("no users line:\n{text}"));
+    let answered: u64 = users
+        .split(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{users}"));
+    assert!(answered > 1_000, "{users}");
+    assert!(users.contains(" 0 failed"), "{users}\n{text}");
+}
+
 /// A valid config that `rollgate run` could not start here (a TLS file and a golden suite that
 /// do not exist) fails `validate` with each named, and passes with `--config-only`.
 #[test]
