@@ -2,7 +2,7 @@
 //! phase's window, calls `decide`, and executes the actions in order — traffic (one snapshot
 //! swap), then persist, then publish, then cleanup.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rollgate_config::{Config, Model, Ppm};
 use rollgate_proxy::{Directive, ModelObservation, ProxyHandle, ShadowPair};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 
 use super::decide::{decide, Action, Command, Health, Inputs, Phase, RolloutState, SyntheticState};
 use super::gates::{evaluate, Correctness, Evaluation, GateInputs, VariantWindow};
@@ -23,6 +23,13 @@ use super::store::StateStore;
 const BREACH_MIN_GAP: Duration = Duration::from_millis(100);
 /// Commands waiting for the next step, bounded (operators do not send thousands).
 const COMMAND_QUEUE: usize = 64;
+/// Longest a step waits for the signal reads it started (health, engine metrics, PromQL: a few
+/// HTTP requests per model, run concurrently) before evaluating with the latest readings it
+/// has. Reads take milliseconds; one that hangs (a candidate's `/metrics` that never answers
+/// until its 2 s timeout) no longer holds every other model's evaluation, breaches included.
+const READ_WAIT: Duration = Duration::from_millis(250);
+/// Signal reads in flight at once, across models.
+const READS_IN_FLIGHT: usize = 64;
 /// How often shadow pairs are scored between steps (see [`Driver::score_pairs`]).
 const SCORE_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest the scorer works before it pauses for [`SCORE_PAUSE`] (it checks between pairs, so a
@@ -157,6 +164,22 @@ pub struct Driver {
     status: Statuses,
     on_transition: Option<TransitionHook>,
     known: Known,
+    reads: Reads,
+}
+
+/// Signal reads run as their own tasks, off the step: a step starts one per model with a
+/// rollout (unless one is still in flight), waits up to [`READ_WAIT`] for them, and evaluates
+/// each model with its latest reading taken for the model's current config.
+struct Reads {
+    /// The latest reading per model, with the model config it was taken for.
+    latest: HashMap<String, (Model, ModelSignals)>,
+    /// Models with a read in flight.
+    inflight: HashSet<String>,
+    /// Finished reads. Unbounded, yet holds at most one per model: a model has one read in
+    /// flight at a time.
+    done_tx: mpsc::UnboundedSender<(Model, ModelSignals)>,
+    done_rx: mpsc::UnboundedReceiver<(Model, ModelSignals)>,
+    limit: Arc<Semaphore>,
 }
 
 /// The serving config the driver last prepared for, its models by name: a lookup per pair and
@@ -282,6 +305,7 @@ impl Driver {
             status,
             on_transition: None,
             known: Known::default(),
+            reads: Reads::new(),
         };
         (driver, handle)
     }
@@ -435,9 +459,11 @@ impl Driver {
         let config = snap.config().clone();
         self.sync_config(&config);
         self.score_pairs().await;
+        let order = self.to_evaluate(&config);
+        self.read_signals(&config, &order).await;
         let mut transitions = 0;
         let mut unsettled = Vec::new();
-        for (n, i) in self.to_evaluate(&config).into_iter().enumerate() {
+        for (n, i) in order.into_iter().enumerate() {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
                 // Lets shutdown (and the admin API on the same runtime) in mid-step.
                 tokio::task::yield_now().await;
@@ -459,6 +485,47 @@ impl Driver {
             .retain(|name, _| known.index.contains_key(name));
         if let (Some(hook), true) = (&self.on_transition, transitions > 0) {
             hook(snap.revision(), &self.status.read());
+        }
+    }
+
+    /// Starts a signal read for every model of `order` with a rollout and none in flight, then
+    /// takes finished reads until those it started are in, or [`READ_WAIT`] has passed.
+    async fn read_signals(&mut self, config: &Config, order: &[usize]) {
+        self.reads.take_finished();
+        let mut started = HashSet::new();
+        for m in order.iter().filter_map(|i| config.models.get(*i)) {
+            if is_active(m) && !self.settled(m) && self.reads.inflight.insert(m.name.clone()) {
+                started.insert(m.name.clone());
+                let (signals, m) = (self.signals.clone(), m.clone());
+                let (done, limit) = (self.reads.done_tx.clone(), self.reads.limit.clone());
+                tokio::spawn(async move {
+                    // Closed only with the driver; read anyway.
+                    let _permit = limit.acquire_owned().await;
+                    let read = signals.read(&m).await;
+                    // The driver has gone: nobody needs it.
+                    let _ = done.send((m, read));
+                });
+            }
+        }
+        if started.is_empty() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + READ_WAIT;
+        while !started.is_empty() {
+            match tokio::time::timeout_at(deadline, self.reads.done_rx.recv()).await {
+                Ok(Some((m, read))) => {
+                    started.remove(&m.name);
+                    self.reads.finished(m, read);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::debug!(
+                        waiting = started.len(),
+                        "signal reads still running; evaluating with the latest readings"
+                    );
+                    break;
+                }
+            }
         }
     }
 
@@ -491,12 +558,9 @@ impl Driver {
                 .insert(m.name.clone(), Run::new(RolloutState::idle()));
         }
         let fingerprint = m.candidate.as_ref().map(fingerprint);
-        let active = m.rollout.is_some() && fingerprint.is_some();
-        let signals = if active {
-            Some(self.signals.read(m).await)
-        } else {
-            None
-        };
+        let active = is_active(m);
+        // `None` inside: no reading for this config of the model yet (its first still runs).
+        let signals = active.then(|| self.reads.latest_for(m));
         self.start_periodic_synthetic(m, active);
         let Some(run) = self.runs.get_mut(&m.name) else {
             return false;
@@ -515,7 +579,7 @@ impl Driver {
             (Some(r), Some(o), Some(sig)) if gated => Some(evaluate(
                 &r.gates,
                 r.min_samples,
-                &gate_inputs(run, o, sig, &synthetic, min_pairs(r)),
+                &gate_inputs(run, o, sig.as_ref(), &synthetic, min_pairs(r)),
             )),
             _ => None,
         };
@@ -530,7 +594,10 @@ impl Driver {
             candidate: fingerprint.as_deref(),
             rollout: m.rollout.as_ref(),
             evaluation: evaluation.as_ref(),
-            health: signals.as_ref().map_or(Health::Unknown, |s| s.health),
+            health: signals
+                .as_ref()
+                .and_then(Option::as_ref)
+                .map_or(Health::Unknown, |s| s.health),
             synthetic: &synthetic,
             command,
         };
@@ -618,6 +685,7 @@ impl Driver {
         self.known = Known::new(config.clone(), self.known.generation + 1);
         let known = &self.known;
         self.runs.retain(|name, _| known.index.contains_key(name));
+        self.reads.retain(|name| known.index.contains_key(name));
         self.status
             .update(|s| s.retain(|name, _| known.index.contains_key(name)));
         // Every configured model has its score series from the start, zero until scored; a
@@ -743,10 +811,12 @@ fn min_pairs(r: &rollgate_config::Rollout) -> u64 {
     r.shadow.as_ref().map_or(0, |s| s.min_pairs)
 }
 
+/// `sig`: `None` while the model's first signal reading (under its current config) runs; the
+/// gates on signals wait for it, the others judge the data plane's observations as ever.
 fn gate_inputs(
     run: &Run,
     now: &ModelObservation,
-    sig: &ModelSignals,
+    sig: Option<&ModelSignals>,
     synthetic: &SyntheticState,
     min_pairs: u64,
 ) -> GateInputs {
@@ -777,12 +847,59 @@ fn gate_inputs(
     GateInputs {
         stable: VariantWindow::between(&base.stable, &now.stable),
         candidate,
-        queue_time: sig.queue_time.clone(),
-        gpu_memory: sig.gpu_memory.clone(),
-        promql: sig.promql.clone(),
+        queue_time: sig.map_or(Ok(None), |s| s.queue_time.clone()),
+        gpu_memory: sig.map_or(Ok(None), |s| s.gpu_memory.clone()),
+        promql: sig.map_or_else(Vec::new, |s| s.promql.clone()),
+        signals_pending: sig.is_none(),
         // Pairs exist only in Shadow; in Canary only a synthetic suite speaks for correctness.
         correctness: (run.state.phase == Phase::Shadow || has_synthetic).then_some(correctness),
         ejections: now.ejections[1].saturating_sub(base.ejections[1]),
+    }
+}
+
+/// A model the driver rolls out: a plan and a candidate.
+fn is_active(m: &Model) -> bool {
+    m.rollout.is_some() && m.candidate.is_some()
+}
+
+// === impl Reads ===
+
+impl Reads {
+    fn new() -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Reads {
+            latest: HashMap::new(),
+            inflight: HashSet::new(),
+            done_tx,
+            done_rx,
+            limit: Arc::new(Semaphore::new(READS_IN_FLIGHT)),
+        }
+    }
+
+    /// Takes the reads that finished since the last step (without waiting).
+    fn take_finished(&mut self) {
+        while let Ok((m, read)) = self.done_rx.try_recv() {
+            self.finished(m, read);
+        }
+    }
+
+    fn finished(&mut self, m: Model, read: ModelSignals) {
+        self.inflight.remove(&m.name);
+        self.latest.insert(m.name.clone(), (m, read));
+    }
+
+    /// The latest reading taken for this very config of the model (a reload that changed its
+    /// endpoints or candidate needs a new one).
+    fn latest_for(&self, m: &Model) -> Option<ModelSignals> {
+        self.latest
+            .get(&m.name)
+            .filter(|(of, _)| of == m)
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Forgets readings of models that left the config.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.latest.retain(|name, _| keep(name));
     }
 }
 
@@ -957,6 +1074,12 @@ impl DriverHandle {
     /// served with now (the configured split, or none without a candidate).
     pub fn status(&self) -> Vec<RolloutStatus> {
         self.status.read()
+    }
+
+    /// The status of `m` alone (as [`DriverHandle::status`] has it), served under directive
+    /// `d`; `None` before the driver's first step has published one.
+    pub fn status_of(&self, m: &Model, d: Option<&Directive>) -> Option<RolloutStatus> {
+        self.status.read_one(m, d)
     }
 
     /// Moves whenever the driver publishes a status: a reader that saw the same version (and

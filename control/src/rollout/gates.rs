@@ -66,6 +66,9 @@ pub struct GateInputs {
     pub ejections: u64,
     /// PromQL gate values by query name (`Err` when the query could not be answered).
     pub promql: Vec<(String, Result<f64, String>)>,
+    /// The candidate's signals (queue time, GPU memory, PromQL) have not been read yet under
+    /// this config: their gates wait (inconclusive, not a metric error).
+    pub signals_pending: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -100,6 +103,7 @@ impl Default for GateInputs {
             correctness: None,
             ejections: 0,
             promql: Vec::new(),
+            signals_pending: false,
         }
     }
 }
@@ -246,6 +250,7 @@ pub fn evaluate(gates: &Gates, min_samples: u64, inputs: &GateInputs) -> Evaluat
     }
     if let Some(g) = &gates.queue_time_p95 {
         results.push(match &inputs.queue_time {
+            _ if inputs.signals_pending => not_read_yet("queue_time_p95"),
             Ok(Some(d)) => quantile_gate(
                 "queue_time_p95",
                 g.max,
@@ -265,6 +270,7 @@ pub fn evaluate(gates: &Gates, min_samples: u64, inputs: &GateInputs) -> Evaluat
     if let Some(g) = &gates.gpu_memory_used {
         let max = g.max.as_fraction();
         results.push(match &inputs.gpu_memory {
+            _ if inputs.signals_pending => not_read_yet("gpu_memory_used"),
             Ok(Some(used)) if *used > max => result(
                 "gpu_memory_used",
                 Verdict::Fail,
@@ -302,7 +308,11 @@ pub fn evaluate(gates: &Gates, min_samples: u64, inputs: &GateInputs) -> Evaluat
                 .iter()
                 .find(|(n, _)| *n == q.name)
                 .map(|(_, v)| v);
-            results.push(promql_gate(q, got));
+            results.push(if inputs.signals_pending {
+                not_read_yet("promql")
+            } else {
+                promql_gate(q, got)
+            });
         }
     }
     let verdict = if results.iter().any(|r| r.verdict == Verdict::Fail) {
@@ -337,6 +347,18 @@ fn result(
         reason,
         metric_error: false,
     }
+}
+
+/// A gate on a signal whose first reading is still running: wait, without counting an error.
+fn not_read_yet(gate: &'static str) -> GateResult {
+    result(
+        gate,
+        Verdict::Inconclusive,
+        None,
+        None,
+        0,
+        "waiting for the first reading".into(),
+    )
 }
 
 fn metric_error(gate: &'static str, reason: String) -> GateResult {

@@ -522,3 +522,72 @@ async fn shutdown_stops_the_driver_mid_step_over_20_000_models() {
         "{evaluated} of {MANY} models evaluated after shutdown was asked for"
     );
 }
+
+/// Model `slow`'s signal read never finishes (a candidate whose `/metrics` and health check
+/// hang); every other model's candidate is healthy.
+struct OneHangs;
+
+impl SignalSource for OneHangs {
+    fn read<'a>(&'a self, m: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
+        if m.name == "slow" {
+            return Box::pin(std::future::pending());
+        }
+        Box::pin(std::future::ready(ModelSignals {
+            health: Health::Passing,
+            promql: Vec::new(),
+            queue_time: Ok(None),
+            gpu_memory: Ok(None),
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_candidate_whose_signals_hang_holds_no_other_model_s_rollout() {
+    let model = |name: &str| {
+        format!(
+            "  - name: {name}\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"], engine: vllm }}\n    \
+             candidate: {{ endpoints: [\"http://127.0.0.1:2\"], engine: vllm, revision: v2 }}\n    \
+             rollout: {{ steps: [{{ weight: 10%, for: 1m }}], gates: {{ error_rate: {{ max: 1% }} }} }}\n"
+        )
+    };
+    let yaml = format!("listen: 127.0.0.1:0\nmodels:\n{}{}", model("slow"), model("m"));
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(&yaml).expect("config"),
+        "rev-1",
+        &mut Registry::default(),
+    );
+    let synthetic: SyntheticRunner =
+        Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
+    let (mut d, handle) = Driver::new(
+        proxy,
+        StateStore::new(None),
+        Arc::new(OneHangs),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(3600),
+    );
+    let phase_of = |name: &str| {
+        handle
+            .status()
+            .into_iter()
+            .find(|s| s.model == name)
+            .map(|s| s.phase)
+    };
+    let began = tokio::time::Instant::now();
+    // Deploy, then ValidateHealth with `m`'s candidate healthy: on to Canary. Each step waits
+    // for the reads it started at most READ_WAIT; `slow`'s, still in flight, is not started
+    // (nor waited for) again.
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(5), d.step())
+            .await
+            .expect("a step ends while one model's signal read hangs");
+    }
+    assert!(
+        began.elapsed() <= READ_WAIT * 2,
+        "{:?}: steps waited for the hung read more than once",
+        began.elapsed()
+    );
+    assert_eq!(phase_of("m"), Some(Phase::Canary(0)));
+    // `slow` has no health reading: it waits in ValidateHealth, and its gates are not judged.
+    assert_eq!(phase_of("slow"), Some(Phase::ValidateHealth));
+}

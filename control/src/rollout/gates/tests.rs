@@ -173,6 +173,37 @@ fn gpu_memory_and_queue_time_read_engine_signals_and_count_metric_errors() {
 }
 
 #[test]
+fn signal_gates_wait_for_a_first_reading_without_an_error_while_the_others_judge() {
+    let g = Gates {
+        gpu_memory_used: Some(GpuMemoryGate { max: ppm(920_000) }),
+        queue_time_p95: Some(LatencyGate {
+            max: Some(Duration::from_millis(500)),
+            max_ratio_vs_stable: None,
+        }),
+        error_rate: Some(ErrorRateGate {
+            max: Some(ppm(10_000)),
+            max_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    let mut i = inputs(window(400, 0, 0.1), window(400, 0, 0.1));
+    i.signals_pending = true;
+    let e = evaluate(&g, 200, &i);
+    assert_eq!((e.verdict, e.metric_error), (Verdict::Inconclusive, false));
+    assert!(
+        e.results
+            .iter()
+            .filter(|r| r.gate != "error_rate")
+            .all(|r| r.verdict == Verdict::Inconclusive && r.reason.contains("first reading")),
+        "{e:#?}"
+    );
+    // A breach on the data plane's own observations is judged at once.
+    let mut i = inputs(window(400, 0, 0.1), window(400, 40, 0.1));
+    i.signals_pending = true;
+    assert_eq!(evaluate(&g, 200, &i).verdict, Verdict::Fail);
+}
+
+#[test]
 fn correctness_from_shadow_pairs_and_synthetic_checks() {
     let g = Gates {
         correctness: Some(CorrectnessGate { min: 0.98 }),
