@@ -321,7 +321,10 @@ async fn serve_conn(
     let first_byte = state.args.header_read_timeout;
     if !first_byte.is_zero() {
         let mut byte = [0u8; 1];
+        // Biased: a request already in the socket when shutdown begins is served (an open
+        // request, which shutdown lets finish), not dropped unanswered.
         tokio::select! {
+            biased;
             peeked = tokio::time::timeout(first_byte, stream.peek(&mut byte)) => match peeked {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => {
@@ -338,7 +341,10 @@ async fn serve_conn(
     });
     let conn = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
+    // Biased, as above: polled first, the connection reads a request already in its socket,
+    // which graceful shutdown then lets finish.
     let result = tokio::select! {
+        biased;
         result = conn.as_mut() => result,
         _ = stopped.changed() => {
             conn.as_mut().graceful_shutdown();

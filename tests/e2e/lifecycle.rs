@@ -222,12 +222,15 @@ async fn histograms_appear_once_observed() {
     );
     let gw = Gateway::start(&config(&stable, Some(&cand), &idle, ""));
     assert_serves(&gw).await;
-    let page = gw.metrics().await;
+    // Counted when the body has ended, which can be just after the client saw it.
+    let page = gw
+        .wait_metric(
+            r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="stable"}"#,
+            1.0,
+            Duration::from_secs(5),
+        )
+        .await;
     let has = |series: &str| page.contains(series);
-    assert!(
-        has(r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="stable"} 1"#),
-        "{page}"
-    );
     for absent in [
         r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="candidate"}"#,
         r#"rollgate_proxy_time_to_first_token_seconds_count{model="m",variant="stable"}"#,
