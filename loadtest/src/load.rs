@@ -1,6 +1,7 @@
 //! `rollgate loadtest`: an open-loop (coordinated-omission-corrected) and closed-loop HTTP load
 //! generator for OpenAI-shaped and plain requests, with HDR latency histograms, SSE token
-//! timings, and an alternating A/B mode that measures what a gateway adds.
+//! timings, token throughput, goodput under latency objectives, and an alternating A/B mode
+//! that measures what a gateway adds.
 //!
 //! Each `--threads` thread runs its own current-thread tokio runtime with a fixed share of the
 //! connections and of the rate; hyper 1 client connections are driven directly (no pool), and
@@ -13,7 +14,7 @@ use http::{uri::PathAndQuery, HeaderName, HeaderValue, Method, Uri};
 
 use crate::sim::parse_duration;
 
-pub use self::schedule::Arrival;
+pub use self::{schedule::Arrival, slo::Slo};
 
 mod client;
 mod engine;
@@ -21,6 +22,7 @@ mod report;
 mod request;
 mod run;
 mod schedule;
+mod slo;
 mod sse;
 mod stats;
 
@@ -111,6 +113,10 @@ pub struct LoadArgs {
     /// Seed of the Poisson arrivals.
     #[arg(long, default_value = "1")]
     pub seed: u64,
+    /// Latency objectives, as `ttft=200ms,tpot=50ms,total=2s` (any of ttfb, ttft, tpot,
+    /// total): report goodput, the rate of successful requests that met every one.
+    #[arg(long, value_parser = str::parse::<Slo>, value_name = "METRIC=DURATION,...")]
+    pub slo: Option<Slo>,
 
     /// No live progress line on stderr.
     #[arg(long, short = 'q')]
@@ -149,6 +155,8 @@ pub(crate) struct Plan {
     pub request: request::Template,
     pub seed: u64,
     pub spin: bool,
+    /// `--slo`: goodput is reported only with it.
+    pub slo: Option<Slo>,
 }
 
 /// Open or closed loop.
@@ -241,6 +249,14 @@ impl TryFrom<&LoadArgs> for Plan {
         if a.compare.is_some() && a.slice.is_zero() {
             errors.push("--slice must be above 0".to_owned());
         }
+        let slo = a.slo.unwrap_or_default();
+        for (metric, bound) in [("ttft", slo.ttft), ("tpot", slo.tpot)] {
+            if bound.is_some() && !a.stream {
+                errors.push(format!(
+                    "--slo {metric}: needs --stream (only a stream's tokens are timed)"
+                ));
+            }
+        }
         let request = request::Template::build(a).unwrap_or_else(|e| {
             errors.push(format!("{e:#}"));
             request::Template::empty()
@@ -267,6 +283,7 @@ impl TryFrom<&LoadArgs> for Plan {
             request,
             seed: a.seed,
             spin: a.spin,
+            slo: a.slo,
         })
     }
 }

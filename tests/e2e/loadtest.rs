@@ -111,6 +111,116 @@ async fn open_loop_streams_are_counted_with_ttft_and_token_gaps() {
     assert!((rate - 50.0).abs() < 1.0, "rate {rate}");
 }
 
+/// Checks one target's token figures against 40 requests of 12 output tokens in about 1 s, and
+/// returns its TPOT p50 (µs) and total tokens/s (`None` when the prompt tokens are unknown).
+fn token_figures(t: &Value) -> (u64, Option<f64>) {
+    let tokens = &t["tokens"];
+    let f = |v: &Value| {
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{v} is not a number: {t}"))
+    };
+    let secs = f(&t["measured_s"]);
+    assert_eq!((n(&t["ok"]), n(&t["errors_total"])), (40, 0), "{t}");
+    assert_eq!(
+        (n(&tokens["output"]), f(&tokens["mean_output"])),
+        (480, 12.0),
+        "{t}"
+    );
+    let out_per_s = f(&tokens["output_per_s"]);
+    assert!((out_per_s - 480.0 / secs).abs() < 1e-6, "{t}");
+    // The rate times the tokens per request (the window is 1 s when the target keeps up).
+    assert!((out_per_s - 40.0 * 12.0).abs() < 10.0, "{t}");
+    let total_per_s = tokens["total_per_s"].as_f64();
+    if let Some(total) = total_per_s {
+        let prompt = n(&tokens["prompt"]) as f64;
+        assert!(prompt > 0.0, "{t}");
+        assert!((total - (prompt + 480.0) / secs).abs() < 1e-6, "{t}");
+    }
+    (n(&t["latency_us"]["tpot"]["p50"]), total_per_s)
+}
+
+/// TPOT p50 in µs around the simulator's 10 ms: a stream whose first token went out late has
+/// shorter gaps after it (the simulator paces tokens by their due times), a loaded machine
+/// lengthens them.
+const TPOT_P50_US: std::ops::RangeInclusive<u64> = 9_000..=15_000;
+
+#[tokio::test]
+async fn tpot_token_throughput_and_goodput_follow_the_simulators_pace() {
+    let _heavy = heavy().await;
+    // 12 tokens, one every 10 ms after a 20 ms TTFT: a request takes about 130 ms.
+    let sim = start_sim("a", "m", |a| {
+        a.ttft = Duration::from_millis(20);
+        a.tpot = Duration::from_millis(10);
+        a.output_tokens = 12;
+    })
+    .await;
+    let url = sim.url();
+    // 40 requests due in 1 s, 12 tokens each: 480 output tokens/s.
+    let load = [
+        "--model",
+        "m",
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "-c",
+        "12",
+    ];
+    let run = |extra: &[&str]| {
+        let mut all = vec![url.as_str()];
+        all.extend_from_slice(&load);
+        all.extend_from_slice(extra);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move { report(&all.iter().map(String::as_str).collect::<Vec<_>>()).await }
+    };
+    // Generated streams ask for the usage chunk: an exact count, and the prompt's.
+    let slo = "ttft=2s,tpot=500ms";
+    let r = run(&["--stream", "--max-tokens", "12", "--slo", slo]).await;
+    let t = &r["targets"][0];
+    let (tpot, total_per_s) = token_figures(t);
+    assert!(
+        TPOT_P50_US.contains(&tpot),
+        "TPOT p50 {tpot} µs, sim 10 ms: {t}"
+    );
+    assert!(
+        total_per_s.is_some(),
+        "the usage chunk has the prompt tokens: {t}"
+    );
+    assert_eq!(t["goodput"]["met"], 40, "{t}");
+    assert_eq!(t["goodput"]["share"], 1.0, "{t}");
+    assert_eq!(r["run"]["slo_us"]["tpot"], 500_000);
+
+    // A whole body without stream_options (nor max_tokens: the sim's 12 apply): tokens
+    // counted from the events, prompt tokens unknown; no request meets a 2 ms TPOT.
+    let dir = temp_dir("loadtest-tokens");
+    let prompts = dir.join("bodies.jsonl");
+    std::fs::write(
+        &prompts,
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}\n",
+    )
+    .expect("write prompts");
+    let path = prompts.to_str().expect("utf-8 path");
+    let r = run(&["--stream", "--prompts", path, "--slo", "tpot=2ms"]).await;
+    let t = &r["targets"][0];
+    let (tpot, total_per_s) = token_figures(t);
+    assert!(TPOT_P50_US.contains(&tpot), "TPOT p50 {tpot} µs: {t}");
+    assert_eq!(total_per_s, None, "no usage, no prompt count: {t}");
+    let goodput = &t["goodput"];
+    assert_eq!(
+        (n(&goodput["met"]), goodput["share"].as_f64()),
+        (0, Some(0.0)),
+        "{t}"
+    );
+
+    // Whole (non-stream) answers: the counts come from their `usage`; no TPOT.
+    let r = run(&["--max-tokens", "12"]).await;
+    let t = &r["targets"][0];
+    let (_, total_per_s) = token_figures(t);
+    assert_eq!(n(&t["latency_us"]["tpot"]["count"]), 0, "{t}");
+    assert!(total_per_s.is_some(), "{t}");
+    std::fs::remove_dir_all(&dir).expect("remove temp dir");
+}
+
 #[tokio::test]
 async fn closed_loop_runs_a_request_count_after_warmup_cycling_prompts_and_writes_csv() {
     let _heavy = heavy().await;

@@ -1,6 +1,7 @@
 //! The real exchange: hyper 1 client connections (HTTP/1.1 or h2c prior knowledge) driven
 //! directly on the thread's runtime, one request in flight per worker, reconnecting after a
-//! failure; the body is read frame by frame so SSE events are timed as they arrive.
+//! failure; the body is read frame by frame so SSE events are timed as they arrive, and the
+//! token counts are read from a stream's events or from the end of a whole answer.
 
 use std::{rc::Rc, time::Duration};
 
@@ -17,7 +18,7 @@ use tokio::{net::TcpStream, time::Instant};
 use super::{
     engine::Exchange,
     request::Template,
-    sse::{Event, SseScanner},
+    sse::{self, Event, SseScanner},
     stats::{ErrorKind, Sample},
     Target,
 };
@@ -26,6 +27,11 @@ use super::{
 /// past it still counts for TTFT but gives no gap, rather than a gap measured against another
 /// choice's token.
 const CHOICE_SLOTS: usize = 128;
+
+/// How much of the end of a whole answer is searched for its `usage`: OpenAI, vLLM, SGLang, TGI
+/// and the simulator write it last, or followed only by a few short keys (`service_tier`,
+/// `system_fingerprint`, `prompt_logprobs`); OpenAI's usage with its details is about 300 bytes.
+pub(super) const USAGE_TAIL: usize = 1024;
 
 /// A ready-to-use connection to one target.
 pub(crate) enum Conn {
@@ -50,7 +56,14 @@ pub(crate) struct HttpExchange {
     next_body: usize,
     scanner: SseScanner,
     end: StreamEnd,
+    /// The end of a whole answer, for its `usage`.
+    tail: Tail,
 }
+
+/// The last [`USAGE_TAIL`] bytes of a whole answer, copied frame by frame (holding hyper's
+/// frames instead would keep its read buffer from being reused), to read its `usage` at the end.
+#[derive(Debug, Default)]
+pub(super) struct Tail(Vec<u8>);
 
 /// How a stream went, as the scanner saw it: its end, and when each choice's last token came.
 #[derive(Debug)]
@@ -127,6 +140,7 @@ impl HttpExchange {
             next_body: first_body,
             scanner: SseScanner::default(),
             end: StreamEnd::default(),
+            tail: Tail::default(),
         }
     }
 
@@ -189,24 +203,32 @@ impl HttpExchange {
         let mut body = resp.into_body();
         let sse = self.shared.template.sse && failed.is_none();
         self.scanner.reset();
+        self.tail.reset();
         let end = &mut self.end;
         end.reset();
         while let Some(frame) = body.frame().await {
             // A body error after the head: the stream or body was cut.
             let frame = frame.map_err(|_| failed.unwrap_or(ErrorKind::Cut))?;
-            if let (true, Some(data)) = (sse, frame.data_ref()) {
-                let now = Instant::now();
-                self.scanner.feed(data, |e| end.on_event(e, now, s));
+            match (sse, frame.into_data()) {
+                (true, Ok(data)) => {
+                    let now = Instant::now();
+                    self.scanner.feed(&data, |e| end.on_event(e, now, s));
+                }
+                (false, Ok(data)) => self.tail.push(&data),
+                // Trailers: nothing to count.
+                (_, Err(_)) => {}
             }
         }
         if let Some(kind) = failed {
             return Err(kind);
         }
         if sse {
+            s.streamed = true;
             let now = Instant::now();
             self.scanner.finish(|e| end.on_event(e, now, s));
             return end.outcome(event_stream);
         }
+        s.usage = self.tail.usage();
         Ok(())
     }
 }
@@ -244,6 +266,30 @@ fn is_event_stream(headers: &http::HeaderMap) -> bool {
         .eq_ignore_ascii_case(b"text/event-stream")
 }
 
+// === impl Tail ===
+
+impl Tail {
+    pub(super) fn reset(&mut self) {
+        self.0.clear();
+    }
+
+    /// Keeps the end of `data` after what was kept: a copy of at most [`USAGE_TAIL`] bytes per
+    /// frame (the whole of a small answer, which is one frame), and the buffer keeps its
+    /// capacity, so no allocation once it has grown.
+    pub(super) fn push(&mut self, data: &[u8]) {
+        let data = &data[data.len().saturating_sub(USAGE_TAIL)..];
+        let room = USAGE_TAIL - data.len();
+        let excess = self.0.len().saturating_sub(room);
+        self.0.drain(..excess);
+        self.0.extend_from_slice(data);
+    }
+
+    /// The `usage` of the answer: one search of at most [`USAGE_TAIL`] bytes per request.
+    pub(super) fn usage(&self) -> Option<sse::Usage> {
+        sse::usage(&self.0)
+    }
+}
+
 // === impl StreamEnd ===
 
 impl Default for StreamEnd {
@@ -267,21 +313,25 @@ impl StreamEnd {
     }
 
     /// Notes one event that arrived (in a chunk read) at `now`. TTFT is the first token of
-    /// any choice; a gap is the time since the previous token of the same choice.
+    /// any choice; a gap is the time since the previous token of the same choice. Token events
+    /// are counted, and a usage chunk's counts kept (the last one wins).
     pub fn on_event(&mut self, event: Event, now: Instant, s: &mut Sample) {
         match event {
             Event::Token(choice) => {
                 if s.first_token.is_none() {
                     s.first_token = Some(now);
                 }
+                s.token_events += 1;
                 let Some(slot) = self.last_token.get_mut(choice as usize) else {
                     return;
                 };
-                if let Some(last) = slot.replace(now) {
-                    s.gaps.push(now - last);
+                match slot.replace(now) {
+                    Some(last) => s.gaps.push(now - last),
+                    None => s.choices += 1,
                 }
                 self.used = self.used.max(choice as usize + 1);
             }
+            Event::Usage(usage) => s.usage = Some(usage),
             Event::Done => self.done = true,
             Event::Error => self.error_event = true,
             Event::Other => {}

@@ -8,6 +8,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 
 use super::{
     schedule::{target_of, Slot, Slots},
+    slo::Slo,
     stats::{ErrorKind, Recorder, Sample, Span},
 };
 
@@ -40,6 +41,8 @@ pub(crate) struct Setup {
     pub tick: Duration,
     /// The measured window, to place requests sent after their due time.
     pub span: Span,
+    /// What a good request meets (`--slo`).
+    pub slo: Slo,
 }
 
 /// Runs `exchanges` (one per worker) on the current `LocalSet` until the slots run out, sending
@@ -114,7 +117,7 @@ async fn worker<E: Exchange>(
             let r = &mut rec.borrow_mut()[target];
             r.sent(sent, queued, measured, setup.span);
             if measured {
-                r.record(from, Instant::now(), &sample);
+                r.record(from, Instant::now(), &sample, &setup.slo);
             }
         }
         if setup.closed && sample.error == Some(ErrorKind::Connect) {

@@ -1,7 +1,8 @@
 //! The final report: a table on stdout (or one JSON object with `--json`), per-percentile CSV
-//! rows with `--csv`, and with `--compare` the latency B adds over A and the throughput ratio.
+//! rows with `--csv`, token throughput and goodput, and with `--compare` the latency B adds over
+//! A and the throughput ratios.
 
-use std::{fmt::Write as _, io::Write as _, time::Duration};
+use std::{collections::BTreeMap, fmt::Write as _, io::Write as _, time::Duration};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -9,8 +10,12 @@ use serde::Serialize;
 use super::{
     run::Outcome,
     stats::{Errors, Percentiles, Recorder},
-    Arrival, LoadArgs, Mode, Plan,
+    Arrival, LoadArgs, Mode, Plan, Slo,
 };
+
+mod throughput;
+
+pub(crate) use self::throughput::{Goodput, TokenReport};
 
 /// The whole report, as `--json` prints it.
 #[derive(Debug, Serialize)]
@@ -37,6 +42,11 @@ pub(crate) struct RunInfo {
     pub requests_limit: Option<u64>,
     pub warmup_s: f64,
     pub stream: bool,
+    /// `--slo`, µs per metric; `None` (JSON `null`) without it.
+    pub slo_us: Option<BTreeMap<&'static str, u64>>,
+    /// `--slo` as given, for the table.
+    #[serde(skip)]
+    pub slo: Option<Slo>,
 }
 
 /// One target's results.
@@ -65,6 +75,11 @@ pub(crate) struct TargetReport {
     pub rate: f64,
     /// Open loop with `--duration`: whether the target fell behind the schedule.
     pub fell_short: Option<bool>,
+    /// Output (and prompt) tokens and their rates; `None` when no successful request had a
+    /// token count (a plain HTTP target, embeddings).
+    pub tokens: Option<TokenReport>,
+    /// With `--slo`: the successful requests that met it.
+    pub goodput: Option<Goodput>,
     pub latency_us: Latencies,
 }
 
@@ -77,6 +92,9 @@ pub(crate) struct Latencies {
     pub ttfb: Percentiles,
     /// To the first SSE event carrying a token (streams only).
     pub ttft: Percentiles,
+    /// Time per output token after the first: (total − TTFT) / (output tokens − 1), for
+    /// streams of at least two tokens.
+    pub tpot: Percentiles,
     /// Between consecutive token events (streams only).
     pub itl: Percentiles,
 }
@@ -88,6 +106,8 @@ pub(crate) struct Comparison {
     pub added_us: AddedLatencies,
     /// B's served rate over A's.
     pub throughput_ratio: f64,
+    /// B's output tokens per second over A's; `None` when either has no token count.
+    pub output_tokens_ratio: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -96,6 +116,8 @@ pub(crate) struct AddedLatencies {
     pub ttfb: Added,
     /// `None` (JSON `null`) without `--stream`: there are no tokens to time.
     pub ttft: Option<Added>,
+    /// As `ttft`.
+    pub tpot: Option<Added>,
 }
 
 /// Signed differences at each percentile.
@@ -155,7 +177,7 @@ impl Report {
             } else {
                 String::new()
             };
-            t.table(&mut out, &name, r.target_rate);
+            t.table(&mut out, &name, r.target_rate, r.slo.as_ref());
             if let Some(warning) = t.shortfall(r.target_rate) {
                 let _ = writeln!(out, "  warning: {warning}");
             }
@@ -174,9 +196,10 @@ impl Report {
             .collect()
     }
 
-    /// One row per target, latency and statistic: `target,url,metric,stat,value_us`. Like the
-    /// table, it leaves out token latencies without samples (always without `--stream`) and
-    /// B − A rows that do not apply.
+    /// One row per target, latency and statistic: `target,url,metric,stat,value_us`, then the
+    /// token and goodput rows, whose value is in the unit their stat names. Like the table, it
+    /// leaves out token latencies without samples (always without `--stream`), token rows
+    /// without a count, and B − A rows that do not apply.
     pub fn csv(&self) -> String {
         let mut out = String::from("target,url,metric,stat,value_us\n");
         let names = ["A", "B"];
@@ -186,6 +209,10 @@ impl Report {
                     let _ = writeln!(out, "{},{},{metric},{stat},{v}", names[i], t.url);
                 }
                 let _ = writeln!(out, "{},{},{metric},mean,{:.1}", names[i], t.url, p.mean);
+            }
+            let counts = t.tokens.iter().flat_map(TokenReport::rows);
+            for (metric, stat, v) in counts.chain(t.goodput.iter().flat_map(Goodput::rows)) {
+                let _ = writeln!(out, "{},{},{metric},{stat},{v}", names[i], t.url);
             }
         }
         if let Some(c) = &self.compare {
@@ -226,6 +253,13 @@ impl RunInfo {
             requests_limit: plan.requests,
             warmup_s: plan.warmup.as_secs_f64(),
             stream: plan.request.sse,
+            slo_us: plan.slo.map(|slo| {
+                slo.bounds()
+                    .into_iter()
+                    .filter_map(|(metric, b)| Some((metric, micros(b?))))
+                    .collect()
+            }),
+            slo: plan.slo,
         }
     }
 }
@@ -257,16 +291,22 @@ impl TargetReport {
             measured_s: secs,
             rate: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
             fell_short,
+            tokens: TokenReport::new(&rec.tokens, secs),
+            goodput: plan
+                .slo
+                .is_some()
+                .then(|| Goodput::new(rec.slo_met, rec.ok, secs)),
             latency_us: Latencies {
                 total: Percentiles::of(&rec.total),
                 ttfb: Percentiles::of(&rec.ttfb),
                 ttft: Percentiles::of(&rec.ttft),
+                tpot: Percentiles::of(&rec.tpot),
                 itl: Percentiles::of(&rec.itl),
             },
         }
     }
 
-    fn table(&self, out: &mut String, name: &str, target_rate: Option<f64>) {
+    fn table(&self, out: &mut String, name: &str, target_rate: Option<f64>, slo: Option<&Slo>) {
         let _ = writeln!(out, "\n{name}{}", self.url);
         let _ = write!(
             out,
@@ -278,6 +318,12 @@ impl TargetReport {
                 let _ = writeln!(out, " (target {t}/s)");
             }
             None => out.push('\n'),
+        }
+        if let Some(tokens) = &self.tokens {
+            tokens.table(out, self.ok);
+        }
+        if let (Some(goodput), Some(slo)) = (&self.goodput, slo) {
+            goodput.table(out, self.ok, slo);
         }
         let _ = writeln!(
             out,
@@ -338,10 +384,11 @@ impl Latencies {
             ("total", &self.total),
             ("ttfb", &self.ttfb),
             ("ttft", &self.ttft),
+            ("tpot", &self.tpot),
             ("itl", &self.itl),
         ]
         .into_iter()
-        .filter(|(metric, p)| p.count > 0 || !matches!(*metric, "ttft" | "itl"))
+        .filter(|(metric, p)| p.count > 0 || !matches!(*metric, "ttft" | "tpot" | "itl"))
     }
 }
 
@@ -355,8 +402,13 @@ impl Comparison {
                 total: Added::between(&la.total, &lb.total),
                 ttfb: Added::between(&la.ttfb, &lb.ttfb),
                 ttft: stream.then(|| Added::between(&la.ttft, &lb.ttft)),
+                tpot: stream.then(|| Added::between(&la.tpot, &lb.tpot)),
             },
             throughput_ratio: if a.rate > 0.0 { b.rate / a.rate } else { 0.0 },
+            output_tokens_ratio: match (&a.tokens, &b.tokens) {
+                (Some(a), Some(b)) if a.output_per_s > 0.0 => Some(b.output_per_s / a.output_per_s),
+                _ => None,
+            },
         }
     }
 
@@ -375,17 +427,21 @@ impl Comparison {
             out.push('\n');
         }
         let _ = writeln!(out, "  throughput B/A {:.3}", self.throughput_ratio);
+        if let Some(ratio) = self.output_tokens_ratio {
+            let _ = writeln!(out, "  output tokens/s B/A {ratio:.3}");
+        }
     }
 }
 
 // === impl AddedLatencies ===
 
 impl AddedLatencies {
-    /// The differences that apply: TTFT only with `--stream`.
+    /// The differences that apply: TTFT and TPOT only with `--stream`.
     fn rows(&self) -> impl Iterator<Item = (&'static str, &Added)> {
         [("total", &self.total), ("ttfb", &self.ttfb)]
             .into_iter()
             .chain(self.ttft.as_ref().map(|ttft| ("ttft", ttft)))
+            .chain(self.tpot.as_ref().map(|tpot| ("tpot", tpot)))
     }
 }
 
@@ -426,6 +482,10 @@ pub(crate) fn fmt_us(us: u64) -> String {
     } else {
         format!("{:.2}s", us as f64 / 1e6)
     }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 fn fmt_signed_us(us: i64) -> String {

@@ -127,6 +127,9 @@ fn body_for(a: &LoadArgs, prompt: &str) -> Bytes {
     };
     if a.stream {
         body["stream"] = Value::Bool(true);
+        // The usage chunk gives the exact output tokens (and the prompt's) for the token
+        // throughput and TPOT; without it they are counted from the token events.
+        body["stream_options"] = json!({"include_usage": true});
     }
     Bytes::from(body.to_string())
 }

@@ -219,6 +219,8 @@ pub(super) fn setup_for(plan: &Plan, start: Instant, tick: Duration) -> Setup {
             from: warm_end,
             until: plan.duration.map(|d| warm_end + d),
         },
+        // Without `--slo` nothing is judged, and goodput is not reported.
+        slo: plan.slo.unwrap_or_default(),
     }
 }
 

@@ -1,16 +1,20 @@
 //! An incremental server-sent-events scanner: it classifies each event of an OpenAI-style stream
-//! (a token and the choice it belongs to, `[DONE]`, an error, anything else) as chunks arrive,
-//! without parsing JSON and without allocating once its line buffer has grown.
+//! (a token and the choice it belongs to, the usage chunk, `[DONE]`, an error, anything else) as
+//! chunks arrive, without parsing JSON and without allocating once its line buffer has grown.
 
 use std::sync::LazyLock;
 
 use memchr::memmem;
 
-/// What one dispatched event carried.
+/// What one dispatched event carried. When an event has several `data:` lines, the greatest
+/// class wins (a token over usage, an error over everything).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Event {
-    /// Data with no token text (a role-only delta, a finish reason, usage).
+    /// Data with no token text (a role-only delta, a finish reason).
     Other,
+    /// No token text, and a `usage` object with `completion_tokens`: the chunk OpenAI, vLLM,
+    /// SGLang and the simulator send last when asked for `stream_options.include_usage`.
+    Usage(Usage),
     /// Data with a non-empty `content` or `text` string, a tool call's `name` or `arguments`,
     /// or a reasoning model's `reasoning_content` (or `reasoning`): a token reached the client.
     /// It carries the `index` of its choice (0 when the event names none): with `n` > 1 the
@@ -20,6 +24,15 @@ pub enum Event {
     Done,
     /// `data: {"error": ...}` or `event: error`: the server failed after its 200.
     Error,
+}
+
+/// Token counts from an answer's `usage` object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Usage {
+    /// `completion_tokens`: output tokens over every choice.
+    pub completion: u64,
+    /// `prompt_tokens`, when the object has it.
+    pub prompt: Option<u64>,
 }
 
 /// Scans one response body at a time; [`SseScanner::reset`] before the next.
@@ -118,8 +131,24 @@ pub fn classify(data: &[u8]) -> Event {
     {
         Event::Token(choice_index(data))
     } else {
-        Event::Other
+        // Only events without a token are searched: the usage chunk has none, and the token
+        // events (the hot loop) pay nothing for it.
+        usage(data).map_or(Event::Other, Event::Usage)
     }
+}
+
+/// The counts of the first `"usage":{…}` object in `data` that has `completion_tokens`; also
+/// used on the tail of a whole (non-stream) answer, which may start in the middle of a value.
+pub fn usage(data: &[u8]) -> Option<Usage> {
+    const USAGE: &[u8] = b"\"usage\"";
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(USAGE));
+    FINDER.find_iter(data).find_map(|at| {
+        let obj = value_after(data, at + USAGE.len())?.strip_prefix(b"{")?;
+        Some(Usage {
+            completion: top_level_number(obj, b"completion_tokens")?,
+            prompt: top_level_number(obj, b"prompt_tokens"),
+        })
+    })
 }
 
 /// The `index` of the event's first choice (`"choices":[{…,"index":K,…}`), 0 when it names
@@ -136,12 +165,14 @@ fn choice_index(data: &[u8]) -> u32 {
         .and_then(|at| value_after(data, at + CHOICES.len()))
         .and_then(|v| v.strip_prefix(b"["))
         .and_then(|v| v.trim_ascii_start().strip_prefix(b"{"))
-        .and_then(top_level_index)
-        .unwrap_or(0)
+        .and_then(|obj| top_level_number(obj, b"index"))
+        .map_or(0, |i| u32::try_from(i).unwrap_or(u32::MAX))
 }
 
-/// The number under the `index` key of the object whose body (after its `{`) is `obj`.
-fn top_level_index(obj: &[u8]) -> Option<u32> {
+/// The number under `key` (without quotes) among the top-level keys of the object whose body
+/// (after its `{`) is `obj`. The key is an array so that comparing it with each key walked is
+/// a length check and a fixed-size compare, not a call to `memcmp`: this runs for every token.
+fn top_level_number<const N: usize>(obj: &[u8], key: &[u8; N]) -> Option<u64> {
     let mut depth = 0usize;
     let mut i = 0;
     while let Some(&b) = obj.get(i) {
@@ -152,8 +183,8 @@ fn top_level_index(obj: &[u8]) -> Option<u32> {
                 i = start + string_len(obj.get(start..)?)?;
                 let text = &obj[start..i];
                 i += 1;
-                if depth == 0 && text == b"index" {
-                    // A key (a colon follows), not a string value that reads `index`.
+                if depth == 0 && text == key {
+                    // A key (a colon follows), not a string value that reads as the key.
                     if let Some(value) = value_after(obj, i) {
                         return leading_number(value);
                     }
@@ -183,11 +214,11 @@ fn string_len(s: &[u8]) -> Option<usize> {
 }
 
 /// The unsigned integer `value` starts with (saturating), `None` when it starts otherwise.
-fn leading_number(value: &[u8]) -> Option<u32> {
+fn leading_number(value: &[u8]) -> Option<u64> {
     let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
     (digits > 0).then(|| {
-        value[..digits].iter().fold(0u32, |n, d| {
-            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        value[..digits].iter().fold(0u64, |n, d| {
+            n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
         })
     })
 }

@@ -1,11 +1,17 @@
-//! What a run measures: per-request samples folded into HDR histograms (microseconds) and error
-//! counts, merged across threads, and the percentile summaries the reports print.
+//! What a run measures: per-request samples folded into HDR histograms (microseconds), token and
+//! error counts and the requests that met `--slo`, merged across threads, and the percentile
+//! summaries the reports print.
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::time::Instant;
+
+use super::{
+    slo::{Measured, Slo},
+    sse::Usage,
+};
 
 /// Largest latency a histogram holds exactly: one hour in µs (longer ones are clamped to it).
 const HIGHEST_US: u64 = 3_600_000_000;
@@ -61,6 +67,27 @@ pub struct Sample {
     /// Gaps between consecutive token events of the same choice.
     pub gaps: Vec<Duration>,
     pub error: Option<ErrorKind>,
+    /// The body was read as a stream, so `token_events` is a count (0 included).
+    pub streamed: bool,
+    /// Token events over every choice (streams only).
+    pub token_events: u64,
+    /// Choices that sent a token (streams only).
+    pub choices: u32,
+    /// The answer's `usage` counts: a stream's last usage chunk, a whole answer's `usage`.
+    pub usage: Option<Usage>,
+}
+
+/// Output and prompt tokens of successful requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Requests whose output tokens are known (streams, and answers with `usage`).
+    pub counted: u64,
+    /// Their output tokens.
+    pub output: u64,
+    /// Of `counted`, those whose prompt tokens are known too (from `usage`).
+    pub prompted: u64,
+    /// Their prompt tokens.
+    pub prompt: u64,
 }
 
 /// The measured window as the recorders see it, to place requests that were sent late.
@@ -78,9 +105,14 @@ pub struct Recorder {
     pub total: Histogram<u64>,
     pub ttfb: Histogram<u64>,
     pub ttft: Histogram<u64>,
+    /// Time per output token: (total − TTFT) / (output tokens per choice − 1).
+    pub tpot: Histogram<u64>,
     pub itl: Histogram<u64>,
     /// Requests that succeeded (their total latency is in `total`).
     pub ok: u64,
+    pub tokens: Tokens,
+    /// Successful requests that met every bound of `--slo` (all of them without one).
+    pub slo_met: u64,
     pub errors: Errors,
     /// Open-loop requests that were due but never sent (the generator gave up, far behind).
     pub dropped: u64,
@@ -171,6 +203,49 @@ impl Sample {
         self.first_token = None;
         self.gaps.clear();
         self.error = None;
+        self.streamed = false;
+        self.token_events = 0;
+        self.choices = 0;
+        self.usage = None;
+    }
+
+    /// Output tokens over every choice: `usage.completion_tokens` when the answer carried it,
+    /// else a stream's token events; `None` for a whole answer without `usage`.
+    pub fn output_tokens(&self) -> Option<u64> {
+        match self.usage {
+            Some(usage) => Some(usage.completion),
+            None => self.streamed.then_some(self.token_events),
+        }
+    }
+
+    /// vLLM's time per output token for a stream that ended at `end`: the time after the first
+    /// token over the tokens after it, (total − TTFT) / (output tokens − 1), for at least two
+    /// tokens. With `n` > 1 the choices are generated side by side, so the tokens are counted
+    /// per choice (output tokens over the choices that sent one).
+    pub fn tpot(&self, end: Instant) -> Option<Duration> {
+        let first = self.first_token?;
+        let per_choice = self.output_tokens()? as f64 / f64::from(self.choices.max(1));
+        (per_choice >= 2.0).then(|| (end - first).div_f64(per_choice - 1.0))
+    }
+}
+
+// === impl Tokens ===
+
+impl Tokens {
+    fn add(&mut self, output: u64, prompt: Option<u64>) {
+        self.counted += 1;
+        self.output += output;
+        if let Some(prompt) = prompt {
+            self.prompted += 1;
+            self.prompt += prompt;
+        }
+    }
+
+    fn merge(&mut self, o: &Tokens) {
+        self.counted += o.counted;
+        self.output += o.output;
+        self.prompted += o.prompted;
+        self.prompt += o.prompt;
     }
 }
 
@@ -186,8 +261,11 @@ impl Default for Recorder {
             total: h(),
             ttfb: h(),
             ttft: h(),
+            tpot: h(),
             itl: h(),
             ok: 0,
+            tokens: Tokens::default(),
+            slo_met: 0,
             errors: Errors::default(),
             dropped: 0,
             spill: 0,
@@ -200,23 +278,38 @@ impl Default for Recorder {
 
 impl Recorder {
     /// Folds in one finished request that was due at `due` and ended at `end`. Failed requests
-    /// are counted by kind; their latencies stay out of the histograms.
-    pub fn record(&mut self, due: Instant, end: Instant, s: &Sample) {
+    /// are counted by kind; their latencies and tokens stay out, and they are never good.
+    pub fn record(&mut self, due: Instant, end: Instant, s: &Sample, slo: &Slo) {
         self.last_end = self.last_end.max(Some(end));
         if let Some(kind) = s.error {
             self.errors.add(kind);
             return;
         }
         self.ok += 1;
-        self.total.saturating_record(micros(end - due));
-        if let Some(head) = s.head {
-            self.ttfb.saturating_record(micros(head - due));
-        }
-        if let Some(first) = s.first_token {
-            self.ttft.saturating_record(micros(first - due));
+        let m = Measured {
+            ttfb: s.head.map(|head| head - due),
+            ttft: s.first_token.map(|first| first - due),
+            tpot: s.tpot(end),
+            total: end - due,
+        };
+        self.total.saturating_record(micros(m.total));
+        for (h, value) in [
+            (&mut self.ttfb, m.ttfb),
+            (&mut self.ttft, m.ttft),
+            (&mut self.tpot, m.tpot),
+        ] {
+            if let Some(v) = value {
+                h.saturating_record(micros(v));
+            }
         }
         for gap in &s.gaps {
             self.itl.saturating_record(micros(*gap));
+        }
+        if let Some(output) = s.output_tokens() {
+            self.tokens.add(output, s.usage.and_then(|u| u.prompt));
+        }
+        if slo.met(&m) {
+            self.slo_met += 1;
         }
     }
 
@@ -251,8 +344,11 @@ impl Recorder {
         let _ = self.total.add(&o.total);
         let _ = self.ttfb.add(&o.ttfb);
         let _ = self.ttft.add(&o.ttft);
+        let _ = self.tpot.add(&o.tpot);
         let _ = self.itl.add(&o.itl);
         self.ok += o.ok;
+        self.tokens.merge(&o.tokens);
+        self.slo_met += o.slo_met;
         self.errors.merge(&o.errors);
         self.dropped += o.dropped;
         self.spill += o.spill;
@@ -266,8 +362,11 @@ impl Recorder {
         self.total.reset();
         self.ttfb.reset();
         self.ttft.reset();
+        self.tpot.reset();
         self.itl.reset();
         self.ok = 0;
+        self.tokens = Tokens::default();
+        self.slo_met = 0;
         self.errors = Errors::default();
         self.dropped = 0;
         self.spill = 0;

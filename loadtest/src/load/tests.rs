@@ -22,6 +22,7 @@ use super::{
 
 mod overload;
 mod streams;
+mod tokens;
 
 #[derive(Parser)]
 struct Cli {
@@ -214,6 +215,7 @@ async fn run_scripted(slots: Slots, closed: bool, workers: usize, start: Instant
             from: start,
             until: None,
         },
+        slo: Slo::default(),
     };
     let (tx, rx) = mpsc::sync_channel(64);
     let last = LocalSet::new()
@@ -385,7 +387,7 @@ fn token_events_give_ttft_and_inter_token_gaps() {
     );
     assert!(end.done && !end.error_event);
     let mut rec = Recorder::default();
-    rec.record(t0, at(43), &s);
+    rec.record(t0, at(43), &s, &Slo::default());
     // Three significant digits: within 0.1 %.
     assert!(rec.ttft.max().abs_diff(25_000) <= 25, "{}", rec.ttft.max());
     assert_eq!(rec.itl.len(), 2);
@@ -402,7 +404,7 @@ fn recorder_of(values_us: impl Iterator<Item = u64>, tokens: bool) -> Recorder {
             first_token: tokens.then(|| t0 + Duration::from_micros(v / 4)),
             ..Sample::default()
         };
-        rec.record(t0, t0 + Duration::from_micros(v), &s);
+        rec.record(t0, t0 + Duration::from_micros(v), &s, &Slo::default());
     }
     rec
 }
@@ -582,7 +584,15 @@ fn generated_bodies_are_openai_requests_of_the_asked_size() {
     assert_eq!(body["model"], "m");
     assert_eq!(body["max_tokens"], 7);
     assert_eq!(body["stream"], true);
+    // The usage chunk makes the output token count exact.
+    assert_eq!(
+        body["stream_options"],
+        serde_json::json!({"include_usage": true})
+    );
     assert_eq!(body["prompt"].as_str().unwrap().split(' ').count(), 40);
+    let plain = Plan::try_from(&args(&["http://127.0.0.1:1"])).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&plain.request.bodies[0]).unwrap();
+    assert!(body.get("stream_options").is_none(), "{body}");
     let raw = Plan::try_from(&args(&["http://127.0.0.1:1/index.html", "--api", "raw"])).unwrap();
     assert_eq!(raw.request.method, http::Method::GET);
     assert_eq!(raw.targets[0].origin, "/index.html");
