@@ -99,6 +99,19 @@ impl Statuses {
         all
     }
 
+    /// One model's published status, with its live traffic when Idle (what [`Statuses::read`]
+    /// has for it, without copying every other model's).
+    pub(crate) fn read_one(&self, m: &Model, d: Option<&Directive>) -> Option<RolloutStatus> {
+        let mut s = self
+            .published
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&m.name)
+            .cloned()?;
+        overlay(&mut s, m, d);
+        Some(s)
+    }
+
     /// Changes after every update (see [`Statuses::update`]).
     pub(crate) fn version(&self) -> u64 {
         self.version.load(Ordering::Acquire)
