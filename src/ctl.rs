@@ -16,6 +16,7 @@ pub(crate) struct CtlArgs {
     #[arg(long, default_value = "http://127.0.0.1:9090", env = "ROLLGATE_ADMIN")]
     admin: String,
     /// File with the admin bearer token (`ROLLGATE_ADMIN_TOKEN` is read when this is absent).
+    /// Sent by `status` too when there is one (a gateway with `admin.protect_reads` needs it).
     #[arg(long)]
     token_file: Option<PathBuf>,
     /// Who is acting, for the audit log.
@@ -83,7 +84,7 @@ struct Target {
     reason: String,
 }
 
-/// One admin call: method, path, JSON body, and whether it carries the token.
+/// One admin call: method, path, JSON body, and whether it must carry the token.
 struct Call {
     method: &'static str,
     path: String,
@@ -147,6 +148,16 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             req = req.header("x-rollgate-actor", actor);
         }
     }
+    // Reads are open unless the gateway runs with `admin.protect_reads`; a token at hand is
+    // sent, so that they work either way.
+    let reader_token = if authenticated {
+        None
+    } else {
+        read_token_if_any(args.token_file.as_deref())?
+    };
+    if let Some(token) = &reader_token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
     if let CtlAction::PauseSync {
         approver_token_file: Some(f),
         ..
@@ -173,6 +184,9 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             println!("{}", one_model(&text, m)?);
         }
         _ => println!("{}", text.trim_end()),
+    }
+    if status == hyper::StatusCode::UNAUTHORIZED && !authenticated && reader_token.is_none() {
+        bail!("{method} {path}: {status}: the gateway protects reads (admin.protect_reads); pass --token-file or set ROLLGATE_ADMIN_TOKEN");
     }
     if !status.is_success() {
         bail!("{method} {path}: {status}");
@@ -250,6 +264,16 @@ fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     std::env::var("ROLLGATE_ADMIN_TOKEN")
         .map(|t| t.trim().to_owned())
         .context("no token: pass --token-file or set ROLLGATE_ADMIN_TOKEN")
+}
+
+/// The token for a call that may go without one: `--token-file` (which must be readable),
+/// else `ROLLGATE_ADMIN_TOKEN` when set and not blank, else none.
+fn read_token_if_any(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(f) = file {
+        return read_token(f).map(Some);
+    }
+    let env = std::env::var("ROLLGATE_ADMIN_TOKEN").ok();
+    Ok(env.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
 fn read_token(f: &std::path::Path) -> anyhow::Result<String> {

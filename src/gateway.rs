@@ -204,6 +204,7 @@ impl Gateway {
         let gitops_config = config.gitops.clone();
         let auth = AdminAuth::load(&config.admin).context("reading the admin tokens")?;
         let sync_pause_approvers = config.admin.sync_pause_approvers;
+        let protect_reads = config.admin.protect_reads;
         let audit_path = config
             .admin
             .audit_log
@@ -274,6 +275,7 @@ impl Gateway {
             audit,
             notes,
             sync_pause_approvers,
+            protect_reads,
             registry: Arc::new(registry),
             proxy: proxy.clone(),
             reloader: handle.clone(),

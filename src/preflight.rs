@@ -30,7 +30,9 @@ pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
             errors.push(format!("tls: {e}"));
         }
     }
-    errors.extend(token_files(&config.admin));
+    let env_token = std::env::var("ROLLGATE_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+    errors.extend(token_files(&config.admin, env_token));
+    errors.extend(reads_without_token(&config.admin, env_token));
     if let Some(dir) = &config.state_dir {
         if let Err(e) = can_hold(dir, true) {
             errors.push(format!("state_dir: {}: {e}", dir.display()));
@@ -68,9 +70,8 @@ pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
 }
 
 /// Each token file that `rollgate run` would read: readable and not empty. `token_file` is
-/// not read when `ROLLGATE_ADMIN_TOKEN` is set (it takes precedence).
-fn token_files(admin: &rollgate_config::Admin) -> Vec<String> {
-    let env = std::env::var("ROLLGATE_ADMIN_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+/// not read when `ROLLGATE_ADMIN_TOKEN` is set (`env`; it takes precedence).
+fn token_files(admin: &rollgate_config::Admin, env: bool) -> Vec<String> {
     let legacy = admin
         .token_file
         .iter()
@@ -86,6 +87,15 @@ fn token_files(admin: &rollgate_config::Admin) -> Vec<String> {
             Err(e) => Some(format!("{at}: {}: {e}", p.display())),
         })
         .collect()
+}
+
+/// `admin.protect_reads` with no token at all (`ROLLGATE_ADMIN_TOKEN`, `admin.token_file`,
+/// `admin.tokens`): every read, Prometheus's scrape included, would be refused.
+fn reads_without_token(admin: &rollgate_config::Admin, env_token: bool) -> Option<String> {
+    let any = env_token || admin.token_file.is_some() || !admin.tokens.is_empty();
+    (admin.protect_reads && !any).then(|| {
+        "admin.protect_reads: no admin token to read with: set admin.token_file, admin.tokens or ROLLGATE_ADMIN_TOKEN, or leave protect_reads out".to_owned()
+    })
 }
 
 /// Whether `path` can be a directory (`dir`) or an appendable file: it is one already, or it
@@ -201,6 +211,30 @@ mod tests {
             "{errors:#?}"
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn protected_reads_need_a_token_from_somewhere() {
+        let cases = [
+            ("admin: { listen: 127.0.0.1:0, protect_reads: true }\n", false, true),
+            ("admin: { listen: 127.0.0.1:0, protect_reads: true }\n", true, false),
+            ("admin: { listen: 127.0.0.1:0, protect_reads: true, token_file: /t }\n", false, false),
+            (
+                "admin: { listen: 127.0.0.1:0, protect_reads: true, tokens: [ { name: ci, file: /t, roles: [read] } ] }\n",
+                false,
+                false,
+            ),
+            ("admin: { protect_reads: false }\n", false, false),
+            ("", false, false),
+        ];
+        for (admin, env, refused) in cases {
+            let c = config(admin, "");
+            let error = reads_without_token(&c.admin, env);
+            assert_eq!(error.is_some(), refused, "{admin} (env token: {env})");
+            if let Some(e) = error {
+                assert!(e.starts_with("admin.protect_reads: "), "{e}");
+            }
+        }
     }
 
     #[test]

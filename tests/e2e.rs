@@ -84,3 +84,6 @@ mod scale;
 
 #[path = "e2e/fallback.rs"]
 mod fallback;
+
+#[path = "e2e/admin_reads.rs"]
+mod admin_reads;

@@ -102,7 +102,10 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
             .collect();
         format!("[{}]", names.join(", "))
     });
-    fields!(d, "admin", old.admin, new.admin, { sync_pause_approvers: text });
+    fields!(d, "admin", old.admin, new.admin, {
+        sync_pause_approvers: text,
+        protect_reads: text,
+    });
     d.restart = false;
     fields!(d, "limits", old.limits, new.limits, {
         max_header_bytes: usize_size,

@@ -118,6 +118,11 @@ pub struct Admin {
     /// Distinct named `sync` tokens that `POST /sync/pause` needs: 1 (default) or 2 (the
     /// second one as `X-Rollgate-Approver`).
     pub sync_pause_approvers: u32,
+    /// The read endpoints (`/metrics`, `/status`, `/status/models/…`, `GET /rollouts`, the
+    /// Argo Rollouts metric) and `POST /reload` need a token with the `read` role. Default
+    /// false: they are open, and the listener's address is what protects them. `/healthz`,
+    /// the Git webhook (signed) and the Flagger webhooks (which send no headers) stay open.
+    pub protect_reads: bool,
 }
 
 /// One named admin token (`admin.tokens[]`).
@@ -138,7 +143,8 @@ pub enum Role {
     Operate,
     /// Pause and resume Git/file sync (break-glass on the source of truth).
     Sync,
-    /// `GET /live-config` only. Every token may read; this role allows nothing else.
+    /// `GET /live-config`, and the read endpoints under `admin.protect_reads`. Every token may
+    /// read; this role allows nothing else.
     Read,
 }
 

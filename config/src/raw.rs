@@ -92,6 +92,7 @@ pub(crate) struct RawAdmin {
     pub audit_log: Field<PathBuf>,
     pub tokens: Field<Vec<Parsed<RawAdminToken>>>,
     pub sync_pause_approvers: Field<u32>,
+    pub protect_reads: Field<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

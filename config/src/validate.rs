@@ -336,6 +336,7 @@ impl Default for Admin {
             audit_log: None,
             tokens: Vec::new(),
             sync_pause_approvers: 1,
+            protect_reads: false,
         }
     }
 }
@@ -360,12 +361,14 @@ impl TryFrom<RawAdmin> for Admin {
                 1
             }
         };
+        let protect_reads = c.take("protect_reads", raw.protect_reads).unwrap_or(false);
         c.finish(Some(Admin {
             listen,
             token_file,
             audit_log,
             tokens,
             sync_pause_approvers,
+            protect_reads,
         }))
     }
 }

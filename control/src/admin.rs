@@ -2,7 +2,7 @@
 //! the rollout commands, the break-glass sync endpoints (`POST /sync/pause`,
 //! `POST /sync/resume`, `GET /live-config`) and the GitOps endpoints
 //! (`/status/models/{model}`, `/gitops/...`). A model in a path is percent-encoded (see
-//! [`path`]).
+//! [`path`]). With `admin.protect_reads` the read endpoints need a `read` token too.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use prometheus_client::registry::Registry;
+use rollgate_config::Role;
 use rollgate_proxy::ProxyHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -48,6 +49,9 @@ pub struct AdminServer {
     pub sync_pause_approvers: u32,
     /// Model statuses and the Argo Rollouts / Flagger endpoints.
     pub gitops: crate::gitops::Gitops,
+    /// `admin.protect_reads`: the read endpoints and `POST /reload` need a `read` token (see
+    /// [`is_read`]).
+    pub protect_reads: bool,
 }
 
 /// Largest operator command body read.
@@ -92,32 +96,17 @@ pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {
 
 impl AdminServer {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if self.protect_reads && is_read(req.uri().path()) {
+            if let Err(e) = self.authorize(&req, Role::Read) {
+                return refused(&e);
+            }
+        }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
                 metrics_response(&self.registry, req.headers().get(hyper::header::ACCEPT))
             }
             (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/status") => {
-                let mut report = StatusReport::build_with_notes(
-                    &self.proxy,
-                    &self.reloader,
-                    self.driver.as_ref(),
-                    &self.notes,
-                );
-                report.kstatus = self.gitops.statuses();
-                match status_model(req.uri().query()) {
-                    Ok(None) => json(StatusCode::OK, &report),
-                    Ok(Some(model)) if report.only(&model) => json(StatusCode::OK, &report),
-                    Ok(Some(model)) => json(
-                        StatusCode::NOT_FOUND,
-                        &serde_json::json!({ "error": format!("no model `{model}` in the serving config") }),
-                    ),
-                    Err(e) => json(
-                        StatusCode::BAD_REQUEST,
-                        &serde_json::json!({ "error": e.to_string() }),
-                    ),
-                }
-            }
+            (&Method::GET, "/status") => self.status(req.uri().query()),
             (&Method::POST, "/reload") => {
                 match self.reloader.reload_now(ReloadTrigger::Admin).await {
                     Some(outcome) => json(StatusCode::OK, &crate::status::outcome_json(&outcome)),
@@ -282,17 +271,57 @@ impl AdminServer {
         }
     }
 
-    /// `GET /live-config`: the live state as a config file (any valid token).
-    fn live_config(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-        let authorization = req
-            .headers()
+    /// `GET /status[?model=NAME]`: every model's entries, or (built alone) one model's.
+    fn status(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let (proxy, reloader, driver) = (&self.proxy, &self.reloader, self.driver.as_ref());
+        let report = match status_model(query) {
+            Ok(None) => {
+                let mut report =
+                    StatusReport::build_with_notes(proxy, reloader, driver, &self.notes);
+                report.kstatus = self.gitops.statuses();
+                report
+            }
+            Ok(Some(model)) => {
+                let Some(mut report) =
+                    StatusReport::build_one(proxy, reloader, driver, &self.notes, &model)
+                else {
+                    let error = format!("no model `{model}` in the serving config");
+                    return json(
+                        StatusCode::NOT_FOUND,
+                        &serde_json::json!({ "error": error }),
+                    );
+                };
+                report
+                    .kstatus
+                    .extend(self.gitops.status(&model).map(|s| (model, s)));
+                report
+            }
+            Err(e) => {
+                let error = e.to_string();
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "error": error }),
+                );
+            }
+        };
+        json(StatusCode::OK, &report)
+    }
+
+    /// A valid token with `role` in the request's `Authorization` header (401, 403 otherwise;
+    /// 401 when no token is configured at all).
+    fn authorize(&self, req: &Request<Incoming>, role: Role) -> Result<(), Refused> {
+        let authorization = (req.headers())
             .get(hyper::header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let authorized = match &self.auth {
-            Some(auth) => auth.authorize(authorization, rollgate_config::Role::Read),
+        match &self.auth {
+            Some(auth) => auth.authorize(authorization, role).map(drop),
             None => Err(Refused::Unauthorized),
-        };
-        if let Err(e) = authorized {
+        }
+    }
+
+    /// `GET /live-config`: the live state as a config file (any valid token).
+    fn live_config(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        if let Err(e) = self.authorize(req, Role::Read) {
             return refused(&e);
         }
         match crate::status::live_config(
@@ -315,6 +344,17 @@ impl AdminServer {
             ),
         }
     }
+}
+
+/// Whether `path` is one of the endpoints that `admin.protect_reads` puts behind a `read`
+/// token: what shows the gateway's state (`/metrics`, `/status`, `/status/models/{model}`,
+/// `/rollouts`, the Argo Rollouts metric) and `POST /reload`, whatever the method. Open still:
+/// `/healthz` (probes), `POST /hooks/git` (signed), `/gitops/flagger/{hook}` (Flagger's
+/// webhooks send no headers); the operator endpoints check their own roles.
+fn is_read(path: &str) -> bool {
+    matches!(path, "/metrics" | "/status" | "/rollouts" | "/reload")
+        || path.starts_with("/status/models/")
+        || path.starts_with("/gitops/argo-rollouts/")
 }
 
 /// `x-rollgate-actor`, when it is visible ASCII (who is acting, for the audit log).
@@ -459,19 +499,4 @@ fn status_model(query: Option<&str>) -> Result<Option<String>, rollgate_config::
 }
 
 #[cfg(test)]
-mod tests {
-    use super::to_prometheus_text;
-
-    #[test]
-    fn counters_get_their_total_names_and_eof_goes() {
-        let om =
-            "# HELP a_requests Requests.\n# TYPE a_requests counter\na_requests_total{x=\"1\"} 3\n\
-                  # HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 2\n# EOF\n";
-        let text = to_prometheus_text(om);
-        assert_eq!(
-            text,
-            "# HELP a_requests_total Requests.\n# TYPE a_requests_total counter\na_requests_total{x=\"1\"} 3\n\
-             # HELP b_inflight In flight.\n# TYPE b_inflight gauge\nb_inflight 2\n"
-        );
-    }
-}
+mod tests;

@@ -106,6 +106,15 @@ struct StatusInputs {
     latest: Option<crate::reload::ReloadOutcome>,
 }
 
+/// What every model's status is built from besides its own rollout: the reload funnel's
+/// latest outcome, the generation (successful loads + 1) and the time conditions are stamped
+/// with.
+struct Common {
+    latest: Option<crate::reload::ReloadOutcome>,
+    generation: i64,
+    now: SystemTime,
+}
+
 // === impl Gitops ===
 
 impl Gitops {
@@ -129,17 +138,10 @@ impl Gitops {
             .into_iter()
             .map(|r| (r.model.clone(), r))
             .collect();
-        let latest = self.reloader.latest();
-        let counts = self.reloader.counts();
-        let applied = counts
-            .iter()
-            .find(|(k, _)| *k == "success")
-            .map_or(0, |c| c.1);
-        let generation = i64::try_from(applied).unwrap_or(i64::MAX).saturating_add(1);
-        let now = SystemTime::now();
+        let directives = self.proxy.directives();
+        let common = self.common();
         let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
         let config = snap.config();
-        let directives = self.proxy.directives();
         // A set, not a scan of the config per clock entry (quadratic in the models).
         let names: HashSet<&str> = config.models.iter().map(|m| m.name.as_str()).collect();
         clock.retain(|m| names.contains(m));
@@ -147,24 +149,37 @@ impl Gitops {
             .models
             .iter()
             .map(|m| {
-                let mut r = rollouts
-                    .get(&m.name)
-                    .cloned()
-                    .unwrap_or_else(|| idle(&m.name, rollgate_config::Ppm::ZERO));
-                // Idle (also before the driver's first step): the split served now, read from
-                // this snapshot.
-                crate::rollout::overlay(&mut r, m, directives.get(&m.name));
-                let cx = Context {
-                    serving: snap.revision(),
-                    latest: latest.as_ref(),
-                    has_candidate: m.candidate.is_some(),
-                    generation,
-                };
-                let mut s = build(&r, cx);
-                clock.stamp(&m.name, &mut s, now);
+                let r = rollouts.get(&m.name).cloned();
+                let d = directives.get(&m.name);
+                let s = common.build(&snap, m, r, d, &mut clock);
                 (m.name.clone(), s)
             })
             .collect()
+    }
+
+    /// One model's status; `None` when no such model is configured. Built alone: what
+    /// [`Gitops::statuses`] has for it, without every other model's.
+    pub fn status(&self, model: &str) -> Option<ModelStatus> {
+        let snap = self.proxy.snapshot();
+        let m = snap.config().model(model)?;
+        let directives = self.proxy.directives();
+        let d = directives.get(model);
+        let r = self.driver.as_ref().and_then(|dr| dr.status_of(m, d));
+        let common = self.common();
+        let mut clock = self.clock.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(common.build(&snap, m, r, d, &mut clock))
+    }
+
+    /// What every model's status shares, read once.
+    fn common(&self) -> Common {
+        let applied = (self.reloader.counts().iter())
+            .find(|(k, _)| *k == "success")
+            .map_or(0, |c| c.1);
+        Common {
+            latest: self.reloader.latest(),
+            generation: i64::try_from(applied).unwrap_or(i64::MAX).saturating_add(1),
+            now: SystemTime::now(),
+        }
     }
 
     /// What [`Gitops::statuses`] reads besides the clock, read before it.
@@ -174,11 +189,6 @@ impl Gitops {
             rollouts: self.driver.as_ref().map(DriverHandle::status_version),
             latest: self.reloader.latest(),
         }
-    }
-
-    /// One model's status; `None` when no such model is configured.
-    pub fn status(&self, model: &str) -> Option<ModelStatus> {
-        self.statuses().remove(model)
     }
 
     /// Serves `/status/models/{model}`, `/gitops/argo-rollouts/{model}` and
@@ -479,6 +489,35 @@ impl StatusInputs {
         Arc::ptr_eq(&self.snapshot, &other.snapshot)
             && self.rollouts == other.rollouts
             && self.latest == other.latest
+    }
+}
+
+// === impl Common ===
+
+impl Common {
+    /// `m`'s status from its rollout `r` (Idle when the driver has published none yet) and its
+    /// directive `d`, its conditions stamped by `clock`.
+    fn build(
+        &self,
+        snap: &rollgate_proxy::Snapshot,
+        m: &rollgate_config::Model,
+        r: Option<RolloutStatus>,
+        d: Option<&rollgate_proxy::Directive>,
+        clock: &mut ConditionClock,
+    ) -> ModelStatus {
+        let mut r = r.unwrap_or_else(|| idle(&m.name, rollgate_config::Ppm::ZERO));
+        // Idle (also before the driver's first step): the split served now, read from this
+        // snapshot.
+        crate::rollout::overlay(&mut r, m, d);
+        let cx = Context {
+            serving: snap.revision(),
+            latest: self.latest.as_ref(),
+            has_candidate: m.candidate.is_some(),
+            generation: self.generation,
+        };
+        let mut s = build(&r, cx);
+        clock.stamp(&m.name, &mut s, self.now);
+        s
     }
 }
 

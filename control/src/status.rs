@@ -1,6 +1,7 @@
 //! `/status`: what is serving, from which revision, and what the data plane sees; the sync
 //! state and per-model drift (desired vs live); the live state as a config file.
 
+use rollgate_config::Model;
 use rollgate_proxy::{ModelObservation, ProxyHandle, VariantObservation};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -81,33 +82,62 @@ impl StatusReport {
             .iter()
             .zip(&live.drift)
             .map(|(m, (_, drift))| {
-                let obs = observed.get(m.name.as_str()).copied();
                 let weight = live.weights.get(&m.name).copied().unwrap_or(m.weight);
-                json!({
-                    "name": m.name,
-                    "default": m.default,
-                    "weight": weight.to_string(),
-                    "weight_ppm": weight.get(),
-                    "desired_weight": m.weight.to_string(),
-                    "drift": drift,
-                    "stable": backend(&m.stable),
-                    "candidate": m.candidate.as_ref().map(backend),
-                    "shadow": m.shadow.as_ref().map(|s| json!({ "sample": s.sample.to_string() })),
-                    "observed": obs.map(observation),
-                })
+                model_entry(m, weight, drift, observed.get(m.name.as_str()).copied())
             })
             .collect();
+        Self::assemble(snap.revision(), reloader, models, rollouts, &live.drift)
+    }
+
+    /// What [`StatusReport::build_with_notes`] and then [`StatusReport::only`] give, built
+    /// from `model`'s entries alone (`kstatus` left empty for the caller, as there). `sync`
+    /// still reads every model's weight, which is cheap: it reports every drifting model.
+    /// `None` when the serving config has no such model.
+    pub fn build_one(
+        proxy: &ProxyHandle,
+        reloader: &ReloaderHandle,
+        driver: Option<&DriverHandle>,
+        notes: &OperatorNotes,
+        model: &str,
+    ) -> Option<StatusReport> {
+        let snap = proxy.snapshot();
+        let config = snap.config();
+        let m = config.model(model)?;
+        let directives = proxy.directives();
+        let rollout_of = |m: &Model| driver.and_then(|d| d.status_of(m, directives.get(&m.name)));
+        let rollout = rollout_of(m);
+        let weight = crate::rollout::traffic(m, directives.get(&m.name)).weight;
+        let drift = crate::breakglass::drift(m, weight, rollout.as_ref(), &notes.get(&m.name));
+        let observed = proxy.observe_model(&m.name);
+        let entry = model_entry(m, weight, &drift, observed.as_ref());
+        let drifted = drifting(config, &directives, notes, rollout_of);
+        let rollouts = rollout.into_iter().collect();
+        Some(Self::assemble(
+            snap.revision(),
+            reloader,
+            vec![entry],
+            rollouts,
+            &drifted,
+        ))
+    }
+
+    /// The report around its model entries: the serving revision, the reload funnel's state
+    /// and the sync state (`drift`: each model's, or at least every drifting one's).
+    fn assemble(
+        revision: &str,
+        reloader: &ReloaderHandle,
+        models: Vec<Value>,
+        rollouts: Vec<RolloutStatus>,
+        drift: &[(String, Vec<Drift>)],
+    ) -> StatusReport {
         let reloads: serde_json::Map<String, Value> = reloader
             .counts()
             .iter()
             .map(|(k, v)| ((*k).to_owned(), json!(v)))
             .collect();
         let last = reloader.last();
-        let mut sync = crate::breakglass::sync_report(
-            reloader.sync_state(),
-            rejected(last.as_ref()),
-            &live.drift,
-        );
+        let mut sync =
+            crate::breakglass::sync_report(reloader.sync_state(), rejected(last.as_ref()), drift);
         if let Some(ReloadOutcome::Unreadable { error }) = &last {
             // No desired revision to compare: say why instead of reading as synced.
             sync.reasons.insert(0, unreadable(error, &sync.applied));
@@ -115,7 +145,7 @@ impl StatusReport {
         }
         sync.conditions = sync_conditions(reloader);
         StatusReport {
-            revision: snap.revision().to_owned(),
+            revision: revision.to_owned(),
             last_reload: last.as_ref().map(outcome_json),
             reloads: Value::Object(reloads),
             restart_pending: reloader.restart_pending(),
@@ -184,6 +214,49 @@ impl Live {
         }
         Live { weights, drift }
     }
+}
+
+/// The models whose live weight is not their configured one, with their drift, in config
+/// order: what `sync` reports about models (a model on its configured weight has no drift).
+/// Finding them takes no status, note or allocation per model.
+fn drifting(
+    config: &rollgate_config::Config,
+    directives: &rollgate_proxy::Directives,
+    notes: &OperatorNotes,
+    rollout_of: impl Fn(&Model) -> Option<RolloutStatus>,
+) -> Vec<(String, Vec<Drift>)> {
+    (config.models.iter())
+        .filter_map(|m| {
+            let live = crate::rollout::traffic(m, directives.get(&m.name)).weight;
+            if live == m.weight {
+                return None;
+            }
+            let rollout = rollout_of(m);
+            let drift = crate::breakglass::drift(m, live, rollout.as_ref(), &notes.get(&m.name));
+            Some((m.name.clone(), drift))
+        })
+        .collect()
+}
+
+/// One model's entry in `models`: config, live weight (`weight`), drift and observations.
+fn model_entry(
+    m: &Model,
+    weight: rollgate_config::Ppm,
+    drift: &[Drift],
+    observed: Option<&ModelObservation>,
+) -> Value {
+    json!({
+        "name": m.name,
+        "default": m.default,
+        "weight": weight.to_string(),
+        "weight_ppm": weight.get(),
+        "desired_weight": m.weight.to_string(),
+        "drift": drift,
+        "stable": backend(&m.stable),
+        "candidate": m.candidate.as_ref().map(backend),
+        "shadow": m.shadow.as_ref().map(|s| json!({ "sample": s.sample.to_string() })),
+        "observed": observed.map(observation),
+    })
 }
 
 fn backend(b: &rollgate_config::Backend) -> Value {

@@ -225,7 +225,7 @@ fn admin_and_gitops_changes_are_listed_and_need_a_restart() {
     let old = config(BASE);
     let new = config(&BASE.replacen(
         "listen: 0.0.0.0:8080\n",
-        "listen: 0.0.0.0:8080\nadmin: { tokens: [{ name: ops, file: /run/ops, roles: [operate] }], sync_pause_approvers: 2 }\ngitops: { flux_events_url: \"http://notification-controller.flux-system/\" }\nupstream: { response_timeout: 30s, pool_max_idle: 8 }\n",
+        "listen: 0.0.0.0:8080\nadmin: { tokens: [{ name: ops, file: /run/ops, roles: [operate] }], sync_pause_approvers: 2, protect_reads: true }\ngitops: { flux_events_url: \"http://notification-controller.flux-system/\" }\nupstream: { response_timeout: 30s, pool_max_idle: 8 }\n",
         1,
     ));
     let lines: Vec<String> = diff(&old, &new).iter().map(ToString::to_string).collect();
@@ -234,6 +234,7 @@ fn admin_and_gitops_changes_are_listed_and_need_a_restart() {
         [
             "admin.tokens: [] -> [ops (/run/ops, operate)] (restart required)",
             "admin.sync_pause_approvers: 1 -> 2 (restart required)",
+            "admin.protect_reads: false -> true (restart required)",
             "upstream.response_timeout: 300s -> 30s",
             "upstream.pool_max_idle: 128 -> 8 (restart required)",
             "gitops.flux_events_url: none -> http://notification-controller.flux-system/ (restart required)",

@@ -474,10 +474,11 @@ models:
 #[test]
 fn admin_tokens_with_roles() {
     let yaml = format!(
-        "{MINIMAL}admin:\n  token_file: /run/admin\n  sync_pause_approvers: 2\n  tokens:\n    - {{ name: alice, file: /run/alice, roles: [operate, sync] }}\n    - {{ name: ci, file: /run/ci, roles: [read, read] }}\n"
+        "{MINIMAL}admin:\n  token_file: /run/admin\n  sync_pause_approvers: 2\n  protect_reads: true\n  tokens:\n    - {{ name: alice, file: /run/alice, roles: [operate, sync] }}\n    - {{ name: ci, file: /run/ci, roles: [read, read] }}\n"
     );
     let admin = parse(&yaml).expect("valid").admin;
     assert_eq!(admin.sync_pause_approvers, 2);
+    assert!(admin.protect_reads);
     assert_eq!(
         admin.tokens,
         vec![
@@ -493,13 +494,15 @@ fn admin_tokens_with_roles() {
             },
         ]
     );
-    assert_eq!(parse(MINIMAL).expect("valid").admin.sync_pause_approvers, 1);
+    let defaults = parse(MINIMAL).expect("valid").admin;
+    assert_eq!(defaults.sync_pause_approvers, 1);
+    assert!(!defaults.protect_reads, "reads are open unless asked");
 }
 
 #[test]
 fn admin_token_errors_are_all_reported() {
     let yaml = format!(
-        "{MINIMAL}admin:\n  sync_pause_approvers: 3\n  tokens:\n    - {{ name: alice, file: /a, roles: [operate, root] }}\n    - {{ name: alice, file: /b, roles: [] }}\n    - {{ name: admin, roles: [sync] }}\n"
+        "{MINIMAL}admin:\n  sync_pause_approvers: 3\n  protect_reads: 1\n  tokens:\n    - {{ name: alice, file: /a, roles: [operate, root] }}\n    - {{ name: alice, file: /b, roles: [] }}\n    - {{ name: admin, roles: [sync] }}\n"
     );
     assert_errors(
         &yaml,
@@ -510,6 +513,7 @@ fn admin_token_errors_are_all_reported() {
             ("admin.tokens[2].file", "required key is missing"),
             ("admin.tokens[2].name", "`admin` is the name"),
             ("admin.sync_pause_approvers", "3 is not 1 or 2"),
+            ("admin.protect_reads", "expected true or false"),
         ],
     );
 }
