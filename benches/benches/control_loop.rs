@@ -1,7 +1,8 @@
 //! Criterion benchmarks of the rollout driver's step over many models without traffic: the
 //! idle step (every second, nothing changed), the step after a reload (every model evaluated
 //! again), and the step while one model is in Shadow (its gates evaluated). QA found the idle step quadratic in the models (5,000 static splits: 72 %
-//! of a core; README, "Scale").
+//! of a core; README, "Scale"). `fleet_start`: the step in which every model starts a rollout
+//! at once (one commit that changes every model's runtime), with the state saved to disk.
 //!
 //! `cargo bench -p rollgate-benches --bench control_loop -- --quick`; see docs/benchmarks.md.
 
@@ -64,6 +65,10 @@ impl SignalSource for NoSignals {
 }
 
 fn driver(yaml: &str) -> (ProxyHandle, Driver, DriverHandle) {
+    driver_with(yaml, StateStore::new(None))
+}
+
+fn driver_with(yaml: &str, store: StateStore) -> (ProxyHandle, Driver, DriverHandle) {
     let proxy = ProxyHandle::new(
         rollgate_config::parse(yaml).expect("config"),
         "rev-1",
@@ -73,7 +78,7 @@ fn driver(yaml: &str) -> (ProxyHandle, Driver, DriverHandle) {
         Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
     let (driver, handle) = Driver::new(
         proxy.clone(),
-        StateStore::new(None),
+        store,
         Arc::new(NoSignals),
         Arc::new(|_| None),
         synthetic,
@@ -121,12 +126,47 @@ fn driver_step(c: &mut Criterion) {
     g.finish();
 }
 
+/// Every model with a rollout plan: their rollouts all start in the first step.
+fn fleet(n: usize) -> String {
+    static_splits(n, "0%").replace(
+        "    weight: 0%\n",
+        "    rollout: { shadow: { sample: 10%, for: 1h }, steps: [ { weight: 10%, for: 1h } ] }\n",
+    )
+}
+
+fn fleet_start(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let dir = std::env::temp_dir().join(format!("rollgate-bench-fleet-{}", std::process::id()));
+    let mut g = c.benchmark_group("fleet_start");
+    for n in [100, 1_000] {
+        let yaml = fleet(n);
+        g.bench_function(BenchmarkId::new("first_step", n), |b| {
+            b.iter_batched(
+                || {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    driver_with(&yaml, StateStore::new(Some(dir.clone()))).1
+                },
+                |mut d| {
+                    rt.block_on(d.step());
+                    d
+                },
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group! {
     name = control_loop;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
         .sample_size(10);
-    targets = driver_step
+    targets = driver_step, fleet_start
 }
 criterion_main!(control_loop);

@@ -93,6 +93,22 @@ impl ProxyHandle {
         self.publish(&p)
     }
 
+    /// Sets (or with `None` clears) several models' directives in one snapshot swap: a step
+    /// that moves many rollouts builds the routes once, not once per model.
+    pub fn set_directives(
+        &self,
+        changes: impl IntoIterator<Item = (String, Option<Directive>)>,
+    ) -> Arc<Snapshot> {
+        let mut p = self.lock();
+        for (model, directive) in changes {
+            match directive {
+                Some(d) => p.directives.insert(model, d),
+                None => p.directives.remove(&model),
+            };
+        }
+        self.publish(&p)
+    }
+
     /// The directives in force.
     pub fn directives(&self) -> Directives {
         self.lock().directives.clone()

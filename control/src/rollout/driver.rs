@@ -1,6 +1,7 @@
-//! The driver: ticks (and wakes early on demand), reads signals, evaluates gates over each
-//! phase's window, calls `decide`, and executes the actions in order — traffic (one snapshot
-//! swap), then persist, then publish, then cleanup.
+//! The driver: ticks (and wakes early on demand), reads signals (concurrently, off the step,
+//! waited for a bounded time), evaluates gates over each phase's window, calls `decide`, and
+//! executes the actions in order — traffic (one snapshot swap for every model the step moved),
+//! then persist (one save), then publish, then cleanup.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;
@@ -165,6 +166,21 @@ pub struct Driver {
     on_transition: Option<TransitionHook>,
     known: Known,
     reads: Reads,
+    outbox: Outbox,
+}
+
+/// What a step's decisions do beyond the model's own state, gathered and done together at
+/// [`Driver::flush`] in the contract's order — traffic, persist, publish, cleanup — so a step
+/// that moves many rollouts (a fleet-wide change) swaps the data plane's routes once and
+/// writes the state file once, instead of once per model each (a rebuild of every route and
+/// two fsyncs of every model's state per transition).
+#[derive(Default)]
+struct Outbox {
+    traffic: Vec<(String, Option<Directive>)>,
+    persist: bool,
+    /// Positions (in the config) of models whose status waits for the traffic and the save.
+    publish: Vec<usize>,
+    cleanup: Vec<String>,
 }
 
 /// Signal reads run as their own tasks, off the step: a step starts one per model with a
@@ -306,6 +322,7 @@ impl Driver {
             on_transition: None,
             known: Known::default(),
             reads: Reads::new(),
+            outbox: Outbox::default(),
         };
         (driver, handle)
     }
@@ -326,11 +343,12 @@ impl Driver {
     /// Re-applies the traffic of restored rollouts before the first request is routed, so a
     /// restart keeps the weights it had (no double promotion, no reset to the config's weight).
     pub fn restore_traffic(&self) {
-        for (model, run) in &self.runs {
-            if run.state.directs_traffic() {
-                self.proxy.set_directive(model, Some(directive(&run.state)));
-            }
-        }
+        let restored = self
+            .runs
+            .iter()
+            .filter(|(_, run)| run.state.directs_traffic())
+            .map(|(model, run)| (model.clone(), Some(directive(&run.state))));
+        self.proxy.set_directives(restored);
     }
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -465,19 +483,22 @@ impl Driver {
         let mut unsettled = Vec::new();
         for (n, i) in order.into_iter().enumerate() {
             if n % YIELD_EVERY == YIELD_EVERY - 1 {
+                // What the models so far decided takes effect now, not after the whole step.
+                self.flush(&config);
                 // Lets shutdown (and the admin API on the same runtime) in mid-step.
                 tokio::task::yield_now().await;
             }
             let Some(m) = config.models.get(i) else {
                 continue;
             };
-            if !self.settled(m) && self.step_model(m, snap.revision()).await {
+            if !self.settled(m) && self.step_model(i, m, snap.revision()).await {
                 transitions += 1;
             }
             if !self.settled(m) {
                 unsettled.push(i);
             }
         }
+        self.flush(&config);
         self.known.unsettled = Some(unsettled);
         // A command for a model that left the config is dropped; its sender hears so.
         let known = &self.known;
@@ -551,8 +572,9 @@ impl Driver {
             && (self.pending.is_empty() || !self.pending.contains_key(&m.name))
     }
 
-    /// Evaluates one model and executes what it decides; true on a phase change.
-    async fn step_model(&mut self, m: &Model, revision: &str) -> bool {
+    /// Evaluates one model (at position `at` in the config) and executes what it decides;
+    /// true on a phase change.
+    async fn step_model(&mut self, at: usize, m: &Model, revision: &str) -> bool {
         if !self.runs.contains_key(&m.name) {
             self.runs
                 .insert(m.name.clone(), Run::new(RolloutState::idle()));
@@ -641,10 +663,32 @@ impl Driver {
         if obs.is_none() && actions.contains(&Action::ResetWindow) {
             obs = self.proxy.observe_model(&m.name);
         }
-        self.execute(m, actions, obs.as_ref());
-        // Statuses are refreshed every evaluation (gate values move without transitions).
-        self.publish(m);
+        // Statuses are refreshed every evaluation (gate values move without transitions);
+        // one that follows a traffic change or a save waits for them (see `flush`).
+        if self.execute(m, actions, obs.as_ref()) {
+            self.outbox.publish.push(at);
+        } else {
+            self.publish(m);
+        }
         transition
+    }
+
+    /// Does what the step's decisions gathered so far: all traffic changes in one snapshot
+    /// swap, then one save of the state, then the statuses that waited for them, then cleanup.
+    fn flush(&mut self, config: &Config) {
+        let out = std::mem::take(&mut self.outbox);
+        if !out.traffic.is_empty() {
+            self.proxy.set_directives(out.traffic);
+        }
+        if out.persist {
+            self.persist();
+        }
+        for m in out.publish.iter().filter_map(|i| config.models.get(*i)) {
+            self.publish(m);
+        }
+        for model in out.cleanup {
+            tracing::info!(model = %model, "rollout cleanup done (nothing held in process)");
+        }
     }
 
     /// Starts the periodic synthetic run of a rollout in Shadow or Canary when one is due.
@@ -699,7 +743,10 @@ impl Driver {
         }
     }
 
-    fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) {
+    /// Executes the model's actions; traffic, persist, publish and cleanup go to the outbox.
+    /// Returns whether the model's status has to wait for the outbox's traffic and save.
+    fn execute(&mut self, m: &Model, actions: Vec<Action>, obs: Option<&ModelObservation>) -> bool {
+        let mut wait = false;
         for action in actions {
             match action {
                 // The caller logs it with who asked (`operator::execute`).
@@ -707,12 +754,14 @@ impl Driver {
                     tracing::debug!(model = %m.name, reason = %why, "operator command refused");
                 }
                 Action::ReleaseTraffic => {
-                    self.proxy.set_directive(&m.name, None);
+                    self.outbox.traffic.push((m.name.clone(), None));
+                    wait = true;
                 }
                 Action::SetTraffic { .. } => {
                     if let Some(run) = self.runs.get(&m.name) {
-                        self.proxy
-                            .set_directive(&m.name, Some(directive(&run.state)));
+                        let d = Some(directive(&run.state));
+                        self.outbox.traffic.push((m.name.clone(), d));
+                        wait = true;
                     }
                 }
                 Action::ResetWindow => {
@@ -722,13 +771,16 @@ impl Driver {
                     }
                 }
                 Action::RunSynthetic => self.run_synthetic(m),
-                Action::Persist => self.persist(),
-                Action::Publish => self.publish(m),
-                Action::Cleanup => {
-                    tracing::info!(model = %m.name, "rollout cleanup done (nothing held in process)")
+                Action::Persist => {
+                    self.outbox.persist = true;
+                    wait = true;
                 }
+                // The caller publishes after every evaluation.
+                Action::Publish => {}
+                Action::Cleanup => self.outbox.cleanup.push(m.name.clone()),
             }
         }
+        wait
     }
 
     fn run_synthetic(&mut self, m: &Model) {

@@ -550,7 +550,11 @@ async fn a_candidate_whose_signals_hang_holds_no_other_model_s_rollout() {
              rollout: {{ steps: [{{ weight: 10%, for: 1m }}], gates: {{ error_rate: {{ max: 1% }} }} }}\n"
         )
     };
-    let yaml = format!("listen: 127.0.0.1:0\nmodels:\n{}{}", model("slow"), model("m"));
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nmodels:\n{}{}",
+        model("slow"),
+        model("m")
+    );
     let proxy = ProxyHandle::new(
         rollgate_config::parse(&yaml).expect("config"),
         "rev-1",
