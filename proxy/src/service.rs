@@ -271,7 +271,14 @@ impl Worker {
         Failed,
     > {
         let mut last = None;
-        for _ in 0..CONNECT_ATTEMPTS {
+        // With somewhere else to go, trying the same endpoint again is only more waiting (a
+        // candidate that times out connects would cost `connect_timeout` per try).
+        let tries = if fallback {
+            CONNECT_ATTEMPTS.min(set.endpoints.len())
+        } else {
+            CONNECT_ATTEMPTS
+        };
+        for _ in 0..tries {
             let now = Instant::now();
             let Some(ep) = set.pick(key, now) else { break };
             if fallback && ep.is_ejected(now) {

@@ -148,3 +148,58 @@ async fn a_tester_pinning_the_candidate_gets_its_failure_not_stable() {
         stable.shutdown().await;
     }
 }
+
+/// A listener whose accept queue is full and never drained: a connect to it hangs until the
+/// client gives up (SYNs are dropped), as to a host that has gone away. Keep the returned
+/// values alive.
+async fn blackhole() -> (tokio::net::TcpListener, Vec<tokio::net::TcpStream>, String) {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let listener = sock.listen(0).expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut held = Vec::new();
+    // Fill the queue: connects that complete without an accept, until one does not.
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    (listener, held, format!("http://{addr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_times_out_connects_costs_one_connect_timeout_before_stable_answers() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let (_listener, _held, hole) = blackhole().await;
+        let top = format!("data_plane: {plane}\nupstream: {{ connect_timeout: 300ms }}\n");
+        let yaml = half_split(&stable, &hole, &top).replace("weight: 50%", "weight: 100%");
+        let gw = Gateway::start(&yaml);
+        let started = std::time::Instant::now();
+        let r = send(
+            &client(),
+            &gw.url("/v1/chat/completions"),
+            &[],
+            chat("m", "hi", false),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "{plane}: {}", r.text());
+        assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");
+        // One try of the one candidate endpoint (300 ms), not three (900 ms).
+        assert!(
+            took >= std::time::Duration::from_millis(300)
+                && took < std::time::Duration::from_millis(700),
+            "{plane}: answered after {took:?}"
+        );
+        drop(gw);
+        stable.shutdown().await;
+    }
+}

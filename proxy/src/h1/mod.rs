@@ -850,7 +850,14 @@ impl Down<'_> {
         if let BodyIn::Length(n) = body {
             self.read_ahead(*n);
         }
-        while attempts < CONNECT_ATTEMPTS {
+        // With somewhere else to go, trying the same endpoint again is only more waiting (a
+        // candidate that times out connects would cost `connect_timeout` per try).
+        let tries = if fallback {
+            CONNECT_ATTEMPTS.min(set.endpoints.len())
+        } else {
+            CONNECT_ATTEMPTS
+        };
+        while attempts < tries {
             attempts += 1;
             // `now` (the caller's reading, taken when the request was ready to go) serves the
             // first choice; a retry reads the clock again.
