@@ -1,7 +1,8 @@
 //! `routing.candidate_fallback`: a candidate-bound request that reaches no candidate endpoint
 //! (nothing sent) is answered by the stable backend, on both data planes, and the candidate is
-//! still charged the failure; a tester pinning the candidate, or a config that turns it off,
-//! gets the candidate's own 502.
+//! still charged the failure; so is one the candidate closed on without answering, when the
+//! fast path held it whole; a tester pinning the candidate, or a config that turns it off, gets
+//! the candidate's own 502.
 
 use rollgate_loadtest::sim::Sim;
 
@@ -199,6 +200,50 @@ async fn a_candidate_that_times_out_connects_costs_one_connect_timeout_before_st
                 && took < std::time::Duration::from_millis(700),
             "{plane}: answered after {took:?}"
         );
+        drop(gw);
+        stable.shutdown().await;
+    }
+}
+
+/// The fast path holds a small request whole: a candidate that takes it and closes without a
+/// byte of an answer (a server going down mid-request) hands it to stable. On the hyper path
+/// the body was handed to hyper's client, so that user gets the candidate's 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_closes_without_answering_hands_a_whole_request_to_stable() {
+    for (plane, want) in [("fast", 200), ("hyper", 502)] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let (listener, url) = raw_upstream().await;
+        let closer = tokio::spawn(async move {
+            loop {
+                let Ok((mut io, _)) = listener.accept().await else {
+                    return;
+                };
+                // Reads the request, then goes away without a word.
+                read_request_head(&mut io).await;
+                drop(io);
+            }
+        });
+        let top = format!("data_plane: {plane}\n");
+        let yaml = half_split(&stable, &url, &top).replace("weight: 50%", "weight: 100%");
+        let gw = Gateway::start(&yaml);
+        let r = send(
+            &client(),
+            &gw.url("/v1/chat/completions"),
+            &[],
+            chat("m", "hi", false),
+        )
+        .await;
+        assert_eq!(r.status, want, "{plane}: {}", r.text());
+        if want == 200 {
+            assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");
+            let m = gw.metrics().await;
+            assert_eq!(
+                metric(&m, "rollgate_proxy_candidate_fallbacks_total{model=\"m\"}"),
+                Some(1.0),
+                "{m}"
+            );
+        }
+        closer.abort();
         drop(gw);
         stable.shutdown().await;
     }

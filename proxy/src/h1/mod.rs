@@ -1000,6 +1000,21 @@ impl Down<'_> {
                     attempts -= 1;
                     continue;
                 }
+                Err(HeadFail::Closed) if fallback && replayable => {
+                    // A fresh connection closed or reset before a byte of an answer (a server
+                    // going down): the whole request is in hand, so the fallback takes it.
+                    stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    self.fast.give(ubuf);
+                    self.pos = at;
+                    if let Some(n) = n0 {
+                        *body = BodyIn::Length(n);
+                    }
+                    return Err(SendError::Unreached(Reject::Upstream(
+                        UpstreamError::Connect(io::Error::other(
+                            "upstream closed without a response",
+                        )),
+                    )));
+                }
                 Err(HeadFail::Timeout) => {
                     stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                     return Err(SendError::Reject(Reject::UpstreamTimeout(
@@ -1333,8 +1348,9 @@ impl Down<'_> {
 /// Why sending the request did not produce a response head.
 enum SendError {
     Reject(Reject),
-    /// No endpoint of the set could be reached (or, with `fallback`, every one is ejected):
-    /// nothing of the request was sent, so another backend can take it whole.
+    /// No endpoint of the set answered and another backend can take the request whole: none
+    /// could be reached (or, with `fallback`, every one is ejected), or, with `fallback`, a
+    /// fresh connection closed before a byte of an answer while the whole request was in hand.
     Unreached(Reject),
     /// The client went away mid-body.
     Client,
