@@ -1,7 +1,7 @@
 //! `rollgate loadtest`: an open-loop (coordinated-omission-corrected) and closed-loop HTTP load
 //! generator for OpenAI-shaped and plain requests, with HDR latency histograms, SSE token
-//! timings, token throughput, goodput under latency objectives, and an alternating A/B mode
-//! that measures what a gateway adds.
+//! timings, token throughput, goodput under latency objectives, an alternating A/B mode that
+//! measures what a gateway adds, and a sweep over a list of open-loop rates.
 //!
 //! Each `--threads` thread runs its own current-thread tokio runtime with a fixed share of the
 //! connections and of the rate; hyper 1 client connections are driven directly (no pool), and
@@ -12,6 +12,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::{bail, Context as _};
 use http::{uri::PathAndQuery, HeaderName, HeaderValue, Method, Uri};
 
+use self::sweep::{Rates, SweepPlan};
 use crate::sim::parse_duration;
 
 pub use self::{schedule::Arrival, slo::Slo};
@@ -25,6 +26,7 @@ mod schedule;
 mod slo;
 mod sse;
 mod stats;
+mod sweep;
 
 /// Flags of `rollgate loadtest`. Durations read `10s`, `500ms` (a bare number is milliseconds).
 #[derive(clap::Args, Clone, Debug)]
@@ -44,9 +46,14 @@ pub struct LoadArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub slice: Duration,
 
-    /// Open loop: requests per second in total (without it: closed loop).
-    #[arg(long, value_name = "PER_SECOND")]
-    pub rate: Option<f64>,
+    /// Open loop: requests per second in total (without it: closed loop). A list, as
+    /// `10,20,40,80` (increasing), runs the workload at each rate in turn and prints a summary;
+    /// the sweep stops after the first rate the target falls short at.
+    #[arg(long, value_name = "PER_SECOND[,...]")]
+    pub rate: Option<String>,
+    /// With a `--rate` list: run every rate, also past the first one the target falls short at.
+    #[arg(long)]
+    pub sweep_all: bool,
     /// Open-loop arrivals: evenly spaced or a Poisson process.
     #[arg(long, value_enum, default_value = "constant")]
     pub arrival: Arrival,
@@ -157,6 +164,8 @@ pub(crate) struct Plan {
     pub spin: bool,
     /// `--slo`: goodput is reported only with it.
     pub slo: Option<Slo>,
+    /// A `--rate` list of more than one rate; `mode` then holds the first.
+    pub sweep: Option<SweepPlan>,
 }
 
 /// Open or closed loop.
@@ -211,17 +220,23 @@ impl TryFrom<&LoadArgs> for Plan {
                 Err(e) => errors.push(format!("{url}: {e:#}")),
             }
         }
-        let mode = match a.rate {
-            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
-                errors.push(format!("--rate {rate}: must be above 0"));
-                Mode::Closed
-            }
-            Some(rate) => Mode::Open {
-                rate,
+        let rates = a.rate.as_deref().and_then(|s| {
+            s.parse::<Rates>()
+                .map_err(|e| errors.push(format!("--rate {s}: {e}")))
+                .ok()
+        });
+        let mode = match &rates {
+            Some(rates) => Mode::Open {
+                rate: rates.first(),
                 arrival: a.arrival,
             },
             None => Mode::Closed,
         };
+        let sweep = rates.filter(|r| r.len() > 1).map(|rates| SweepPlan {
+            rates,
+            all: a.sweep_all,
+        });
+        sweep_conflicts(a, sweep.is_some(), &mut errors);
         if a.connections == 0 {
             errors.push("--connections must be at least 1".to_owned());
         }
@@ -284,6 +299,7 @@ impl TryFrom<&LoadArgs> for Plan {
             seed: a.seed,
             spin: a.spin,
             slo: a.slo,
+            sweep,
         })
     }
 }
@@ -328,6 +344,28 @@ impl Target {
     }
 }
 
+/// The flags a `--rate` list does not go with.
+fn sweep_conflicts(a: &LoadArgs, sweep: bool, errors: &mut Vec<String>) {
+    if a.sweep_all && a.rate.is_none() {
+        errors.push("--sweep-all needs a --rate list (10,20,40)".to_owned());
+    }
+    if !sweep {
+        return;
+    }
+    if a.compare.is_some() {
+        errors.push(
+            "--compare takes one --rate, not a list (sweep each target on its own)".to_owned(),
+        );
+    }
+    if a.requests.is_some() {
+        errors.push(
+            "--requests does not go with a --rate list: a sweep measures each rate for \
+             --duration, the window it can fall short in"
+                .to_owned(),
+        );
+    }
+}
+
 /// Parses `Name: value`.
 fn parse_header(h: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
     let (name, value) = h
@@ -341,6 +379,19 @@ fn parse_header(h: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
 }
 
 impl Plan {
+    /// The plan of one rate of a sweep: the same workload, open loop at `rate`.
+    fn at_rate(&self, rate: f64) -> Self {
+        let mode = match self.mode {
+            Mode::Open { arrival, .. } => Mode::Open { rate, arrival },
+            Mode::Closed => Mode::Closed,
+        };
+        Self {
+            mode,
+            sweep: None,
+            ..self.clone()
+        }
+    }
+
     /// With `--compare` the warm-up is the start of the sliced schedule, so unless it is an even
     /// number of slices one target is warmed longer than the other. Harmless for latencies; a
     /// counter read over the whole run (a server's CPU time per request) is skewed by it.
@@ -367,8 +418,12 @@ fn parse_method(m: &str) -> anyhow::Result<Method> {
 
 /// Runs a load test as the flags say and prints its report. Request errors are reported, not
 /// returned; an error here is a setup failure (bad flags, unreadable file, target unreachable).
+/// A `--rate` list runs a sweep; falling short in it is reported, not an error.
 pub fn run(args: &LoadArgs) -> anyhow::Result<()> {
     let plan = Plan::try_from(args)?;
+    if let Some(sweep) = &plan.sweep {
+        return sweep::run(&plan, sweep, args);
+    }
     if let Some(note) = plan.uneven_warmup() {
         eprintln!("note: {note}");
     }

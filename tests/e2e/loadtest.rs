@@ -1,7 +1,8 @@
 //! `rollgate loadtest`, the real binary, against simulators and a gateway: open and closed loop,
 //! streaming and not, HTTP/1.1 and h2c, errors counted (500s, cut streams, error events) and not
-//! fatal, `--compare` of a simulator directly and through the gateway, setup failures exit 1.
-//! Each run loads loopback for at most 2 s.
+//! fatal, `--compare` of a simulator directly and through the gateway, rate sweeps (stopping at
+//! the first rate the simulator falls short at), setup failures exit 1. Each run loads loopback
+//! for at most 3 s.
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -430,6 +431,161 @@ async fn setup_failures_exit_non_zero_and_say_why() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("--rate") && stderr.contains("/nonexistent"),
+        "{stderr}"
+    );
+}
+
+/// A number in a report.
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("{v} is not a number"))
+}
+
+#[tokio::test]
+async fn a_rate_sweep_runs_each_rate_and_its_summary_agrees_with_the_runs() {
+    let _heavy = heavy().await;
+    // About 5 ms a stream: 80 a second keep well under one connection busy.
+    let sim = start_sim("a", "m", |_| {}).await;
+    let dir = temp_dir("loadtest-sweep");
+    let csv = dir.join("sweep.csv");
+    let r = report(&[
+        &sim.url(),
+        "--model",
+        "m",
+        "--rate",
+        "20,40,80",
+        "--duration",
+        "1s",
+        "-c",
+        "8",
+        "--stream",
+        "--max-tokens",
+        "4",
+        "--csv",
+        csv.to_str().expect("utf-8 path"),
+    ])
+    .await;
+    let runs = r["runs"].as_array().expect("runs");
+    let summary = &r["summary"];
+    let rows = summary["rows"].as_array().expect("rows");
+    assert_eq!((runs.len(), rows.len()), (3, 3), "{r}");
+    let mut ok = 0;
+    for ((asked, run), row) in [20.0, 40.0, 80.0].into_iter().zip(runs).zip(rows) {
+        let t = &run["targets"][0];
+        assert_eq!(f(&run["run"]["target_rate"]), asked, "{run}");
+        assert_eq!(n(&t["errors_total"]), 0, "{t}");
+        assert_eq!(t["fell_short"], false, "{t}");
+        // A target that keeps up gets exactly the schedule: `asked` requests in 1 s.
+        assert!(n(&t["requests"]).abs_diff(asked as u64) <= 1, "{t}");
+        let achieved = f(&t["rate"]);
+        assert!((achieved - asked).abs() <= asked * 0.02, "{asked}: {t}");
+        // The summary row is the run's figures.
+        let lat = &t["latency_us"];
+        assert_eq!(f(&row["rate"]), asked, "{row}");
+        assert_eq!(row["achieved_rate"], t["rate"], "{row}");
+        assert_eq!((&row["ok"], &row["errors"]), (&t["ok"], &t["errors_total"]));
+        for (field, metric, p) in [
+            ("total_p50_us", "total", "p50"),
+            ("total_p99_us", "total", "p99"),
+            ("ttft_p50_us", "ttft", "p50"),
+            ("ttft_p99_us", "ttft", "p99"),
+            ("tpot_p50_us", "tpot", "p50"),
+            ("tpot_p99_us", "tpot", "p99"),
+        ] {
+            assert_eq!(row[field], lat[metric][p], "{field}: {row}");
+        }
+        assert_eq!(row["output_tokens_per_s"], t["tokens"]["output_per_s"]);
+        assert!((f(&row["output_tokens_per_s"]) - asked * 4.0).abs() <= asked * 0.1);
+        assert_eq!(row["fell_short"], false, "{row}");
+        ok += n(&t["ok"]);
+    }
+    assert!(summary["saturated_at"].is_null(), "{summary}");
+    assert_eq!(summary["not_run"], serde_json::json!([]), "{summary}");
+    assert_eq!(sim.requests_total(), ok, "every rate went to the simulator");
+    let rows = std::fs::read_to_string(&csv).expect("csv written");
+    assert!(
+        rows.starts_with("rate,target,url,metric,stat,value_us\n"),
+        "{rows}"
+    );
+    for (rate, run) in ["20", "40", "80"].iter().zip(runs) {
+        let p99 = n(&run["targets"][0]["latency_us"]["total"]["p99"]);
+        let want = format!("\n{rate},A,{},total,p99,{p99}\n", sim.url());
+        assert!(rows.contains(&want), "{want:?} missing from\n{rows}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test]
+async fn a_sweep_stops_after_the_first_rate_the_simulator_falls_short_at() {
+    let _heavy = heavy().await;
+    // One request generating at a time, 40 ms each: the simulator serves at most 25 a second.
+    let sim = start_sim("a", "m", |a| {
+        a.ttft = Duration::from_millis(40);
+        a.output_tokens = 1;
+        a.max_concurrency = 1;
+    })
+    .await;
+    let mut all = vec!["--json", "--quiet", "--timeout", "1s"];
+    let url = sim.url();
+    all.extend_from_slice(&[
+        &url, "--model", "m", "--rate", "5,50,100", "-d", "1s", "-c", "4",
+    ]);
+    let out = loadtest(&all).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "falling short is not an error: {stderr}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let runs = r["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2, "100/s is not run: {r}");
+    let (low, high) = (&runs[0]["targets"][0], &runs[1]["targets"][0]);
+    assert_eq!(low["fell_short"], false, "{low}");
+    assert!((f(&low["rate"]) - 5.0).abs() < 0.2, "{low}");
+    assert_eq!(high["fell_short"], true, "{high}");
+    assert!(f(&high["rate"]) < 30.0, "what the simulator served: {high}");
+    let summary = &r["summary"];
+    assert_eq!(f(&summary["saturated_at"]), 50.0, "{summary}");
+    assert_eq!(summary["not_run"], serde_json::json!([100.0]), "{summary}");
+    let short: Vec<&Value> = summary["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|row| &row["fell_short"])
+        .collect();
+    assert_eq!(short, [false, true], "{summary}");
+    let sent = n(&low["ok"]) + n(&low["errors_total"]) + n(&high["ok"]) + n(&high["errors_total"]);
+    assert_eq!(sim.requests_total(), sent, "nothing went out at 100/s");
+    assert!(
+        stderr.contains("the target fell short at 50/s") && stderr.contains("not run: 100/s"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_rate_list_exits_non_zero_and_says_why() {
+    let out = loadtest(&["http://127.0.0.1:1", "--rate", "10,5,,abc", "--sweep-all"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for want in [
+        "--rate 10,5,,abc:",
+        "rate 2 (5) is not above 10",
+        "rate 3 is empty",
+        "\"abc\" is not a number",
+    ] {
+        assert!(stderr.contains(want), "{want:?} missing from {stderr}");
+    }
+    let out = loadtest(&[
+        "--compare",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "--rate",
+        "10,20",
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--compare takes one --rate, not a list"),
         "{stderr}"
     );
 }

@@ -1,5 +1,5 @@
 //! Unit tests: schedules, coordinated-omission correction with a scripted server in paused
-//! time, SSE token timing, the percentile table and flag validation.
+//! time, SSE token timing, the percentile table, flag validation and rate sweeps.
 
 use std::{cell::Cell, rc::Rc, sync::mpsc, time::Duration};
 
@@ -22,6 +22,7 @@ use super::{
 
 mod overload;
 mod streams;
+mod sweep;
 mod tokens;
 
 #[derive(Parser)]

@@ -8,7 +8,7 @@ use crate::load::run::{execute, setup_for, slots_for};
 
 /// Runs `plan` (one thread) in paused time against one connection to a scripted target that
 /// takes `service` per request, and reports it as `rollgate loadtest` would.
-async fn scripted_report(plan: &Plan, service: Duration) -> Report {
+pub(super) async fn scripted_report(plan: &Plan, service: Duration) -> Report {
     let start = Instant::now();
     let exchanges = vec![Scripted {
         service,
