@@ -46,12 +46,11 @@ fn the_example_config_is_valid() {
     assert_eq!(code, 0, "{err}");
 }
 
-/// The README's first command: the demo promotes the good candidate, rolls back the bad one,
-/// stops by itself, exits 0 and removes its temp dir.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
+/// Runs `rollgate demo` quickly (1 s steps, 200 users a second) with `scenario`; asserts it
+/// exits 0 and returns what it printed.
+async fn demo(scenario: &'static str) -> String {
     let _heavy = crate::support::heavy().await;
-    let out = tokio::task::spawn_blocking(|| {
+    let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_rollgate"))
             .args([
                 "demo",
@@ -62,19 +61,27 @@ async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
                 "--duration",
                 "90",
                 "--scenario",
-                "latency",
+                scenario,
             ])
             .output()
             .expect("run rollgate demo")
     })
     .await
     .expect("join");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+/// The README's first command: the demo promotes the good candidate, rolls back the bad one,
+/// stops by itself, exits 0 and removes its temp dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
+    let text = demo("latency").await;
     let full = text
         .find(" Full ")
         .unwrap_or_else(|| panic!("never reached Full:\n{text}"));
@@ -101,31 +108,7 @@ async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
 /// and not one simulated user's request fails (candidate fallback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_demo_rolls_back_without_a_failed_user_request() {
-    let _heavy = crate::support::heavy().await;
-    let out = tokio::task::spawn_blocking(|| {
-        Command::new(env!("CARGO_BIN_EXE_rollgate"))
-            .args([
-                "demo",
-                "--step-seconds",
-                "1",
-                "--rate",
-                "200",
-                "--duration",
-                "90",
-                "--scenario",
-                "crash",
-            ])
-            .output()
-            .expect("run rollgate demo")
-    })
-    .await
-    .expect("join");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = demo("crash").await;
     let down = text
         .find("server goes down")
         .unwrap_or_else(|| panic!("v3 never went down:\n{text}"));

@@ -132,13 +132,7 @@ async fn a_tester_pinning_the_candidate_gets_its_failure_not_stable() {
         let dead = dead_endpoint().await;
         let top = format!("data_plane: {plane}\nrouting: {{ allow_override: true }}\n");
         let gw = Gateway::start(&half_split(&stable, &dead, &top));
-        let r = send(
-            &client(),
-            &gw.url("/v1/chat/completions"),
-            &[("x-rollgate-variant", "candidate")],
-            chat("m", "hi", false),
-        )
-        .await;
+        let r = chat_once(&gw, &[("x-rollgate-variant", "candidate")]).await;
         assert_eq!(r.status, 502, "{plane}: {}", r.text());
         assert!(
             r.text().contains("Upstream unavailable"),
@@ -184,13 +178,7 @@ async fn a_candidate_that_times_out_connects_costs_one_connect_timeout_before_st
         let yaml = half_split(&stable, &hole, &top).replace("weight: 50%", "weight: 100%");
         let gw = Gateway::start(&yaml);
         let started = std::time::Instant::now();
-        let r = send(
-            &client(),
-            &gw.url("/v1/chat/completions"),
-            &[],
-            chat("m", "hi", false),
-        )
-        .await;
+        let r = chat_once(&gw, &[]).await;
         let took = started.elapsed();
         assert_eq!(r.status, 200, "{plane}: {}", r.text());
         assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");
@@ -226,13 +214,7 @@ async fn a_candidate_that_closes_without_answering_hands_a_whole_request_to_stab
         let top = format!("data_plane: {plane}\n");
         let yaml = half_split(&stable, &url, &top).replace("weight: 50%", "weight: 100%");
         let gw = Gateway::start(&yaml);
-        let r = send(
-            &client(),
-            &gw.url("/v1/chat/completions"),
-            &[],
-            chat("m", "hi", false),
-        )
-        .await;
+        let r = chat_once(&gw, &[]).await;
         assert_eq!(r.status, want, "{plane}: {}", r.text());
         if want == 200 {
             assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");

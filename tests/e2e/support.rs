@@ -518,15 +518,15 @@ pub async fn wait_status(
     }
 }
 
+/// One small chat request for model `m` through the gateway, with `headers`.
+pub async fn chat_once(gw: &Gateway, headers: &[(&str, &str)]) -> Reply {
+    let url = gw.url("/v1/chat/completions");
+    send(&client(), &url, headers, chat("m", "hi", false)).await
+}
+
 /// A small chat request through the gateway gets 200: it still serves (model `m`).
 pub async fn assert_serves(gw: &Gateway) {
-    let r = send(
-        &client(),
-        &gw.url("/v1/chat/completions"),
-        &[],
-        chat("m", "hi", false),
-    )
-    .await;
+    let r = chat_once(gw, &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
