@@ -220,16 +220,43 @@ impl EndpointSet {
     /// key exists, else the least outstanding of two random healthy endpoints. When every
     /// endpoint is ejected, ejection is ignored (better a likely failure than a certain one).
     pub(crate) fn pick(&self, key: Option<&[u8]>, now: Instant) -> Option<&Arc<EndpointState>> {
+        self.pick_untried(key, now, &[])
+    }
+
+    /// [`Self::pick`] for a retry: endpoints whose ids are in `tried` (this request's failed
+    /// connects) are passed over while another is left; once every one was tried, any may be
+    /// picked again.
+    pub(crate) fn pick_untried(
+        &self,
+        key: Option<&[u8]>,
+        now: Instant,
+        tried: &[u64],
+    ) -> Option<&Arc<EndpointState>> {
         if let (Some(ring), Some(key)) = (&self.ring, key) {
-            if let Some(e) = self.pick_affine(ring, key, now) {
+            if let Some(e) = self.pick_affine(ring, key, now, tried) {
                 return Some(e);
             }
         }
-        self.pick_p2c(now, true)
-            .or_else(|| self.pick_p2c(now, false))
+        if !tried.is_empty() && tried.len() < self.endpoints.len() {
+            let fresh = |e: &&Arc<EndpointState>| !tried.contains(&e.id);
+            if let Some(e) = self.pick_p2c(now, true, fresh) {
+                return Some(e);
+            }
+            if let Some(e) = self.pick_p2c(now, false, fresh) {
+                return Some(e);
+            }
+        }
+        self.pick_p2c(now, true, |_| true)
+            .or_else(|| self.pick_p2c(now, false, |_| true))
     }
 
-    fn pick_affine(&self, ring: &Ring, key: &[u8], now: Instant) -> Option<&Arc<EndpointState>> {
+    fn pick_affine(
+        &self,
+        ring: &Ring,
+        key: &[u8],
+        now: Instant,
+        tried: &[u64],
+    ) -> Option<&Arc<EndpointState>> {
         let total: usize = self.endpoints.iter().map(|e| e.outstanding()).sum();
         let avg = total as f64 / self.endpoints.len().max(1) as f64;
         let bound = (ring.load_factor * avg).floor() as usize + 1;
@@ -237,12 +264,17 @@ impl EndpointSet {
             .node_iter(key)
             .take(self.endpoints.len() * 4)
             .filter_map(|addr| ring.index.get(addr).and_then(|i| self.endpoints.get(*i)))
-            .find(|e| !e.is_ejected(now) && e.outstanding() < bound)
+            .find(|e| !e.is_ejected(now) && e.outstanding() < bound && !tried.contains(&e.id))
     }
 
-    fn pick_p2c(&self, now: Instant, skip_ejected: bool) -> Option<&Arc<EndpointState>> {
+    fn pick_p2c(
+        &self,
+        now: Instant,
+        skip_ejected: bool,
+        allowed: impl Fn(&&Arc<EndpointState>) -> bool,
+    ) -> Option<&Arc<EndpointState>> {
         let n = self.endpoints.len();
-        let ok = |e: &&Arc<EndpointState>| !skip_ejected || !e.is_ejected(now);
+        let ok = |e: &&Arc<EndpointState>| (!skip_ejected || !e.is_ejected(now)) && allowed(e);
         if n <= 1 {
             return self.endpoints.first().filter(ok);
         }

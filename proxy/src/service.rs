@@ -95,7 +95,7 @@ impl Worker {
         snap: &Arc<Snapshot>,
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Reject> {
-        let start = Instant::now();
+        let mut start = Instant::now();
         let cfg = snap.config();
         check_headers(req.headers(), cfg)?;
         if req.method() == Method::GET {
@@ -194,6 +194,8 @@ impl Worker {
             vs.finish(StatusClass::Error, start.elapsed());
             stats.candidate_failed();
             stats.fell_back();
+            // Stable's latency is its own, not the wait for the candidate.
+            start = Instant::now();
             variant = Variant::Stable;
             vs = stats.variant(variant);
             vs.start();
@@ -271,6 +273,8 @@ impl Worker {
         Failed,
     > {
         let mut last = None;
+        // Endpoints whose connect failed in this request.
+        let (mut tried, mut failed) = ([0u64; CONNECT_ATTEMPTS], 0);
         // With somewhere else to go, trying the same endpoint again is only more waiting (a
         // candidate that times out connects would cost `connect_timeout` per try).
         let tries = if fallback {
@@ -280,7 +284,9 @@ impl Worker {
         };
         for _ in 0..tries {
             let now = Instant::now();
-            let Some(ep) = set.pick(key, now) else { break };
+            let Some(ep) = set.pick_untried(key, now, &tried[..failed]) else {
+                break;
+            };
             if fallback && ep.is_ejected(now) {
                 break;
             }
@@ -290,6 +296,11 @@ impl Worker {
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
                     stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    // The next try goes to another endpoint while one is left.
+                    if let Some(t) = tried.get_mut(failed) {
+                        *t = ep.id;
+                        failed += 1;
+                    }
                     last = Some(e);
                     continue;
                 }

@@ -188,6 +188,17 @@ async fn a_candidate_that_times_out_connects_costs_one_connect_timeout_before_st
                 && took < std::time::Duration::from_millis(700),
             "{plane}: answered after {took:?}"
         );
+        // Stable's latency is its own few milliseconds, not the candidate's connect timeout
+        // (which would blame stable's dashboards and inflate `max_ratio_vs_stable` baselines).
+        let page = gw
+            .wait_metric(
+                r#"rollgate_proxy_request_duration_seconds_count{model="m",variant="stable"}"#,
+                1.0,
+                std::time::Duration::from_secs(5),
+            )
+            .await;
+        let fast = r#"rollgate_proxy_request_duration_seconds_bucket{le="0.25",model="m",variant="stable"}"#;
+        assert_eq!(metric(&page, fast), Some(1.0), "{plane}\n{page}");
         drop(gw);
         stable.shutdown().await;
     }
@@ -228,5 +239,39 @@ async fn a_candidate_that_closes_without_answering_hands_a_whole_request_to_stab
         closer.abort();
         drop(gw);
         stable.shutdown().await;
+    }
+}
+
+/// A connect retry goes to another endpoint: with one of two candidate endpoints down (and
+/// ejection held off), the candidate answers every request; none falls back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_the_candidate_endpoint_that_is_up() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let cand = start_sim("candidate", "m", |_| {}).await;
+        let dead = dead_endpoint().await;
+        let endpoints = format!("\"{}\", \"{dead}\"", cand.url());
+        let top = format!("data_plane: {plane}\nejection: {{ consecutive_failures: 1000 }}\n");
+        let yaml = half_split(&stable, &cand.url(), &top)
+            .replace("weight: 50%", "weight: 100%")
+            .replace(
+                &format!("\"{}\"], engine: vllm, revision", cand.url()),
+                &format!("{endpoints}], engine: vllm, revision"),
+            );
+        assert!(yaml.contains(&dead), "{yaml}");
+        let gw = Gateway::start(&yaml);
+        for r in send_all(&gw, &[]).await {
+            assert_eq!(r.status, 200, "{plane}: {}", r.text());
+            assert_eq!(r.header("x-sim-name"), Some("candidate"), "{plane}");
+        }
+        let m = gw.metrics().await;
+        assert_eq!(
+            metric(&m, "rollgate_proxy_candidate_fallbacks_total{model=\"m\"}"),
+            Some(0.0),
+            "{plane}\n{m}"
+        );
+        drop(gw);
+        stable.shutdown().await;
+        cand.shutdown().await;
     }
 }

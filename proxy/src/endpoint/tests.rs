@@ -117,3 +117,46 @@ fn affinity_is_sticky_and_bounded_by_load() {
         .collect();
     assert!(distinct.len() >= 3);
 }
+
+#[test]
+fn a_retry_passes_over_the_endpoints_already_tried_while_another_is_left() {
+    let (_reg, eps) = registry_with(3);
+    let now = Instant::now();
+    for affinity in [None, Some(1.25)] {
+        let set = EndpointSet::new(eps.clone(), affinity);
+        for i in 0..200u32 {
+            let key = i.to_le_bytes();
+            let key = affinity.map(|_| &key[..]);
+            let first = set.pick_untried(key, now, &[]).expect("pick").id;
+            let second = set.pick_untried(key, now, &[first]).expect("pick").id;
+            assert_ne!(
+                first, second,
+                "{affinity:?}: the retry went back to {first}"
+            );
+            let third = set
+                .pick_untried(key, now, &[first, second])
+                .expect("pick")
+                .id;
+            assert!(third != first && third != second, "{affinity:?}");
+            // Every one tried: any may be picked again.
+            assert!(set
+                .pick_untried(key, now, &[first, second, third])
+                .is_some());
+        }
+    }
+    // An ejected endpoint is still passed over for an untried healthy one, and an untried
+    // ejected one is preferred to a tried healthy one only when nothing else is left.
+    let set = EndpointSet::new(eps.clone(), None);
+    for _ in 0..3 {
+        eps[2].record(Outcome::Failure, &policy(), now);
+    }
+    assert!(eps[2].is_ejected(now));
+    for _ in 0..50 {
+        let e = set.pick_untried(None, now, &[eps[0].id]).expect("pick");
+        assert_eq!(e.id, eps[1].id);
+        let e = set
+            .pick_untried(None, now, &[eps[0].id, eps[1].id])
+            .expect("pick");
+        assert_eq!(e.id, eps[2].id);
+    }
+}

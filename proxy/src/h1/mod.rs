@@ -394,7 +394,7 @@ impl Down<'_> {
         close: bool,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<bool, ()> {
-        let start = Instant::now();
+        let mut start = Instant::now();
         // Bytes in hand at the start: if none arrive before the request goes upstream, nothing
         // was waited for and `start` is still the time.
         let arrived = self.buf.len();
@@ -573,6 +573,8 @@ impl Down<'_> {
             vs.finish(StatusClass::Error, start.elapsed());
             stats.candidate_failed();
             stats.fell_back();
+            // Stable's latency is its own, not the wait for the candidate.
+            start = Instant::now();
             (variant, candidate) = (Variant::Stable, false);
             vs = stats.variant(variant);
             vs.start();
@@ -591,7 +593,7 @@ impl Down<'_> {
                     &mut tee,
                     (&stats, false),
                     out,
-                    Instant::now(),
+                    start,
                     false,
                     sleep,
                 )
@@ -845,6 +847,8 @@ impl Down<'_> {
     ) -> Result<(UpConn, crate::endpoint::Outstanding, Vec<u8>, RespInfo), SendError> {
         let cfg = resp.cfg;
         let mut last = None;
+        // Endpoints whose connect failed in this request.
+        let (mut tried, mut failed) = ([0u64; CONNECT_ATTEMPTS], 0);
         let mut attempts = 0;
         let mut teed = tee.is_none();
         if let BodyIn::Length(n) = body {
@@ -862,7 +866,9 @@ impl Down<'_> {
             // `now` (the caller's reading, taken when the request was ready to go) serves the
             // first choice; a retry reads the clock again.
             let now = if attempts == 1 { now } else { Instant::now() };
-            let Some(ep) = set.pick(key, now) else { break };
+            let Some(ep) = set.pick_untried(key, now, &tried[..failed]) else {
+                break;
+            };
             if fallback && ep.is_ejected(now) {
                 break;
             }
@@ -872,6 +878,11 @@ impl Down<'_> {
                 Err(e) => {
                     tracing::debug!(endpoint = %ep.url, error = %e, "upstream connect failed");
                     stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
+                    // The next try goes to another endpoint while one is left.
+                    if let Some(t) = tried.get_mut(failed) {
+                        *t = ep.id;
+                        failed += 1;
+                    }
                     last = Some(e);
                     continue;
                 }
