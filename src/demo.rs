@@ -49,8 +49,9 @@ enum Scenario {
     GpuMemory,
     /// The candidate answers differently from stable.
     WrongAnswers,
-    /// The candidate's server goes down in the first canary step (its pod dies): candidate
-    /// fallback keeps its users on stable while the rollback happens.
+    /// The candidate's pod goes away in the first canary step (deleted or evicted: its server
+    /// stops accepting connections and finishes what it has in hand): candidate fallback keeps
+    /// its users on stable while the rollback happens.
     Crash,
 }
 
@@ -118,13 +119,14 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let tally = Arc::new(Tally::default());
-    let traffic = tokio::spawn(drive(client, gw.data, args.rate, tally.clone()));
+    let traffic = tokio::spawn(drive(client.clone(), gw.data, args.rate, tally.clone()));
     let outcome = lifecycle(&gw, &config, &dir, &stable, &bad, &args).await;
     traffic.abort();
     println!(
-        "\n  users: {} requests answered, {} failed (a status other than 200, or no answer)",
+        "\n  users: {} requests answered, {} failed (a status other than 200, or no answer); {} candidate-bound requests fell back to stable",
         tally.ok.load(Relaxed) + tally.failed.load(Relaxed),
-        tally.failed.load(Relaxed)
+        tally.failed.load(Relaxed),
+        fallbacks(&client, gw.admin).await.unwrap_or(0),
     );
     println!("\nstopping: draining the gateway and the simulators");
     gw.shutdown().await;
@@ -217,7 +219,7 @@ async fn lifecycle(
             Phase::Canary(_) if swapped && !crashed && args.scenario == Scenario::Crash => {
                 crashed = true;
                 bad.stop();
-                println!("\n  -> v3's server goes down (its pod dies): its requests fall back to stable until the rollback\n");
+                println!("\n  -> v3's pod goes away (deleted: its server stops accepting and finishes what it has): its users fall back to stable until the rollback\n");
             }
             Phase::Previous if swapped => {
                 println!("\n  rolled back: stable serves everything; v3 will not be retried until the config changes it");
@@ -344,6 +346,24 @@ fn demo_config(dir: &Path, stable: &Sim, candidate: &Sim, revision: &str, step: 
 }
 
 /// Open-loop traffic: `rate` requests per second from 500 users, every third one streamed.
+/// `rollgate_proxy_candidate_fallbacks_total` of the demo's model, from the admin API.
+async fn fallbacks(client: &HttpClient, admin: std::net::SocketAddr) -> Option<u64> {
+    let uri = format!("http://{admin}/metrics").parse().ok()?;
+    let page = client
+        .get(uri)
+        .await
+        .ok()?
+        .into_body()
+        .collect()
+        .await
+        .ok()?;
+    let page = String::from_utf8_lossy(&page.to_bytes()).into_owned();
+    let series = "rollgate_proxy_candidate_fallbacks_total{model=\"chat-small\"} ";
+    page.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// What the simulated users saw.
 #[derive(Debug, Default)]
 struct Tally {

@@ -104,13 +104,13 @@ async fn the_demo_runs_the_whole_lifecycle_and_stops_by_itself() {
     );
 }
 
-/// `--scenario crash`: v3's server goes down in its first canary step; the rollback follows
+/// `--scenario crash`: v3's pod goes away in its first canary step; the rollback follows
 /// and not one simulated user's request fails (candidate fallback).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crash_demo_rolls_back_without_a_failed_user_request() {
     let text = demo("crash").await;
     let down = text
-        .find("server goes down")
+        .find("pod goes away")
         .unwrap_or_else(|| panic!("v3 never went down:\n{text}"));
     let back = text
         .rfind(" Previous ")
@@ -127,6 +127,13 @@ async fn the_crash_demo_rolls_back_without_a_failed_user_request() {
         .unwrap_or_else(|| panic!("{users}"));
     assert!(answered > 1_000, "{users}");
     assert!(users.contains(" 0 failed"), "{users}\n{text}");
+    let fell_back: u64 = users
+        .rsplit("; ")
+        .next()
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{users}"));
+    assert!(fell_back > 0, "the fallback was not needed?\n{text}");
 }
 
 /// A valid config that `rollgate run` could not start here (a TLS file and a golden suite that
