@@ -179,11 +179,11 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
             std::fs::write(out, text.as_bytes())
                 .with_context(|| format!("writing {}", out.display()))?;
         }
-        CtlAction::ExportLive { .. } if status.is_success() => print!("{text}"),
+        CtlAction::ExportLive { .. } if status.is_success() => out(&text)?,
         CtlAction::Status { model: Some(m) } if status.is_success() => {
-            println!("{}", one_model(&text, m)?);
+            out(&format!("{}\n", one_model(&text, m)?))?;
         }
-        _ => println!("{}", text.trim_end()),
+        _ => out(&format!("{}\n", text.trim_end()))?,
     }
     if status == hyper::StatusCode::UNAUTHORIZED && !authenticated && reader_token.is_none() {
         bail!("{method} {path}: {status}: the gateway protects reads (admin.protect_reads); pass --token-file or set ROLLGATE_ADMIN_TOKEN");
@@ -192,6 +192,20 @@ pub(crate) async fn run(args: CtlArgs) -> anyhow::Result<()> {
         bail!("{method} {path}: {status}");
     }
     Ok(())
+}
+
+/// Writes to stdout; a reader that went away (`rollgate ctl status | head`) ends the output
+/// quietly, where `println!` would panic.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// The admin API's base URL from `--admin`: `host:port` gets `http://`, as curl would give it

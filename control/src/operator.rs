@@ -153,7 +153,10 @@ impl AdminAuth {
     /// Whose token an `Authorization: Bearer …` value is. Every digest is compared in full
     /// (no early exit), so timing does not tell how close a guess was or which token matched.
     pub fn identify(&self, header: Option<&[u8]>) -> Option<Caller<'_>> {
-        let token = header.and_then(|h| h.strip_prefix(b"Bearer "))?;
+        // The scheme is case-insensitive (RFC 7235): `bearer` is as good as `Bearer`.
+        let token = header
+            .filter(|h| h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|h| &h[7..])?;
         let given: [u8; 32] = Sha256::digest(token).into();
         let mut found = None;
         for t in &self.tokens {

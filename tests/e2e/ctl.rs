@@ -214,3 +214,26 @@ async fn a_model_named_with_slashes_and_spaces_is_pinned_paused_and_resumed() {
     assert!(models.iter().all(|m| m == ODD), "{audit}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `rollgate ctl status | true`: a reader that leaves early ends ctl's output quietly (exit
+/// 0), not with a broken-pipe panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_output_into_a_closed_pipe_is_not_a_panic() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let gw = Gateway::start(&config(&stable, None, "", ""));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} ctl --admin http://{} status | true",
+            env!("CARGO_BIN_EXE_rollgate"),
+            gw.admin
+        ))
+        .env_remove("ROLLGATE_ADMIN_TOKEN")
+        .output()
+        .expect("run rollgate ctl | head");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{stderr}");
+    drop(gw);
+    stable.shutdown().await;
+}

@@ -90,6 +90,17 @@ fn roles_decide_401_and_403() {
         auth.identify(Some(b"a-secret")).is_none(),
         "no Bearer prefix"
     );
+    // The scheme is case-insensitive (RFC 7235); the token is not.
+    for scheme in ["bearer", "BEARER", "BeArEr"] {
+        let header = format!("{scheme} ops-secret");
+        assert_eq!(
+            auth.identify(Some(header.as_bytes())).map(|c| c.name),
+            Some("ops"),
+            "{scheme}"
+        );
+    }
+    assert!(auth.identify(Some(b"Bearer OPS-SECRET")).is_none());
+    assert!(auth.identify(Some(b"Bearer")).is_none());
     assert!(
         !auth.check(Some(b"Bearer ci-secret")),
         "read cannot operate"
