@@ -323,7 +323,7 @@ impl TargetReport {
             tokens.table(out, self.ok);
         }
         if let (Some(goodput), Some(slo)) = (&self.goodput, slo) {
-            goodput.table(out, self.ok, slo);
+            goodput.table(out, self.ok, self.errors_total, slo);
         }
         let _ = writeln!(
             out,

@@ -93,15 +93,21 @@ impl Goodput {
         }
     }
 
-    /// `  goodput 987.3/s  9873 of 9998 ok requests (98.7%) met ttft ≤ 200ms, tpot ≤ 50ms`.
-    pub fn table(&self, out: &mut String, ok: u64, slo: &Slo) {
-        let _ = writeln!(
+    /// `  goodput 987.3/s  9873 of 9998 ok requests (98.7%) met ttft ≤ 200ms, tpot ≤ 50ms`, and
+    /// `; 64 failed requests not counted` when some failed (a share of the ok requests alone
+    /// reads as 100 % next to a 50 % error rate).
+    pub fn table(&self, out: &mut String, ok: u64, failed: u64, slo: &Slo) {
+        let _ = write!(
             out,
             "  goodput {:.1}/s  {} of {ok} ok requests ({:.1}%) met {slo}",
             self.per_s,
             self.met,
             self.share * 100.0
         );
+        if failed > 0 {
+            let _ = write!(out, "; {failed} failed requests not counted");
+        }
+        out.push('\n');
     }
 
     /// `(metric, stat, value)` rows for the CSV.

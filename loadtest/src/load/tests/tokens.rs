@@ -466,3 +466,18 @@ fn without_token_counts_or_slo_the_report_leaves_their_rows_out() {
         .contains("  tokens/s 2.0 output  (4.0 output tokens per request)\n"));
     assert!(!report.csv().contains("total_per_s"));
 }
+
+#[test]
+fn the_goodput_line_says_how_many_failed_requests_its_share_leaves_out() {
+    let slo: Slo = "total=1s".parse().unwrap();
+    let g = crate::load::report::Goodput::new(57, 57, 2.0);
+    let mut out = String::new();
+    g.table(&mut out, 57, 64, &slo);
+    assert_eq!(
+        out,
+        "  goodput 28.5/s  57 of 57 ok requests (100.0%) met total ≤ 1s; 64 failed requests not counted\n"
+    );
+    let mut out = String::new();
+    g.table(&mut out, 57, 0, &slo);
+    assert!(out.ends_with("met total ≤ 1s\n"), "{out}");
+}
