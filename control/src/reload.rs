@@ -284,16 +284,18 @@ impl Reloader {
                 return ReloadOutcome::Invalid { revision, errors };
             }
         };
-        let changes = describe_changes(serving.config(), &config);
         // Against the start, not the last reload: a restart-only change stays pending (the old
         // value serving) through later reloads until a restart or a revert.
-        if let Some(start) = lock(&self.state.at_start).as_ref() {
-            *lock(&self.state.restart_pending) = rollgate_config::diff(start, &config)
+        let pending = lock(&self.state.at_start).as_ref().map(|start| {
+            let pending: Vec<String> = rollgate_config::diff(start, &config)
                 .iter()
                 .filter(|c| c.restart_required)
                 .map(ToString::to_string)
                 .collect();
-        }
+            *lock(&self.state.restart_pending) = pending.clone();
+            pending
+        });
+        let changes = describe_changes(serving.config(), &config, pending.as_deref());
         self.proxy.apply(config, &revision);
         *lock(&self.state.applied_text) = Some(Arc::from(text));
         tracing::info!(?trigger, %revision, previous = %serving.revision(), changes = %changes.join("; "), "config reloaded");
@@ -360,9 +362,21 @@ impl Reloader {
 }
 
 /// Lines describing what changed (`… (restart required)` for what a reload cannot apply),
-/// with a warning naming those settings.
-fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
-    let changes = rollgate_config::diff(old, new);
+/// with a warning naming those settings. `pending`: the restart-only changes since the start
+/// (`None` when unknown); a restart-only setting that is back at the value it started with
+/// needs no restart, and says so.
+fn describe_changes(old: &Config, new: &Config, pending: Option<&[String]>) -> Vec<String> {
+    let mut changes = rollgate_config::diff(old, new);
+    let mut reverted = Vec::new();
+    if let Some(pending) = pending {
+        for c in changes.iter_mut().filter(|c| c.restart_required) {
+            let prefix = format!("{}:", c.path);
+            if !pending.iter().any(|p| p.starts_with(&prefix)) {
+                c.restart_required = false;
+                reverted.push(c.path.clone());
+            }
+        }
+    }
     let restart: Vec<&str> = (changes.iter())
         .filter(|c| c.restart_required)
         .map(|c| c.path.as_str())
@@ -373,7 +387,13 @@ fn describe_changes(old: &Config, new: &Config) -> Vec<String> {
             "these changes take effect after a restart; the rest is applied"
         );
     }
-    changes.iter().map(ToString::to_string).collect()
+    changes
+        .iter()
+        .map(|c| match reverted.contains(&c.path) {
+            true => format!("{c} (back to the value running since the start: no restart needed)"),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// A config file's revision: a content hash (a Git source uses the commit SHA).

@@ -451,6 +451,22 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
             serde_json::json!(["upstream.connect_timeout: 2s -> 3s (restart required)"]),
             "{plane}"
         );
+        // Back to the value it started with: nothing to restart, and the reload says so.
+        let top = top.replace("upstream: { connect_timeout: 3s }\n", "");
+        gw.write_config(&config(&stable, None, "", &top));
+        let outcome = gw.reload().await;
+        assert_eq!(
+            outcome["changes"],
+            serde_json::json!([
+                "upstream.connect_timeout: 3s -> 2s (back to the value running since the start: no restart needed)",
+            ]),
+            "{plane}"
+        );
+        assert_eq!(
+            gw.status().await["restart_pending"],
+            serde_json::json!([]),
+            "{plane}"
+        );
     }
 }
 
