@@ -217,7 +217,17 @@ impl Worker {
                 if variant == Variant::Candidate {
                     stats.candidate_failed();
                 }
-                return Err(rej);
+                // Said like its answers are: who failed it.
+                tracing::debug!(error = %rej, "request rejected");
+                self.shared.stats.rejected(rej.reason());
+                let mut resp = rej.response();
+                if cfg.routing.variant_header {
+                    resp.headers_mut().insert(
+                        VARIANT_HEADER.clone(),
+                        HeaderValue::from_static(variant.as_str()),
+                    );
+                }
+                return Ok(resp);
             }
         };
         let status = resp.status().as_u16();

@@ -139,6 +139,8 @@ async fn a_tester_pinning_the_candidate_gets_its_failure_not_stable() {
             "{plane}: {}",
             r.text()
         );
+        // Who failed it, as on the answers.
+        assert_eq!(r.header("x-rollgate-variant"), Some("candidate"), "{plane}");
         drop(gw);
         stable.shutdown().await;
     }

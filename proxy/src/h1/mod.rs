@@ -321,7 +321,7 @@ pub(crate) async fn serve(
             Err(rej) => {
                 // Malformed or oversized head: answer and close.
                 worker.shared.stats.rejected(rej.reason());
-                let _ = down.write_reject(&rej, true).await;
+                let _ = down.write_reject(&rej, None, true).await;
                 return;
             }
         };
@@ -606,7 +606,8 @@ impl Down<'_> {
                 if candidate {
                     stats.candidate_failed();
                 }
-                return self.reject(rej, body, close, sleep).await;
+                let by = cfg.routing.variant_header.then_some(variant);
+                return self.reject_by(rej, by, body, close, sleep).await;
             }
             Err(SendError::Client) => {
                 vs.cancelled();
@@ -1292,23 +1293,48 @@ impl Down<'_> {
         close: bool,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<bool, ()> {
+        self.reject_by(rej, None, body, close, sleep).await
+    }
+
+    /// [`Self::reject`] of a request a variant's backend failed, said in `x-rollgate-variant`
+    /// (when `by` is given: `routing.variant_header`), as its answers are.
+    async fn reject_by(
+        &mut self,
+        rej: Reject,
+        by: Option<Variant>,
+        body: BodyIn,
+        close: bool,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<bool, ()> {
         tracing::debug!(error = %rej, "request rejected");
         self.worker.shared.stats.rejected(rej.reason());
         // A broken chunked body cannot be skipped: close.
         let close = close
             || matches!(rej, Reject::Malformed(_) | Reject::Framing(_))
                 && matches!(body, BodyIn::Chunked(_));
-        self.write_reject(&rej, close).await.map_err(drop)?;
+        self.write_reject(&rej, by, close).await.map_err(drop)?;
         if close {
             return Ok(false);
         }
         self.drain(body, sleep).await
     }
 
-    async fn write_reject(&mut self, rej: &Reject, close: bool) -> io::Result<()> {
+    async fn write_reject(
+        &mut self,
+        rej: &Reject,
+        by: Option<Variant>,
+        close: bool,
+    ) -> io::Result<()> {
         let body = rej.json();
-        let mut resp = Vec::with_capacity(body.len() + 128);
+        let mut resp = Vec::with_capacity(body.len() + 160);
         full_head(&mut resp, rej.status(), body.len(), close);
+        if let Some(v) = by {
+            // `full_head` ends with the blank line; the header goes before it.
+            resp.truncate(resp.len() - 2);
+            resp.extend_from_slice(b"x-rollgate-variant: ");
+            resp.extend_from_slice(v.as_str().as_bytes());
+            resp.extend_from_slice(b"\r\n\r\n");
+        }
         resp.extend_from_slice(body.as_bytes());
         self.io.write_all(&resp).await
     }
