@@ -276,8 +276,13 @@ impl ModelStats {
         self.breach.notify_one();
     }
 
-    /// A candidate-bound request reached no candidate endpoint and goes to the stable backend.
-    pub(crate) fn fell_back(&self) {
+    /// A candidate-bound request reached no candidate endpoint (after `waited`) and goes to the
+    /// stable backend: the candidate is charged an error (its gates see it, the driver wakes)
+    /// and the fallback counted.
+    pub(crate) fn fell_back(&self, waited: Duration) {
+        self.variant(Variant::Candidate)
+            .finish(StatusClass::Error, waited);
+        self.candidate_failed();
         self.fallbacks.fetch_add(1, Relaxed);
     }
 

@@ -191,9 +191,7 @@ impl Worker {
         if let Err(Failed::Unreached(_, Some(req))) = sent {
             // Nothing reached the candidate: charge it the failure (its gates see an error),
             // then let the stable backend answer the request whole.
-            vs.finish(StatusClass::Error, start.elapsed());
-            stats.candidate_failed();
-            stats.fell_back();
+            stats.fell_back(start.elapsed());
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
             variant = Variant::Stable;

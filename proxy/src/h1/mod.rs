@@ -570,9 +570,7 @@ impl Down<'_> {
         if fallback && matches!(sent, Err(SendError::Unreached(_))) {
             // Nothing reached the candidate: charge it the failure (its gates see an error),
             // then let the stable backend answer the request whole.
-            vs.finish(StatusClass::Error, start.elapsed());
-            stats.candidate_failed();
-            stats.fell_back();
+            stats.fell_back(start.elapsed());
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
             (variant, candidate) = (Variant::Stable, false);
