@@ -396,14 +396,7 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
     let header = "a".repeat(16 * 1024);
     for plane in ["fast", "hyper"] {
         let gw = Gateway::start(&config_on(plane, &stable));
-        let url = gw.url("/v1/chat/completions");
-        let r = send(
-            &client(),
-            &url,
-            &[("x-big", &header)],
-            chat("m", "hi", false),
-        )
-        .await;
+        let r = chat_once(&gw, &[("x-big", &header)]).await;
         assert_eq!(r.status, 200, "{plane}: 16 KiB of headers fit the default");
         let top = format!(
             "data_plane: {plane}\nlimits: {{ max_header_bytes: 8KiB, header_read_timeout: 300ms }}\nupstream: {{ connect_timeout: 3s }}\n"
@@ -421,13 +414,7 @@ async fn limits_apply_on_reload_and_restart_only_changes_are_marked() {
             "{plane}"
         );
         // A new connection (a new client) gets the new limit.
-        let r = send(
-            &client(),
-            &url,
-            &[("x-big", &header)],
-            chat("m", "hi", false),
-        )
-        .await;
+        let r = chat_once(&gw, &[("x-big", &header)]).await;
         assert_eq!(r.status, 431, "{plane}: the reloaded limit");
         // A head that never ends is cut at the new 300 ms, not the old 30 s.
         let mut raw = tokio::net::TcpStream::connect(gw.data)

@@ -360,19 +360,32 @@ async fn good_candidate_reaches_full_through_every_step_without_a_failed_request
     assert_eq!(status["models"][0]["weight"], "100%", "{status:#}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failing_candidate_is_rolled_back_at_once_and_not_retried() {
-    let _heavy = heavy().await;
-    let stable = start_sim("stable", "m", |_| {}).await;
-    let candidate = start_sim("candidate", "m", |_| {}).await;
-    // Long holds: only a gate can end this step early.
-    let steps = [("25%", "60s"), ("50%", "60s")];
-    let gw = Gateway::start(&rollout_config(&stable, &candidate, &plan(&steps), None));
+/// Canary steps held long: only a gate can end one early.
+const LONG_STEPS: [(&str, &str); 2] = [("25%", "60s"), ("50%", "60s")];
+
+async fn sim(name: &str) -> Sim {
+    start_sim(name, "m", |_| {}).await
+}
+
+/// A gateway rolling `candidate` out over [`LONG_STEPS`] under user load, once the first
+/// canary step shows; returns its status then.
+async fn first_canary_step(stable: &Sim, candidate: &Sim) -> (Gateway, Load, Phases, Value) {
+    let plan = plan(&LONG_STEPS);
+    let gw = Gateway::start(&rollout_config(stable, candidate, &plan, None));
     let load = Load::start(&gw, "user");
     let mut phases = Phases::default();
     let (canary, _) = phases
         .until(&gw, "first canary step", |s| is(s, "Canary(0)"))
         .await;
+    (gw, load, phases, canary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_candidate_is_rolled_back_at_once_and_not_retried() {
+    let _heavy = heavy().await;
+    let (stable, candidate) = (sim("stable").await, sim("candidate").await);
+    let steps = LONG_STEPS;
+    let (gw, load, mut phases, canary) = first_canary_step(&stable, &candidate).await;
     let fingerprint = canary["candidate"].clone();
 
     candidate.set_faults(Faults {
@@ -469,16 +482,8 @@ async fn failing_candidate_is_rolled_back_at_once_and_not_retried() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_candidate_that_goes_down_mid_canary_is_rolled_back_and_no_user_sees_it() {
     let _heavy = heavy().await;
-    let stable = start_sim("stable", "m", |_| {}).await;
-    let candidate = start_sim("candidate", "m", |_| {}).await;
-    // Long holds: only a gate can end this step early.
-    let steps = [("25%", "60s"), ("50%", "60s")];
-    let gw = Gateway::start(&rollout_config(&stable, &candidate, &plan(&steps), None));
-    let load = Load::start(&gw, "user");
-    let mut phases = Phases::default();
-    phases
-        .until(&gw, "first canary step", |s| is(s, "Canary(0)"))
-        .await;
+    let (stable, candidate) = (sim("stable").await, sim("candidate").await);
+    let (gw, load, mut phases, _) = first_canary_step(&stable, &candidate).await;
     // The candidate's server stops (its pod is gone): in-flight answers finish, then every
     // connection to it is refused.
     let down_at = Instant::now();
