@@ -154,6 +154,7 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         variant_header: text,
         allow_override: text,
         candidate_fallback: text,
+        candidate_fallback_status: |s: &Vec<u16>| format!("{s:?}"),
     });
     fields!(d, "", old, new, { data_plane: text });
     // Read at start: the shutdown deadline, the state store, the GitOps publishers.

@@ -245,6 +245,10 @@ pub struct Routing {
     /// failed, or every endpoint is ejected; nothing was sent) is answered by the stable
     /// backend instead. The candidate is still charged the failure. Default true.
     pub candidate_fallback: bool,
+    /// Candidate answer statuses (429, 500–599) that also hand the request to the stable
+    /// backend, when the whole request is still in hand and nothing of the answer has been
+    /// sent: the candidate's answer is dropped unread. Sorted, no duplicates. Default empty.
+    pub candidate_fallback_status: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -137,6 +137,7 @@ pub(crate) struct RawRouting {
     pub variant_header: Field<bool>,
     pub allow_override: Field<bool>,
     pub candidate_fallback: Field<bool>,
+    pub candidate_fallback_status: Field<Vec<Parsed<u32>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -436,6 +436,31 @@ fn token_roles(c: &mut Collect, key: &str, items: Vec<Parsed<String>>) -> Vec<Ro
     roles
 }
 
+/// `routing.candidate_fallback_status`: 429 and 500–599, sorted, duplicates dropped.
+fn fallback_statuses(c: &mut Collect, items: Vec<Parsed<u32>>) -> Vec<u16> {
+    let key = "candidate_fallback_status";
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{key}[{i}]");
+        let Some(code) = c.item(&at, item) else {
+            continue;
+        };
+        match u16::try_from(code) {
+            Ok(s @ (429 | 500..=599)) => out.push(s),
+            _ => c.error(
+                &at,
+                format!(
+                    "{code} is not a status to fall back on: 429 or 500–599 (an answer \
+                     a retry elsewhere can mend)"
+                ),
+            ),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 // === impl Limits ===
 
 impl Default for Limits {
@@ -556,6 +581,7 @@ impl Default for Routing {
             variant_header: true,
             allow_override: false,
             candidate_fallback: true,
+            candidate_fallback_status: Vec::new(),
         }
     }
 }
@@ -576,7 +602,17 @@ impl TryFrom<RawRouting> for Routing {
             candidate_fallback: c
                 .take("candidate_fallback", raw.candidate_fallback)
                 .unwrap_or(d.candidate_fallback),
+            candidate_fallback_status: c
+                .take("candidate_fallback_status", raw.candidate_fallback_status)
+                .map(|items| fallback_statuses(&mut c, items))
+                .unwrap_or_default(),
         };
+        if !routing.candidate_fallback && !routing.candidate_fallback_status.is_empty() {
+            c.error(
+                "candidate_fallback_status",
+                "needs candidate_fallback: true (it falls back on these answers too)",
+            );
+        }
         c.finish(Some(routing))
     }
 }

@@ -276,9 +276,10 @@ impl ModelStats {
         self.breach.notify_one();
     }
 
-    /// A candidate-bound request reached no candidate endpoint (after `waited`) and goes to the
-    /// stable backend: the candidate is charged an error (its gates see it, the driver wakes)
-    /// and the fallback counted.
+    /// A candidate-bound request reached no candidate endpoint, or the candidate answered a
+    /// status the fallback replaces (after `waited`), and goes to the stable backend: the
+    /// candidate is charged an error (its gates see it, the driver wakes) and the fallback
+    /// counted.
     pub(crate) fn fell_back(&self, waited: Duration) {
         self.variant(Variant::Candidate)
             .finish(StatusClass::Error, waited);

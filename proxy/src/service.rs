@@ -129,15 +129,23 @@ impl Worker {
                 return Err(rej);
             }
         };
-        let rest = (!body.is_end_stream()).then_some(body);
-        let prefix = std::mem::take(&mut r.prefix);
-        let body = RequestBody::new(prefix, r.received, rest, cfg.limits.max_body);
+        let mut rest = (!body.is_end_stream()).then_some(body);
+        let mut prefix = std::mem::take(&mut r.prefix);
         let mut variant = pick_variant(&r, &parts.headers, cfg)?;
         // A tester's pinned variant gets the candidate's own failure.
         let fallback = variant == Variant::Candidate
             && cfg.routing.candidate_fallback
             && r.route.candidate.is_some()
             && !(cfg.routing.allow_override && parts.headers.contains_key(&VARIANT_HEADER));
+        // The candidate's answer may be replaced by stable's (`candidate_fallback_status`):
+        // keep a copy of the whole request when its body is small enough.
+        let mut replay = None;
+        if fallback && !cfg.routing.candidate_fallback_status.is_empty() {
+            if let Some(frames) = read_whole(&mut prefix, &mut r.received, &mut rest).await? {
+                replay = Some((clone_parts(&parts), frames));
+            }
+        }
+        let body = RequestBody::new(prefix, r.received, rest, cfg.limits.max_body);
         let backend = match variant {
             Variant::Candidate => r.route.candidate.as_ref().unwrap_or(&r.route.stable),
             _ => &r.route.stable,
@@ -178,7 +186,7 @@ impl Worker {
         let key = key.as_ref().map(<[u8; 8]>::as_slice);
         let req = Request::from_parts(parts, UpstreamBody::Primary(body));
         let candidate = variant == Variant::Candidate;
-        let mut sent = self
+        let sent = self
             .exchange(
                 &backend.endpoints,
                 key,
@@ -188,9 +196,41 @@ impl Worker {
                 fallback,
             )
             .await;
-        if let Err(Failed::Unreached(_, Some(req))) = sent {
-            // Nothing reached the candidate: charge it the failure (its gates see an error),
-            // then let the stable backend answer the request whole.
+        let (mut sent, again) = match sent {
+            // Nothing reached the candidate.
+            Err(Failed::Unreached(rej, Some(req))) => (Err(Failed::Reject(rej)), Some(*req)),
+            // The candidate answered with a status the fallback replaces: its answer is
+            // dropped unread (with its connection), the kept copy goes to stable.
+            Ok((resp, out, conn))
+                if replay.is_some()
+                    && cfg
+                        .routing
+                        .candidate_fallback_status
+                        .contains(&resp.status().as_u16()) =>
+            {
+                let status = resp.status().as_u16();
+                let outcome = if status >= 500 {
+                    Outcome::Failure
+                } else {
+                    Outcome::Success
+                };
+                stats.record(out.endpoint(), outcome, &cfg.ejection, true);
+                drop((resp, conn, out));
+                let (parts, frames) = replay.take().expect("checked");
+                let received = frames.iter().map(|b| b.len() as u64).sum();
+                let frames = frames.into_iter().map(http_body::Frame::data).collect();
+                let body = RequestBody::new(frames, received, None, cfg.limits.max_body);
+                let rej = Reject::Upstream(UpstreamError::Connect(std::io::Error::other(format!(
+                    "the candidate answered {status}"
+                ))));
+                let req = Request::from_parts(parts, UpstreamBody::Primary(body));
+                (Err(Failed::Reject(rej)), Some(req))
+            }
+            other => (other, None),
+        };
+        if let Some(req) = again {
+            // The candidate failed it: charge it the failure (its gates see an error), then
+            // let the stable backend answer the request whole.
             stats.fell_back(start.elapsed());
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
@@ -201,7 +241,7 @@ impl Worker {
                 .exchange(
                     &r.route.stable.endpoints,
                     key,
-                    *req,
+                    req,
                     cfg,
                     (&stats, false),
                     false,
@@ -356,6 +396,53 @@ enum Failed {
     /// No endpoint could be reached: nothing was sent, and the request comes back (when the
     /// caller has somewhere else to send it).
     Unreached(Reject, Option<Box<Request<UpstreamBody>>>),
+}
+
+/// Largest request body kept whole for `routing.candidate_fallback_status` (the fast path's
+/// too: what it reads in one go).
+const REPLAY_MAX: u64 = 64 * 1024;
+
+/// Reads the rest of a body of at most [`REPLAY_MAX`] bytes into `prefix` and returns its data,
+/// to be sent again. `None` (and the body left to stream as usual) when it is larger, or has
+/// trailers.
+async fn read_whole(
+    prefix: &mut VecDeque<http_body::Frame<bytes::Bytes>>,
+    received: &mut u64,
+    rest: &mut Option<Incoming>,
+) -> Result<Option<Vec<bytes::Bytes>>, Reject> {
+    while let Some(body) = rest {
+        if body.is_end_stream() {
+            *rest = None;
+            break;
+        }
+        if body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| *received + n > REPLAY_MAX)
+        {
+            return Ok(None);
+        }
+        let Some(frame) = body.frame().await else {
+            *rest = None;
+            break;
+        };
+        let frame = frame.map_err(|e| Reject::Framing(format!("reading the body: {e}")))?;
+        let data = frame.data_ref().map_or(0, |d| d.len() as u64);
+        *received += data;
+        prefix.push_back(frame);
+        if *received > REPLAY_MAX {
+            return Ok(None);
+        }
+    }
+    if prefix.iter().any(|f| !f.is_data()) {
+        return Ok(None);
+    }
+    Ok(Some(
+        prefix
+            .iter()
+            .filter_map(|f| f.data_ref().cloned())
+            .collect(),
+    ))
 }
 
 /// Reads and discards the unread rest of a rejected request's body (bounded in bytes and time)

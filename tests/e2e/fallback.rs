@@ -2,9 +2,11 @@
 //! (nothing sent) is answered by the stable backend, on both data planes, and the candidate is
 //! still charged the failure; so is one the candidate closed on without answering, when the
 //! fast path held it whole; a tester pinning the candidate, or a config that turns it off, gets
-//! the candidate's own 502.
+//! the candidate's own 502. With `routing.candidate_fallback_status`, a candidate answer with
+//! a listed status is replaced by stable's too.
 
-use rollgate_loadtest::sim::Sim;
+use rollgate_loadtest::sim::{Faults, Ratio, Sim};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -272,6 +274,128 @@ async fn a_retry_goes_to_the_candidate_endpoint_that_is_up() {
             Some(0.0),
             "{plane}\n{m}"
         );
+        drop(gw);
+        stable.shutdown().await;
+        cand.shutdown().await;
+    }
+}
+
+/// A candidate whose every answer is a 500.
+async fn failing_candidate() -> Sim {
+    start_sim("candidate", "m", |a| {
+        a.faults = Faults {
+            error_rate: Ratio::new(1.0).expect("share"),
+            ..Faults::default()
+        };
+    })
+    .await
+}
+
+/// `routing.candidate_fallback_status`: a candidate answer with a listed status is dropped and
+/// stable answers the request instead, streamed or not, on both data planes; the candidate is
+/// charged each one. A body over 64 KiB is not kept for a second send: that user gets the
+/// candidate's 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_answer_with_a_listed_status_is_replaced_by_stables() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let cand = failing_candidate().await;
+        // Ejection held off: every request goes to the candidate and gets its 500.
+        let top = format!(
+            "data_plane: {plane}\nrouting: {{ candidate_fallback_status: [500, 503] }}\n\
+             ejection: {{ consecutive_failures: 1000 }}\n"
+        );
+        let yaml = half_split(&stable, &cand.url(), &top).replace("weight: 50%", "weight: 100%");
+        let gw = Gateway::start(&yaml);
+        for r in send_all(&gw, &[]).await {
+            assert_eq!(r.status, 200, "{plane}: {}\n{}", r.text(), gw.logs());
+            assert_eq!(r.header("x-rollgate-variant"), Some("stable"), "{plane}");
+            assert_eq!(r.header("x-sim-name"), Some("stable"), "{plane}");
+            assert!(r.text().contains("assistant"), "{plane}: {}", r.text());
+        }
+        assert_eq!(
+            cand.requests_total(),
+            REQUESTS as u64,
+            "{plane}: the candidate saw each"
+        );
+        let m = gw.metrics().await;
+        let series = |s: &str| counter(&m, s);
+        assert_eq!(
+            series("rollgate_proxy_candidate_fallbacks_total{model=\"m\"}"),
+            REQUESTS as f64,
+            "{plane}\n{m}"
+        );
+        assert_eq!(
+            series(
+                "rollgate_proxy_requests_total{model=\"m\",variant=\"candidate\",status_class=\"error\"}"
+            ),
+            REQUESTS as f64,
+            "{plane}: every replaced answer is a candidate error its gates see"
+        );
+        assert_eq!(
+            series("rollgate_proxy_requests_total{model=\"m\",variant=\"stable\",status_class=\"2xx\"}"),
+            REQUESTS as f64,
+            "{plane}"
+        );
+        // Too large to keep: the candidate's own answer.
+        let c = client();
+        let big = chat("m", &"x".repeat(70 * 1024), false);
+        let r = send(&c, &gw.url("/v1/chat/completions"), &[], big).await;
+        assert_eq!(r.status, 500, "{plane}: {}", r.text());
+        assert_eq!(r.header("x-rollgate-variant"), Some("candidate"), "{plane}");
+        assert_eq!(r.header("x-sim-name"), Some("candidate"), "{plane}");
+        drop(gw);
+        stable.shutdown().await;
+        cand.shutdown().await;
+    }
+}
+
+/// Without `candidate_fallback_status` (the default) a candidate's 500 is its user's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_candidates_5xx_answer_is_the_users() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let cand = failing_candidate().await;
+    let yaml = half_split(&stable, &cand.url(), "").replace("weight: 50%", "weight: 100%");
+    let gw = Gateway::start(&yaml);
+    let r = chat_once(&gw, &[]).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(r.header("x-sim-name"), Some("candidate"));
+    drop(gw);
+    stable.shutdown().await;
+    cand.shutdown().await;
+}
+
+/// The fast path keeps a small body whole for the fallback even when it arrives in pieces
+/// (over a real network a 20 KB body rarely comes with its head).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_arriving_in_pieces_is_still_replaced_on_a_listed_status() {
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let cand = failing_candidate().await;
+        let top = format!("data_plane: {plane}\nrouting: {{ candidate_fallback_status: [500] }}\n");
+        let yaml = half_split(&stable, &cand.url(), &top).replace("weight: 50%", "weight: 100%");
+        let gw = Gateway::start(&yaml);
+        let body = chat("m", &"y".repeat(20_000), false);
+        let addr = gw.url("").trim_start_matches("http://").to_owned();
+        let mut io = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        let (first, rest) = body.as_bytes().split_at(body.len() / 2);
+        io.write_all(head.as_bytes()).await.expect("head");
+        io.write_all(first).await.expect("first half");
+        io.flush().await.expect("flush");
+        // The rest arrives later, as from a client across a network.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        io.write_all(rest).await.expect("second half");
+        let mut answer = Vec::new();
+        io.read_to_end(&mut answer).await.expect("answer");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{plane}: {answer}");
+        assert!(answer.contains("x-sim-name: stable"), "{plane}: {answer}");
+        assert_eq!(cand.requests_total(), 1, "{plane}");
         drop(gw);
         stable.shutdown().await;
         cand.shutdown().await;

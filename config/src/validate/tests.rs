@@ -500,6 +500,50 @@ fn admin_tokens_with_roles() {
 }
 
 #[test]
+fn candidate_fallback_statuses_are_read_sorted_and_checked() {
+    let yaml = format!("{MINIMAL}routing: {{ candidate_fallback_status: [503, 500, 429, 503] }}\n");
+    let config = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.routing.candidate_fallback_status,
+        vec![429, 500, 503]
+    );
+
+    let yaml =
+        format!("{MINIMAL}routing: {{ candidate_fallback_status: [404, 502, 600, -1, x] }}\n");
+    assert_errors(
+        &yaml,
+        &[
+            (
+                "routing.candidate_fallback_status[0]",
+                "404 is not a status to fall back on: 429 or 500–599",
+            ),
+            (
+                "routing.candidate_fallback_status[2]",
+                "600 is not a status to fall back on",
+            ),
+            (
+                "routing.candidate_fallback_status[3]",
+                "non-negative whole number",
+            ),
+            (
+                "routing.candidate_fallback_status[4]",
+                "non-negative whole number",
+            ),
+        ],
+    );
+    let yaml = format!(
+        "{MINIMAL}routing: {{ candidate_fallback: false, candidate_fallback_status: [503] }}\n"
+    );
+    assert_errors(
+        &yaml,
+        &[(
+            "routing.candidate_fallback_status",
+            "needs candidate_fallback: true",
+        )],
+    );
+}
+
+#[test]
 fn admin_token_errors_are_all_reported() {
     let yaml = format!(
         "{MINIMAL}admin:\n  sync_pause_approvers: 3\n  protect_reads: 1\n  tokens:\n    - {{ name: alice, file: /a, roles: [operate, root] }}\n    - {{ name: alice, file: /b, roles: [] }}\n    - {{ name: admin, roles: [sync] }}\n"

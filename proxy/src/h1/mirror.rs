@@ -209,6 +209,7 @@ impl FastMirror {
                 deadline,
                 self.head_request,
                 None,
+                &[],
             );
             match head.await {
                 Ok(rh) => break (up, rh),

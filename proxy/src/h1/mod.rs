@@ -568,8 +568,9 @@ impl Down<'_> {
             )
             .await;
         if fallback && matches!(sent, Err(SendError::Unreached(_))) {
-            // Nothing reached the candidate: charge it the failure (its gates see an error),
-            // then let the stable backend answer the request whole.
+            // Nothing reached the candidate, or it answered a status the fallback replaces:
+            // charge it the failure (its gates see an error), then let the stable backend
+            // answer the request whole.
             stats.fell_back(start.elapsed());
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
@@ -851,7 +852,16 @@ impl Down<'_> {
         let mut attempts = 0;
         let mut teed = tee.is_none();
         if let BodyIn::Length(n) = body {
-            self.read_ahead(*n);
+            let n = *n;
+            if fallback
+                && !cfg.routing.candidate_fallback_status.is_empty()
+                && n <= BODY_READ as u64
+            {
+                // The candidate's answer may be replaced by stable's: keep the whole body.
+                self.read_whole(n as usize, cfg, sleep).await?;
+            } else {
+                self.read_ahead(n);
+            }
         }
         // With somewhere else to go, trying the same endpoint again is only more waiting (a
         // candidate that times out connects would cost `connect_timeout` per try).
@@ -970,6 +980,14 @@ impl Down<'_> {
             };
             let mut ubuf = self.fast.buf();
             let deadline = Instant::now() + cfg.upstream.response_timeout;
+            // Answers the fallback may replace, while the whole request is in hand (bodies up
+            // to BODY_READ: larger ones are sometimes whole in the buffer too, but not always).
+            let small = n0.unwrap_or(prefix.len() as u64) <= BODY_READ as u64;
+            let refuse: &[u16] = if fallback && replayable && small {
+                &cfg.routing.candidate_fallback_status
+            } else {
+                &[]
+            };
             let read = read_response_head(
                 &up.io,
                 &mut ubuf,
@@ -977,6 +995,7 @@ impl Down<'_> {
                 deadline,
                 d.head_method,
                 Some((&mut self.out, resp)),
+                refuse,
             );
             let head = read.await;
             if let Some(e) = refused {
@@ -1025,6 +1044,37 @@ impl Down<'_> {
                         )),
                     )));
                 }
+                Err(HeadFail::Refused(rh)) => {
+                    // The candidate answered with a status the fallback replaces
+                    // (`routing.candidate_fallback_status`): nothing of it has been sent, and
+                    // the whole request is in hand, so stable takes it. The answer is dropped
+                    // unread; its connection is kept when the answer is whole in the buffer.
+                    let outcome = if rh.status >= 500 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    stats.record(ep, outcome, &cfg.ejection, candidate);
+                    let whole = match rh.framing {
+                        Framing::Empty => ubuf.len() == rh.len,
+                        Framing::Length(n) => (ubuf.len() - rh.len) as u64 == n,
+                        Framing::Chunked | Framing::Close => false,
+                    };
+                    self.fast.give(ubuf);
+                    if whole && !rh.close {
+                        self.fast.put(up, Instant::now());
+                    }
+                    self.pos = at;
+                    if let Some(n) = n0 {
+                        *body = BodyIn::Length(n);
+                    }
+                    return Err(SendError::Unreached(Reject::Upstream(
+                        UpstreamError::Connect(io::Error::other(format!(
+                            "the candidate answered {}",
+                            rh.status
+                        ))),
+                    )));
+                }
                 Err(HeadFail::Timeout) => {
                     stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                     return Err(SendError::Reject(Reject::UpstreamTimeout(
@@ -1048,6 +1098,40 @@ impl Down<'_> {
             Some(e) => Reject::Upstream(e),
             None => Reject::NoEndpoint(String::new()),
         }))
+    }
+
+    /// Reads until `n` body bytes are in the buffer (a body the fallback may send again).
+    async fn read_whole(
+        &mut self,
+        n: usize,
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<(), SendError> {
+        if self.buf.capacity() - self.pos < n {
+            self.buf.reserve(n - (self.buf.len() - self.pos));
+        }
+        while self.buf.len() - self.pos < n {
+            self.read_body(cfg, sleep).await?;
+        }
+        Ok(())
+    }
+
+    /// One read of request body bytes into the buffer; the client's silence for the idle
+    /// timeout (or the head timeout, if longer), its end or an error is [`SendError::Client`].
+    async fn read_body(
+        &mut self,
+        cfg: &Config,
+        sleep: &mut Pin<&mut Sleep>,
+    ) -> Result<(), SendError> {
+        let deadline = Instant::now()
+            + cfg
+                .upstream
+                .idle_timeout
+                .max(cfg.limits.header_read_timeout);
+        match fill(&self.io, &mut self.buf, sleep, deadline).await {
+            Ok(Fill::Data) => Ok(()),
+            _ => Err(SendError::Client),
+        }
     }
 
     /// Takes body bytes that have already arrived (one read, no wait) before the head goes
@@ -1157,15 +1241,7 @@ impl Down<'_> {
                     self.buf.reserve(want);
                 }
             }
-            let deadline = Instant::now()
-                + cfg
-                    .upstream
-                    .idle_timeout
-                    .max(cfg.limits.header_read_timeout);
-            match fill(&self.io, &mut self.buf, sleep, deadline).await {
-                Ok(Fill::Data) => {}
-                _ => return Err(SendError::Client),
-            }
+            self.read_body(cfg, sleep).await?;
         }
     }
 
@@ -1385,7 +1461,8 @@ enum SendError {
     Reject(Reject),
     /// No endpoint of the set answered and another backend can take the request whole: none
     /// could be reached (or, with `fallback`, every one is ejected), or, with `fallback`, a
-    /// fresh connection closed before a byte of an answer while the whole request was in hand.
+    /// fresh connection closed before a byte of an answer while the whole request was in hand,
+    /// or the answer's status is one `routing.candidate_fallback_status` replaces.
     Unreached(Reject),
     /// The client went away mid-body.
     Client,
@@ -1427,12 +1504,16 @@ struct RespOut<'c> {
 enum HeadFail {
     /// Closed before a single byte of a response.
     Closed,
+    /// A final head with one of the statuses the caller refuses (`routing.
+    /// candidate_fallback_status`); nothing of it was written anywhere.
+    Refused(RespInfo),
     Timeout,
     Bad(HeadError),
     Io(io::Error),
 }
 
-/// Reads a final response head (informational 1xx heads are skipped).
+/// Reads a final response head (informational 1xx heads are skipped). A final head whose
+/// status is in `refuse` is [`HeadFail::Refused`], before `rewrite` touches anything.
 async fn read_response_head(
     io: &TcpStream,
     ubuf: &mut Vec<u8>,
@@ -1440,6 +1521,7 @@ async fn read_response_head(
     deadline: Instant,
     head_request: bool,
     rewrite: Option<(&mut Vec<u8>, RespOut<'_>)>,
+    refuse: &[u16],
 ) -> Result<RespInfo, HeadFail> {
     let mut start = 0;
     loop {
@@ -1452,6 +1534,20 @@ async fn read_response_head(
                     }
                     start += h.len;
                     continue;
+                }
+                Ok(Some(h)) if refuse.contains(&h.status) => {
+                    let info = RespInfo {
+                        status: h.status,
+                        len: h.len,
+                        framing: h.framing,
+                        close: h.close,
+                        sse: false,
+                        body_refused: false,
+                    };
+                    if start > 0 {
+                        ubuf.drain(..start);
+                    }
+                    return Err(HeadFail::Refused(info));
                 }
                 Ok(Some(h)) => {
                     let sse = match rewrite {

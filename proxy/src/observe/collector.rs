@@ -181,7 +181,7 @@ impl Collector for ProxyCollector {
 
         let mut f = enc.encode_descriptor(
             "rollgate_proxy_candidate_fallbacks",
-            "Candidate-bound requests answered by the stable backend because no candidate endpoint could be reached (routing.candidate_fallback); each also counts as a candidate error",
+            "Candidate-bound requests answered by the stable backend because no candidate endpoint could be reached (routing.candidate_fallback) or the candidate answered a status in routing.candidate_fallback_status; each also counts as a candidate error",
             None,
             MetricType::Counter,
         )?;
