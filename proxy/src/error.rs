@@ -78,6 +78,12 @@ impl Reject {
         }
     }
 
+    /// The client's own mistake (a body over the limit, broken framing, no such model), not
+    /// the backend's: it must not count against a variant's error rate or its endpoints.
+    pub(crate) fn is_client_fault(&self) -> bool {
+        self.status().is_client_error()
+    }
+
     /// Index into [`REJECT_REASONS`].
     pub(crate) fn reason(&self) -> usize {
         match self {

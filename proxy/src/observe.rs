@@ -82,8 +82,9 @@ pub struct ModelStats {
     pub(crate) shadow_inflight: AtomicI64,
     pub(crate) shadow_pace: crate::shadow::Pace,
     endpoint_ejections: [AtomicU64; 2],
-    /// Candidate-bound requests that reached no candidate endpoint and were answered by the
-    /// stable backend (`routing.candidate_fallback`).
+    /// Candidate-bound requests that reached no candidate endpoint, or whose answer had a
+    /// status listed in `routing.candidate_fallback_status`, and were answered by the stable
+    /// backend (`routing.candidate_fallback`).
     fallbacks: AtomicU64,
     /// Shared with the control loop: signalled when a candidate request fails, so a hard
     /// breach is evaluated at once instead of at the next tick.
@@ -233,6 +234,12 @@ impl VariantStats {
         self.cancelled.fetch_add(1, Relaxed);
     }
 
+    /// Ends a request counted in `class` without a latency sample.
+    fn finish_unmeasured(&self, class: StatusClass) {
+        self.inflight.fetch_sub(1, Relaxed);
+        self.status[class as usize].fetch_add(1, Relaxed);
+    }
+
     pub(crate) fn stream_failure(&self, failure: StreamFailure) {
         self.stream_failures[failure as usize].fetch_add(1, Relaxed);
     }
@@ -268,6 +275,24 @@ impl ModelStats {
 
     pub(crate) fn variant(&self, v: Variant) -> &VariantStats {
         &self.variants[v.index()]
+    }
+
+    /// A request of `variant` that the gateway answered itself after `took`. The client's own
+    /// fault (a body over the limit, broken framing: [`Reject::is_client_fault`]) counts as the
+    /// 4xx it got and leaves no latency sample (a 413 after a slow 70 MB upload says nothing of
+    /// the backend); anything else is the backend's `error` (a candidate's wakes the driver).
+    ///
+    /// [`Reject::is_client_fault`]: crate::error::Reject::is_client_fault
+    pub(crate) fn gateway_answered(&self, variant: Variant, client_fault: bool, took: Duration) {
+        let vs = self.variant(variant);
+        if client_fault {
+            vs.finish_unmeasured(StatusClass::ClientError);
+        } else {
+            vs.finish(StatusClass::Error, took);
+            if variant == Variant::Candidate {
+                self.candidate_failed();
+            }
+        }
     }
 
     /// A candidate exchange failed (5xx, no response, or broken after a 200): one atomic

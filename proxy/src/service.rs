@@ -19,7 +19,7 @@ use crate::body::{BodyError, Exchange, ObservedBody, RequestBody, ResponseBody, 
 use crate::endpoint::Outcome;
 use crate::error::{error_response, Reject, UpstreamError};
 use crate::handle::Shared;
-use crate::observe::{ModelStats, StatusClass};
+use crate::observe::ModelStats;
 use crate::pool::Pool;
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
 use crate::shadow::{is_sse, Mirror};
@@ -251,10 +251,7 @@ impl Worker {
         let (resp, ep_out, conn) = match sent {
             Ok(x) => x,
             Err(Failed::Reject(rej) | Failed::Unreached(rej, _)) => {
-                vs.finish(StatusClass::Error, start.elapsed());
-                if variant == Variant::Candidate {
-                    stats.candidate_failed();
-                }
+                stats.gateway_answered(variant, rej.is_client_fault(), start.elapsed());
                 // Said like its answers are: who failed it.
                 tracing::debug!(error = %rej, "request rejected");
                 self.shared.stats.rejected(rej.reason());
@@ -365,8 +362,9 @@ impl Worker {
                     }
                     _ => {
                         let err = e.into_error();
-                        if let Some(limit) = body_too_large(&err) {
-                            return Err(Failed::Reject(Reject::BodyTooLarge(limit)));
+                        if let Some(rej) = client_body_fault(&err) {
+                            // The client's body, not the backend, failed the exchange.
+                            return Err(Failed::Reject(rej));
                         }
                         stats.record(ep, Outcome::Failure, &cfg.ejection, candidate);
                         return Err(Failed::Reject(Reject::Upstream(UpstreamError::Exchange(
@@ -466,11 +464,17 @@ fn drain_later(mut body: Incoming) {
     });
 }
 
-fn body_too_large(err: &hyper::Error) -> Option<u64> {
+/// A failed exchange whose cause was the client's request body (over `limits.max_body`, or
+/// broken: a bad chunk, a reset), as the gateway's own 4xx.
+fn client_body_fault(err: &hyper::Error) -> Option<Reject> {
     let mut src = err.source();
     while let Some(e) = src {
-        if let Some(BodyError::TooLarge(limit)) = e.downcast_ref::<BodyError>() {
-            return Some(*limit);
+        match e.downcast_ref::<BodyError>() {
+            Some(BodyError::TooLarge(limit)) => return Some(Reject::BodyTooLarge(*limit)),
+            Some(BodyError::Downstream(e)) => {
+                return Some(Reject::Framing(format!("reading the body: {e}")))
+            }
+            _ => {}
         }
         src = e.source();
     }

@@ -249,3 +249,75 @@ async fn the_gateway_lists_and_describes_its_models_on_both_planes() {
         );
     }
 }
+
+/// A request whose body the client breaks after it went upstream (over `limits.max_body`, or a
+/// bad chunk): the client's fault, answered 413 / 400, and none of the backend's. It must not
+/// count as the candidate's error (a healthy canary was rolled back by clients' bad uploads)
+/// nor against its endpoint's health.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_the_client_breaks_mid_request_is_not_the_backends_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for plane in ["fast", "hyper"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let cand = start_sim("candidate", "m", |_| {}).await;
+        let top = format!("data_plane: {plane}\nlimits: {{ max_body: 4KiB }}\n");
+        let gw = Gateway::start(&config(&stable, Some(&cand), "    weight: 100%\n", &top));
+        let first = br#"{"model":"m","messages":[{"role":"user","content":"hello"#;
+        let cases: [(&[u8], &str); 2] = [
+            // Four more KiB: over the limit once streaming upstream.
+            (b"1000\r\n", "413"),
+            // Not a chunk size.
+            (b"zz\r\nhello\r\n", "400"),
+        ];
+        for (rest, want) in cases {
+            let mut io = tokio::net::TcpStream::connect(gw.data)
+                .await
+                .expect("connect");
+            let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\n\
+                        content-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+            let mut req = head.as_bytes().to_vec();
+            req.extend_from_slice(format!("{:x}\r\n", first.len()).as_bytes());
+            req.extend_from_slice(first);
+            req.extend_from_slice(b"\r\n");
+            io.write_all(&req).await.expect("head");
+            // The rest comes once the request is on its way to the candidate.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut more = rest.to_vec();
+            if rest.starts_with(b"1000") {
+                more.extend_from_slice(&[b'x'; 4096]);
+                more.extend_from_slice(b"\r\n0\r\n\r\n");
+            }
+            let _ = io.write_all(&more).await;
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut answer)).await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {want}")),
+                "{plane}: {answer}"
+            );
+        }
+        let m = gw.metrics().await;
+        let candidate = |class: &str| {
+            metric(
+                &m,
+                &format!(
+                    "rollgate_proxy_requests_total{{model=\"m\",variant=\"candidate\",status_class=\"{class}\"}}"
+                ),
+            )
+        };
+        assert_eq!(candidate("error"), Some(0.0), "{plane}\n{m}");
+        assert_eq!(candidate("4xx"), Some(2.0), "{plane}\n{m}");
+        let samples = metric(
+            &m,
+            "rollgate_proxy_request_duration_seconds_count{model=\"m\",variant=\"candidate\"}",
+        );
+        assert_eq!(
+            samples.unwrap_or(0.0),
+            0.0,
+            "{plane}: no latency sample from the client's upload\n{m}"
+        );
+        drop(gw);
+        stable.shutdown().await;
+        cand.shutdown().await;
+    }
+}

@@ -42,7 +42,7 @@ use self::pool::UpConn;
 use crate::body::{Exchange, Observer};
 use crate::endpoint::{EndpointSet, Outcome};
 use crate::error::{Reject, UpstreamError};
-use crate::observe::{StatusClass, StreamFailure};
+use crate::observe::StreamFailure;
 use crate::scan::{JsonPrefixScanner, Progress, ScanError};
 use crate::server::LocalExec;
 use crate::service::Worker;
@@ -601,10 +601,7 @@ impl Down<'_> {
         let (mut up, out, mut ubuf, rh) = match sent {
             Ok(x) => x,
             Err(SendError::Reject(rej) | SendError::Unreached(rej)) => {
-                vs.finish(StatusClass::Error, start.elapsed());
-                if candidate {
-                    stats.candidate_failed();
-                }
+                stats.gateway_answered(variant, rej.is_client_fault(), start.elapsed());
                 let by = cfg.routing.variant_header.then_some(variant);
                 return self.reject_by(rej, by, body, close, sleep).await;
             }
@@ -971,7 +968,9 @@ impl Down<'_> {
             }
             // An upstream may answer before it has read the whole body (a 413, a failed
             // authorisation) and close: the write fails, but its answer is in the socket.
-            let refused = self.stream_body(&mut up, body, tee, cfg, sleep).await?;
+            let refused = self
+                .stream_body(&mut up, body, tee, cfg, sleep, prefix.len() as u64)
+                .await?;
             // The rest of the request body is not sent: the client connection closes after
             // this answer.
             let resp = RespOut {
@@ -1154,7 +1153,8 @@ impl Down<'_> {
         let _ = read_now(&self.io, &mut self.buf);
     }
 
-    /// Streams the rest of the request body upstream, counted against the body limit.
+    /// Streams the rest of the request body upstream, counted against the body limit with
+    /// the `decoded` bytes of a chunked body already sent (the prefix read to find the model).
     /// `Ok(Some(e))`: the upstream stopped taking the body (it may have answered already).
     async fn stream_body(
         &mut self,
@@ -1163,8 +1163,9 @@ impl Down<'_> {
         tee: &mut Option<ShadowTee>,
         cfg: &Config,
         sleep: &mut Pin<&mut Sleep>,
+        decoded: u64,
     ) -> Result<Option<io::Error>, SendError> {
-        let mut sent: u64 = 0;
+        let mut sent = decoded;
         let idle = cfg.upstream.idle_timeout;
         loop {
             match body {
