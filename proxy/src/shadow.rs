@@ -437,7 +437,14 @@ impl Mirror {
         let key = self.key.map(u64::to_le_bytes);
         let ep = pick(&candidate.endpoints, key.as_ref().map(<[u8; 8]>::as_slice)).ok_or(())?;
         let _outstanding = ep.acquire();
-        let mut conn = self.pool.get(ep).await.map_err(|_| ())?;
+        let Ok(mut conn) = self.pool.get(ep).await else {
+            // Shadow exchanges go to candidate endpoints: a down one is ejected.
+            let policy = self.shared.snapshot.load().config().ejection.clone();
+            self.endpoints
+                .stats
+                .record(ep, Outcome::Failure, &policy, true);
+            return Err(());
+        };
         let mut parts = self.parts;
         parts.headers.insert(HOST, ep.host_header.clone());
         parts
@@ -669,18 +676,26 @@ where
         let res = exchange.await;
         let took = start.elapsed();
         stats.shadow_pace.exchanged(took);
-        match res {
-            Ok(status) => {
+        match (res, link.why.get()) {
+            (Ok(status), _) => {
                 let vs = stats.variant(Variant::Shadow);
                 vs.start();
                 vs.finish(StatusClass::of(status), took);
             }
             // A body given up (backpressure, too large, the primary aborted) is why the
-            // exchange failed.
-            Err(ShadowDrop::UpstreamError) => {
-                stats.shadow_dropped(link.why.get().unwrap_or(ShadowDrop::UpstreamError));
+            // exchange failed: the primary's side, not the candidate.
+            (Err(ShadowDrop::UpstreamError), Some(why)) => stats.shadow_dropped(why),
+            // The candidate failed the mirror (no connection, a reset, a cut answer) or never
+            // finished it within `shadow.timeout`: the shadow's `error`, as a primary's would
+            // be, so that a candidate that is down or broken in Shadow is judged (and rolled
+            // back) instead of waiting for samples that never come.
+            (Err(why @ (ShadowDrop::UpstreamError | ShadowDrop::Timeout)), _) => {
+                let vs = stats.variant(Variant::Shadow);
+                vs.start();
+                vs.finish(StatusClass::Error, took);
+                stats.shadow_dropped(why);
             }
-            Err(why) => stats.shadow_dropped(why),
+            (Err(why), _) => stats.shadow_dropped(why),
         }
     });
     (tee, primary)

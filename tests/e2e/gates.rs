@@ -456,6 +456,51 @@ async fn wrong_answers_in_shadow_fail_correctness_and_never_reach_canary() {
     candidate.shutdown().await;
 }
 
+/// A candidate broken in Shadow — every stream cut, or the server gone — fails its mirrors:
+/// they are the shadow's errors, and `error_rate` rolls it back (they were only counted as
+/// dropped, and the rollout waited in Shadow for samples that never came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_that_breaks_its_mirrors_is_rolled_back_in_shadow() {
+    for case in ["cut", "down"] {
+        let stable = start_sim("stable", "m", |_| {}).await;
+        let candidate = start_sim("candidate", "m", |_| {}).await;
+        let plan = plan(
+            &format!("[{{ weight: 50%, for: {LONG} }}]"),
+            "{ error_rate: { max: 5% } }",
+            &format!(", shadow: {{ sample: 100%, for: {LONG}, min_pairs: {MIN_SAMPLES} }}"),
+        );
+        let gw = Gateway::start(&rollout_config(&stable, &candidate.url(), &plan));
+        let mut watch = Watch::default();
+        let (_, shadow_at) = watch.until(&gw, "shadow", |s| is(s, "Shadow")).await;
+        match case {
+            "cut" => candidate.set_faults(Faults {
+                truncate_rate: Ratio::ONE,
+                ..Faults::default()
+            }),
+            _ => candidate.stop(),
+        }
+        let load = Load::start(&gw, case, 3, true, Duration::from_millis(2));
+        let (s, back_at) = watch.until(&gw, "rollback", |s| is(s, "Previous")).await;
+        assert!(reason(&s).contains("during shadow"), "{case}: {s:#}");
+        let failed = reason(&s).contains("error_rate") || reason(&s).contains("eject");
+        assert!(failed, "{case}: the mirrors' failures roll it back: {s:#}");
+        watch.only(&["Deploy", "ValidateHealth", "Shadow", "Previous"], case);
+        eprintln!(
+            "{case}: rolled back {:?} after Shadow began",
+            back_at - shadow_at
+        );
+        let sent = load.finish().await;
+        assert_eq!(
+            all_ok(&sent, case),
+            0,
+            "{case}: users reached the candidate"
+        );
+        drop(gw);
+        stable.shutdown().await;
+        candidate.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn right_answers_pass_correctness_in_shadow_only_after_min_pairs() {
     let stable = start_sim("stable", "m", |_| {}).await;

@@ -149,9 +149,13 @@ impl FastMirror {
         let (up, rh) = loop {
             // The exchange's start serves the first take; a retry reads the clock again.
             let now = if retried { Instant::now() } else { start };
-            let mut up = within(&mut sleep, self.fast.get(ep, now))
-                .await?
-                .map_err(|_| UP)?;
+            let Ok(mut up) = within(&mut sleep, self.fast.get(ep, now)).await? else {
+                // Shadow exchanges go to candidate endpoints: a down one is ejected.
+                let policy = self.shared.snapshot.load().config().ejection.clone();
+                let stats = &self.route.stats;
+                stats.record(ep, Outcome::Failure, &policy, true);
+                return Err(UP);
+            };
             // A pooled connection the shadow closed while it was idle fails at once. When the
             // whole request is in `out` it goes again on a fresh connection, once, as a
             // primary does.
