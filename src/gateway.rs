@@ -92,6 +92,8 @@ pub(crate) struct Gateway {
     admin_stop: watch::Sender<bool>,
     driver_task: tokio::task::JoinHandle<()>,
     drain_timeout: Duration,
+    /// Kept to write the access log's last lines at exit.
+    proxy: ProxyHandle,
 }
 
 /// `rollgate run --config FILE` or `--git URL`: serve until SIGTERM/SIGINT, then drain and
@@ -297,6 +299,7 @@ impl Gateway {
             admin_stop,
             driver_task,
             drain_timeout,
+            proxy,
         })
     }
 
@@ -312,6 +315,8 @@ impl Gateway {
         {
             tracing::warn!(waited = ?DRIVER_STOP, "rollout driver still busy; exiting without it");
         }
+        // The requests drained above have written their lines: flush them.
+        tokio::task::block_in_place(|| self.proxy.close_access_log());
         if clean {
             tracing::info!("drained; exiting");
         } else {

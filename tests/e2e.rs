@@ -4,6 +4,9 @@
 #[path = "e2e/support.rs"]
 mod support;
 
+#[path = "e2e/access_log.rs"]
+mod access_log;
+
 #[path = "e2e/errors.rs"]
 mod errors;
 

@@ -157,6 +157,9 @@ fn settings(d: &mut Diff, old: &Config, new: &Config) {
         candidate_fallback_status: |s: &Vec<u16>| format!("{s:?}"),
     });
     fields!(d, "", old, new, { data_plane: text });
+    d.value("access_log", &old.access_log, &new.access_log, |a| {
+        a.as_ref().map_or("none".to_owned(), ToString::to_string)
+    });
     // Read at start: the shutdown deadline, the state store, the GitOps publishers.
     d.restart = true;
     fields!(d, "", old, new, { drain_timeout: dur });

@@ -49,6 +49,8 @@ pub struct Config {
     pub data_plane: DataPlane,
     /// How long SIGTERM waits for in-flight requests and streams before exiting.
     pub drain_timeout: Duration,
+    /// Where one JSON line per request goes (`access_log:`), if anywhere. Applies on reload.
+    pub access_log: Option<AccessLog>,
     /// Directory for persistent state (rollout progress). None: kept in memory only, so a
     /// restart begins every rollout again.
     pub state_dir: Option<PathBuf>,
@@ -185,6 +187,23 @@ pub struct Limits {
     /// timer whenever it waits for a request head, so it is also how long an idle HTTP/1
     /// keep-alive connection stays open.
     pub header_read_timeout: Duration,
+}
+
+/// The access log's destination: `access_log: "-"` (standard output) or a file path (opened
+/// for appending, created if missing).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    Stdout,
+    File(PathBuf),
+}
+
+impl std::fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLog::Stdout => f.write_str("standard output"),
+            AccessLog::File(p) => write!(f, "{}", p.display()),
+        }
+    }
 }
 
 /// The HTTP/1.1 implementation behind the data plane's listeners (`data_plane:` key).

@@ -55,6 +55,7 @@ pub(crate) struct RawConfig {
     pub routing: Field<RawRouting>,
     pub data_plane: Field<String>,
     pub drain_timeout: Field<Duration>,
+    pub access_log: Field<PathBuf>,
     pub state_dir: Field<PathBuf>,
     pub env: Field<String>,
     pub policy: Field<RawPolicy>,

@@ -17,8 +17,8 @@ use crate::raw::{
     RawRouting, RawTls, RawUpstream,
 };
 use crate::{
-    Admin, AdminToken, Config, ConfigError, DataPlane, Ejection, Errors, Limits, Model, Role,
-    Routing, Tls, Upstream,
+    AccessLog, Admin, AdminToken, Config, ConfigError, DataPlane, Ejection, Errors, Limits, Model,
+    Role, Routing, Tls, Upstream,
 };
 
 pub(crate) mod gitops;
@@ -232,6 +232,13 @@ impl TryFrom<RawConfig> for Config {
         let drain_timeout = c
             .take("drain_timeout", raw.drain_timeout)
             .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        let access_log = non_empty_path(&mut c, "access_log", raw.access_log).map(|p| {
+            if p.as_os_str() == "-" {
+                AccessLog::Stdout
+            } else {
+                AccessLog::File(p)
+            }
+        });
         let env = c.take("env", raw.env);
         if env.as_deref().is_some_and(|e| e.trim().is_empty()) {
             c.error("env", "must not be empty; leave it out instead");
@@ -263,6 +270,7 @@ impl TryFrom<RawConfig> for Config {
                 routing: routing?,
                 data_plane,
                 drain_timeout,
+                access_log,
                 state_dir,
                 env,
                 policy: policy?,

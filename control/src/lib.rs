@@ -5,7 +5,7 @@
 
 mod admin;
 pub mod breakglass;
-pub mod clock;
+pub use rollgate_proxy::clock;
 pub mod git;
 pub mod gitops;
 pub mod gpu;

@@ -84,6 +84,11 @@ impl Reject {
         self.status().is_client_error()
     }
 
+    /// [`REJECT_REASONS`]'s label.
+    pub(crate) fn reason_str(&self) -> &'static str {
+        REJECT_REASONS[self.reason()]
+    }
+
     /// Index into [`REJECT_REASONS`].
     pub(crate) fn reason(&self) -> usize {
         match self {

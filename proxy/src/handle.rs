@@ -6,6 +6,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::registry::Registry;
 use rollgate_config::Config;
 
+use crate::access_log::AccessLog;
 use crate::endpoint::EndpointRegistry;
 use crate::observe::{ModelObservation, ProxyCollector, StatsRegistry};
 use crate::shadow::{ShadowPair, ShadowPairs};
@@ -26,6 +27,7 @@ pub(crate) struct Shared {
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) endpoints: Arc<EndpointRegistry>,
     pub(crate) pairs: Arc<ShadowPairs>,
+    pub(crate) access: AccessLog,
 }
 
 #[derive(Debug)]
@@ -58,10 +60,13 @@ impl ProxyHandle {
             directives,
         };
         let pairs = Arc::new(ShadowPairs::new(SHADOW_PAIRS_KEPT));
+        let access = AccessLog::default();
+        access.configure(published.config.access_log.as_ref());
         registry.register_collector(Box::new(ProxyCollector {
             stats: stats.clone(),
             endpoints: endpoints.clone(),
             pairs: pairs.clone(),
+            access: access.counts.clone(),
         }));
         ProxyHandle {
             shared: Arc::new(Shared {
@@ -70,14 +75,22 @@ impl ProxyHandle {
                 stats,
                 endpoints,
                 pairs,
+                access,
             }),
         }
+    }
+
+    /// Writes the access log's queued lines and stops its writer: call once, when the data
+    /// plane has drained and the process is about to exit.
+    pub fn close_access_log(&self) {
+        self.shared.access.close();
     }
 
     /// Builds a snapshot from an already validated config and publishes it in one swap.
     /// Requests in flight finish on the snapshot they started with.
     pub fn apply(&self, config: Config, revision: &str) -> Arc<Snapshot> {
         let mut p = self.lock();
+        self.shared.access.configure(config.access_log.as_ref());
         p.config = Arc::new(config);
         revision.clone_into(&mut p.revision);
         self.publish(&p)

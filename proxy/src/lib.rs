@@ -10,8 +10,10 @@
 //! [`ProxyHandle`].
 
 #[doc(hidden)]
+mod access_log;
 pub mod bench_api;
 mod body;
+pub mod clock;
 mod endpoint;
 mod error;
 mod fasthash;

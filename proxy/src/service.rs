@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::error::Error as _;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -15,6 +16,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use rollgate_config::{Cohort, Config, PPM_MAX};
 use tokio::time::Instant;
 
+use crate::access_log::Entry;
 use crate::body::{BodyError, Exchange, ObservedBody, RequestBody, ResponseBody, UpstreamBody};
 use crate::endpoint::Outcome;
 use crate::error::{error_response, Reject, UpstreamError};
@@ -80,20 +82,42 @@ impl Worker {
         req: Request<Incoming>,
     ) -> Result<Response<ResponseBody>, Infallible> {
         let snap = self.shared.snapshot.load();
-        match self.route(&snap, req).await {
-            Ok(resp) => Ok(resp),
+        let mut log = self.shared.access.entry(snap.config(), Instant::now());
+        if let Some(l) = log.as_mut() {
+            let id = req.headers().get("x-request-id").map(HeaderValue::as_bytes);
+            l.begin(
+                SystemTime::now(),
+                req.method().as_str(),
+                req.uri().path(),
+                id,
+            );
+        }
+        match self.route(&snap, req, &mut log).await {
+            Ok(resp) => {
+                // Answered here (a model listing): the exchange took the line otherwise.
+                if let Some(l) = log {
+                    l.finish_here(None, resp.status().as_u16(), None, None);
+                }
+                Ok(resp)
+            }
             Err(rej) => {
                 tracing::debug!(error = %rej, "request rejected");
                 self.shared.stats.rejected(rej.reason());
+                if let Some(l) = log {
+                    l.finish_here(None, rej.status().as_u16(), Some(rej.reason_str()), None);
+                }
                 Ok(rej.response())
             }
         }
     }
 
+    /// `log`: the request's access log line; the exchange takes it, or a failed exchange
+    /// ends it here.
     async fn route(
         &self,
         snap: &Arc<Snapshot>,
         req: Request<Incoming>,
+        log: &mut Option<Entry>,
     ) -> Result<Response<ResponseBody>, Reject> {
         let mut start = Instant::now();
         let cfg = snap.config();
@@ -131,7 +155,13 @@ impl Worker {
         };
         let mut rest = (!body.is_end_stream()).then_some(body);
         let mut prefix = std::mem::take(&mut r.prefix);
+        if let Some(l) = log.as_mut() {
+            l.model(&r.route.name);
+        }
         let mut variant = pick_variant(&r, &parts.headers, cfg)?;
+        if let Some(l) = log.as_mut() {
+            l.variant = Some(variant);
+        }
         // A tester's pinned variant gets the candidate's own failure.
         let fallback = variant == Variant::Candidate
             && cfg.routing.candidate_fallback
@@ -235,6 +265,9 @@ impl Worker {
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
             variant = Variant::Stable;
+            if let Some(l) = log.as_mut() {
+                (l.fell_back, l.variant) = (true, Some(variant));
+            }
             vs = stats.variant(variant);
             vs.start();
             sent = self
@@ -255,6 +288,10 @@ impl Worker {
                 // Said like its answers are: who failed it.
                 tracing::debug!(error = %rej, "request rejected");
                 self.shared.stats.rejected(rej.reason());
+                if let Some(l) = log.take() {
+                    let status = rej.status().as_u16();
+                    l.finish_here(Some(variant), status, Some(rej.reason_str()), None);
+                }
                 let mut resp = rej.response();
                 if cfg.routing.variant_header {
                     resp.headers_mut().insert(
@@ -291,6 +328,7 @@ impl Worker {
             conn: Some(conn),
             pool: self.pool.clone(),
             ejection: cfg.ejection.clone(),
+            log: log.take(),
         };
         let body = ObservedBody::new(incoming, ex, cfg.upstream.idle_timeout, sse, pair);
         Ok(Response::from_parts(head, ResponseBody::Upstream(body)))

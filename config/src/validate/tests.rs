@@ -500,6 +500,28 @@ fn admin_tokens_with_roles() {
 }
 
 #[test]
+fn access_log_is_a_path_or_standard_output() {
+    let config = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.access_log, None, "off unless asked");
+    let config = parse(&format!("{MINIMAL}access_log: \"-\"\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.access_log, Some(crate::AccessLog::Stdout));
+    let config = parse(&format!(
+        "{MINIMAL}access_log: /var/log/rollgate/access.log\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        config.access_log,
+        Some(crate::AccessLog::File(
+            "/var/log/rollgate/access.log".into()
+        ))
+    );
+    assert_errors(
+        &format!("{MINIMAL}access_log: \"\"\n"),
+        &[("access_log", "must not be empty")],
+    );
+}
+
+#[test]
 fn candidate_fallback_statuses_are_read_sorted_and_checked() {
     let yaml = format!("{MINIMAL}routing: {{ candidate_fallback_status: [503, 500, 429, 503] }}\n");
     let config = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));

@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use rollgate_config::Ejection;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{End, Entry};
 use crate::endpoint::{Outcome, Outstanding};
 use crate::observe::{ModelStats, StatusClass, StreamFailure};
 use crate::pool::{Conn, Pool};
@@ -32,6 +33,8 @@ pub(crate) struct Exchange {
     pub(crate) conn: Option<Conn>,
     pub(crate) pool: Rc<Pool>,
     pub(crate) ejection: Ejection,
+    /// The request's access log line (`access_log`), finished with the exchange.
+    pub(crate) log: Option<Entry>,
 }
 
 /// What is observed of one response body, whichever HTTP implementation carries it: first
@@ -48,6 +51,11 @@ pub(crate) struct Observer {
     first_byte: bool,
     capture: Option<(Capture, PairSide)>,
     finished: bool,
+    log: Option<Entry>,
+    /// For the access log: body bytes relayed, time to first byte and to first event.
+    bytes: u64,
+    ttfb: Option<Duration>,
+    ttft: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -85,6 +93,10 @@ impl Observer {
             first_byte: false,
             capture,
             finished: false,
+            log: ex.log,
+            bytes: 0,
+            ttfb: None,
+            ttft: None,
         };
         (obs, ex.conn, ex.pool)
     }
@@ -92,13 +104,18 @@ impl Observer {
     /// A chunk of the response body arrived at `now`.
     pub(crate) fn on_data(&mut self, data: &[u8], now: Instant) {
         let vs = self.stats.variant(self.variant);
+        self.bytes += data.len() as u64;
         if !self.first_byte {
             self.first_byte = true;
-            vs.ttfb.observe(now - self.start);
+            let t = now - self.start;
+            vs.ttfb.observe(t);
+            self.ttfb = Some(t);
         }
         if let Some(sse) = self.sse.as_mut() {
             if sse.feed(data).first_data {
-                vs.ttft.observe(now - self.start);
+                let t = now - self.start;
+                vs.ttft.observe(t);
+                self.ttft = Some(t);
             }
         }
         if let Some((cap, _)) = self.capture.as_mut() {
@@ -141,6 +158,7 @@ impl Observer {
             StatusClass::of(self.status),
             now.saturating_duration_since(self.start),
         );
+        self.log_end(now, failure.map(StreamFailure::as_str));
         if self.variant == Variant::Candidate && (self.status >= 500 || failure.is_some()) {
             self.stats.candidate_failed();
         }
@@ -165,6 +183,25 @@ impl Observer {
         if !self.finished {
             self.finished = true;
             self.stats.variant(self.variant).cancelled();
+            self.log_end(Instant::now(), Some("cancelled"));
+        }
+    }
+
+    /// Completes and queues the access log line, if the request has one.
+    fn log_end(&mut self, now: Instant, failure: Option<&'static str>) {
+        if let Some(entry) = self.log.take() {
+            entry.finish(&End {
+                variant: Some(self.variant),
+                status: self.status,
+                endpoint: Some(&self.outstanding.endpoint().url),
+                start: self.start,
+                end: now,
+                ttfb: self.ttfb,
+                ttft: self.ttft,
+                bytes: self.bytes,
+                failure,
+                error: None,
+            });
         }
     }
 }

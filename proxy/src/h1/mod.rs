@@ -25,7 +25,7 @@ use std::ops::Range;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use hyper::StatusCode;
@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 use self::parse::{trim, ChunkedDecoder, Framing, HeadError};
 pub(crate) use self::pool::FastPool;
 use self::pool::UpConn;
+use crate::access_log::Entry;
 use crate::body::{Exchange, Observer};
 use crate::endpoint::{EndpointSet, Outcome};
 use crate::error::{Reject, UpstreamError};
@@ -219,6 +220,8 @@ struct Down<'w> {
     /// When the last answer was written: the wait for the next request starts then (one
     /// clock read per request serves the answer's observation, the pool and this deadline).
     answered_at: Option<Instant>,
+    /// The request's access log line until an exchange takes it or a rejection ends it.
+    log: Option<Entry>,
 }
 
 enum Fill {
@@ -243,6 +246,7 @@ pub(crate) async fn serve(
         worker: &worker,
         fast: &fast,
         answered_at: None,
+        log: None,
     };
     let sleep = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(sleep);
@@ -400,6 +404,17 @@ impl Down<'_> {
         let arrived = self.buf.len();
         let cfg = snap.config();
         let head_at = self.pos;
+        self.log = self.worker.shared.access.entry(cfg, start);
+        if let Some(log) = self.log.as_mut() {
+            let line = &self.out[..d.upstream_head];
+            let method = line.split(|&b| b == b' ').next().unwrap_or_default();
+            log.begin(
+                SystemTime::now(),
+                std::str::from_utf8(method).unwrap_or_default(),
+                path_of(target_of(line)),
+                find_header(&self.buf[head_at..head_at + d.len], b"x-request-id"),
+            );
+        }
         self.pos += d.len;
         let mut body = match d.framing {
             Framing::Length(0) => BodyIn::Done,
@@ -437,6 +452,9 @@ impl Down<'_> {
                 resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
                 resp.extend_from_slice(&json);
                 self.io.write_all(&resp).await.map_err(drop)?;
+                if let Some(log) = self.log.take() {
+                    log.finish_here(None, 200, None, None);
+                }
                 if waiting {
                     return Ok(false);
                 }
@@ -468,9 +486,15 @@ impl Down<'_> {
             .await;
         let (route, key) = match resolved {
             Ok(x) => x,
-            Err(None) => return Err(()),
+            Err(None) => {
+                self.log_cancelled(None);
+                return Err(());
+            }
             Err(Some(rej)) => return self.reject(rej, body, close, sleep).await,
         };
+        if let Some(log) = self.log.as_mut() {
+            log.model(&route.name);
+        }
         let variant = match pick_variant(
             &route,
             key,
@@ -482,6 +506,9 @@ impl Down<'_> {
             Ok(v) => v,
             Err(rej) => return self.reject(rej, body, close, sleep).await,
         };
+        if let Some(log) = self.log.as_mut() {
+            log.variant = Some(variant);
+        }
         let backend = match variant {
             Variant::Candidate => route.candidate.as_ref().unwrap_or(&route.stable),
             _ => &route.stable,
@@ -575,6 +602,9 @@ impl Down<'_> {
             // Stable's latency is its own, not the wait for the candidate.
             start = Instant::now();
             (variant, candidate) = (Variant::Stable, false);
+            if let Some(log) = self.log.as_mut() {
+                (log.fell_back, log.variant) = (true, Some(variant));
+            }
             vs = stats.variant(variant);
             vs.start();
             let out = RespOut {
@@ -607,6 +637,7 @@ impl Down<'_> {
             }
             Err(SendError::Client) => {
                 vs.cancelled();
+                self.log_cancelled(Some(variant));
                 return Err(());
             }
         };
@@ -640,6 +671,7 @@ impl Down<'_> {
             conn: None,
             pool: self.worker.pool.clone(),
             ejection: cfg.ejection.clone(),
+            log: self.log.take(),
         };
         let (mut obs, _, _) = Observer::new(ex, sse, pair);
         let relayed = self
@@ -1383,6 +1415,9 @@ impl Down<'_> {
     ) -> Result<bool, ()> {
         tracing::debug!(error = %rej, "request rejected");
         self.worker.shared.stats.rejected(rej.reason());
+        if let Some(log) = self.log.take() {
+            log.finish_here(by, rej.status().as_u16(), Some(rej.reason_str()), None);
+        }
         // A broken chunked body cannot be skipped: close.
         let close = close
             || matches!(rej, Reject::Malformed(_) | Reject::Framing(_))
@@ -1392,6 +1427,13 @@ impl Down<'_> {
             return Ok(false);
         }
         self.drain(body, sleep).await
+    }
+
+    /// Ends the access log line of a request whose client went away before an answer.
+    fn log_cancelled(&mut self, variant: Option<Variant>) {
+        if let Some(log) = self.log.take() {
+            log.finish_here(variant, 0, None, Some("cancelled"));
+        }
     }
 
     async fn write_reject(

@@ -16,6 +16,7 @@ pub(crate) struct ProxyCollector {
     pub(crate) stats: Arc<StatsRegistry>,
     pub(crate) endpoints: Arc<crate::endpoint::EndpointRegistry>,
     pub(crate) pairs: Arc<crate::shadow::ShadowPairs>,
+    pub(crate) access: Arc<crate::access_log::Counts>,
 }
 
 type Fmt = Result<(), std::fmt::Error>;
@@ -152,6 +153,24 @@ impl Collector for ProxyCollector {
                         None,
                     )?;
             }
+        }
+
+        let mut f = enc.encode_descriptor(
+            "rollgate_proxy_access_log_lines",
+            "Access log lines (access_log) written, or dropped: the writer's queue was full, or the log could not be opened or written",
+            None,
+            MetricType::Counter,
+        )?;
+        let counts = [
+            ("written", &self.access.written),
+            ("dropped", &self.access.dropped),
+        ];
+        for (outcome, n) in counts {
+            f.encode_family(&[("outcome", outcome)])?
+                .encode_counter::<[(&str, &str); 0], _, u64>(
+                    &n.load(std::sync::atomic::Ordering::Relaxed),
+                    None,
+                )?;
         }
 
         enc.encode_descriptor(

@@ -1,5 +1,5 @@
 //! Wall-clock timestamps as RFC 3339 UTC text (Kubernetes conditions, Flux events, the audit
-//! log, GPU snapshots), without a date crate: days to a civil date after Howard Hinnant's
+//! log, GPU snapshots, the access log), without a date crate: days to a civil date after Howard Hinnant's
 //! `civil_from_days` (proleptic Gregorian). Times before 1970 print as the epoch.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +19,31 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 /// `2026-11-26T14:30:00Z` from Unix seconds.
 pub fn rfc3339_unix(secs: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// [`rfc3339_millis`] appended to `out`, without an allocation (the access log's lines).
+pub fn write_rfc3339_millis(out: &mut Vec<u8>, t: SystemTime) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut put = |n: u64, width: usize, after: u8| {
+        let at = out.len();
+        out.resize(at + width, b'0');
+        let mut n = n;
+        for slot in out[at..].iter_mut().rev() {
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.push(after);
+    };
+    put(y, 4, b'-');
+    put(m, 2, b'-');
+    put(d, 2, b'T');
+    put(rem / 3600, 2, b':');
+    put(rem % 3600 / 60, 2, b':');
+    put(rem % 60, 2, b'.');
+    put(u64::from(since.subsec_millis()), 3, b'Z');
 }
 
 /// `2026-11-26T14:09:34` and the milliseconds.
@@ -68,6 +93,9 @@ mod tests {
             assert_eq!(rfc3339(at(secs, ms)), format!("{want}Z"), "{secs}s");
             assert_eq!(rfc3339_unix(secs), format!("{want}Z"), "{secs}s");
             assert_eq!(rfc3339_millis(at(secs, ms)), format!("{want}.{ms:03}Z"));
+            let mut out = b"x".to_vec();
+            write_rfc3339_millis(&mut out, at(secs, ms));
+            assert_eq!(out, format!("x{want}.{ms:03}Z").into_bytes());
         }
         let before_1970 = UNIX_EPOCH - Duration::from_secs(5);
         assert_eq!(rfc3339(before_1970), "1970-01-01T00:00:00Z");
