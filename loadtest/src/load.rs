@@ -48,10 +48,14 @@ pub struct LoadArgs {
 
     /// Open loop: requests per second in total (without it: closed loop). A list, as
     /// `10,20,40,80` (increasing), runs the workload at each rate in turn and prints a summary;
-    /// the sweep stops after the first rate the target falls short at.
-    #[arg(long, value_name = "PER_SECOND[,...]")]
+    /// the sweep stops after the first rate the target does not keep up at (falls behind, or
+    /// fails more than 1 % of the requests).
+    // Hyphen values allowed, so that `--rate -5` gets the rate's own message with the other
+    // flag problems rather than clap's "unexpected argument".
+    #[arg(long, value_name = "PER_SECOND[,...]", allow_hyphen_values = true)]
     pub rate: Option<String>,
-    /// With a `--rate` list: run every rate, also past the first one the target falls short at.
+    /// With a `--rate` list: run every rate, also past the first one the target does not keep up
+    /// at.
     #[arg(long)]
     pub sweep_all: bool,
     /// Open-loop arrivals: evenly spaced or a Poisson process.

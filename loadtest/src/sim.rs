@@ -220,7 +220,8 @@ impl Sim {
         self.state.received().1
     }
 
-    /// Clears the received log and its two counters (what `DELETE /sim/requests` does).
+    /// Clears the received log and its two counts (what `DELETE /sim/requests` does); the
+    /// `rollgate_sim_requests_total` counter on `/metrics` keeps counting.
     pub fn reset_received(&self) {
         self.state.reset_received();
     }

@@ -1,7 +1,7 @@
 //! `rollgate loadtest`, the real binary, against simulators and a gateway: open and closed loop,
 //! streaming and not, HTTP/1.1 and h2c, errors counted (500s, cut streams, error events) and not
 //! fatal, `--compare` of a simulator directly and through the gateway, rate sweeps (stopping at
-//! the first rate the simulator falls short at), setup failures exit 1. Each run loads loopback
+//! the first rate the simulator falls short at or sheds load at), setup failures exit 1. Each run loads loopback
 //! for at most 3 s.
 
 use std::process::{Command, Output, Stdio};
@@ -562,6 +562,66 @@ async fn a_sweep_stops_after_the_first_rate_the_simulator_falls_short_at() {
 }
 
 #[tokio::test]
+async fn a_sweep_stops_at_the_first_rate_the_simulator_sheds_load_at() {
+    let _heavy = heavy().await;
+    // One request generating at a time, 40 ms each, one more waiting: about 25 a second, and
+    // the rest refused at once with 503 (queue full), so the generator never falls behind.
+    let sim = start_sim("a", "m", |a| {
+        a.ttft = Duration::from_millis(40);
+        a.output_tokens = 1;
+        a.max_concurrency = 1;
+        a.max_queue = 1;
+    })
+    .await;
+    let url = sim.url();
+    let args = [
+        "--json",
+        "--quiet",
+        "--timeout",
+        "5s",
+        &url,
+        "--model",
+        "m",
+        "--rate",
+        "5,100,200",
+        "-d",
+        "1s",
+        "-c",
+        "8",
+    ];
+    let out = loadtest(&args).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "shedding is not an error: {stderr}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let summary = &r["summary"];
+    let rows = summary["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "200/s is not run: {summary}");
+    let (low, high) = (&rows[0], &rows[1]);
+    assert_eq!(
+        (&low["kept_up"], n(&low["errors"])),
+        (&true.into(), 0),
+        "{low}"
+    );
+    assert_eq!(
+        high["fell_short"], false,
+        "fast refusals leave no backlog: {high}"
+    );
+    assert_eq!(high["kept_up"], false, "{high}");
+    assert!(f(&high["error_share"]) > 0.5, "{high}");
+    assert!(
+        n(&r["runs"][1]["targets"][0]["errors"]["status_5xx"]) > 0,
+        "{r}"
+    );
+    assert_eq!(f(&summary["saturated_at"]), 100.0, "{summary}");
+    assert_eq!(f(&summary["max_error_share"]), 0.01, "{summary}");
+    assert!(
+        stderr.contains("sweep: the target fell short at 100/s (errors ")
+            && stderr.contains("not run: 200/s"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_rate_list_exits_non_zero_and_says_why() {
     let out = loadtest(&["http://127.0.0.1:1", "--rate", "10,5,,abc", "--sweep-all"]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -574,6 +634,14 @@ async fn a_bad_rate_list_exits_non_zero_and_says_why() {
     ] {
         assert!(stderr.contains(want), "{want:?} missing from {stderr}");
     }
+    // A negative rate is reported as the rate's problem, with the others, not as a flag.
+    let out = loadtest(&["http://127.0.0.1:1", "--rate", "-5", "-c", "0"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--rate -5: must be above 0") && stderr.contains("--connections"),
+        "{stderr}"
+    );
     let out = loadtest(&[
         "--compare",
         "http://127.0.0.1:1",

@@ -3,7 +3,8 @@
 //! keys, the same call whole, streamed and accumulated by its own stream helper, a forced
 //! `tool_choice`, three choices for `n=3`, and a Pydantic model's tool (`$defs`/`$ref`) that the
 //! SDK's `beta.chat.completions.parse` and `.stream` validate. Shadow scoring counts identical tool calls from
-//! stable and candidate as a match and the wrong-answer fault's calls as a mismatch.
+//! stable and candidate as a match and the wrong-answer fault's calls as a mismatch. A Triton
+//! profile passes the gateway's Triton health validation.
 
 use std::time::Duration;
 
@@ -214,4 +215,58 @@ async fn shadow_scoring_tells_identical_tool_calls_from_wrong_ones() {
     drop(gw);
     stable.shutdown().await;
     candidate.shutdown().await;
+}
+
+/// `rollgate sim --engine triton` as a Triton candidate: the gateway validates its health on
+/// Triton's `/v2/health/ready` and moves on to the canary; with `fail_health` set it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triton_simulator_passes_the_gateways_triton_health_validation() {
+    let _heavy = heavy().await;
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |a| {
+        a.engine = rollgate_loadtest::sim::Engine::Triton;
+        a.faults.fail_health = true;
+    })
+    .await;
+    let config = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+         models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"], engine: vllm }}\n    \
+         candidate: {{ endpoints: [\"{}\"], engine: triton, revision: v2 }}\n    \
+         rollout: {{ steps: [{{ weight: 5%, for: 60s }}] }}\n",
+        stable.url(),
+        candidate.url()
+    );
+    let gw = Gateway::start(&config);
+    let phase = |status: &Value| status["rollouts"][0]["phase"].as_str().map(str::to_owned);
+    // Not ready: validation waits on it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = gw.status().await;
+        if phase(&status).as_deref() == Some("ValidateHealth") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never validated: {status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = gw.status().await;
+    assert_eq!(
+        phase(&status).as_deref(),
+        Some("ValidateHealth"),
+        "{status:#}"
+    );
+
+    candidate.set_faults(Faults::default());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = gw.status().await;
+        if phase(&status).as_deref() == Some("Canary") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Triton health check never passed: {status:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

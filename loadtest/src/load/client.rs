@@ -19,7 +19,7 @@ use super::{
     engine::Exchange,
     request::Template,
     sse::{self, Event, SseScanner},
-    stats::{ErrorKind, Sample},
+    stats::{ErrorKind, Sample, REFUSAL_BYTES},
     Target,
 };
 
@@ -200,6 +200,9 @@ impl HttpExchange {
             Some(ErrorKind::Status5xx)
         };
         let event_stream = is_event_stream(resp.headers());
+        if failed.is_some() {
+            s.status = status.as_u16();
+        }
         let mut body = resp.into_body();
         let sse = self.shared.template.sse && failed.is_none();
         self.scanner.reset();
@@ -213,6 +216,12 @@ impl HttpExchange {
                 (true, Ok(data)) => {
                     let now = Instant::now();
                     self.scanner.feed(&data, |e| end.on_event(e, now, s));
+                }
+                // A refusal's body says why; the start of it is kept for the report.
+                (false, Ok(data)) if failed.is_some() => {
+                    let room = REFUSAL_BYTES.saturating_sub(s.error_body.len());
+                    s.error_body
+                        .extend_from_slice(&data[..data.len().min(room)]);
                 }
                 (false, Ok(data)) => self.tail.push(&data),
                 // Trailers: nothing to count.

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::{
     run::Outcome,
-    stats::{Errors, Percentiles, Recorder},
+    stats::{Errors, Percentiles, Recorder, Refusal},
     Arrival, LoadArgs, Mode, Plan, Slo,
 };
 
@@ -81,6 +81,12 @@ pub(crate) struct TargetReport {
     /// With `--slo`: the successful requests that met it.
     pub goodput: Option<Goodput>,
     pub latency_us: Latencies,
+    /// The first 4xx or 5xx answer (of any thread's, in any interval): its status and the
+    /// start of its body; `None` when there was none.
+    pub first_error: Option<Refusal>,
+    /// Every 4xx or 5xx answer had `first_error`'s status.
+    #[serde(skip)]
+    pub one_status: bool,
 }
 
 /// Percentiles of each latency, in microseconds.
@@ -190,9 +196,14 @@ impl Report {
 
     /// Warnings for stderr, when the table (which carries them) is not printed.
     pub fn warnings(&self) -> Vec<String> {
+        let refused = self
+            .targets
+            .iter()
+            .filter_map(|t| Some(format!("{}: {}", t.url, t.refused()?)));
         self.targets
             .iter()
             .filter_map(|t| Some(format!("{}: {}", t.url, t.shortfall(self.run.target_rate)?)))
+            .chain(refused)
             .collect()
     }
 
@@ -303,7 +314,24 @@ impl TargetReport {
                 tpot: Percentiles::of(&rec.tpot),
                 itl: Percentiles::of(&rec.itl),
             },
+            first_error: rec.refusals.first.clone(),
+            one_status: rec.refusals.uniform().is_some(),
         }
+    }
+
+    /// What the target answered, when it refused every request with the same status (a model
+    /// the gateway does not know, a wrong path): without it the report is only counts.
+    fn refused(&self) -> Option<String> {
+        let status_errors = self.errors.status_4xx + self.errors.status_5xx;
+        let every = self.ok == 0 && status_errors > 0 && status_errors == self.errors_total;
+        let first = self
+            .first_error
+            .as_ref()
+            .filter(|_| every && self.one_status)?;
+        Some(format!(
+            "every request got HTTP {}: {}",
+            first.status, first.body
+        ))
     }
 
     fn table(&self, out: &mut String, name: &str, target_rate: Option<f64>, slo: Option<&Slo>) {
@@ -346,6 +374,9 @@ impl TargetReport {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             let _ = writeln!(out, "  errors: {}", kinds.join(", "));
+        }
+        if let Some(refused) = self.refused() {
+            let _ = writeln!(out, "  {refused}");
         }
     }
 

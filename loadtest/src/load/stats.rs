@@ -17,6 +17,10 @@ use super::{
 const HIGHEST_US: u64 = 3_600_000_000;
 /// Three significant digits: 0.1 % error at any magnitude, about 190 KB per histogram.
 const SIGFIGS: u8 = 3;
+/// Bytes of a refusal's body kept: room for [`REFUSAL_CHARS`] characters of UTF-8.
+pub const REFUSAL_BYTES: usize = 512;
+/// Characters of a refusal's body the report shows: an OpenAI error's message fits.
+const REFUSAL_CHARS: usize = 200;
 
 /// Why a request failed. Request errors are counted and reported, never fatal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +79,27 @@ pub struct Sample {
     pub choices: u32,
     /// The answer's `usage` counts: a stream's last usage chunk, a whole answer's `usage`.
     pub usage: Option<Usage>,
+    /// The HTTP status of a 4xx or 5xx answer (0 otherwise).
+    pub status: u16,
+    /// The start of that answer's body, at most [`REFUSAL_BYTES`].
+    pub error_body: Vec<u8>,
+}
+
+/// The status of the first 4xx or 5xx answer and the start of its body, and whether any other
+/// status came: a run whose every request got the same refusal says what the target answered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Refusals {
+    pub first: Option<Refusal>,
+    /// A status besides `first`'s was seen.
+    pub mixed: bool,
+}
+
+/// One refusal: its status and the start of its body (whitespace runs as one space, at most
+/// [`REFUSAL_CHARS`] characters, `…` when cut).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: String,
 }
 
 /// Output and prompt tokens of successful requests.
@@ -126,6 +151,7 @@ pub struct Recorder {
     pub last_backlog: Option<Instant>,
     /// When the last measured request ended (the window's end with `--requests`).
     pub last_end: Option<Instant>,
+    pub refusals: Refusals,
 }
 
 /// Percentiles of one histogram, in microseconds.
@@ -207,6 +233,8 @@ impl Sample {
         self.token_events = 0;
         self.choices = 0;
         self.usage = None;
+        self.status = 0;
+        self.error_body.clear();
     }
 
     /// Output tokens over every choice: `usage.completion_tokens` when the answer carried it,
@@ -226,6 +254,48 @@ impl Sample {
         let first = self.first_token?;
         let per_choice = self.output_tokens()? as f64 / f64::from(self.choices.max(1));
         (per_choice >= 2.0).then(|| (end - first).div_f64(per_choice - 1.0))
+    }
+}
+
+// === impl Refusals ===
+
+impl Refusals {
+    /// Copies the body only for the first refusal of each interval.
+    pub fn add(&mut self, status: u16, body: &[u8]) {
+        match &self.first {
+            None => {
+                self.first = Some(Refusal {
+                    status,
+                    body: shorten(body),
+                })
+            }
+            Some(first) => self.mixed |= first.status != status,
+        }
+    }
+
+    pub fn merge(&mut self, o: &Refusals) {
+        self.mixed |= o.mixed;
+        match (&self.first, &o.first) {
+            (None, _) => self.first = o.first.clone(),
+            (Some(a), Some(b)) => self.mixed |= a.status != b.status,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// The refusal every failed request got, when all of them got the same status.
+    pub fn uniform(&self) -> Option<&Refusal> {
+        self.first.as_ref().filter(|_| !self.mixed)
+    }
+}
+
+/// A body as one line of at most [`REFUSAL_CHARS`] characters.
+fn shorten(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(REFUSAL_CHARS) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line,
     }
 }
 
@@ -272,6 +342,7 @@ impl Default for Recorder {
             backlog: 0,
             last_backlog: None,
             last_end: None,
+            refusals: Refusals::default(),
         }
     }
 }
@@ -283,6 +354,9 @@ impl Recorder {
         self.last_end = self.last_end.max(Some(end));
         if let Some(kind) = s.error {
             self.errors.add(kind);
+            if s.status != 0 {
+                self.refusals.add(s.status, &s.error_body);
+            }
             return;
         }
         self.ok += 1;
@@ -355,6 +429,7 @@ impl Recorder {
         self.backlog += o.backlog;
         self.last_backlog = self.last_backlog.max(o.last_backlog);
         self.last_end = self.last_end.max(o.last_end);
+        self.refusals.merge(&o.refusals);
     }
 
     /// Empties it for the next interval, keeping its memory.
@@ -372,6 +447,7 @@ impl Recorder {
         self.spill = 0;
         self.backlog = 0;
         self.last_backlog = None;
+        self.refusals = Refusals::default();
         self.last_end = None;
     }
 }

@@ -1,8 +1,9 @@
 //! `--rate 10,20,40,80`: the same open-loop workload at each rate in turn, as vLLM's
 //! `--request-rate` loops and guidellm's `sweep` do, to find the rate where latency breaks. Each
 //! rate is a whole run of its own (fresh schedule, warm-up, connections opened before its clock
-//! and closed after its drain); the sweep stops after the first rate the target fell short at,
-//! since higher rates only measure a longer backlog, unless `--sweep-all`.
+//! and closed after its drain); the sweep stops after the first rate the target did not keep up
+//! at (it fell behind the schedule, or failed more than [`MAX_ERROR_SHARE`] of the requests),
+//! since higher rates only measure a longer backlog or more refusals, unless `--sweep-all`.
 
 use std::{fmt::Write as _, io::Write as _, str::FromStr};
 
@@ -16,6 +17,13 @@ use super::{
     LoadArgs, Plan,
 };
 
+/// The share of a rate's requests that may fail while the target still counts as keeping up
+/// there. A server that sheds load answers fast 503s (queue full) and 429s: its latency and
+/// achieved rate look fine while the users it refuses see errors, so a rate where it refuses a
+/// material share is past its capacity. 1 % leaves room for a stray failure in a long run, not
+/// for shedding. Every error kind counts (a 404 for an unknown model serves nobody either).
+pub(crate) const MAX_ERROR_SHARE: f64 = 0.01;
+
 /// Open-loop rates in requests per second: at least one, each above 0 and above the one before
 /// it (a sweep runs them in order; a list out of order is a typo).
 #[derive(Clone, Debug, PartialEq)]
@@ -25,7 +33,7 @@ pub(crate) struct Rates(Vec<f64>);
 #[derive(Clone, Debug)]
 pub(crate) struct SweepPlan {
     pub rates: Rates,
-    /// `--sweep-all`: go on past a rate the target fell short at.
+    /// `--sweep-all`: go on past a rate the target did not keep up at.
     pub all: bool,
 }
 
@@ -42,7 +50,9 @@ pub(crate) struct Summary {
     /// The rates asked for, in order.
     pub rates: Vec<f64>,
     pub sweep_all: bool,
-    /// The first rate the target fell short at.
+    /// [`MAX_ERROR_SHARE`]: a rate whose `error_share` is above it did not keep up.
+    pub max_error_share: f64,
+    /// The first rate the target did not keep up at (`kept_up` false).
     pub saturated_at: Option<f64>,
     /// The rates left out: the sweep stopped at `saturated_at` (or a later rate's setup
     /// failed, and the command fails after this report).
@@ -68,7 +78,12 @@ pub(crate) struct Row {
     pub output_tokens_per_s: Option<f64>,
     /// With `--slo`.
     pub goodput_per_s: Option<f64>,
+    /// The run's `fell_short`: the target fell behind the schedule.
     pub fell_short: bool,
+    /// `errors` over the measured requests (`ok + errors`); 0 without requests.
+    pub error_share: f64,
+    /// Neither fell short nor failed more than `max_error_share` of the requests.
+    pub kept_up: bool,
 }
 
 /// What `--json` prints for a sweep.
@@ -148,10 +163,11 @@ impl Sweep {
         }
     }
 
-    /// The next rate to run: the list in order, until the target fell short at one (it is
-    /// saturated; higher rates would only measure the backlog), unless `--sweep-all`.
+    /// The next rate to run: the list in order, until the target did not keep up at one (it is
+    /// saturated; higher rates would only measure the backlog or more refusals), unless
+    /// `--sweep-all`.
     pub fn next_rate(&self) -> Option<f64> {
-        if !self.plan.all && self.runs.iter().any(|r| fell_short(target(r))) {
+        if !self.plan.all && self.runs.iter().any(|r| !kept_up(target(r))) {
             return None;
         }
         self.plan.rates.as_slice().get(self.runs.len()).copied()
@@ -176,7 +192,8 @@ impl Sweep {
         Summary {
             rates: rates.to_vec(),
             sweep_all: self.plan.all,
-            saturated_at: rows.iter().find(|r| r.fell_short).map(|r| r.rate),
+            max_error_share: MAX_ERROR_SHARE,
+            saturated_at: rows.iter().find(|r| !r.kept_up).map(|r| r.rate),
             not_run: rates[rows.len().min(rates.len())..].to_vec(),
             rows,
         }
@@ -191,15 +208,10 @@ impl Sweep {
         let tokens = summary.rows.iter().any(|r| r.output_tokens_per_s.is_some());
         let columns = Row::columns(stream, tokens, slo);
         let mut out = String::from("sweep summary\n");
-        for (head, width) in &columns {
-            let _ = write!(out, "  {head:>width$}");
-        }
-        out.push('\n');
+        let heads: Vec<String> = columns.iter().map(|(head, _)| (*head).to_owned()).collect();
+        line(&mut out, &heads, &columns);
         for row in &summary.rows {
-            for (cell, (_, width)) in row.cells(stream, tokens, slo).iter().zip(&columns) {
-                let _ = write!(out, "  {cell:>width$}");
-            }
-            out.push('\n');
+            line(&mut out, &row.cells(stream, tokens, slo), &columns);
         }
         let _ = writeln!(out, "{}", summary.verdict());
         out
@@ -232,13 +244,23 @@ impl Summary {
     pub fn verdict(&self) -> String {
         let not_run: Vec<String> = self.not_run.iter().map(|r| format!("{r}/s")).collect();
         let not_run = not_run.join(", ");
-        let Some(at) = self.saturated_at else {
+        let Some(row) = self.rows.iter().find(|r| !r.kept_up) else {
             if not_run.is_empty() {
                 return "the target kept up at every rate".to_owned();
             }
             return format!("the target kept up at every rate that ran (not run: {not_run})");
         };
-        let mut text = format!("the target fell short at {at}/s: it is saturated there");
+        let at = row.rate;
+        let mut text = format!("the target fell short at {at}/s");
+        if let Some(errors) = row.errors_over(self.max_error_share) {
+            let behind = if row.fell_short {
+                "behind the schedule, "
+            } else {
+                ""
+            };
+            let _ = write!(text, " ({behind}{errors})");
+        }
+        text.push_str(": it is saturated there");
         if !self.sweep_all && !not_run.is_empty() {
             let _ = write!(
                 text,
@@ -274,7 +296,21 @@ impl Row {
             output_tokens_per_s: t.tokens.as_ref().map(|t| t.output_per_s),
             goodput_per_s: t.goodput.as_ref().map(|g| g.per_s),
             fell_short: fell_short(t),
+            error_share: error_share(t),
+            kept_up: kept_up(t),
         }
+    }
+
+    /// `errors 47% of requests, over 1%` when the errors alone make the rate one the target
+    /// did not keep up at.
+    fn errors_over(&self, max: f64) -> Option<String> {
+        (self.error_share > max).then(|| {
+            format!(
+                "errors {} of requests, over {}",
+                percent(self.error_share),
+                percent(max)
+            )
+        })
     }
 
     /// The table's headings and widths: TTFT and TPOT with `--stream`, output tokens when a run
@@ -292,7 +328,7 @@ impl Row {
         if slo {
             columns.push(("goodput/s", 9));
         }
-        columns.push(("fell short", 10));
+        columns.push(("kept up", 7));
         columns
     }
 
@@ -317,7 +353,19 @@ impl Row {
         if slo {
             cells.push(per_s(self.goodput_per_s));
         }
-        cells.push(if self.fell_short { "yes" } else { "no" }.to_owned());
+        let why: Vec<String> = [
+            self.fell_short.then(|| "behind the schedule".to_owned()),
+            (self.error_share > MAX_ERROR_SHARE)
+                .then(|| format!("errors {}", percent(self.error_share))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        cells.push(if why.is_empty() {
+            "yes".to_owned()
+        } else {
+            format!("no: {}", why.join(", "))
+        });
         cells
     }
 }
@@ -329,6 +377,42 @@ fn target(report: &Report) -> &TargetReport {
 
 fn fell_short(t: &TargetReport) -> bool {
     t.fell_short == Some(true)
+}
+
+fn error_share(t: &TargetReport) -> f64 {
+    match t.requests {
+        0 => 0.0,
+        n => t.errors_total as f64 / n as f64,
+    }
+}
+
+/// The target kept the schedule and served all but a stray share of the requests.
+fn kept_up(t: &TargetReport) -> bool {
+    !fell_short(t) && error_share(t) <= MAX_ERROR_SHARE
+}
+
+/// `47%`, `1.5%`, `0.2%`: a whole percent once it is that coarse.
+fn percent(share: f64) -> String {
+    let pct = share * 100.0;
+    if pct >= 10.0 {
+        format!("{pct:.0}%")
+    } else {
+        format!("{pct:.1}%").replace(".0%", "%")
+    }
+}
+
+/// One table line: every column right-aligned to its width but the last (`kept up`, whose
+/// reasons vary in length), which ends the line unpadded.
+fn line(out: &mut String, cells: &[String], columns: &[(&'static str, usize)]) {
+    let last = cells.len().saturating_sub(1);
+    for (i, (cell, (_, width))) in cells.iter().zip(columns).enumerate() {
+        let _ = if i == last {
+            write!(out, "  {cell}")
+        } else {
+            write!(out, "  {cell:>width$}")
+        };
+    }
+    out.push('\n');
 }
 
 /// Runs each rate of the sweep in turn (each a whole run: its own threads, connections opened

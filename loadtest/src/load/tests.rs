@@ -16,11 +16,12 @@ use super::{
     run::Outcome,
     schedule::{slice_shares, target_of, Arrival, Slot, Slots, Window},
     sse::{classify, Event, SseScanner},
-    stats::{ErrorKind, Recorder, Sample, Span},
+    stats::{ErrorKind, Recorder, Refusals, Sample, Span},
     *,
 };
 
 mod overload;
+mod refusals;
 mod streams;
 mod sweep;
 mod tokens;

@@ -45,6 +45,9 @@ pub(super) struct Metrics {
     prompt_tokens: AtomicU64,
     generation_tokens: AtomicU64,
     queue_full: AtomicU64,
+    /// Inference requests received, not shadowed and shadowed. Apart from the received log's
+    /// counts, which `DELETE /sim/requests` resets: a Prometheus counter never goes back.
+    received: [AtomicU64; 2],
     faults: [AtomicU64; Injected::ALL.len()],
 }
 
@@ -112,6 +115,7 @@ impl Metrics {
             prompt_tokens: AtomicU64::new(0),
             generation_tokens: AtomicU64::new(0),
             queue_full: AtomicU64::new(0),
+            received: Default::default(),
             faults: Default::default(),
         }
     }
@@ -145,6 +149,10 @@ impl Metrics {
         self.queue_full.fetch_add(1, Relaxed);
     }
 
+    pub fn received(&self, shadow: bool) {
+        self.received[usize::from(shadow)].fetch_add(1, Relaxed);
+    }
+
     pub fn injected(&self, fault: Injected) {
         self.faults[fault as usize].fetch_add(1, Relaxed);
     }
@@ -175,7 +183,6 @@ pub(super) fn render(state: &State) -> String {
 fn common(page: &mut Page, state: &State) {
     let m = &state.metrics;
     let (used, total) = state.gpu_memory();
-    let (received, shadow, _) = state.received();
     page.labels = String::new();
     page.gauge(
         "rollgate_sim_gpu_memory_used_bytes",
@@ -192,12 +199,10 @@ fn common(page: &mut Page, state: &State) {
         "counter",
         "Inference requests received, by x-rollgate-shadow.",
     );
-    page.sample(
-        "rollgate_sim_requests_total",
-        "shadow=\"false\"",
-        received - shadow,
-    );
-    page.sample("rollgate_sim_requests_total", "shadow=\"true\"", shadow);
+    for (shadow, labels) in [(false, "shadow=\"false\""), (true, "shadow=\"true\"")] {
+        let count = m.received[usize::from(shadow)].load(Relaxed);
+        page.sample("rollgate_sim_requests_total", labels, count);
+    }
     page.counter(
         "rollgate_sim_queue_full_total",
         "Requests refused because the queue was full.",

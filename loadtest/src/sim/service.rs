@@ -14,7 +14,7 @@ use super::{
     metrics, openai,
     state::{hex, State},
     stream::SimBody,
-    Faults,
+    Engine, Faults,
 };
 
 /// `POST /sim/faults` bodies are tiny; this bounds what a confused client can make us hold.
@@ -52,6 +52,8 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Si
     match (req.method(), path.as_str()) {
         (&Method::POST, p) if p.starts_with("/v1/") => inference(state, req).await,
         (&Method::GET, "/health") => Ok(health(state)),
+        (&Method::GET, "/v2/health/ready") if triton(state) => Ok(triton_health(state, true)),
+        (&Method::GET, "/v2/health/live") if triton(state) => Ok(triton_health(state, false)),
         (&Method::GET, "/metrics") => Ok(text(metrics::render(state))),
         (&Method::GET, "/v1/models") => {
             let model = openai::models(&state.args.model, state.args.max_model_len);
@@ -72,6 +74,9 @@ async fn route(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Si
             Ok(received_response(state))
         }
         (_, "/health" | "/metrics" | "/v1/models" | "/sim/faults" | "/sim/requests") => {
+            Err(ApiError::method_not_allowed(req.method(), &path))
+        }
+        (_, "/v2/health/ready" | "/v2/health/live") if triton(state) => {
             Err(ApiError::method_not_allowed(req.method(), &path))
         }
         _ => Err(ApiError::not_found(req.method(), &path)),
@@ -122,6 +127,23 @@ fn health(state: &State) -> Response<SimBody> {
         return json_bytes(StatusCode::SERVICE_UNAVAILABLE, body);
     }
     json_bytes(StatusCode::OK, Bytes::from_static(b"{}"))
+}
+
+/// Triton's KServe v2 health routes, which only Triton serves (so a gateway configured for
+/// Triton in front of a vLLM profile sees the 404 a real vLLM would give).
+fn triton(state: &State) -> bool {
+    state.args.engine == Engine::Triton
+}
+
+/// Triton's answer: 200 or 400, both with an empty body. Ready follows `fail_health` as
+/// `/health` does; live stays 200, since the simulated server is up, only not fit to serve.
+fn triton_health(state: &State, ready: bool) -> Response<SimBody> {
+    let fit = !ready || !state.faults().faults.fail_health;
+    let mut response = Response::new(SimBody::full(Bytes::new()));
+    if !fit {
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+    }
+    response
 }
 
 fn faults_response(faults: &Faults) -> Response<SimBody> {

@@ -141,6 +141,7 @@ impl State {
 
     /// Logs one inference request; its `seq` is assigned here.
     pub fn record(&self, mut received: Received) {
+        self.metrics.received(received.shadow);
         let mut log = self.received.lock().unwrap_or_else(PoisonError::into_inner);
         log.total += 1;
         received.seq = log.total;

@@ -9,13 +9,19 @@ use crate::load::run::{execute, setup_for, slots_for};
 /// Runs `plan` (one thread) in paused time against one connection to a scripted target that
 /// takes `service` per request, and reports it as `rollgate loadtest` would.
 pub(super) async fn scripted_report(plan: &Plan, service: Duration) -> Report {
-    let start = Instant::now();
-    let exchanges = vec![Scripted {
+    let exchange = Scripted {
         service,
         stall: service,
         stall_at: u64::MAX,
         count: Rc::default(),
-    }];
+    };
+    report_of(plan, exchange).await
+}
+
+/// Runs `plan` (one thread) in paused time over one `exchange` and reports it.
+pub(super) async fn report_of(plan: &Plan, exchange: impl Exchange + 'static) -> Report {
+    let start = Instant::now();
+    let exchanges = vec![exchange];
     let (tx, rx) = mpsc::sync_channel(64);
     let run = drive(
         exchanges,

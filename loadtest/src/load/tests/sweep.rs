@@ -3,7 +3,10 @@
 //! time): it stops after the first rate the target falls short at, unless `--sweep-all`, and its
 //! summary, table, JSON and CSV agree with the runs.
 
-use super::{overload::scripted_report, *};
+use super::{
+    overload::{report_of, scripted_report},
+    *,
+};
 use crate::load::{
     report::fmt_us,
     sweep::{Rates, Row, Sweep, SweepPlan},
@@ -113,6 +116,20 @@ fn a_bad_rate_list_is_reported_with_every_other_flag_problem() {
     ] {
         assert!(e.contains(want), "{want:?} missing from {e}");
     }
+    // A negative rate is the rate's problem, not an unknown flag.
+    for (flags, want) in [
+        (
+            &["http://127.0.0.1:1", "--rate", "-5", "-c", "0"][..],
+            "--rate -5: must be above 0",
+        ),
+        (
+            &["http://127.0.0.1:1", "--rate", "10,-5", "-c", "0"],
+            "--rate 10,-5: rate 2 (-5) must be above 0",
+        ),
+    ] {
+        let e = err(flags);
+        assert!(e.contains(want) && e.contains("--connections"), "{e}");
+    }
     let e = err(&["http://127.0.0.1:1", "--sweep-all"]);
     assert!(e.contains("--sweep-all needs a --rate list"), "{e}");
     // One rate still goes with --compare and --requests, as it always did.
@@ -183,7 +200,7 @@ async fn a_sweep_stops_after_the_first_rate_the_target_falls_short_at() {
     for want in [
         "sweep summary\n",
         "total p50",
-        "fell short",
+        "kept up",
         "   20/s     20.0/s",
         "  200/s    100.",
         "the target fell short at 200/s: it is saturated there, so the sweep stopped (not run: \
@@ -196,8 +213,9 @@ async fn a_sweep_stops_after_the_first_rate_the_target_falls_short_at() {
         "no --stream, no TTFT columns:\n{table}"
     );
     assert!(!table.contains("goodput"), "no --slo:\n{table}");
-    let rows: Vec<&str> = table.lines().filter(|l| l.ends_with(" no")).collect();
+    let rows: Vec<&str> = table.lines().filter(|l| l.ends_with(" yes")).collect();
     assert_eq!(rows.len(), 2, "{table}");
+    assert!(table.contains("  no: behind the schedule\n"), "{table}");
 
     // JSON: each run as a single run prints it, and a summary that agrees with them.
     let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
@@ -227,6 +245,123 @@ async fn a_sweep_stops_after_the_first_rate_the_target_falls_short_at() {
         assert!(csv.contains(&row), "{row:?} missing from\n{csv}");
     }
     assert!(!csv.contains("\n400,"), "{csv}");
+}
+
+/// A target that sheds load as a server with a full queue does: it takes one request per
+/// `gap` and answers the others at once with a 503, so nothing waits and no backlog builds.
+struct Shedding {
+    gap: Duration,
+    free_at: Option<Instant>,
+}
+
+impl Exchange for Shedding {
+    async fn exchange(&mut self, _target: usize, s: &mut Sample) {
+        let now = Instant::now();
+        s.head = Some(now);
+        if self.free_at.is_some_and(|free| now < free) {
+            s.error = Some(ErrorKind::Status5xx);
+            return;
+        }
+        self.free_at = Some(now + self.gap);
+    }
+}
+
+/// Sweeps `rates` for 1 s each against a [`Shedding`] target that takes 100 req/s.
+async fn shedding_sweep(rates: &str, extra: &[&str]) -> Sweep {
+    let mut flags = vec!["http://127.0.0.1:1", "--rate", rates, "-d", "1s"];
+    flags.extend_from_slice(extra);
+    let plan = Plan::try_from(&args(&flags)).unwrap();
+    let mut sweep = Sweep::new(plan.sweep.clone().unwrap());
+    while let Some(rate) = sweep.next_rate() {
+        let target = Shedding {
+            gap: Duration::from_millis(10),
+            free_at: None,
+        };
+        sweep.record(report_of(&plan.at_rate(rate), target).await);
+    }
+    sweep
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sweep_stops_at_the_first_rate_the_target_refuses_a_material_share_of() {
+    let sweep = shedding_sweep("50,200,400", &[]).await;
+    let summary = sweep.summary();
+    let [low, high] = &summary.rows[..] else {
+        panic!("400/s is not run: {summary:?}")
+    };
+    // No backlog: the refusals are fast, so by the schedule alone it kept up.
+    assert!(!low.fell_short && !high.fell_short, "{summary:?}");
+    assert_eq!((low.errors, low.error_share, low.kept_up), (0, 0.0, true));
+    // 200/s to a target taking one per 10 ms: every other request refused.
+    assert_eq!((high.ok, high.errors), (100, 100), "{high:?}");
+    assert_eq!((high.error_share, high.kept_up), (0.5, false));
+    assert_eq!(summary.saturated_at, Some(200.0));
+    assert_eq!(summary.not_run, [400.0]);
+    assert_eq!(summary.max_error_share, 0.01);
+
+    let table = sweep.table();
+    for want in [
+        "  yes\n",
+        "  no: errors 50%\n",
+        "the target fell short at 200/s (errors 50% of requests, over 1%): it is saturated \
+         there, so the sweep stopped (not run: 400/s; --sweep-all runs every rate)",
+    ] {
+        assert!(table.contains(want), "{want:?} missing from\n{table}");
+    }
+    assert!(!table.contains("kept up at every rate"), "{table}");
+    let json: serde_json::Value = serde_json::from_str(&sweep.json().unwrap()).unwrap();
+    let summary = &json["summary"];
+    assert_eq!(summary["saturated_at"], 200.0);
+    assert_eq!(summary["max_error_share"], 0.01);
+    let row = &summary["rows"][1];
+    assert_eq!(
+        (&row["fell_short"], &row["error_share"], &row["kept_up"]),
+        (&false.into(), &0.5.into(), &false.into()),
+        "{row}"
+    );
+
+    // --sweep-all goes on; the rows say why each rate did not keep up.
+    let all = shedding_sweep("50,200,400", &["--sweep-all"]).await;
+    let kept: Vec<bool> = all.summary().rows.iter().map(|r| r.kept_up).collect();
+    assert_eq!(kept, [true, false, false]);
+    assert!(
+        all.table().contains("  no: errors 75%\n"),
+        "{}",
+        all.table()
+    );
+}
+
+#[test]
+fn a_stray_error_still_counts_as_keeping_up() {
+    let row = |ok: u64, errors: u64| {
+        let plan = Plan::try_from(&args(&["http://127.0.0.1:1", "--rate", "10,20"])).unwrap();
+        let t0 = Instant::now();
+        let mut rec = Recorder::default();
+        let slo = Slo::default();
+        for i in 0..ok + errors {
+            let s = Sample {
+                head: Some(t0),
+                error: (i < errors).then_some(ErrorKind::Status5xx),
+                ..Sample::default()
+            };
+            rec.record(t0, t0 + Duration::from_millis(1), &s, &slo);
+        }
+        let outcome = Outcome {
+            recorders: [rec, Recorder::default()],
+            measured: [Duration::from_secs(10), Duration::ZERO],
+        };
+        let mut sweep = Sweep::new(plan.sweep.clone().unwrap());
+        sweep.record(Report::new(&plan.at_rate(10.0), &outcome));
+        (sweep.summary().rows.remove(0), sweep.next_rate())
+    };
+    // 1 in 100 is at the bound: kept up, the sweep goes on.
+    let (at_bound, next) = row(99, 1);
+    assert!(at_bound.kept_up && (at_bound.error_share - 0.01).abs() < 1e-12);
+    assert_eq!(next, Some(20.0));
+    // 2 in 100 is over it.
+    let (over, next) = row(98, 2);
+    assert!(!over.kept_up, "{over:?}");
+    assert_eq!(next, None);
 }
 
 #[tokio::test(start_paused = true)]
@@ -323,6 +458,8 @@ fn a_summary_row_has_the_runs_stream_latencies_tokens_and_goodput() {
             output_tokens_per_s: Some(50.0),
             goodput_per_s: t.goodput.as_ref().map(|g| g.per_s),
             fell_short: false,
+            error_share: 0.0,
+            kept_up: true,
         }]
     );
     // ttft ≤ 20 ms: the first 80 streams.

@@ -80,6 +80,51 @@ async fn fail_health_through_the_handle() {
     );
 }
 
+/// The readiness path the gateway checks for each engine: Triton's KServe v2 routes (200 or
+/// 400 with an empty body, as Triton answers), `/health` for the others.
+#[tokio::test(start_paused = true)]
+async fn each_engine_serves_the_health_path_the_gateway_checks() {
+    let triton = sim(SimArgs {
+        engine: Engine::Triton,
+        ..args()
+    })
+    .await;
+    for path in ["/v2/health/ready", "/v2/health/live"] {
+        let reply = call(&triton, Method::GET, path, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.body.is_empty(), "{path}: {:?}", reply.body);
+    }
+    // Kept for every engine, as it always was.
+    let health = call(&triton, Method::GET, "/health", "").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let post = call(&triton, Method::POST, "/v2/health/ready", "").await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    triton.set_faults(Faults {
+        fail_health: true,
+        ..Faults::default()
+    });
+    let ready = call(&triton, Method::GET, "/v2/health/ready", "").await;
+    assert_eq!(ready.status, StatusCode::BAD_REQUEST, "not ready");
+    assert!(ready.body.is_empty(), "{:?}", ready.body);
+    let live = call(&triton, Method::GET, "/v2/health/live", "").await;
+    assert_eq!(live.status, StatusCode::OK, "up, only not ready");
+    triton.set_faults(Faults::default());
+    let ready = call(&triton, Method::GET, "/v2/health/ready", "").await;
+    assert_eq!(ready.status, StatusCode::OK);
+
+    for engine in [Engine::Vllm, Engine::Sglang, Engine::Tgi] {
+        let other = sim(SimArgs { engine, ..args() }).await;
+        let health = call(&other, Method::GET, "/health", "").await;
+        assert_eq!(health.status, StatusCode::OK, "{engine:?}");
+        let v2 = call(&other, Method::GET, "/v2/health/ready", "").await;
+        assert_eq!(
+            v2.status,
+            StatusCode::NOT_FOUND,
+            "{engine:?}: only Triton serves it"
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_truncated_stream_lacks_done() {
     let faults = Faults {

@@ -324,3 +324,34 @@ async fn a_stream_the_client_leaves_is_counted_as_aborted() {
         0.0
     );
 }
+
+/// `DELETE /sim/requests` restarts the received log and its counts, which tests read; the
+/// Prometheus counter keeps counting, since a counter that goes back reads as a restart.
+#[tokio::test(start_paused = true)]
+async fn clearing_the_received_log_leaves_the_requests_counter_monotonic() {
+    let sim = sim(args()).await;
+    let shadowed = [("x-rollgate-shadow", "1")];
+    post(&sim, "/v1/chat/completions", &chat("one")).await;
+    let body = chat("two").to_string();
+    call_with(&sim, Method::POST, "/v1/chat/completions", &shadowed, body).await;
+    let counts = |samples: &BTreeMap<String, f64>| {
+        (
+            samples["rollgate_sim_requests_total{shadow=\"false\"}"],
+            samples["rollgate_sim_requests_total{shadow=\"true\"}"],
+        )
+    };
+    assert_eq!(counts(&page(&sim).await.1), (1.0, 1.0));
+
+    let cleared = call(&sim, Method::DELETE, "/sim/requests", "").await.json();
+    assert_eq!(
+        (cleared["total"].as_u64(), cleared["shadow"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!((sim.requests_total(), sim.shadow_requests_total()), (0, 0));
+    assert_eq!(counts(&page(&sim).await.1), (1.0, 1.0), "not reset");
+
+    post(&sim, "/v1/chat/completions", &chat("three")).await;
+    sim.reset_received();
+    assert_eq!(sim.requests_total(), 0);
+    assert_eq!(counts(&page(&sim).await.1), (2.0, 1.0));
+}
