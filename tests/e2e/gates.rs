@@ -566,7 +566,12 @@ async fn unreadable_metrics_abort_after_the_limit_and_never_promote() {
         "{g:#}"
     );
     let (s, back_at) = watch.until(&gw, "rollback", |s| is(s, "Previous")).await;
-    assert_eq!(reason(&s), "signals unreadable 3 times in a row", "{s:#}");
+    // The rollback names the gate, the page and its answer.
+    let want = format!(
+        "signals unreadable 3 times in a row: gpu_memory_used: {}/metrics: answered HTTP 503",
+        front.url()
+    );
+    assert_eq!(reason(&s), want, "{s:#}");
     assert_eq!(s["weight"], "0%", "{s:#}");
     // The 1 s step passed long before: inconclusive never promoted.
     watch.only(
@@ -579,6 +584,43 @@ async fn unreadable_metrics_abort_after_the_limit_and_never_promote() {
     );
     let sent = assert_candidate_gets_nothing(&gw, &sim, load, "down").await;
     assert!(all_ok(&sent, "down") > 0, "step 1 should have served users");
+    drop(gw);
+    drop(front);
+    stable.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_candidate_without_metrics_reads_gpu_memory_from_its_gpu_metrics_page() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let sim = start_sim("candidate", "m", |_| {}).await;
+    // A plain OpenAI server with no `/metrics` of its own; its GPU memory is on another page.
+    let front = Front::start(&sim, Page::Down).await;
+    let plan = plan(
+        "[{ weight: 20%, for: 1s }]",
+        "{ gpu_memory_used: { max: 92% } }",
+        ", metric_errors: { limit: 3, then: abort }",
+    );
+    let vllm = format!(
+        "engine: vllm, revision: v2, gpu_metrics: [\"{}/metrics\"]",
+        front.url()
+    );
+    let openai = format!(
+        "engine: openai, revision: v2, gpu_metrics: [\"{}/metrics\"]",
+        sim.url()
+    );
+    let config = rollout_config(&stable, &front.url(), &plan).replace(&vllm, &openai);
+    assert!(config.contains(&openai), "{config}");
+    let gw = Gateway::start(&config);
+    let mut watch = Watch::default();
+    let (s, _) = watch
+        .until(&gw, "Full or a rollback", |s| {
+            is(s, "Full") || is(s, "Previous")
+        })
+        .await;
+    assert!(is(&s, "Full"), "{s:#}");
+    let g = gate(&s["transition_gates"], "gpu_memory_used").expect("gate");
+    assert_eq!(g["verdict"], "pass", "{g:#}");
     drop(gw);
     drop(front);
     stable.shutdown().await;

@@ -55,11 +55,16 @@ pub struct RolloutState {
     pub reason: String,
 }
 
-/// Health of the candidate's endpoints as the driver sees them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Health of the candidate's endpoints as the driver sees them. A failure carries the check
+/// that failed and its answer (`GET http://…/health answered 503`), for the rollback to name.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Health {
     Passing,
-    Failing,
+    /// No candidate endpoint passes its check.
+    Failing(String),
+    /// Some endpoints pass, not all.
+    Partial(String),
+    /// Not read yet.
     Unknown,
 }
 
@@ -488,10 +493,15 @@ fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut V
             if i.health == Health::Passing && synthetic_ok {
                 next_after(s, plan, None, now);
             } else if elapsed >= plan.validate_timeout.as_millis() as u64 {
-                let why = match i.health {
-                    Health::Failing => "no candidate endpoint answers its health check",
-                    Health::Unknown => "not every candidate endpoint answers its health check",
-                    Health::Passing => "the synthetic suite has not passed",
+                let why = match &i.health {
+                    Health::Failing(check) => {
+                        format!("no candidate endpoint answers its health check: {check}")
+                    }
+                    Health::Partial(check) => {
+                        format!("not every candidate endpoint answers its health check: {check}")
+                    }
+                    Health::Unknown => "the candidate's health has not been read".to_owned(),
+                    Health::Passing => "the synthetic suite has not passed".to_owned(),
                 };
                 let timeout = plan.validate_timeout;
                 rollback(
@@ -500,7 +510,7 @@ fn advance(s: &mut RolloutState, plan: &Rollout, i: &Inputs<'_>, actions: &mut V
                     now,
                     format!("validation timed out after {timeout:?}: {why}"),
                 );
-            } else if i.health == Health::Failing {
+            } else if matches!(i.health, Health::Failing(_)) {
                 s.reason = "waiting for the candidate's health check to pass".into();
             }
         }
@@ -571,21 +581,20 @@ fn gated(
             if eval.metric_error {
                 s.metric_error_streak += 1;
                 if s.metric_error_streak >= plan.metric_errors.limit {
-                    if plan.metric_errors.then == OnMetricErrors::Abort {
-                        return rollback(
-                            s,
-                            plan,
-                            now,
-                            format!(
-                                "signals unreadable {} times in a row",
-                                s.metric_error_streak
-                            ),
-                        );
-                    }
-                    s.reason = format!(
-                        "holding: signals unreadable {} times in a row",
-                        s.metric_error_streak
+                    // Which gates could not read what, as of this evaluation.
+                    let why: Vec<String> = (eval.results.iter())
+                        .filter(|r| r.metric_error)
+                        .map(|r| format!("{}: {}", r.gate, r.reason))
+                        .collect();
+                    let unreadable = format!(
+                        "signals unreadable {} times in a row: {}",
+                        s.metric_error_streak,
+                        why.join("; ")
                     );
+                    if plan.metric_errors.then == OnMetricErrors::Abort {
+                        return rollback(s, plan, now, unreadable);
+                    }
+                    s.reason = format!("holding: {unreadable}");
                 }
             }
         }

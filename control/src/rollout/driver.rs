@@ -583,7 +583,6 @@ impl Driver {
         let active = is_active(m);
         // `None` inside: no reading for this config of the model yet (its first still runs).
         let signals = active.then(|| self.reads.latest_for(m));
-        self.start_periodic_synthetic(m, active);
         let Some(run) = self.runs.get_mut(&m.name) else {
             return false;
         };
@@ -593,6 +592,8 @@ impl Driver {
         } else {
             None
         };
+        // Read once: the evaluation, the decision and whether a periodic run may start next all
+        // judge this value, whatever a run finishing meanwhile writes into the slot.
         let synthetic = match (&m.rollout, active) {
             (Some(r), true) if r.synthetic.is_some() => lock(&run.synthetic).clone(),
             _ => SyntheticState::None,
@@ -619,7 +620,7 @@ impl Driver {
             health: signals
                 .as_ref()
                 .and_then(Option::as_ref)
-                .map_or(Health::Unknown, |s| s.health),
+                .map_or(Health::Unknown, |s| s.health.clone()),
             synthetic: &synthetic,
             command,
         };
@@ -665,7 +666,10 @@ impl Driver {
         }
         // Statuses are refreshed every evaluation (gate values move without transitions);
         // one that follows a traffic change or a save waits for them (see `flush`).
-        if self.execute(m, actions, obs.as_ref()) {
+        let wait = self.execute(m, actions, obs.as_ref());
+        // Only now that its result has been judged may a new run replace it.
+        self.start_periodic_synthetic(m, active, &synthetic);
+        if wait {
             self.outbox.publish.push(at);
         } else {
             self.publish(m);
@@ -691,8 +695,12 @@ impl Driver {
         }
     }
 
-    /// Starts the periodic synthetic run of a rollout in Shadow or Canary when one is due.
-    fn start_periodic_synthetic(&mut self, m: &Model, active: bool) {
+    /// Starts the periodic synthetic run of a rollout in Shadow or Canary when one is due, after
+    /// the step judged the last result (`judged`): a run slower than `every` is due again the
+    /// moment it finishes, and starting the next one first overwrote its failure with
+    /// `Pending` before any gate saw it. A failure is never replaced by a periodic run: it
+    /// rolls back, or waits for the pause or pin that holds the rollout to end.
+    fn start_periodic_synthetic(&mut self, m: &Model, active: bool, judged: &SyntheticState) {
         let Some(every) = m
             .rollout
             .as_ref()
@@ -705,9 +713,16 @@ impl Driver {
             return;
         };
         let due = run.synthetic_at.is_none_or(|t| t.elapsed() >= every);
-        let running =
-            *lock(&run.synthetic) == SyntheticState::Pending && run.synthetic_at.is_some();
-        if active && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_)) && due && !running
+        // `Pending` with no run started: a restored rollout, which has no result yet.
+        let replaceable = match judged {
+            SyntheticState::Passed => true,
+            SyntheticState::Pending => run.synthetic_at.is_none(),
+            SyntheticState::Failed(_) | SyntheticState::None => false,
+        };
+        if active
+            && matches!(run.state.phase, Phase::Shadow | Phase::Canary(_))
+            && due
+            && replaceable
         {
             self.run_synthetic(m);
             tracing::debug!(model = %m.name, "periodic synthetic run");

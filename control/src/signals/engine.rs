@@ -12,13 +12,14 @@ use serde::Serialize;
 
 use super::promtext::Sample;
 
-use self::profile::{GpuSource, Profile, Series, Usage, GPU_SOURCES};
+use self::profile::{GpuSource, Profile, Series, Usage, GPU_AGENT_AVAILABLE, GPU_SOURCES};
 
 mod hist;
 mod profile;
 mod scrape;
 
 pub use hist::Hist;
+pub(crate) use scrape::chain;
 pub use scrape::{ScrapeError, Scraper, DEFAULT_SCRAPE_TIMEOUT};
 
 /// The model server's engine; the same names as the gateway config's `Engine`.
@@ -54,6 +55,9 @@ pub struct EngineReading {
     /// Summed over the GPUs the page reports.
     pub gpu_memory_used_bytes: Option<f64>,
     pub gpu_memory_total_bytes: Option<f64>,
+    /// A `rollgate gpu-agent`'s `rollgate_gpu_available` on the page: `Some(false)` when it
+    /// has no GPU reading (no GPU, no NVML; its `/gpus` says why).
+    pub gpu_agent_available: Option<bool>,
 }
 
 /// `(le, cumulative count)` pairs of one histogram series.
@@ -118,10 +122,15 @@ impl EngineReading {
         let profile = Profile::of(engine);
         let filter = profile.model_label.zip(model);
         let page = &Page::new(samples, filter);
-        let gpu = match filter {
-            Some(_) => Page::new(samples, None).gpu_memory(),
-            None => page.gpu_memory(),
+        let unfiltered;
+        let device_page = match filter {
+            Some(_) => {
+                unfiltered = Page::new(samples, None);
+                &unfiltered
+            }
+            None => page,
         };
+        let gpu = device_page.gpu_memory();
         let (gpu_used, gpu_total) = gpu.unzip();
         let (queue_total, queue_count) = page.queue_counter(profile).unzip();
         Self {
@@ -134,6 +143,7 @@ impl EngineReading {
             ttft: first(profile.ttft, |base| page.hist(base)),
             gpu_memory_used_bytes: gpu_used,
             gpu_memory_total_bytes: gpu_total,
+            gpu_agent_available: device_page.max_name(GPU_AGENT_AVAILABLE).map(|v| v > 0.0),
         }
     }
 
@@ -200,6 +210,11 @@ pub fn combine(readings: &[EngineReading]) -> EngineReading {
         ttft: merge(|r| r.ttft.as_ref()),
         gpu_memory_used_bytes: gpu.and_then(|(_, r)| r.gpu_memory_used_bytes),
         gpu_memory_total_bytes: gpu.and_then(|(_, r)| r.gpu_memory_total_bytes),
+        // Unavailable when any agent is.
+        gpu_agent_available: readings
+            .iter()
+            .filter_map(|r| r.gpu_agent_available)
+            .reduce(|a, b| a && b),
     }
 }
 
@@ -255,6 +270,10 @@ impl<'a> Page<'a> {
 
     fn sum_name(&self, name: &str) -> Option<f64> {
         sum(self.values(name, None))
+    }
+
+    fn max_name(&self, name: &str) -> Option<f64> {
+        max(self.values(name, None))
     }
 
     fn max(&self, series: &Series) -> Option<f64> {

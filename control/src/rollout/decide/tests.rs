@@ -85,7 +85,7 @@ fn run(state: &RolloutState, plan: &Rollout, step: &Tick<'_>) -> (RolloutState, 
         candidate: step.candidate,
         rollout: Some(plan),
         evaluation: step.eval.as_ref(),
-        health: step.health,
+        health: step.health.clone(),
         synthetic: &step.synthetic,
         command: step.command.clone(),
     };
@@ -260,6 +260,14 @@ fn inconclusive_never_promotes_and_metric_errors_hold_or_abort() {
             .0;
         }
         assert_eq!(s.phase, want, "{then:?}: {}", s.reason);
+        // The reason names the gates that could not read their signal, and why.
+        let why = match then {
+            OnMetricErrors::Abort => "signals unreadable 3 times in a row: error_rate: because",
+            OnMetricErrors::Hold => {
+                "holding: signals unreadable 5 times in a row: error_rate: because"
+            }
+        };
+        assert_eq!(s.reason, why);
         // Plain inconclusive (too few samples) holds forever without counting as errors.
         let mut h = RolloutState {
             phase: Phase::Canary(0),
@@ -290,7 +298,11 @@ fn validation_failures_keep_users_away_from_the_candidate() {
     };
     let cases = [
         // A model server still loading its weights fails its health check: waited out.
-        (Health::Failing, SyntheticState::None, Phase::ValidateHealth),
+        (
+            Health::Failing("GET http://c/health answered 503".into()),
+            SyntheticState::None,
+            Phase::ValidateHealth,
+        ),
         (
             Health::Passing,
             SyntheticState::Failed("capital: expected Paris".into()),
@@ -310,7 +322,7 @@ fn validation_failures_keep_users_away_from_the_candidate() {
             &s,
             &p,
             &Tick {
-                health,
+                health: health.clone(),
                 synthetic: synthetic.clone(),
                 ..at(1)
             },
@@ -320,7 +332,7 @@ fn validation_failures_keep_users_away_from_the_candidate() {
             &s,
             &p,
             &Tick {
-                health,
+                health: health.clone(),
                 synthetic: synthetic.clone(),
                 ..at(2)
             },
@@ -328,23 +340,45 @@ fn validation_failures_keep_users_away_from_the_candidate() {
         assert_eq!(s.phase, want, "{health:?} {synthetic:?}: {}", s.reason);
         assert_eq!(s.weight, 0, "no user traffic before validation passes");
     }
-    // Validation that never completes times out into a rollback that says why.
+    // Validation that never completes times out into a rollback naming the check that never
+    // passed and its last answer.
+    let check = "GET http://127.0.0.1:2/v2/health/ready answered 404";
     for (health, why) in [
-        (Health::Unknown, "not every candidate endpoint"),
         (
-            Health::Failing,
-            "no candidate endpoint answers its health check",
+            Health::Unknown,
+            "the candidate's health has not been read".to_owned(),
+        ),
+        (
+            Health::Partial(check.into()),
+            format!("not every candidate endpoint answers its health check: {check}"),
+        ),
+        (
+            Health::Failing(check.into()),
+            format!("no candidate endpoint answers its health check: {check}"),
         ),
     ] {
         let s = run(&RolloutState::idle(), &p, &at(0)).0;
-        let s = run(&s, &p, &Tick { health, ..at(1) }).0;
-        let s = run(&s, &p, &Tick { health, ..at(200) }).0;
+        let health = &health;
+        let s = run(
+            &s,
+            &p,
+            &Tick {
+                health: health.clone(),
+                ..at(1)
+            },
+        )
+        .0;
+        let s = run(
+            &s,
+            &p,
+            &Tick {
+                health: health.clone(),
+                ..at(200)
+            },
+        )
+        .0;
         assert_eq!(s.phase, Phase::Previous, "{health:?}");
-        assert!(
-            s.reason.contains("validation timed out") && s.reason.contains(why),
-            "{health:?}: {}",
-            s.reason
-        );
+        assert_eq!(s.reason, format!("validation timed out after 120s: {why}"));
     }
 }
 

@@ -595,3 +595,71 @@ async fn a_candidate_whose_signals_hang_holds_no_other_model_s_rollout() {
     // `slow` has no health reading: it waits in ValidateHealth, and its gates are not judged.
     assert_eq!(phase_of("slow"), Some(Phase::ValidateHealth));
 }
+
+/// Every candidate is healthy.
+struct Healthy;
+
+impl SignalSource for Healthy {
+    fn read<'a>(&'a self, _: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
+        Box::pin(std::future::ready(ModelSignals {
+            health: Health::Passing,
+            promql: Vec::new(),
+            queue_time: Ok(None),
+            gpu_memory: Ok(None),
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_synthetic_run_slower_than_every_still_rolls_back_when_it_fails() {
+    let yaml = "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    \
+                stable: { endpoints: [\"http://127.0.0.1:1\"], engine: vllm }\n    \
+                candidate: { endpoints: [\"http://127.0.0.1:2\"], engine: vllm, revision: v2 }\n    \
+                rollout: { steps: [{ weight: 10%, for: 1m }], \
+                synthetic: { suite: suite.yaml, every: 2s }, \
+                gates: { error_rate: { max: 1% } } }\n";
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(yaml).expect("config"),
+        "rev-1",
+        &mut Registry::default(),
+    );
+    // The run in ValidateHealth passes at once; every later one takes 2.5 s (longer than
+    // `every`) and fails.
+    let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let synthetic: SyntheticRunner = Arc::new(move |_| {
+        let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async move {
+            if n == 0 {
+                return SyntheticState::Passed;
+            }
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            SyntheticState::Failed("capital: took 2.5s, over max_latency 2s".into())
+        })
+    });
+    let (mut d, handle) = Driver::new(
+        proxy,
+        StateStore::new(None),
+        Arc::new(Healthy),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(3600),
+    );
+    // Deploy → ValidateHealth (the first run passes) → Canary(0).
+    d.step().await;
+    tokio::task::yield_now().await;
+    d.step().await;
+    assert_eq!(status(&handle).phase, Phase::Canary(0));
+    // The first periodic run starts, and is found finished (failed) and due again at once.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    d.step().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    d.step().await;
+    let s = status(&handle);
+    assert_eq!(s.phase, Phase::Previous, "{}", s.reason);
+    assert_eq!(
+        s.reason,
+        "synthetic checks failed during step 1: capital: took 2.5s, over max_latency 2s"
+    );
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

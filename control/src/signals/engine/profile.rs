@@ -61,6 +61,9 @@ pub(super) struct Profile {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// A `rollgate gpu-agent`'s gauge: 0 when it has no GPU reading (its `/gpus` says why).
+pub(super) const GPU_AGENT_AVAILABLE: &str = "rollgate_gpu_available";
+
 /// Every engine's page may carry GPU memory from an agent beside it; the order is most to least
 /// trusted: our own NVML agent, the engine's own view, DCGM, and the simulator last so that a
 /// real source always wins over a simulated one.
@@ -215,15 +218,16 @@ impl Profile {
         let counter = self
             .queue_counter
             .is_some_and(|(total, _, count)| name == total || name == count);
-        let gpu = GPU_SOURCES.iter().any(|g| match *g {
-            GpuSource::UsedTotal { used, total, .. } => name == used || name == total,
-            GpuSource::UsedFree {
-                used,
-                free,
-                reserved,
-                ..
-            } => name == used || name == free || name == reserved,
-        });
+        let gpu = name == GPU_AGENT_AVAILABLE
+            || GPU_SOURCES.iter().any(|g| match *g {
+                GpuSource::UsedTotal { used, total, .. } => name == used || name == total,
+                GpuSource::UsedFree {
+                    used,
+                    free,
+                    reserved,
+                    ..
+                } => name == used || name == free || name == reserved,
+            });
         series(self.queue_depth)
             || series(self.running)
             || usage

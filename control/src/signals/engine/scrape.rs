@@ -209,7 +209,7 @@ async fn read_capped(mut body: hyper::body::Incoming, limit: usize) -> Result<By
 
 /// An error and its causes on one line: hyper's top-level messages ("client error (Connect)")
 /// hide the part worth reading ("Connection refused").
-fn chain(e: &dyn StdError) -> String {
+pub(crate) fn chain(e: &dyn StdError) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
