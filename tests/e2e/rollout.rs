@@ -725,3 +725,49 @@ async fn pause_and_pin_hold_the_rollout_are_audited_and_the_pin_survives_a_resta
     let actions: Vec<&str> = audit.iter().filter_map(|a| a["action"].as_str()).collect();
     assert_eq!(actions, ["pause", "pin", "resume", "unpin"], "{audit:#?}");
 }
+
+/// A state file that does not parse is not overwritten: it is moved aside, the startup error
+/// says where, and the rollouts start fresh with a new file beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_state_file_is_moved_aside_and_named_in_the_startup_error() {
+    let stable = sim("stable").await;
+    let candidate = sim("candidate").await;
+    let dir = Scratch(temp_dir("rollout-corrupt"));
+    let dir = &dir.0;
+    let state = dir.join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let bad = br#"{"m": {"phase": "#;
+    std::fs::write(state.join("rollout-state.json"), bad).expect("bad state");
+    let plan = plan(&LONG_STEPS);
+    let gw = Gateway::start(&rollout_config(&stable, &candidate, &plan, Some(dir)));
+    wait_status(&gw, "a fresh rollout", |s| {
+        s["rollouts"][0]["phase"]
+            .as_str()
+            .is_some_and(|p| p != "Idle")
+    })
+    .await;
+    let kept: Vec<_> = std::fs::read_dir(&state)
+        .expect("read state dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("rollout-state.json.corrupt-"))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).expect("kept file"), bad);
+    let name = kept[0].display().to_string();
+    let logs = gw
+        .wait_logs("the startup error", |l| l.contains("moved aside to"))
+        .await;
+    assert!(logs.contains(&name), "{name} not named in:\n{logs}");
+    // The fresh state is saved beside it, not over it.
+    wait_status(&gw, "a state file", |_| {
+        std::fs::read(state.join("rollout-state.json"))
+            .ok()
+            .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok())
+    })
+    .await;
+    assert_eq!(std::fs::read(&kept[0]).expect("still kept"), bad);
+}

@@ -190,7 +190,9 @@ fn conditions(r: &RolloutStatus, cx: Context<'_>) -> Vec<StatusCondition> {
         _ if rolled_back => (false, "RolledBack", format!("{at}: {}", r.reason)),
         _ => (false, phase, format!("{at}: {}", r.reason)),
     };
-    let reconciling = if progressing && stalled.is_none() {
+    // Only an operator pause or pin and a metric hold stop the rollout; an invalid newer config
+    // stalls the model (rollgate keeps serving the old revision) while the rollout goes on.
+    let reconciling = if progressing && hold(r).is_none() {
         (true, phase, format!("{at}: {}", r.reason))
     } else if progressing {
         (false, "Held", format!("{at}: held"))
@@ -238,6 +240,11 @@ fn stalled(
     if rolled_back {
         return Some(("RolledBack", format!("candidate rolled back: {}", r.reason)));
     }
+    hold(r)
+}
+
+/// What keeps the rollout from moving: an operator pause or pin, or a hold on metric errors.
+fn hold(r: &RolloutStatus) -> Option<(&'static str, String)> {
     if let Some(why) = &r.paused {
         return Some(("Paused", format!("paused by an operator: {why}")));
     }

@@ -202,6 +202,36 @@ fn a_newer_invalid_config_stalls_with_every_error_and_a_revert_clears_it() {
 }
 
 #[test]
+fn an_invalid_newer_config_stalls_without_holding_a_moving_rollout() {
+    let invalid = ReloadOutcome::Invalid {
+        revision: "rev-b".to_owned(),
+        errors: vec!["bogus: unknown key".to_owned()],
+    };
+    let s = build(&rollout(Phase::Canary(1), "30%"), cx(Some(&invalid)));
+    assert_eq!(
+        conds(&s),
+        c(&[
+            ("False", "Canary"),
+            ("True", "Canary"),
+            ("True", "InvalidConfig")
+        ]),
+        "the rollout keeps advancing on the serving revision"
+    );
+    let mut r = rollout(Phase::Canary(1), "30%");
+    r.paused = Some("investigating".to_owned());
+    let s = build(&r, cx(Some(&invalid)));
+    assert_eq!(
+        conds(&s),
+        c(&[
+            ("False", "Canary"),
+            ("False", "Held"),
+            ("True", "InvalidConfig")
+        ]),
+        "a pause still holds under the more urgent Stalled reason"
+    );
+}
+
+#[test]
 fn verdicts_per_phase() {
     let table = [
         (Phase::Idle, Verdict::Hold),
