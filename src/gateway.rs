@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use rollgate_config::Role;
-use rollgate_control::breakglass::OperatorNotes;
+use rollgate_control::breakglass::{OperatorNotes, SHARED_TOKEN};
 use rollgate_control::git::{GitSettings, GitSource};
 use rollgate_control::gitops::{EventCounters, Gitops};
 use rollgate_control::operator::{AdminAuth, Audit};
@@ -217,9 +217,13 @@ impl Gateway {
         match &auth {
             None => tracing::warn!("no admin token (admin.token_file, admin.tokens or ROLLGATE_ADMIN_TOKEN): operator commands are refused"),
             Some(a) => {
-                let sync = a.names().iter().filter(|(_, r)| r.contains(&Role::Sync)).count();
+                // With two approvers the shared token counts for nobody (it names no person).
+                let counts = |name: &str| sync_pause_approvers < 2 || name != SHARED_TOKEN;
+                let sync = (a.names().iter())
+                    .filter(|(name, roles)| roles.contains(&Role::Sync) && counts(name))
+                    .count();
                 if (sync as u32) < sync_pause_approvers {
-                    tracing::warn!(sync_tokens = sync, sync_pause_approvers, "fewer tokens with the sync role than admin.sync_pause_approvers: sync cannot be paused");
+                    tracing::warn!(sync_tokens = sync, sync_pause_approvers, "fewer tokens with the sync role than admin.sync_pause_approvers (with 2, named tokens only: the shared `admin` token names no person): sync cannot be paused");
                 }
             }
         }

@@ -154,12 +154,9 @@ impl AdminServer {
             );
         };
         let headers = req.headers().clone();
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_HOOK_BODY)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return error(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        let body = match read_body(req.into_body(), MAX_HOOK_BODY).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         if let Err(refused) = crate::git::hook::verify(secret, &headers, &body) {
             tracing::warn!(reason = %refused, "git webhook refused");
@@ -196,12 +193,9 @@ impl AdminServer {
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
         let actor = actor_header(&req);
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}\n")),
+        let body = match read_body(req.into_body(), MAX_COMMAND_BODY).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         let req = CommandRequest {
             authorization: authorization.as_deref(),
@@ -231,12 +225,9 @@ impl AdminServer {
         let authorization = header(hyper::header::AUTHORIZATION.as_str());
         let approver = header("x-rollgate-approver");
         let actor = actor_header(&req);
-        let body = match http_body_util::Limited::new(req.into_body(), MAX_COMMAND_BODY)
-            .collect()
-            .await
-        {
-            Ok(b) => b.to_bytes(),
-            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("body: {e}\n")),
+        let body = match read_body(req.into_body(), MAX_COMMAND_BODY).await {
+            Ok(b) => b,
+            Err(resp) => return resp,
         };
         let req = SyncRequest {
             authorization: authorization.as_deref(),
@@ -355,6 +346,35 @@ fn is_read(path: &str) -> bool {
     matches!(path, "/metrics" | "/status" | "/rollouts" | "/reload")
         || path.starts_with("/status/models/")
         || path.starts_with("/gitops/argo-rollouts/")
+}
+
+/// A request body of at most `limit` bytes; past it 413, a body that could not be read 400,
+/// each with a JSON error.
+async fn read_body<B>(body: B, limit: usize) -> Result<Bytes, Response<Full<Bytes>>>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(json(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &serde_json::json!({ "error": format!("body over {}", size(limit)) }),
+        )),
+        Err(e) => Err(json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": format!("body: {e}") }),
+        )),
+    }
+}
+
+/// A body limit in the unit it was written in: `64 KiB`, `25 MiB`.
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b % (1024 * 1024) == 0 => format!("{} MiB", b / (1024 * 1024)),
+        b if b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b => format!("{b} bytes"),
+    }
 }
 
 /// `x-rollgate-actor`, when it is visible ASCII (who is acting, for the audit log).

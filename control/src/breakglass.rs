@@ -25,6 +25,10 @@ use crate::rollout::{Command, DriverHandle, Phase, RolloutStatus};
 /// How long `resume-sync --release-pins` waits for the driver to apply the unpins.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
+/// The name of the shared token (`admin.token_file` / `ROLLGATE_ADMIN_TOKEN`): whoever holds it
+/// says who they are in a header, so it names no person.
+pub const SHARED_TOKEN: &str = "admin";
+
 /// Who pinned or paused each model's rollout and why, for drift reasons (the driver keeps the
 /// weight; this keeps the words). Rebuilt at startup from the audit log, which is where pins
 /// and pauses are recorded durably.
@@ -261,14 +265,15 @@ pub fn sync_report(
 /// `admin-token` without one.
 pub fn actor<'a>(token: &'a str, header: Option<&'a str>) -> &'a str {
     match (token, header) {
-        ("admin", Some(a)) => a,
-        ("admin", None) => "admin-token",
+        (SHARED_TOKEN, Some(a)) => a,
+        (SHARED_TOKEN, None) => "admin-token",
         (name, _) => name,
     }
 }
 
-/// `POST /sync/pause`: a `sync` token, and with `approvers: 2` a second, different `sync` token
-/// in `X-Rollgate-Approver`. Audited with both names.
+/// `POST /sync/pause`: a `sync` token, and with `approvers: 2` a second `sync` token of another
+/// person in `X-Rollgate-Approver` (named tokens only, see [`second_approver`]). Audited with
+/// both names.
 pub fn pause_sync(
     reloader: &ReloaderHandle,
     auth: Option<&AdminAuth>,
@@ -285,12 +290,9 @@ pub fn pause_sync(
         .ok_or_else(|| {
             Refused::BadRequest("a pause needs a reason: {\"reason\": \"...\"}".into())
         })?;
-    // The approver sends no name of its own: the shared token approves as `admin-token`.
+    let by = actor(caller.name, req.actor);
     let approver = if approvers >= 2 {
-        Some(actor(
-            second_approver(auth, caller.name, req.approver)?,
-            None,
-        ))
+        Some(second_approver(auth, caller.name, by, req.approver)?)
     } else {
         None
     };
@@ -301,7 +303,7 @@ pub fn pause_sync(
         )));
     }
     let pause = SyncPause {
-        by: actor(caller.name, req.actor).to_owned(),
+        by: by.to_owned(),
         approver: approver.map(str::to_owned),
         reason,
         since_unix: unix_secs(),
@@ -323,12 +325,23 @@ pub fn pause_sync(
     Ok(json!({ "accepted": true, "audit": entry, "sync": state }))
 }
 
-/// The approver's token name: valid, with the `sync` role, and not the requester's token.
+/// The approver's token name: valid, with the `sync` role, and another person than the
+/// requester (token `requester`, audit actor `by`) by token and by name. The shared `admin`
+/// token is refused on either side: anyone holding it may write any name in
+/// `x-rollgate-actor`, so with it one person holding two tokens could pass as two.
 fn second_approver<'a>(
     auth: &'a AdminAuth,
     requester: &str,
+    by: &str,
     header: Option<&[u8]>,
 ) -> Result<&'a str, Refused> {
+    if requester == SHARED_TOKEN {
+        return Err(Refused::Forbidden(
+            "with admin.sync_pause_approvers: 2 the shared `admin` token cannot pause sync (it \
+             names no person): use a named `sync` token from admin.tokens"
+                .into(),
+        ));
+    }
     let Some(header) = header else {
         return Err(Refused::Forbidden(
             "pausing sync needs a second approver (admin.sync_pause_approvers: 2): send another \
@@ -339,9 +352,21 @@ fn second_approver<'a>(
     let approver = auth.identify(Some(header)).ok_or_else(|| {
         Refused::Forbidden("the X-Rollgate-Approver token is missing or wrong".into())
     })?;
+    if approver.name == SHARED_TOKEN {
+        return Err(Refused::Forbidden(
+            "the shared `admin` token cannot approve a sync pause (it names no person): the \
+             approver needs a named `sync` token from admin.tokens"
+                .into(),
+        ));
+    }
     if approver.name == requester {
         return Err(Refused::Forbidden(format!(
             "the approver must be a different token than the requester (both are `{requester}`)"
+        )));
+    }
+    if approver.name == by {
+        return Err(Refused::Forbidden(format!(
+            "the approver must be a different person than the requester (both are `{by}`)"
         )));
     }
     if !approver.has(Role::Sync) {
@@ -353,8 +378,10 @@ fn second_approver<'a>(
     Ok(approver.name)
 }
 
-/// `POST /sync/resume`: clears the pause and applies the source now; with `release_pins`
-/// every pinned rollout is unpinned first. Audited.
+/// `POST /sync/resume`: clears the pause and applies the source now; with `release_pins` (which
+/// also needs the `operate` role: it undoes operators' pins, as `unpin` does) every pinned
+/// rollout is unpinned first. Audited; 409 and not audited when there is nothing to act on
+/// (sync not paused and no pin to release), as for the rollout commands.
 pub async fn resume_sync(
     reloader: &ReloaderHandle,
     driver: Option<&DriverHandle>,
@@ -366,12 +393,30 @@ pub async fn resume_sync(
     let auth = auth.ok_or(Refused::Unauthorized)?;
     let caller = auth.authorize(req.authorization, Role::Sync)?;
     let body: ResumeBody = json_body(req.body)?;
+    if body.release_pins && !caller.has(Role::Operate) {
+        return Err(Refused::Forbidden(format!(
+            "token `{}` lacks the `operate` role, which release_pins needs (it unpins \
+             operators' pins)",
+            caller.name
+        )));
+    }
     let by = actor(caller.name, req.actor);
-    let released = match (body.release_pins, driver) {
-        (true, Some(d)) => release_pins(d, notes, by).await?,
+    let pinned = match (body.release_pins, driver) {
+        (true, Some(d)) => pinned_models(d),
         _ => Vec::new(),
     };
     let was = reloader.sync_state().paused;
+    if was.is_none() && pinned.is_empty() {
+        return Err(Refused::Conflict(if body.release_pins {
+            "sync is not paused and no rollout is pinned: nothing to resume".into()
+        } else {
+            "sync is not paused: nothing to resume".into()
+        }));
+    }
+    let released = match driver {
+        Some(d) if !pinned.is_empty() => release_pins(d, notes, by, pinned).await?,
+        _ => Vec::new(),
+    };
     let outcome = reloader.resume_sync().await;
     let state = reloader.sync_state();
     let entry = json!({
@@ -389,20 +434,23 @@ pub async fn resume_sync(
     Ok(json!({ "accepted": true, "audit": entry, "sync": state }))
 }
 
-async fn release_pins(
-    driver: &DriverHandle,
-    notes: &OperatorNotes,
-    by: &str,
-) -> Result<Vec<String>, Refused> {
-    let pinned: Vec<String> = driver
+/// The models whose rollout is pinned now.
+fn pinned_models(driver: &DriverHandle) -> Vec<String> {
+    driver
         .status()
         .into_iter()
         .filter(|s| s.pinned.is_some())
         .map(|s| s.model)
-        .collect();
-    if pinned.is_empty() {
-        return Ok(pinned);
-    }
+        .collect()
+}
+
+/// Unpins each of `pinned` and waits (bounded) for the driver to apply it.
+async fn release_pins(
+    driver: &DriverHandle,
+    notes: &OperatorNotes,
+    by: &str,
+    pinned: Vec<String>,
+) -> Result<Vec<String>, Refused> {
     let mut applied = Vec::with_capacity(pinned.len());
     for model in &pinned {
         applied.push(driver.command(model, Command::Unpin).ok_or(Refused::Busy)?);

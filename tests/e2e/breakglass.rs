@@ -209,6 +209,36 @@ async fn roles_are_enforced_and_a_two_person_pause_holds_the_source_until_resume
         let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
         assert!(error.contains(why), "approver {approver:?}: {error}");
     }
+    // One person is not two: the shared token named `alice` with alice's own token as approver,
+    // or the shared token approving.
+    for (token, actor, approver, why) in [
+        (
+            ROOT,
+            Some("alice"),
+            "alice-secret",
+            "shared `admin` token cannot pause",
+        ),
+        (
+            "alice-secret",
+            None,
+            ROOT,
+            "shared `admin` token cannot approve",
+        ),
+    ] {
+        let r = call_as(
+            &gw,
+            actor,
+            "POST",
+            "/sync/pause",
+            Some(token),
+            Some(approver),
+            pause,
+        )
+        .await;
+        assert_eq!(r.status, 403, "{why}: {}", r.text());
+        let error = r.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(why), "{why}: {error}");
+    }
     assert!(gw.status().await["sync"]["paused"].is_null());
     assert!(audit_lines(&dir.join("audit.log")).is_empty());
 
@@ -567,6 +597,14 @@ async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_
     assert!(out.contains("`sync` role"), "{out}");
     let (code, out, err) = ctl(
         &gw,
+        Some(&dir.join("bob")),
+        &["resume-sync", "--release-pins"],
+    );
+    assert_ne!(code, 0, "bob may resume, not release pins: {out}{err}");
+    assert!(out.contains("lacks the `operate` role"), "{out}");
+    assert_eq!(gw.status().await["rollouts"][0]["pinned"], "40%");
+    let (code, out, err) = ctl(
+        &gw,
         Some(&dir.join("alice")),
         &["resume-sync", "--release-pins"],
     );
@@ -580,6 +618,13 @@ async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_
         "{s:#}"
     );
     assert_eq!(s["sync"]["status"], "Synced", "{:#}", s["sync"]);
+    // Not paused and nothing pinned now: nothing to resume, and nothing audited.
+    let (code, out, err) = ctl(&gw, Some(&dir.join("alice")), &["resume-sync"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("409") && out.contains("not paused"),
+        "{out}{err}"
+    );
     let audit = audit_lines(&dir.join("audit.log"));
     let last = audit.last().expect("audit lines");
     assert_eq!(last["action"], "resume-sync", "{last}");
@@ -614,4 +659,38 @@ async fn a_pin_is_drift_survives_a_reload_and_a_restart_and_export_live_carries_
     assert_eq!(r.status, 200, "{}", r.text());
     let config = rollgate_config::parse(&r.text()).expect("exported config");
     assert_eq!(config.models[0].weight.to_string(), "0%", "{}", r.text());
+}
+
+/// With two approvers the shared token names no person: a start with it and one named `sync`
+/// token warns that sync cannot be paused; with two named ones it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_warns_when_two_approvers_cannot_be_found_among_named_tokens() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    for (named, warns) in [(&["bob"][..], true), (&["alice", "bob"][..], false)] {
+        let dir = temp_dir("approvers");
+        std::fs::write(dir.join("root"), format!("{ROOT}\n")).expect("root token");
+        let mut tokens = String::new();
+        for name in named {
+            std::fs::write(dir.join(name), format!("{name}-secret\n")).expect("token file");
+            tokens.push_str(&format!(
+                "    - {{ name: {name}, file: {:?}, roles: [sync] }}\n",
+                dir.join(name)
+            ));
+        }
+        let admin = format!(
+            "admin:\n  listen: 127.0.0.1:0\n  token_file: {:?}\n  sync_pause_approvers: 2\n  tokens:\n{tokens}",
+            dir.join("root")
+        );
+        let gw = Gateway::start(&with_admin(&config(&stable, None, "", ""), &admin));
+        assert_serves(&gw).await;
+        let logs = gw.logs();
+        assert_eq!(
+            logs.contains("sync cannot be paused"),
+            warns,
+            "{named:?}: {logs}"
+        );
+        drop(gw);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    stable.shutdown().await;
 }

@@ -15,6 +15,8 @@ use crate::breakglass::OperatorNotes;
 use crate::reload::{ConfigSource, Reloader};
 use crate::rollout::{Driver, Health, ModelSignals, SignalSource, StateStore, SyntheticState};
 
+mod sync;
+
 /// The `admin` token (every role), a `read`-only one and an `operate`-only one.
 const ADMIN: &str = "admin-secret";
 const CI: &str = "ci-secret";
@@ -66,6 +68,17 @@ impl SignalSource for Quiet {
 impl Fixture {
     /// Serves on `127.0.0.1:0` once the driver has published its first statuses.
     async fn start(tag: &str, protect_reads: bool, auth: Option<AdminAuth>) -> Fixture {
+        Fixture::start_with(tag, protect_reads, auth, 1).await
+    }
+
+    /// [`Fixture::start`] with `admin.sync_pause_approvers`; the audit log is `audit.log` in
+    /// [`Fixture::dir`].
+    async fn start_with(
+        tag: &str,
+        protect_reads: bool,
+        auth: Option<AdminAuth>,
+        sync_pause_approvers: u32,
+    ) -> Fixture {
         let dir = std::env::temp_dir().join(format!("rollgate-admin-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("rollgate.yaml");
@@ -104,9 +117,9 @@ impl Fixture {
             reloader: handle,
             driver: Some(driver_handle),
             auth,
-            audit: Audit::open(None).expect("no audit file"),
+            audit: Audit::open(Some(dir.join("audit.log"))).expect("audit file"),
             notes: OperatorNotes::default(),
-            sync_pause_approvers: 1,
+            sync_pause_approvers,
             protect_reads,
         };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -116,12 +129,24 @@ impl Fixture {
     }
 
     async fn call(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> Answer {
+        let auth = token.map(|t| (AUTHORIZATION.as_str(), format!("Bearer {t}")));
+        self.call_with(method, path, auth.as_slice(), body).await
+    }
+
+    /// A call with these headers.
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: &str,
+    ) -> Answer {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         let req = req
             .body(Full::new(Bytes::from(body.to_owned())))

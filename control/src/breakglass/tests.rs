@@ -112,27 +112,31 @@ fn roles_decide_401_and_403() {
 }
 
 #[test]
-fn a_second_approver_is_a_different_sync_token() {
+fn a_second_approver_is_another_person_with_a_named_sync_token() {
     let auth = AdminAuth::new("root")
         .with("alice", "a", &[Role::Sync])
         .with("bob", "b", &[Role::Sync, Role::Read])
         .with("ci", "c", &[Role::Read]);
-    let forbidden =
-        |header: Option<&[u8]>, requester: &str| match second_approver(&auth, requester, header) {
-            Err(Refused::Forbidden(why)) => why,
-            other => panic!("expected 403, got {other:?}"),
-        };
-    assert!(forbidden(None, "alice").contains("second approver"));
-    assert!(forbidden(Some(b"Bearer nope"), "alice").contains("missing or wrong"));
-    assert!(forbidden(Some(b"Bearer a"), "alice").contains("different token"));
-    assert!(forbidden(Some(b"Bearer c"), "alice").contains("lacks the `sync` role"));
+    let forbidden = |header: Option<&[u8]>, requester: &str, by: &str| match second_approver(
+        &auth, requester, by, header,
+    ) {
+        Err(Refused::Forbidden(why)) => why,
+        other => panic!("expected 403, got {other:?}"),
+    };
+    assert!(forbidden(None, "alice", "alice").contains("second approver"));
+    assert!(forbidden(Some(b"Bearer nope"), "alice", "alice").contains("missing or wrong"));
+    assert!(forbidden(Some(b"Bearer a"), "alice", "alice").contains("different token"));
+    assert!(forbidden(Some(b"Bearer c"), "alice", "alice").contains("lacks the `sync` role"));
+    // Someone calling themselves bob with alice's token is still alice: refused by name too.
+    assert!(forbidden(Some(b"Bearer b"), "alice", "bob").contains("different person"));
+    // The shared token names no person, on either side.
+    assert!(forbidden(Some(b"Bearer root"), "bob", "bob").contains("cannot approve"));
+    let why = forbidden(Some(b"Bearer a"), "admin", "alice");
+    assert!(why.contains("shared `admin` token cannot pause"), "{why}");
+    assert!(forbidden(Some(b"Bearer b"), "admin", "admin-token").contains("cannot pause"));
     assert_eq!(
-        second_approver(&auth, "alice", Some(b"Bearer b")).ok(),
+        second_approver(&auth, "alice", "alice", Some(b"Bearer b")).ok(),
         Some("bob")
-    );
-    assert_eq!(
-        second_approver(&auth, "bob", Some(b"Bearer root")).ok(),
-        Some("admin")
     );
 }
 
