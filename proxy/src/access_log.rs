@@ -66,6 +66,10 @@ pub(crate) struct Entry {
     /// The variant chosen, for a line the gateway ends itself (its 502 for a failed backend).
     pub(crate) variant: Option<Variant>,
     has_model: bool,
+    /// Response body bytes relayed; time to the first of them and to the first SSE event.
+    bytes: u64,
+    ttfb: Option<Duration>,
+    ttft: Option<Duration>,
 }
 
 /// How a request ended, for its line.
@@ -75,14 +79,7 @@ pub(crate) struct End<'a> {
     /// 0: no answer was sent (the client went away first).
     pub(crate) status: u16,
     pub(crate) endpoint: Option<&'a str>,
-    /// When the exchange that answered began (after a fallback: stable's) and when it ended.
-    pub(crate) start: Instant,
     pub(crate) end: Instant,
-    /// From `start`.
-    pub(crate) ttfb: Option<Duration>,
-    pub(crate) ttft: Option<Duration>,
-    /// Response body bytes relayed.
-    pub(crate) bytes: u64,
     /// A stream that broke after its head, or `cancelled` (the client went away).
     pub(crate) failure: Option<&'static str>,
     /// The gateway answered itself (`rollgate_proxy_rejected_total`'s reason).
@@ -106,17 +103,21 @@ impl AccessLog {
 
     /// A line for a request, when `cfg` asks for one.
     /// `origin`: the request's start.
-    pub(crate) fn entry(&self, cfg: &Config, origin: Instant) -> Option<Entry> {
+    /// Boxed: off, a request carries one word for it.
+    pub(crate) fn entry(&self, cfg: &Config, origin: Instant) -> Option<Box<Entry>> {
         cfg.access_log.as_ref()?;
         let writer = self.writer.get()?.clone();
-        Some(Entry {
+        Some(Box::new(Entry {
             line: Vec::with_capacity(LINE),
             writer,
             origin,
             fell_back: false,
             variant: None,
             has_model: false,
-        })
+            bytes: 0,
+            ttfb: None,
+            ttft: None,
+        }))
     }
 
     /// Writes what is queued and stops the writer (the process is exiting).
@@ -273,10 +274,22 @@ impl Entry {
         }
     }
 
+    /// Body bytes relayed at `now`: the first of the response, the first SSE event, or more.
+    pub(crate) fn on_data(&mut self, n: usize, first_byte: bool, first_event: bool, now: Instant) {
+        self.bytes += n as u64;
+        let t = now.saturating_duration_since(self.origin);
+        if first_byte {
+            self.ttfb = Some(t);
+        }
+        if first_event {
+            self.ttft = Some(t);
+        }
+    }
+
     /// Completes the line of a request the gateway answered itself (`error`: the rejection's
     /// reason; `status` 0 with `failure` when the client went away before an answer).
     pub(crate) fn finish_here(
-        self,
+        &mut self,
         variant: Option<Variant>,
         status: u16,
         error: Option<&'static str>,
@@ -287,18 +300,15 @@ impl Entry {
             variant,
             status,
             endpoint: None,
-            start: now,
             end: now,
-            ttfb: None,
-            ttft: None,
-            bytes: 0,
             failure,
             error,
         });
     }
 
-    /// Completes the line and queues it for the writer.
-    pub(crate) fn finish(mut self, end: &End<'_>) {
+    /// Completes the line and queues it for the writer; the entry is spent (its drop writes
+    /// nothing more).
+    pub(crate) fn finish(&mut self, end: &End<'_>) {
         let l = &mut self.line;
         if !self.has_model {
             l.extend_from_slice(b",\"model\":null");
@@ -320,15 +330,14 @@ impl Entry {
             Some(e) => string(l, e),
             None => l.extend_from_slice(b"null"),
         }
-        let waited = end.start.saturating_duration_since(self.origin);
         millis(
             l,
             "duration_ms",
             Some(end.end.saturating_duration_since(self.origin)),
         );
-        millis(l, "ttfb_ms", end.ttfb.map(|t| waited + t));
-        millis(l, "ttft_ms", end.ttft.map(|t| waited + t));
-        let _ = write!(l, ",\"bytes\":{},\"failure\":", end.bytes);
+        millis(l, "ttfb_ms", self.ttfb);
+        millis(l, "ttft_ms", self.ttft);
+        let _ = write!(l, ",\"bytes\":{},\"failure\":", self.bytes);
         match end.failure {
             Some(f) => string(l, f),
             None => l.extend_from_slice(b"null"),
@@ -353,18 +362,9 @@ impl Entry {
 /// dropped) is written as cancelled.
 impl Drop for Entry {
     fn drop(&mut self) {
-        if self.line.is_empty() {
-            return;
+        if !self.line.is_empty() {
+            self.finish_here(None, 0, None, Some("cancelled"));
         }
-        let line = Entry {
-            line: std::mem::take(&mut self.line),
-            writer: self.writer.clone(),
-            origin: self.origin,
-            fell_back: self.fell_back,
-            variant: self.variant,
-            has_model: self.has_model,
-        };
-        line.finish_here(None, 0, None, Some("cancelled"));
     }
 }
 
@@ -411,16 +411,14 @@ mod tests {
         );
         e.model("org/m:1");
         e.fell_back = true;
+        // Times run from the request's start (a fallback's wait for the candidate included).
+        e.on_data(300, true, false, origin + Duration::from_millis(3));
+        e.on_data(21, false, false, origin + Duration::from_millis(5));
         e.finish(&End {
             variant: Some(Variant::Stable),
             status: 200,
             endpoint: Some("http://a:1"),
-            // Stable began 1 ms after the request (a fallback's wait).
-            start: origin + Duration::from_millis(1),
             end: origin + Duration::from_micros(12_345),
-            ttfb: Some(Duration::from_micros(2_000)),
-            ttft: None,
-            bytes: 321,
             failure: Some("truncated"),
             error: None,
         });
@@ -438,7 +436,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["endpoint"], "http://a:1");
         assert_eq!(v["duration_ms"], 12.345);
-        assert_eq!(v["ttfb_ms"], 3.0, "from the request's start");
+        assert_eq!(v["ttfb_ms"], 3.0);
         assert_eq!(v["ttft_ms"], serde_json::Value::Null);
         assert_eq!(v["bytes"], 321);
         assert_eq!(v["failure"], "truncated");

@@ -95,7 +95,7 @@ impl Worker {
         match self.route(&snap, req, &mut log).await {
             Ok(resp) => {
                 // Answered here (a model listing): the exchange took the line otherwise.
-                if let Some(l) = log {
+                if let Some(mut l) = log {
                     l.finish_here(None, resp.status().as_u16(), None, None);
                 }
                 Ok(resp)
@@ -103,7 +103,7 @@ impl Worker {
             Err(rej) => {
                 tracing::debug!(error = %rej, "request rejected");
                 self.shared.stats.rejected(rej.reason());
-                if let Some(l) = log {
+                if let Some(mut l) = log {
                     l.finish_here(None, rej.status().as_u16(), Some(rej.reason_str()), None);
                 }
                 Ok(rej.response())
@@ -117,7 +117,7 @@ impl Worker {
         &self,
         snap: &Arc<Snapshot>,
         req: Request<Incoming>,
-        log: &mut Option<Entry>,
+        log: &mut Option<Box<Entry>>,
     ) -> Result<Response<ResponseBody>, Reject> {
         let mut start = Instant::now();
         let cfg = snap.config();
@@ -288,7 +288,7 @@ impl Worker {
                 // Said like its answers are: who failed it.
                 tracing::debug!(error = %rej, "request rejected");
                 self.shared.stats.rejected(rej.reason());
-                if let Some(l) = log.take() {
+                if let Some(mut l) = log.take() {
                     let status = rej.status().as_u16();
                     l.finish_here(Some(variant), status, Some(rej.reason_str()), None);
                 }

@@ -34,7 +34,7 @@ pub(crate) struct Exchange {
     pub(crate) pool: Rc<Pool>,
     pub(crate) ejection: Ejection,
     /// The request's access log line (`access_log`), finished with the exchange.
-    pub(crate) log: Option<Entry>,
+    pub(crate) log: Option<Box<Entry>>,
 }
 
 /// What is observed of one response body, whichever HTTP implementation carries it: first
@@ -51,11 +51,7 @@ pub(crate) struct Observer {
     first_byte: bool,
     capture: Option<(Capture, PairSide)>,
     finished: bool,
-    log: Option<Entry>,
-    /// For the access log: body bytes relayed, time to first byte and to first event.
-    bytes: u64,
-    ttfb: Option<Duration>,
-    ttft: Option<Duration>,
+    log: Option<Box<Entry>>,
 }
 
 #[derive(Debug)]
@@ -94,9 +90,6 @@ impl Observer {
             capture,
             finished: false,
             log: ex.log,
-            bytes: 0,
-            ttfb: None,
-            ttft: None,
         };
         (obs, ex.conn, ex.pool)
     }
@@ -104,19 +97,20 @@ impl Observer {
     /// A chunk of the response body arrived at `now`.
     pub(crate) fn on_data(&mut self, data: &[u8], now: Instant) {
         let vs = self.stats.variant(self.variant);
-        self.bytes += data.len() as u64;
-        if !self.first_byte {
+        let first_byte = !self.first_byte;
+        if first_byte {
             self.first_byte = true;
-            let t = now - self.start;
-            vs.ttfb.observe(t);
-            self.ttfb = Some(t);
+            vs.ttfb.observe(now - self.start);
         }
+        let mut first_event = false;
         if let Some(sse) = self.sse.as_mut() {
             if sse.feed(data).first_data {
-                let t = now - self.start;
-                vs.ttft.observe(t);
-                self.ttft = Some(t);
+                first_event = true;
+                vs.ttft.observe(now - self.start);
             }
+        }
+        if let Some(log) = self.log.as_mut() {
+            log.on_data(data.len(), first_byte, first_event, now);
         }
         if let Some((cap, _)) = self.capture.as_mut() {
             cap.push(data);
@@ -189,16 +183,12 @@ impl Observer {
 
     /// Completes and queues the access log line, if the request has one.
     fn log_end(&mut self, now: Instant, failure: Option<&'static str>) {
-        if let Some(entry) = self.log.take() {
+        if let Some(mut entry) = self.log.take() {
             entry.finish(&End {
                 variant: Some(self.variant),
                 status: self.status,
                 endpoint: Some(&self.outstanding.endpoint().url),
-                start: self.start,
                 end: now,
-                ttfb: self.ttfb,
-                ttft: self.ttft,
-                bytes: self.bytes,
                 failure,
                 error: None,
             });

@@ -221,7 +221,7 @@ struct Down<'w> {
     /// clock read per request serves the answer's observation, the pool and this deadline).
     answered_at: Option<Instant>,
     /// The request's access log line until an exchange takes it or a rejection ends it.
-    log: Option<Entry>,
+    log: Option<Box<Entry>>,
 }
 
 enum Fill {
@@ -452,7 +452,7 @@ impl Down<'_> {
                 resp.extend_from_slice(b"cache-control: no-store\r\n\r\n");
                 resp.extend_from_slice(&json);
                 self.io.write_all(&resp).await.map_err(drop)?;
-                if let Some(log) = self.log.take() {
+                if let Some(mut log) = self.log.take() {
                     log.finish_here(None, 200, None, None);
                 }
                 if waiting {
@@ -1415,7 +1415,7 @@ impl Down<'_> {
     ) -> Result<bool, ()> {
         tracing::debug!(error = %rej, "request rejected");
         self.worker.shared.stats.rejected(rej.reason());
-        if let Some(log) = self.log.take() {
+        if let Some(mut log) = self.log.take() {
             log.finish_here(by, rej.status().as_u16(), Some(rej.reason_str()), None);
         }
         // A broken chunked body cannot be skipped: close.
@@ -1431,7 +1431,7 @@ impl Down<'_> {
 
     /// Ends the access log line of a request whose client went away before an answer.
     fn log_cancelled(&mut self, variant: Option<Variant>) {
-        if let Some(log) = self.log.take() {
+        if let Some(mut log) = self.log.take() {
             log.finish_here(variant, 0, None, Some("cancelled"));
         }
     }
