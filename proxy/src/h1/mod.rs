@@ -842,12 +842,7 @@ impl Down<'_> {
             }
             // The buffer is never compacted here: the head (read again for the cohort key and
             // the mirror) and the unconsumed body prefix stay where they are.
-            let deadline = Instant::now()
-                + cfg
-                    .upstream
-                    .idle_timeout
-                    .max(cfg.limits.header_read_timeout);
-            match fill(&self.io, &mut self.buf, sleep, deadline).await {
+            match fill(&self.io, &mut self.buf, sleep, body_deadline(cfg)).await {
                 Ok(Fill::Data) => {}
                 _ => return Err(None),
             }
@@ -1154,12 +1149,7 @@ impl Down<'_> {
         cfg: &Config,
         sleep: &mut Pin<&mut Sleep>,
     ) -> Result<(), SendError> {
-        let deadline = Instant::now()
-            + cfg
-                .upstream
-                .idle_timeout
-                .max(cfg.limits.header_read_timeout);
-        match fill(&self.io, &mut self.buf, sleep, deadline).await {
+        match fill(&self.io, &mut self.buf, sleep, body_deadline(cfg)).await {
             Ok(Fill::Data) => Ok(()),
             _ => Err(SendError::Client),
         }
@@ -1697,6 +1687,15 @@ async fn fill(
             () = sleep.as_mut() => if expired(sleep, deadline) { return Ok(Fill::Timeout) },
         }
     }
+}
+
+/// How long a request body may go silent: the idle timeout, or the head timeout if longer.
+fn body_deadline(cfg: &Config) -> Instant {
+    Instant::now()
+        + cfg
+            .upstream
+            .idle_timeout
+            .max(cfg.limits.header_read_timeout)
 }
 
 /// Waits until the event loop has seen `io` readable. The poll form: the task's waker sits in
