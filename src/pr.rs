@@ -97,16 +97,7 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
     };
     if let (Some(file), false) = (&args.file, args.config_only) {
         let base = file.parent().unwrap_or(Path::new(""));
-        let problems = crate::preflight::check(&config, base);
-        for p in &problems {
-            eprintln!("{}: {p}", new.name);
-        }
-        if !problems.is_empty() {
-            eprintln!(
-                "{}: valid, but `rollgate run` cannot start it on this machine ({}; --config-only skips these checks)",
-                new.name,
-                count(problems.len(), "problem")
-            );
+        if !preflight(&new.name, &config, base) {
             return ExitCode::from(INVALID);
         }
     }
@@ -118,6 +109,41 @@ pub(crate) fn validate(args: ValidateArgs) -> ExitCode {
         eprintln!("{}: policy violation {v}", new.name);
     }
     exit(&violations)
+}
+
+/// What `rollgate run` needs besides a valid config, each problem printed; whether there was
+/// none. An invalid golden suite is the file's own mistake, not this machine's: it is named
+/// invalid with each of its errors, whatever else is missing here.
+fn preflight(name: &str, config: &Config, base: &Path) -> bool {
+    let mut problems = crate::preflight::machine(config);
+    let (mut invalid, mut suite_errors) = (Vec::new(), Vec::new());
+    for suite in crate::preflight::suites(config, base) {
+        match suite.invalid() {
+            Some(errors) => {
+                let (path, n) = (suite.path.display(), count(errors.len(), "error"));
+                invalid.push(format!("the synthetic suite {path} ({}) has {n}", suite.at));
+                suite_errors.extend(errors);
+            }
+            None => problems.push(suite.to_string()),
+        }
+    }
+    for p in problems.iter().chain(&suite_errors) {
+        eprintln!("{name}: {p}");
+    }
+    let cannot_start = format!(
+        "`rollgate run` cannot start it on this machine ({}; --config-only skips these checks)",
+        count(problems.len(), "problem")
+    );
+    match (invalid.is_empty(), problems.is_empty()) {
+        (true, true) => return true,
+        (true, false) => eprintln!("{name}: valid, but {cannot_start}"),
+        (false, true) => eprintln!("{name}: invalid: {}", invalid.join("; ")),
+        (false, false) => eprintln!(
+            "{name}: invalid: {}; and {cannot_start}",
+            invalid.join("; ")
+        ),
+    }
+    false
 }
 
 /// `rollgate diff --repo R --from A --to B [--path P] [--json]`.

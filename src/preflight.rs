@@ -8,13 +8,39 @@
 //! Nothing is changed on the machine: a directory that does not exist yet is judged by making
 //! and removing an empty probe directory in its nearest existing ancestor.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rollgate_config::Config;
-use rollgate_control::synthetic::Suite;
+use rollgate_control::synthetic::{Suite, SuiteError};
+
+/// A golden suite that `rollgate run` could not use.
+pub(crate) struct SuiteProblem {
+    /// The setting that names it, as config errors write paths:
+    /// `models[0].rollout.synthetic.suite`.
+    pub(crate) at: String,
+    /// The file, resolved against the config's folder.
+    pub(crate) path: PathBuf,
+    pub(crate) fault: SuiteFault,
+}
+
+pub(crate) enum SuiteFault {
+    /// Not on this machine, or not readable by this user.
+    Unreadable(std::io::Error),
+    /// Read, but not a valid suite: the file itself is wrong, wherever it is checked.
+    Invalid(SuiteError),
+}
 
 /// Every problem, each naming the setting; empty when the config can start here.
 pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
+    let mut errors = machine(config);
+    errors.extend(suites(config, base_dir).iter().map(ToString::to_string));
+    errors
+}
+
+/// What [`check`] finds besides the golden suites: the files and build features `rollgate run`
+/// needs.
+pub(crate) fn machine(config: &Config) -> Vec<String> {
     let mut errors = Vec::new();
     if let Some(tls) = &config.tls {
         // Each file on its own first, so that two missing files are two errors.
@@ -48,25 +74,58 @@ pub(crate) fn check(config: &Config, base_dir: &Path) -> Vec<String> {
     }
     if config.gitops.kubernetes.is_some() && !cfg!(feature = "k8s") {
         errors.push(
-            "gitops.kubernetes: this rollgate was built without the `k8s` feature".to_owned(),
+            "gitops.kubernetes: this rollgate was built without the `k8s` feature: remove the \
+             `gitops.kubernetes` key, or run a build with it (`cargo build --release --features \
+             k8s`)"
+                .to_owned(),
         );
     }
-    for m in &config.models {
-        let Some(suite) = m.rollout.as_ref().and_then(|r| r.synthetic.as_ref()) else {
-            continue;
+    errors
+}
+
+/// Each golden suite that cannot be read or is not valid, named by its model's index as every
+/// other config error is (`models[0].…`).
+pub(crate) fn suites(config: &Config, base_dir: &Path) -> Vec<SuiteProblem> {
+    let named = config.models.iter().enumerate().filter_map(|(i, m)| {
+        let suite = m.rollout.as_ref()?.synthetic.as_ref()?;
+        Some((i, base_dir.join(&suite.suite)))
+    });
+    named
+        .filter_map(|(i, path)| {
+            let fault = match std::fs::read_to_string(&path) {
+                Ok(text) => SuiteFault::Invalid(Suite::from_yaml(&text).err()?),
+                Err(e) => SuiteFault::Unreadable(e),
+            };
+            let at = format!("models[{i}].rollout.synthetic.suite");
+            Some(SuiteProblem { at, path, fault })
+        })
+        .collect()
+}
+
+// === impl SuiteProblem ===
+
+impl SuiteProblem {
+    /// Its errors, one line each, when the file was read but is not a valid suite.
+    pub(crate) fn invalid(&self) -> Option<Vec<String>> {
+        let SuiteFault::Invalid(e) = &self.fault else {
+            return None;
         };
-        let path = base_dir.join(&suite.suite);
-        let at = format!("models[{}].rollout.synthetic.suite", m.name);
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                if let Err(e) = Suite::from_yaml(&text) {
-                    errors.push(format!("{at}: {}: {e}", path.display()));
-                }
-            }
-            Err(e) => errors.push(format!("{at}: {}: {e}", path.display())),
+        let lines = e
+            .issues
+            .iter()
+            .map(|issue| format!("{}: {}: {issue}", self.at, self.path.display()));
+        Some(lines.collect())
+    }
+}
+
+impl fmt::Display for SuiteProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (at, path) = (&self.at, self.path.display());
+        match &self.fault {
+            SuiteFault::Unreadable(e) => write!(f, "{at}: {path}: {e}"),
+            SuiteFault::Invalid(e) => write!(f, "{at}: {path}: {e}"),
         }
     }
-    errors
 }
 
 /// Each token file that `rollgate run` would read: readable and not empty. `token_file` is
@@ -204,7 +263,7 @@ mod tests {
                     .any(|e| e.to_lowercase().contains("not a directory")),
             "{errors:#?}"
         );
-        assert!(has("models[m].rollout.synthetic.suite: "), "{errors:#?}");
+        assert!(has("models[0].rollout.synthetic.suite: "), "{errors:#?}");
         assert_eq!(
             has("gitops.kubernetes"),
             !cfg!(feature = "k8s"),

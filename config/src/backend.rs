@@ -29,31 +29,48 @@ const ENGINES: [Engine; 5] = [
 impl FromStr for Endpoint {
     type Err = ParseError;
 
+    /// Every problem of the text in one message: `https://h:1/v1` is refused for its scheme
+    /// and for its path at once, so fixing one does not reveal the other.
     fn from_str(text: &str) -> Result<Self, ParseError> {
-        let rest = strip_scheme(text)?;
-        if rest.contains(['?', '#']) {
-            return Err(ParseError::new(format!(
-                "`{text}` has a query or fragment; an endpoint is http://host:port"
-            )));
+        let mut problems = Vec::new();
+        let rest = strip_scheme(text).unwrap_or_else(|(why, rest)| {
+            problems.push(why);
+            rest
+        });
+        let (rest, query) = match rest.find(['?', '#']) {
+            Some(at) => (&rest[..at], true),
+            None => (rest, false),
+        };
+        if query {
+            problems.push("has a query or fragment".to_owned());
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if !path.is_empty() {
-            return Err(ParseError::new(format!(
-                "`{text}` has a path `/{path}`; an endpoint is http://host:port (the request path is forwarded as is)"
-            )));
+            problems.push(format!(
+                "has a path `/{path}` (the request path is forwarded as is)"
+            ));
         }
-        if authority.contains('@') {
-            return Err(ParseError::new(format!(
-                "`{text}` has credentials; they are not supported in endpoints"
-            )));
+        let authority = match authority.rsplit_once('@') {
+            Some((_, host)) => {
+                problems.push("has credentials (not supported)".to_owned());
+                host
+            }
+            None => authority,
+        };
+        let host_port = split_host_port(authority).map_err(|why| problems.push(why));
+        match host_port {
+            Ok((host, port)) if problems.is_empty() => {
+                let authority = format!("{host}:{port}");
+                Ok(Endpoint {
+                    url: format!("http://{authority}"),
+                    authority,
+                })
+            }
+            _ => Err(ParseError::new(format!(
+                "`{text}` {}; an endpoint is http://host:port",
+                and_list(&problems)
+            ))),
         }
-        let (host, port) =
-            split_host_port(authority).map_err(|why| ParseError::new(format!("`{text}` {why}")))?;
-        let authority = format!("{host}:{port}");
-        Ok(Endpoint {
-            url: format!("http://{authority}"),
-            authority,
-        })
     }
 }
 
@@ -88,21 +105,28 @@ impl fmt::Display for Engine {
     }
 }
 
-/// The part after `http://`; other schemes get a message saying what to write instead.
-fn strip_scheme(text: &str) -> Result<&str, ParseError> {
+/// `a`, `a and b`, `a, b and c`.
+fn and_list(items: &[String]) -> String {
+    match items.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// The part after `http://`; for another scheme, what is wrong with it and the rest of the
+/// text, still checked for other problems.
+fn strip_scheme(text: &str) -> Result<&str, (String, &str)> {
     let Some((scheme, rest)) = text.split_once("://") else {
-        return Err(ParseError::new(format!(
-            "`{text}` has no scheme; write http://host:port"
-        )));
+        return Err(("has no scheme".to_owned(), text));
     };
     match scheme.to_ascii_lowercase().as_str() {
         "http" => Ok(rest),
-        "https" => Err(ParseError::new(format!(
-            "`{text}`: upstream TLS is not supported yet; use an http:// endpoint"
-        ))),
-        _ => Err(ParseError::new(format!(
-            "`{text}` has an unsupported scheme `{scheme}`; write http://host:port"
-        ))),
+        "https" => Err((
+            "is https://, but upstream TLS is not supported yet".to_owned(),
+            rest,
+        )),
+        _ => Err((format!("has an unsupported scheme `{scheme}`"), rest)),
     }
 }
 
@@ -230,6 +254,29 @@ mod tests {
         for (text, want) in cases {
             let err = text.parse::<Endpoint>().expect_err(text).to_string();
             assert!(err.contains(want), "{text}: {err:?} lacks {want:?}");
+        }
+    }
+
+    /// An endpoint with several problems names them all, not only the first found.
+    #[test]
+    fn every_problem_of_an_endpoint_is_named() {
+        let cases = [
+            (
+                "https://127.0.0.1:18102/v1",
+                "`https://127.0.0.1:18102/v1` is https://, but upstream TLS is not supported yet and has a path `/v1` (the request path is forwarded as is); an endpoint is http://host:port",
+            ),
+            (
+                "10.0.0.1:8000/v1",
+                "`10.0.0.1:8000/v1` has no scheme and has a path `/v1` (the request path is forwarded as is); an endpoint is http://host:port",
+            ),
+            (
+                "grpc://u@h:0?x",
+                "`grpc://u@h:0?x` has an unsupported scheme `grpc`, has a query or fragment, has credentials (not supported) and has port 0; an endpoint is http://host:port",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = text.parse::<Endpoint>().expect_err(text).to_string();
+            assert_eq!(err, want, "{text}");
         }
     }
 

@@ -41,7 +41,7 @@ pub(crate) struct Collect(Errors);
 
 /// Reads, converts and validates a YAML document, collecting every error.
 pub(crate) fn parse(yaml: &str) -> Result<Config, Errors> {
-    let mut value = yaml::load(yaml)?;
+    let (mut value, duplicates) = yaml::load(yaml)?;
     if value.is_null() {
         // An empty document is an empty mapping: it reports the missing required keys.
         value = Value::Mapping(Mapping::new());
@@ -50,7 +50,11 @@ pub(crate) fn parse(yaml: &str) -> Result<Config, Errors> {
         // `x-…` keys hold YAML anchors for the rest of the file (the docker-compose convention).
         map.retain(|key, _| !key.as_str().is_some_and(|k| k.starts_with("x-")));
     }
+    // Duplicate keys come first, in document order; the first value of each was kept.
     let mut c = Collect::default();
+    for error in duplicates {
+        c.0.push(error);
+    }
     let config = c
         .item("", Parsed::<RawConfig>::read(value))
         .and_then(|raw| c.convert("", raw));

@@ -80,7 +80,7 @@ struct Expect {
 
 /// Every problem found in a suite file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid synthetic suite, {} problem(s):\n{}", .issues.len(), join_issues(.issues))]
+#[error("invalid synthetic suite, {}:\n{}", crate::gitops::count(.issues.len(), "error"), join_issues(.issues))]
 pub struct SuiteError {
     pub issues: Vec<Issue>,
 }

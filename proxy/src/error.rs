@@ -6,6 +6,7 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
 
 use crate::body::ResponseBody;
+use crate::scan::ScanError;
 
 /// Why the gateway answered a request itself instead of forwarding it.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,9 @@ pub(crate) enum Reject {
     /// A body that is not the JSON it claims to be, before its `model` was found.
     #[error("Malformed request body: {0}")]
     Malformed(String),
+    /// A body whose `model` is a number, a boolean, an object or an array.
+    #[error("{0}")]
+    ModelNotString(ScanError),
     /// HTTP framing the gateway cannot read unambiguously: a bad request line or header, a
     /// conflicting or invalid length, a broken chunked body.
     #[error("Malformed request: {0}")]
@@ -67,9 +71,11 @@ impl Reject {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             Reject::UnknownModel(_) => StatusCode::NOT_FOUND,
-            Reject::NoModel | Reject::Malformed(_) | Reject::Framing(_) | Reject::BadOverride => {
-                StatusCode::BAD_REQUEST
-            }
+            Reject::NoModel
+            | Reject::Malformed(_)
+            | Reject::ModelNotString(_)
+            | Reject::Framing(_)
+            | Reject::BadOverride => StatusCode::BAD_REQUEST,
             Reject::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reject::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::NoEndpoint(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -94,7 +100,7 @@ impl Reject {
         match self {
             Reject::UnknownModel(_) => 0,
             Reject::NoModel => 1,
-            Reject::Malformed(_) | Reject::Framing(_) => 2,
+            Reject::Malformed(_) | Reject::ModelNotString(_) | Reject::Framing(_) => 2,
             Reject::HeadersTooLarge { .. } => 3,
             Reject::BodyTooLarge(_) => 4,
             Reject::BadOverride => 5,
@@ -113,6 +119,7 @@ impl Reject {
                 "model_not_specified",
             ),
             Reject::Malformed(_) => ("invalid_request_error", None, "invalid_json"),
+            Reject::ModelNotString(_) => ("invalid_request_error", Some("model"), "invalid_type"),
             Reject::Framing(_) => ("invalid_request_error", None, "invalid_request"),
             Reject::HeadersTooLarge { .. } => ("invalid_request_error", None, "headers_too_large"),
             Reject::BodyTooLarge(_) => ("invalid_request_error", None, "request_too_large"),
@@ -139,6 +146,16 @@ impl Reject {
             "error": { "message": self.to_string(), "type": kind, "param": param, "code": code }
         })
         .to_string()
+    }
+}
+
+/// A body the scanner refused, when the request has no model header to route by.
+impl From<ScanError> for Reject {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::ModelNotString(_) => Reject::ModelNotString(e),
+            _ => Reject::Malformed(e.to_string()),
+        }
     }
 }
 

@@ -20,7 +20,8 @@
 //! anything after the closing `}`) are never checked; the upstream server sees the whole body.
 //!
 //! Only the first occurrence of `model` and of the wanted field counts: once a key's first value
-//! is read, later duplicates are skipped. Python's `json` (so vLLM, SGLang) and `serde_json::Value`
+//! is read, later duplicates are skipped. A first `model` that is neither a string nor `null`
+//! ends the scan with [`ScanError::ModelNotString`] where the value ends. Python's `json` (so vLLM, SGLang) and `serde_json::Value`
 //! keep the last one instead, so a body with two `model` keys can be routed by one and served as
 //! the other; first-wins is what lets the scan stop early, and spotting duplicates would mean
 //! reading the whole body.
@@ -75,6 +76,9 @@ pub enum ScanError {
     LimitReached { limit: usize },
     /// The body (after whitespace and a BOM) does not start with `{`, or is empty.
     NotAnObject,
+    /// The first top-level `model` is a number, a boolean, an object or an array. `null` is
+    /// no model (the default model's, as OpenAI's own servers read it), and a string is a name.
+    ModelNotString(ValueKind),
 }
 
 /// The JSON type of a top-level value the scanner found.
@@ -283,9 +287,9 @@ impl JsonPrefixScanner {
                 State::KeyOrEnd | State::Key if b == b'"' && self.depth == 1 => {
                     if let Some(n) = self.member(window.get(i..).unwrap_or_default()) {
                         i += n;
-                        if self.state == State::Done {
+                        if let Some(end) = self.ended() {
                             self.consumed = start + i;
-                            return Ok(Progress::Done);
+                            return end;
                         }
                         continue;
                     }
@@ -303,9 +307,9 @@ impl JsonPrefixScanner {
                             } else {
                                 ValueKind::Object
                             });
-                            if self.state == State::Done {
+                            if let Some(end) = self.ended() {
                                 self.consumed = start + i;
-                                return Ok(Progress::Done);
+                                return end;
                             }
                         } else {
                             self.state = State::AfterValue;
@@ -321,9 +325,9 @@ impl JsonPrefixScanner {
                 return Err(self.fail(e));
             }
             i += 1;
-            if self.state == State::Done {
+            if let Some(end) = self.ended() {
                 self.consumed = start + i;
-                return Ok(Progress::Done);
+                return end;
             }
         }
         self.consumed = start + i;
@@ -371,6 +375,15 @@ impl JsonPrefixScanner {
     /// the offending byte is not counted.
     pub fn consumed(&self) -> usize {
         self.consumed
+    }
+
+    /// What `feed` returns once the scan ended: done, or a `model` that is not a string.
+    fn ended(&self) -> Option<Result<Progress, ScanError>> {
+        match self.state {
+            State::Done => Some(Ok(Progress::Done)),
+            State::Failed(e) => Some(Err(e)),
+            _ => None,
+        }
     }
 
     fn fail(&mut self, e: ScanError) -> ScanError {
@@ -454,7 +467,7 @@ impl JsonPrefixScanner {
         }
         i += len;
         self.value_done(kind);
-        if self.state == State::Done && kind == ValueKind::Number {
+        if self.ended().is_some() && kind == ValueKind::Number {
             i += 1;
         }
         Some(i)
@@ -633,8 +646,14 @@ impl JsonPrefixScanner {
         }
     }
 
-    /// A top-level value ended: record it for the keys it belongs to, and stop when all are in.
+    /// A top-level value ended: record it for the keys it belongs to, and stop when all are in
+    /// or when it is a `model` that cannot be a name.
     fn value_done(&mut self, kind: ValueKind) {
+        if self.model.capturing && !matches!(kind, ValueKind::String | ValueKind::Null) {
+            self.model.capturing = false;
+            self.state = State::Failed(ScanError::ModelNotString(kind));
+            return;
+        }
         self.model.complete(kind, kind == ValueKind::String);
         let text = matches!(
             kind,
@@ -794,7 +813,7 @@ impl JsonPrefixScanner {
                 // The number ended one byte ago; `b` belongs to what follows it.
                 if self.depth == 1 {
                     self.value_done(ValueKind::Number);
-                    if self.state == State::Done {
+                    if self.ended().is_some() {
                         return Ok(());
                     }
                 }
@@ -1094,11 +1113,32 @@ impl fmt::Display for ScanError {
                  JSON body; send it earlier, use a routing header, or raise limits.model_prefix"
             ),
             Self::NotAnObject => f.write_str("request body is not a JSON object"),
+            Self::ModelNotString(kind) => write!(
+                f,
+                "Invalid type for `model`: expected a string (the model's name), but got {} instead",
+                kind.with_article()
+            ),
         }
     }
 }
 
 impl std::error::Error for ScanError {}
+
+// === impl ValueKind ===
+
+impl ValueKind {
+    /// `a string`, `an object`: for messages.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Self::String => "a string",
+            Self::Number => "a number",
+            Self::Bool => "a boolean",
+            Self::Null => "null",
+            Self::Object => "an object",
+            Self::Array => "an array",
+        }
+    }
+}
 
 // === impl Slot ===
 

@@ -584,7 +584,7 @@ async fn resolve(
             // The model was found; only the cohort field lies past the prefix.
             Err(ScanError::LimitReached { .. }) if sc.model().is_some() => scanner = Some(sc),
             // With the model from a header, the body is the model server's business.
-            Err(e) if header_route.is_none() => return Err(Reject::Malformed(e.to_string())),
+            Err(e) if header_route.is_none() => return Err(Reject::from(e)),
             Err(_) => {}
         }
     }

@@ -157,7 +157,7 @@ fn validate_checks_what_run_needs_from_this_machine() {
         "{err}"
     );
     assert!(
-        err.contains("models[m].rollout.synthetic.suite") && err.contains("golden.yaml"),
+        err.contains("models[0].rollout.synthetic.suite") && err.contains("golden.yaml"),
         "{err}"
     );
     assert!(
@@ -173,6 +173,49 @@ fn validate_checks_what_run_needs_from_this_machine() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// An invalid golden suite is named invalid, with each of its errors and its model by index as
+/// every config error names it; not "valid, but cannot start on this machine".
+#[test]
+fn validate_names_an_invalid_suite_invalid_with_its_errors() {
+    let dir = temp_dir("validate-suite");
+    let file = dir.join("v3.yaml");
+    std::fs::write(
+        &file,
+        "listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nmodels:\n  - name: first\n    stable: { endpoints: [\"http://127.0.0.1:3\"] }\n  - name: m\n    stable: { endpoints: [\"http://127.0.0.1:1\"] }\n    candidate: { endpoints: [\"http://127.0.0.1:2\"] }\n    rollout:\n      synthetic: { suite: golden.yaml }\n      steps: [ { weight: 10%, for: 1m } ]\n",
+    )
+    .expect("write");
+    std::fs::write(
+        dir.join("golden.yaml"),
+        "requests:\n  - { name: a, path: v1/completions, body: { prompt: hi } }\n  - { name: a, path: /v1/completions, body: { prompt: hi } }\n",
+    )
+    .expect("write");
+    let (code, err) = validate(&file);
+    assert_eq!(code, 1, "{err}");
+    let golden = dir.join("golden.yaml");
+    let at = format!(
+        "v3.yaml: models[1].rollout.synthetic.suite: {}: ",
+        golden.display()
+    );
+    for issue in [
+        "requests[0].path: \"v1/completions\" must start with /",
+        "requests[1].name: \"a\" is also the name of requests[0]",
+    ] {
+        assert!(err.contains(&format!("{at}{issue}")), "{err}");
+    }
+    assert!(
+        err.contains(&format!(
+            "v3.yaml: invalid: the synthetic suite {} (models[1].rollout.synthetic.suite) has 2 errors",
+            golden.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !err.contains("valid, but") && !err.contains("models[m]"),
+        "{err}"
     );
     std::fs::remove_dir_all(&dir).ok();
 }

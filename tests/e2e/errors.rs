@@ -321,3 +321,46 @@ async fn a_body_the_client_breaks_mid_request_is_not_the_backends_error() {
         cand.shutdown().await;
     }
 }
+
+/// `"model": 5` is the client's mistake, named as such (`param: model`), on both planes; it is
+/// not taken as a body without a model, which would route it to the default model. `null` is
+/// no model (the default model answers), and `""` a name no model has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_is_not_a_string_is_named_on_both_planes() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    for plane in ["fast", "hyper"] {
+        let top = format!("data_plane: {plane}\n");
+        let gw = Gateway::start(&config(&stable, None, "    default: true\n", &top));
+        let c = client();
+        let url = gw.url("/v1/chat/completions");
+        for (body, kind) in [
+            (r#"{"model": 5, "messages": []}"#, "a number"),
+            (r#"{"messages": [], "model": ["m"]}"#, "an array"),
+            (r#"{"model": true}"#, "a boolean"),
+        ] {
+            let r = send(&c, &url, &[], body).await;
+            assert_eq!(r.status, 400, "{plane} {body}: {}", r.text());
+            let error = &r.json()["error"];
+            assert_eq!(error["param"], "model", "{plane} {body}: {error}");
+            assert_eq!(error["code"], "invalid_type", "{plane} {body}: {error}");
+            assert_eq!(error["type"], "invalid_request_error", "{plane} {body}");
+            let message = error["message"].as_str().unwrap_or_default();
+            assert!(
+                message.contains("`model`")
+                    && message.contains("expected a string")
+                    && message.contains(kind),
+                "{plane} {body}: {message}"
+            );
+        }
+        let hi = r#""messages": [{"role": "user", "content": "hi"}]"#;
+        let r = send(&c, &url, &[], format!(r#"{{"model": null, {hi}}}"#)).await;
+        assert_eq!(r.status, 200, "{plane}: {}", r.text());
+        let r = send(&c, &url, &[], format!(r#"{{"model": "", {hi}}}"#)).await;
+        assert_eq!(r.status, 404, "{plane}: {}", r.text());
+        assert_eq!(error_code(&r), "model_not_found", "{plane}");
+        let m = gw.metrics().await;
+        let malformed = metric(&m, r#"rollgate_proxy_rejected_total{reason="malformed"}"#);
+        assert_eq!(malformed, Some(3.0), "{plane}\n{m}");
+    }
+    stable.shutdown().await;
+}

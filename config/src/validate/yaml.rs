@@ -7,13 +7,14 @@
 //! - An integer too large for 64 bits is kept as [`BIG_INT_TAG`]-tagged text, so the key it
 //!   is under reports it and every other error is still found (serde_yaml_ng's `Value`
 //!   refuses the whole document).
-//! - A duplicate key is reported at its own line, not at the start of its mapping.
+//! - A duplicate key is one error among the others, at its path and with the lines of both
+//!   keys (the first value is kept), so every other error is still found.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde::de::{self, DeserializeSeed, Deserializer, EnumAccess, MapAccess, SeqAccess, Visitor};
 use serde_yaml_ng::value::{Tag, TaggedValue};
-use serde_yaml_ng::{Mapping, Value};
+use serde_yaml_ng::{Location, Mapping, Value};
 
 use crate::{ConfigError, Errors};
 
@@ -29,8 +30,17 @@ pub(crate) const MAX_NESTING: usize = 64;
 /// The tag on an integer outside `i64`/`u64` (the value is its text).
 pub(crate) const BIG_INT_TAG: &str = "rollgate/out-of-range-integer";
 
-/// Parses one YAML document, with the checks above.
-pub(crate) fn load(text: &str) -> Result<Value, Errors> {
+/// Bytes parsed again to find the lines of duplicate keys: serde_yaml_ng only says where a
+/// node is in an error, so each line costs a parse that stops there. Past this, duplicates
+/// are still reported, by path; a small file gets hundreds of lines, a 64 MiB one the first.
+const LOCATE_BYTES: usize = 64 << 20;
+
+/// The message of the error that stops a parse at the key being located.
+const PROBE: &str = "rollgate: locating a key";
+
+/// Parses one YAML document, with the checks above. The errors with the value are its
+/// duplicate keys; any other problem leaves no value.
+pub(crate) fn load(text: &str) -> Result<(Value, Vec<ConfigError>), Errors> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.len() > MAX_CONFIG_BYTES {
         let message = format!(
@@ -46,10 +56,13 @@ pub(crate) fn load(text: &str) -> Result<Value, Errors> {
         );
         return Err(ConfigError::new("", message).into());
     }
+    let mut walk = Walk::default();
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let mut value = Node.deserialize(de).map_err(|e| syntax(&e, text))?;
+    let mut value = Node(&mut walk)
+        .deserialize(de)
+        .map_err(|e| syntax(&e, text))?;
     value.apply_merge().map_err(|e| syntax(&e, text))?;
-    Ok(value)
+    Ok((value, duplicates(text, walk.duplicates)))
 }
 
 /// The text of an integer too large for 64 bits, when `value` is one.
@@ -78,24 +91,121 @@ fn syntax(error: &serde_yaml_ng::Error, text: &str) -> Errors {
     ConfigError::new("", message).into()
 }
 
+/// One error per duplicate key, with both lines while [`LOCATE_BYTES`] lasts. A duplicate in
+/// an anchored mapping is found again where an alias replays it; it is reported once.
+fn duplicates(text: &str, found: Vec<Duplicate>) -> Vec<ConfigError> {
+    let mut spent = 0;
+    let mut seen = Vec::new();
+    let mut errors = Vec::with_capacity(found.len());
+    for d in found {
+        let lines = (spent < LOCATE_BYTES).then(|| {
+            spent += 2 * text.len();
+            (locate(text, d.again), locate(text, d.first))
+        });
+        let mut message = match &d.key {
+            Some(key) => format!("duplicate key {key}"),
+            None => "duplicate key".to_owned(),
+        };
+        match lines {
+            Some((Some(again), first)) => {
+                let at = (again.line(), again.column());
+                if seen.contains(&at) {
+                    continue;
+                }
+                seen.push(at);
+                // `write!` to a String cannot fail.
+                let _ = write!(message, " at line {} column {}", at.0, at.1);
+                if let Some(first) = first {
+                    let _ = write!(message, "; the first is at line {}", first.line());
+                }
+            }
+            _ => message.push_str("; the first is earlier in the same mapping"),
+        }
+        errors.push(ConfigError::new(d.path, message));
+    }
+    errors
+}
+
+/// Where the `n`th key read is: the document is read again and stopped there.
+fn locate(text: &str, n: usize) -> Option<Location> {
+    let mut walk = Walk {
+        probe: Some(n),
+        ..Walk::default()
+    };
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let error = Node(&mut walk).deserialize(de).err()?;
+    error
+        .to_string()
+        .contains(PROBE)
+        .then(|| error.location())?
+}
+
+/// What the reader keeps while it walks the document.
+#[derive(Default)]
+struct Walk {
+    /// Keys read so far, in reading order (an alias's keys count again each time).
+    keys: usize,
+    /// Stop with an error at the key with this number, so serde_yaml_ng says where it is.
+    probe: Option<usize>,
+    /// The path of the node being read, as config errors write it: `models[2].stable`.
+    path: String,
+    duplicates: Vec<Duplicate>,
+}
+
+/// A key already in its mapping.
+struct Duplicate {
+    /// The key's path when it is a string, else its mapping's.
+    path: String,
+    /// The key, when it is not a string (the path cannot name it).
+    key: Option<String>,
+    /// The numbers of the first key and of this one, in reading order.
+    first: usize,
+    again: usize,
+}
+
+/// One step of a path: a mapping's string key or a sequence's index.
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 /// Reads any node into a [`Value`].
-struct Node;
+struct Node<'w>(&'w mut Walk);
 
-/// Reads a mapping key, refusing one already in `0` while the key is being read, so that
-/// serde_yaml_ng puts the key's own line and column on the error.
-struct Key<'a>(&'a Mapping);
+/// Reads a mapping key and numbers it.
+struct Key<'w>(&'w mut Walk);
 
-struct NodeVisitor;
+struct NodeVisitor<'w>(&'w mut Walk);
 
-struct KeyVisitor<'a>(&'a Mapping);
+/// Numbers a key, and fails on the one probed while serde_yaml_ng still knows where it is, so
+/// that the error carries the key's own line and column.
+struct KeyVisitor<'w>(&'w mut Walk);
+
+// === impl Walk ===
+
+impl Walk {
+    /// Reads the node at `segment` below the current path.
+    fn below<T>(&mut self, segment: Segment<'_>, read: impl FnOnce(&mut Self) -> T) -> T {
+        let len = self.path.len();
+        // `write!` to a String cannot fail.
+        let _ = match segment {
+            Segment::Index(i) => write!(self.path, "[{i}]"),
+            Segment::Key(key) if len == 0 => write!(self.path, "{key}"),
+            Segment::Key(key) => write!(self.path, ".{key}"),
+        };
+        let out = read(self);
+        self.path.truncate(len);
+        out
+    }
+}
 
 // === impl Node ===
 
-impl<'de> DeserializeSeed<'de> for Node {
+impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(NodeVisitor)
+        d.deserialize_any(NodeVisitor(self.0))
     }
 }
 
@@ -111,7 +221,7 @@ impl<'de> DeserializeSeed<'de> for Key<'_> {
 
 // === impl NodeVisitor ===
 
-impl<'de> Visitor<'de> for NodeVisitor {
+impl<'de> Visitor<'de> for NodeVisitor<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,22 +269,64 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Node.deserialize(d)
+        Node(self.0).deserialize(d)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let walk = self.0;
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(Node)? {
-            items.push(item);
+        loop {
+            let i = items.len();
+            let item = walk.below(Segment::Index(i), |w| seq.next_element_seed(Node(w)))?;
+            match item {
+                Some(item) => items.push(item),
+                None => return Ok(Value::Sequence(items)),
+            }
         }
-        Ok(Value::Sequence(items))
     }
 
+    /// A duplicate key is recorded and its value read (for the errors inside it) and dropped.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let walk = self.0;
         let mut out = Mapping::new();
-        while let Some(key) = map.next_key_seed(Key(&out))? {
-            let value = map.next_value_seed(Node)?;
-            out.insert(key, value);
+        // The number of each key in `out`, in the same order.
+        let mut numbers = Vec::new();
+        while let Some(key) = map.next_key_seed(Key(walk))? {
+            let number = walk.keys - 1;
+            let first = if out.contains_key(&key) {
+                let at = out.keys().position(|k| k == &key);
+                at.and_then(|i| numbers.get(i).copied())
+            } else {
+                None
+            };
+            let value = match key.as_str() {
+                Some(name) => walk.below(Segment::Key(name), |w| {
+                    if let Some(first) = first {
+                        w.duplicates.push(Duplicate {
+                            path: w.path.clone(),
+                            key: None,
+                            first,
+                            again: number,
+                        });
+                    }
+                    map.next_value_seed(Node(w))
+                })?,
+                None => {
+                    if let Some(first) = first {
+                        walk.duplicates.push(Duplicate {
+                            path: walk.path.clone(),
+                            key: Some(describe(&key)),
+                            first,
+                            again: number,
+                        });
+                    }
+                    map.next_value_seed(Node(walk))?
+                }
+            };
+            if first.is_none() {
+                out.insert(key, value);
+                numbers.push(number);
+            }
         }
         Ok(Value::Mapping(out))
     }
@@ -185,7 +337,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
         if tag.is_empty() {
             return Err(de::Error::custom("empty YAML tag is not allowed"));
         }
-        let value = contents.newtype_variant_seed(Node)?;
+        let value = contents.newtype_variant_seed(Node(self.0))?;
         Ok(Value::Tagged(Box::new(TaggedValue {
             tag: Tag::new(tag),
             value,
@@ -193,37 +345,24 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 }
 
-fn tagged_big_int(text: String) -> Value {
-    Value::Tagged(Box::new(TaggedValue {
-        tag: Tag::new(BIG_INT_TAG),
-        value: Value::String(text),
-    }))
-}
-
 // === impl KeyVisitor ===
 
 impl KeyVisitor<'_> {
-    fn unique<E: de::Error>(&self, key: Result<Value, E>) -> Result<Value, E> {
+    fn count<E: de::Error>(walk: &mut Walk, key: Result<Value, E>) -> Result<Value, E> {
         let key = key?;
-        if !self.0.contains_key(&key) {
-            return Ok(key);
+        walk.keys += 1;
+        if walk.probe == Some(walk.keys - 1) {
+            return Err(E::custom(PROBE));
         }
-        let which = match &key {
-            Value::String(s) => format!("key {s:?}"),
-            Value::Number(n) => format!("key {n}"),
-            Value::Bool(b) => format!("key `{b}`"),
-            Value::Null => "null key".to_owned(),
-            _ => "key".to_owned(),
-        };
-        Err(E::custom(format!("duplicate entry with {which}")))
+        Ok(key)
     }
 }
 
-/// Each scalar is checked while serde_yaml_ng still knows where it is.
-macro_rules! checked {
+/// Each scalar is counted while serde_yaml_ng still knows where it is.
+macro_rules! counted {
     ($($method:ident($($arg:ident: $t:ty)?)),* $(,)?) => {$(
         fn $method<E: de::Error>(self, $($arg: $t)?) -> Result<Value, E> {
-            self.unique(NodeVisitor.$method($($arg)?))
+            Self::count(self.0, NodeVisitor(&mut Walk::default()).$method($($arg)?))
         }
     )*};
 }
@@ -235,7 +374,7 @@ impl<'de> Visitor<'de> for KeyVisitor<'_> {
         f.write_str("a YAML mapping key")
     }
 
-    checked!(
+    counted!(
         visit_bool(v: bool),
         visit_i64(v: i64),
         visit_u64(v: u64),
@@ -249,19 +388,43 @@ impl<'de> Visitor<'de> for KeyVisitor<'_> {
     );
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        self.unique(Node.deserialize(d))
+        let key = Node(&mut *self.0).deserialize(d);
+        Self::count(self.0, key)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
-        self.unique(NodeVisitor.visit_seq(seq))
+        let key = NodeVisitor(&mut *self.0).visit_seq(seq);
+        Self::count(self.0, key)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Value, A::Error> {
-        self.unique(NodeVisitor.visit_map(map))
+        let key = NodeVisitor(&mut *self.0).visit_map(map);
+        Self::count(self.0, key)
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Value, A::Error> {
-        self.unique(NodeVisitor.visit_enum(data))
+        let key = NodeVisitor(&mut *self.0).visit_enum(data);
+        Self::count(self.0, key)
+    }
+}
+
+fn tagged_big_int(text: String) -> Value {
+    Value::Tagged(Box::new(TaggedValue {
+        tag: Tag::new(BIG_INT_TAG),
+        value: Value::String(text),
+    }))
+}
+
+/// A key that is not a string, for a message.
+fn describe(key: &Value) -> String {
+    match key {
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => format!("`{b}`"),
+        Value::Null => "`null`".to_owned(),
+        _ => serde_yaml_ng::to_string(key).map_or_else(
+            |_| "(a collection)".to_owned(),
+            |s| format!("`{}`", s.trim_end()),
+        ),
     }
 }
 

@@ -174,18 +174,23 @@ impl Ctx {
         if items.is_empty() {
             self.err("requests", "empty: a suite needs at least one request");
         }
+        // Names are checked apart from the rest of each request: a duplicate of a request
+        // with another mistake is still a duplicate.
         let mut names: HashMap<String, usize> = HashMap::new();
         let mut checks = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let path = format!("requests[{i}]");
-            let Some(check) = self.check(&path, item) else {
-                continue;
-            };
-            if let Some(first) = names.insert(check.name.clone(), i) {
-                let msg = format!("{:?} is also the name of requests[{first}]", check.name);
-                self.err(&child(&path, "name"), msg);
+            let name = item.get("name").and_then(Yaml::as_str).map(str::to_owned);
+            let check = self.check(&path, item);
+            if let Some(name) = name.filter(|n| !n.trim().is_empty()) {
+                if let Some(&first) = names.get(&name) {
+                    let msg = format!("{name:?} is also the name of requests[{first}]; a report names requests, so names are unique");
+                    self.err(&child(&path, "name"), msg);
+                } else {
+                    names.insert(name, i);
+                }
             }
-            checks.push(check);
+            checks.extend(check);
         }
         Some(Suite { checks })
     }

@@ -226,3 +226,46 @@ fn durations() {
         assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
     }
 }
+
+/// A suite's report names its requests, so two requests with one name are an error, whatever
+/// else is wrong with either of them.
+#[test]
+fn duplicate_request_names_are_flagged() {
+    let ok = "path: /v1/completions, body: { prompt: hi }";
+    let cases = [
+        (
+            format!("{{ name: a, {ok} }}"),
+            format!("{{ name: a, {ok} }}"),
+        ),
+        // One of the two unusable for another reason (no path, no body, a bad expectation).
+        (
+            "{ name: a, body: {} }".to_owned(),
+            format!("{{ name: a, {ok} }}"),
+        ),
+        (
+            format!("{{ name: a, {ok} }}"),
+            "{ name: a, path: /v1/x }".to_owned(),
+        ),
+        (
+            format!("{{ name: a, {ok}, expect: {{ status: 1 }} }}"),
+            format!("{{ name: a, {ok} }}"),
+        ),
+    ];
+    for (first, second) in cases {
+        let yaml = format!("requests:\n  - {first}\n  - {second}\n  - {{ name: b, {ok} }}\n");
+        let err = Suite::from_yaml(&yaml).unwrap_err();
+        let dups: Vec<&Issue> = err
+            .issues
+            .iter()
+            .filter(|i| i.message.contains("also the name"))
+            .collect();
+        assert_eq!(dups.len(), 1, "{yaml}\n{err:#?}");
+        assert_eq!(dups[0].path, "requests[1].name", "{yaml}");
+        assert!(
+            dups[0]
+                .message
+                .starts_with("\"a\" is also the name of requests[0]"),
+            "{yaml}\n{err:#?}"
+        );
+    }
+}

@@ -748,9 +748,7 @@ impl Down<'_> {
                 Ok(()) => scanner = Some(sc),
                 Err(ScanError::NotAnObject) if header_route.is_none() => {}
                 Err(ScanError::LimitReached { .. }) if sc.model().is_some() => scanner = Some(sc),
-                Err(e) if header_route.is_none() => {
-                    return Err(Some(Reject::Malformed(e.to_string())))
-                }
+                Err(e) if header_route.is_none() => return Err(Some(Reject::from(e))),
                 Err(_) => {}
             }
         }

@@ -62,6 +62,13 @@ fn not_object(name: &'static str, body: &'static [u8]) -> Case {
     }
 }
 
+fn not_a_name(name: &'static str, body: &'static [u8], kind: ValueKind) -> Case {
+    Case {
+        result: Err(ScanError::ModelNotString(kind)),
+        ..ok(name, body, None)
+    }
+}
+
 fn run(chunks: &[&[u8]], field: Option<&str>, limit: usize) -> Outcome {
     let mut scanner = JsonPrefixScanner::new(field, limit);
     let mut result = None;
@@ -152,8 +159,8 @@ fn table() {
             Some("m"),
         ),
         ok("duplicate model: first wins", br#"{"model":"first","model":"second"}"#, Some("first")),
-        ok("model not a string", br#"{"model":42,"model":"x"}"#, None),
-        ok("model object", br#"{"model":{"name":"x"},"model":"y"}"#, None),
+        not_a_name("model not a string", br#"{"model":42,"model":"x"}"#, ValueKind::Number),
+        not_a_name("model object", br#"{"model":{"name":"x"},"model":"y"}"#, ValueKind::Object),
         ok("stops at done", br#"{"model":"m", this is not json"#, Some("m")),
         ok("trailing bytes after the object", br#"{"a":1} trailing"#, None),
         with_field("field string", br#"{"model":"m","user":"u\n1"}"#, "user", Some("m"), Some("u\n1")),
@@ -222,6 +229,63 @@ fn table() {
         );
         assert_eq!((got.result, got.model, got.field), want, "{}", case.name);
     }
+}
+
+/// A `model` that is not a string is refused where it ends, not taken as no model (which
+/// would route it to the default model); `null` is no model and `""` a name.
+#[test]
+fn a_model_that_is_not_a_string_is_refused() {
+    let cases = [
+        (
+            &br#"{"model":5}"#[..],
+            Err(ScanError::ModelNotString(ValueKind::Number)),
+            11,
+        ),
+        (
+            br#"{"model": -1.5e3 ,"a":1}"#,
+            Err(ScanError::ModelNotString(ValueKind::Number)),
+            17,
+        ),
+        (
+            br#"{"model":true,"a":1}"#,
+            Err(ScanError::ModelNotString(ValueKind::Bool)),
+            13,
+        ),
+        (
+            br#"{"model":false}"#,
+            Err(ScanError::ModelNotString(ValueKind::Bool)),
+            14,
+        ),
+        (
+            br#"{"model":["m"],"a":1}"#,
+            Err(ScanError::ModelNotString(ValueKind::Array)),
+            14,
+        ),
+        (
+            br#"{"model":{"m":[{}]}}"#,
+            Err(ScanError::ModelNotString(ValueKind::Object)),
+            19,
+        ),
+        (br#"{"model":null,"model":"x"}"#, Ok(()), 13),
+        (br#"{"a":[1],"model":""}"#, Ok(()), 19),
+    ];
+    for (body, result, consumed) in cases {
+        let text = String::from_utf8_lossy(body);
+        let got = run_every_split(body, None, NO_LIMIT);
+        assert_eq!((got.result, got.consumed), (result, consumed), "{text}");
+        assert_eq!(
+            got.model.as_deref(),
+            body.ends_with(br#""model":""}"#).then_some(""),
+            "{text}"
+        );
+        // With a wanted field still to come, the scan stops at the model all the same.
+        let got = run_every_split(body, Some("user"), NO_LIMIT);
+        assert_eq!(got.result.is_err(), result.is_err(), "{text}");
+    }
+    assert_eq!(
+        ScanError::ModelNotString(ValueKind::Number).to_string(),
+        "Invalid type for `model`: expected a string (the model's name), but got a number instead"
+    );
 }
 
 #[test]
@@ -522,7 +586,8 @@ impl Gen {
                 Some("s".to_owned())
             }
             3 => {
-                self.object(depth + 1);
+                // Only the top level's outcome counts.
+                let _ = self.object(depth + 1);
                 None
             }
             _ => {
@@ -541,9 +606,11 @@ impl Gen {
         }
     }
 
-    /// Writes an object; returns the first top-level `model` and `f` a scan should report.
-    fn object(&mut self, depth: usize) -> (Option<String>, Option<String>) {
+    /// Writes an object; returns what a scan should report for it at the top level: the
+    /// result, and the first `model` and `f` (an `f` only up to a `model` that is refused).
+    fn object(&mut self, depth: usize) -> (Result<(), ScanError>, Option<String>, Option<String>) {
         let (mut model, mut field) = (None, None);
+        let mut refused = None;
         self.out.push('{');
         for i in 0..self.rng.below(5) {
             if i > 0 {
@@ -557,21 +624,37 @@ impl Gen {
             self.space();
             self.out.push(':');
             self.space();
-            let is_string = self.out.len();
+            let start = self.out.len();
             let value = self.value(depth);
-            let is_string = self.out.as_bytes().get(is_string) == Some(&b'"');
+            let kind = match self.out.as_bytes().get(start) {
+                Some(b'"') => ValueKind::String,
+                Some(b'n') => ValueKind::Null,
+                Some(b't' | b'f') => ValueKind::Bool,
+                Some(b'{') => ValueKind::Object,
+                Some(b'[') => ValueKind::Array,
+                _ => ValueKind::Number,
+            };
             let first = |seen: &mut Option<Option<String>>, v: Option<String>| {
                 seen.get_or_insert(v);
             };
             match key {
-                "model" => first(&mut model, value.filter(|_| is_string)),
+                "model"
+                    if model.is_none() && !matches!(kind, ValueKind::String | ValueKind::Null) =>
+                {
+                    refused = refused.or(Some((kind, field.clone().flatten())));
+                    model = Some(None);
+                }
+                "model" => first(&mut model, value.filter(|_| kind == ValueKind::String)),
                 "f" => first(&mut field, value),
                 _ => {}
             }
             self.space();
         }
         self.out.push('}');
-        (model.flatten(), field.flatten())
+        match refused {
+            Some((kind, field)) => (Err(ScanError::ModelNotString(kind)), None, field),
+            None => (Ok(()), model.flatten(), field.flatten()),
+        }
     }
 }
 
@@ -585,12 +668,12 @@ fn random_valid_bodies() {
     for _ in 0..5000 {
         g.out.clear();
         g.space();
-        let (model, field) = g.object(1);
+        let (result, model, field) = g.object(1);
         let body = g.out.clone();
         let whole = run(&[body.as_bytes()], Some("f"), NO_LIMIT);
         assert_eq!(
             (&whole.result, &whole.model, &whole.field),
-            (&Ok(()), &model, &field),
+            (&result, &model, &field),
             "{body}"
         );
         let bytes: Vec<&[u8]> = body.as_bytes().chunks(1).collect();

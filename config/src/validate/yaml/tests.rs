@@ -173,18 +173,76 @@ fn tabs_get_a_hint() {
 
 #[test]
 fn a_duplicate_key_is_reported_at_its_own_line() {
-    let message = document_error("listen: 0.0.0.0:8080\nmodels: []\nenv: a\nenv: b\n");
-    assert!(
-        message.contains("duplicate entry with key \"env\" at line 4 column 1"),
-        "{message}"
+    assert_errors(
+        "listen: 0.0.0.0:8080\nmodels: []\nenv: a\nenv: b\n",
+        &[
+            (
+                "env",
+                "duplicate key at line 4 column 1; the first is at line 3",
+            ),
+            ("models", "at least one model is required"),
+        ],
     );
-    let message = document_error("listen: x\nmodels:\n  - name: a\n    stable: {}\n    name: b\n");
-    assert!(
-        message.contains("duplicate entry with key \"name\" at line 5 column 5"),
-        "{message}"
+    assert_errors(
+        "listen: x\nmodels:\n  - name: a\n    stable: {}\n    name: b\n",
+        &[
+            (
+                "models[0].name",
+                "duplicate key at line 5 column 5; the first is at line 3",
+            ),
+            ("listen", "is not an address"),
+            ("models[0].stable.endpoints", "required key is missing"),
+        ],
     );
-    let message = document_error("a: {1: x, 1: y}\n");
-    assert!(message.contains("duplicate entry with key 1"), "{message}");
+    // A key that is not a string is named in the message, under its mapping's path.
+    let got = errors("a: {1: x, 1: y}\n");
+    assert_eq!(
+        got[0],
+        (
+            "a".to_owned(),
+            "duplicate key 1 at line 1 column 11; the first is at line 1".to_owned()
+        )
+    );
+}
+
+/// A duplicate key used to stop the parse and hide every other error.
+#[test]
+fn a_duplicate_key_is_one_error_among_others() {
+    let yaml = "listen: nowhere\nworkers: 2\nworkers: 3\ndrain_timeout: 5\nmodels:\n  - name: a\n    stable: { endpoints: [\"ftp://h:1\"] }\n    weight: 120%\n";
+    assert_errors(
+        yaml,
+        &[
+            (
+                "workers",
+                "duplicate key at line 3 column 1; the first is at line 2",
+            ),
+            ("listen", "is not an address"),
+            ("drain_timeout", "has no unit"),
+            ("models[0].stable.endpoints[0]", "unsupported scheme `ftp`"),
+            ("models[0].weight", "above 100%"),
+        ],
+    );
+    // Every duplicate is reported, nested ones and ones inside a dropped value included.
+    let yaml = "listen: 0.0.0.0:8080\nmodels:\n  - name: a\n    stable: { endpoints: [\"http://h:1\"] }\n    stable: { engine: vllm, engine: tgi }\n";
+    assert_errors(
+        yaml,
+        &[
+            (
+                "models[0].stable",
+                "at line 5 column 5; the first is at line 4",
+            ),
+            (
+                "models[0].stable.engine",
+                "at line 5 column 29; the first is at line 5",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_duplicate_in_an_anchor_is_reported_once() {
+    let yaml = "x-b: &b { engine: vllm, engine: tgi }\nlisten: 0.0.0.0:8080\nmodels:\n  - { name: a, stable: { <<: *b, endpoints: [\"http://h:1\"] } }\n  - { name: b, stable: { <<: *b, endpoints: [\"http://h:2\"] } }\n";
+    assert_errors(yaml, &[("x-b.engine", "at line 1 column 25")]);
 }
 
 #[test]
