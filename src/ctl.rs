@@ -271,13 +271,21 @@ fn rollouts_path(model: &str, action: &str) -> String {
     format!("/rollouts/{}/{action}", encode_path_segment(model))
 }
 
+/// The token a call must carry: `--token-file`, else `ROLLGATE_ADMIN_TOKEN`. A blank one is
+/// refused here, before the request: the gateway would only answer "missing or wrong bearer
+/// token", which does not say which token was blank.
 fn token(file: Option<&std::path::Path>) -> anyhow::Result<String> {
     if let Some(f) = file {
         return read_token(f);
     }
-    std::env::var("ROLLGATE_ADMIN_TOKEN")
-        .map(|t| t.trim().to_owned())
-        .context("no token: pass --token-file or set ROLLGATE_ADMIN_TOKEN")
+    // std's "environment variable not found" only repeats what the message says.
+    match std::env::var("ROLLGATE_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_owned()),
+        Ok(_) => {
+            bail!("ROLLGATE_ADMIN_TOKEN is empty: set it to the admin token, or pass --token-file")
+        }
+        Err(_) => bail!("no token: pass --token-file or set ROLLGATE_ADMIN_TOKEN"),
+    }
 }
 
 /// The token for a call that may go without one: `--token-file` (which must be readable),
@@ -290,9 +298,14 @@ fn read_token_if_any(file: Option<&std::path::Path>) -> anyhow::Result<Option<St
     Ok(env.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()))
 }
 
+/// A token file's token; an empty (or blank) file is an error, not an empty token to send.
 fn read_token(f: &std::path::Path) -> anyhow::Result<String> {
     let t = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-    Ok(t.trim().to_owned())
+    let t = t.trim();
+    if t.is_empty() {
+        bail!("token file {} is empty", f.display());
+    }
+    Ok(t.to_owned())
 }
 
 #[cfg(test)]

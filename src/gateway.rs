@@ -7,15 +7,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use rollgate_config::Config;
 use rollgate_config::Role;
-use rollgate_control::breakglass::{OperatorNotes, SHARED_TOKEN};
+use rollgate_control::breakglass::{
+    describe_pause, HeldSync, OperatorNotes, PauseStore, Restored, SHARED_TOKEN,
+};
 use rollgate_control::git::{GitSettings, GitSource};
 use rollgate_control::gitops::{EventCounters, Gitops};
 use rollgate_control::operator::{AdminAuth, Audit};
 use rollgate_control::rollout::{Driver, DriverHandle, StateStore};
 use rollgate_control::signals::HttpSignals;
 use rollgate_control::{
-    serve_admin, AdminServer, ConfigSource, ReloadTrigger, Reloader, ReloaderHandle,
+    serve_admin, AdminServer, ConfigSource, ReloadTrigger, Reloader, ReloaderHandle, SyncPause,
 };
 use rollgate_proxy::{Listeners, ProxyHandle, Running};
 use tokio::net::TcpListener;
@@ -187,6 +190,20 @@ impl Gateway {
                 problems.join("\n  ")
             );
         }
+        let pause_store = PauseStore::new(config.state_dir.clone());
+        let start = Start {
+            text,
+            revision,
+            config,
+        };
+        let (
+            Start {
+                text,
+                revision,
+                config,
+            },
+            paused,
+        ) = restore_pause(&source, &pause_store, start);
         let mut registry = Registry::default();
         let tls = match &config.tls {
             Some(t) => Some(rollgate_proxy::load_tls(&t.cert, &t.key)?),
@@ -207,11 +224,7 @@ impl Gateway {
         let auth = AdminAuth::load(&config.admin).context("reading the admin tokens")?;
         let sync_pause_approvers = config.admin.sync_pause_approvers;
         let protect_reads = config.admin.protect_reads;
-        let audit_path = config
-            .admin
-            .audit_log
-            .clone()
-            .or_else(|| state_dir.as_ref().map(|d| d.join("audit.log")));
+        let audit_path = audit_path(&config);
         let audit = Audit::open(audit_path).context("opening the audit log")?;
         let notes = OperatorNotes::from_audit(audit.path());
         match &auth {
@@ -250,6 +263,10 @@ impl Gateway {
         driver.restore_traffic();
         let (mut reloader, handle) =
             Reloader::new(source.clone(), &text, proxy.clone(), &mut registry);
+        let restored_pause = paused.is_some();
+        if let Some(pause) = paused {
+            handle.pause_sync(pause);
+        }
         // A new config is judged by the driver at once, not on its next tick.
         let wake = driver_handle.clone();
         reloader.on_applied(Arc::new(move || wake.wake()));
@@ -257,6 +274,11 @@ impl Gateway {
         let base = base_dir(&source);
         reloader.preflight(Arc::new(move |c| crate::preflight::check(c, &base)));
         tokio::spawn(reloader.run());
+        if restored_pause {
+            // Read the source now (applying nothing), so that `/status` shows at once the
+            // revision that waits for a resume, not only after the first poll.
+            handle.trigger(ReloadTrigger::Poll);
+        }
         match &source {
             ConfigSource::File(path) => {
                 tokio::spawn(handle.clone().watch_file(path.clone(), FILE_POLL));
@@ -280,6 +302,7 @@ impl Gateway {
             auth,
             audit,
             notes,
+            pause_store,
             sync_pause_approvers,
             protect_reads,
             registry: Arc::new(registry),
@@ -327,6 +350,96 @@ impl Gateway {
             tracing::warn!("drain deadline reached with requests still in flight; exiting");
         }
     }
+}
+
+/// The config a start serves: its text, revision and parsed form.
+struct Start {
+    text: String,
+    revision: String,
+    config: Config,
+}
+
+/// `admin.audit_log`, else `<state_dir>/audit.log`.
+fn audit_path(config: &Config) -> Option<PathBuf> {
+    (config.admin.audit_log.clone())
+        .or_else(|| config.state_dir.as_ref().map(|d| d.join("audit.log")))
+}
+
+/// A sync pause made before this start comes back (break-glass must outlast a rescheduled
+/// pod): the revision it held serves, paused, when it was saved and still validates here;
+/// otherwise the source's revision serves, still paused, and the pause's reason says what the
+/// restart did. Every case is logged at `warn` or `error` with who paused, when and why.
+fn restore_pause(
+    source: &ConfigSource,
+    store: &PauseStore,
+    start: Start,
+) -> (Start, Option<SyncPause>) {
+    let (restored, error) = store.restore(audit_path(&start.config).as_deref());
+    if let Some(e) = error {
+        tracing::error!(error = %e, "cannot read the saved sync pause; looking for one in the audit log");
+    }
+    let source_at = start.revision.clone();
+    let (start, pause) = match restored {
+        None => return (start, None),
+        Some(Restored::Held(held)) if held.revision == start.revision => {
+            let pause = held.pause();
+            tracing::warn!(paused = %describe_pause(&pause), revision = %source_at, "sync was paused before this start: still paused (the source has not moved); `rollgate ctl resume-sync` applies it again");
+            return (start, Some(pause));
+        }
+        Some(Restored::Held(held)) => {
+            let pause = held.pause();
+            match held_config(source, &held.text) {
+                Ok(config) => {
+                    tracing::warn!(paused = %describe_pause(&pause), serving = %held.revision, source = %source_at, "sync was paused before this start: serving the revision the pause held, not the source's; `rollgate ctl resume-sync` applies the source");
+                    let held_start = Start {
+                        text: held.text,
+                        revision: held.revision,
+                        config,
+                    };
+                    return (held_start, Some(pause));
+                }
+                Err(why) => {
+                    let note = format!("after a restart the revision it held, {}, did not validate ({why}): serving the source's {source_at}", held.revision);
+                    tracing::error!(paused = %describe_pause(&pause), "sync was paused before this start; {note}; sync stays paused");
+                    (start, noted(pause, &note))
+                }
+            }
+        }
+        Some(Restored::Audited { pause, revision })
+            if revision.as_deref() == Some(source_at.as_str()) =>
+        {
+            tracing::warn!(paused = %describe_pause(&pause), revision = %source_at, "sync was paused before this start (audit log): still paused (the source has not moved)");
+            (start, pause)
+        }
+        Some(Restored::Audited { pause, revision }) => {
+            let held = revision.as_deref().unwrap_or("unknown");
+            let note = format!("after a restart the revision it held, {held}, was not saved (no state_dir, or the saved pause was unreadable): serving the source's {source_at}");
+            tracing::error!(paused = %describe_pause(&pause), "sync was paused before this start (the audit log's last sync action is an unresumed pause-sync); {note}; sync stays paused");
+            (start, noted(pause, &note))
+        }
+    };
+    // Saved again with what serves now, so that the next start finds it without a complaint.
+    if let Err(e) = store.save(&HeldSync::new(&pause, &start.revision, &start.text)) {
+        tracing::error!(error = %e, "saving the sync pause failed");
+    }
+    (start, Some(pause))
+}
+
+/// The held revision's config, when it still parses and passes this machine's checks.
+fn held_config(source: &ConfigSource, text: &str) -> Result<Config, String> {
+    let config = rollgate_config::parse(text).map_err(|e| e.to_string().replace('\n', "; "))?;
+    let problems = crate::preflight::check(&config, &base_dir(source));
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// The pause with what the restart did added to its reason (shown in `/status`).
+fn noted(mut pause: SyncPause, note: &str) -> SyncPause {
+    pause.reason = format!("{} [{note}]", pause.reason);
+    pause
 }
 
 /// Opens the source and reads the config the gateway starts with.

@@ -33,7 +33,9 @@ async fn kubernetes(namespace: &str, counters: EventCounters) -> anyhow::Result<
 #[cfg(not(feature = "k8s"))]
 async fn kubernetes(_namespace: &str, _counters: EventCounters) -> anyhow::Result<SinkQueue> {
     Err(anyhow::anyhow!(
-        "gitops.kubernetes is set but this rollgate was built without the `k8s` feature"
+        "gitops.kubernetes is set but this rollgate was built without the `k8s` feature: \
+         remove the `gitops.kubernetes` key, or run a build with it (`cargo build --release \
+         --features k8s`)"
     ))
 }
 

@@ -22,7 +22,7 @@ use rollgate_proxy::ProxyHandle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::breakglass::{OperatorNotes, SyncRequest};
+use crate::breakglass::{OperatorNotes, PauseStore, SyncRequest};
 use crate::operator::{AdminAuth, Audit, CommandRequest, Refused};
 use crate::reload::{ReloadTrigger, ReloaderHandle};
 use crate::rollout::DriverHandle;
@@ -45,6 +45,8 @@ pub struct AdminServer {
     pub audit: Audit,
     /// Who pinned or paused what, for drift reasons.
     pub notes: OperatorNotes,
+    /// Where a sync pause is saved to outlast a restart (`state_dir`).
+    pub pause_store: PauseStore,
     /// `admin.sync_pause_approvers` (1 or 2).
     pub sync_pause_approvers: u32,
     /// Model statuses and the Argo Rollouts / Flagger endpoints.
@@ -242,6 +244,7 @@ impl AdminServer {
                 auth,
                 self.sync_pause_approvers,
                 &self.audit,
+                &self.pause_store,
                 req,
             )
         } else {
@@ -251,6 +254,7 @@ impl AdminServer {
                 driver,
                 auth,
                 &self.audit,
+                &self.pause_store,
                 &self.notes,
                 req,
             )

@@ -22,6 +22,10 @@ use crate::operator::{AdminAuth, Audit, Refused};
 use crate::reload::{ReloaderHandle, SyncPause, SyncState};
 use crate::rollout::{Command, DriverHandle, Phase, RolloutStatus};
 
+mod held;
+
+pub use held::{describe as describe_pause, unresumed_pause, HeldSync, PauseStore, Restored};
+
 /// How long `resume-sync --release-pins` waits for the driver to apply the unpins.
 const APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -273,12 +277,14 @@ pub fn actor<'a>(token: &'a str, header: Option<&'a str>) -> &'a str {
 
 /// `POST /sync/pause`: a `sync` token, and with `approvers: 2` a second `sync` token of another
 /// person in `X-Rollgate-Approver` (named tokens only, see [`second_approver`]). Audited with
-/// both names.
+/// both names, and saved in `store` with the revision it holds, so that a restart comes back
+/// paused on it.
 pub fn pause_sync(
     reloader: &ReloaderHandle,
     auth: Option<&AdminAuth>,
     approvers: u32,
     audit: &Audit,
+    store: &PauseStore,
     req: SyncRequest<'_>,
 ) -> Result<Value, Refused> {
     let auth = auth.ok_or(Refused::Unauthorized)?;
@@ -310,6 +316,7 @@ pub fn pause_sync(
     };
     reloader.pause_sync(pause.clone());
     let state = reloader.sync_state();
+    let saved = save_pause(reloader, store, &pause, &state.applied);
     let entry = json!({
         "time": unix_secs_f64(),
         "action": "pause-sync",
@@ -322,7 +329,32 @@ pub fn pause_sync(
         "applied": state.applied,
     });
     audit.record(&entry);
-    Ok(json!({ "accepted": true, "audit": entry, "sync": state }))
+    Ok(json!({ "accepted": true, "audit": entry, "sync": state, "saved": saved }))
+}
+
+/// Saves the pause with the revision serving (`applied`) and its text; what the answer says of
+/// it: the file, `null` without a `state_dir`, or the error. A pause that could not be saved
+/// still holds in this process (break-glass must work on a full disk), and says so loudly.
+fn save_pause(
+    reloader: &ReloaderHandle,
+    store: &PauseStore,
+    pause: &SyncPause,
+    applied: &str,
+) -> Value {
+    let Some(text) = reloader.applied_text() else {
+        return json!({ "error": "the serving config text is unknown: the pause is not saved" });
+    };
+    match store.save(&HeldSync::new(pause, applied, &text)) {
+        Ok(Some(path)) => json!(path.display().to_string()),
+        Ok(None) => {
+            tracing::warn!("no state_dir: the sync pause is not saved, a restart applies the source's newest revision (the audit log still names the pause)");
+            Value::Null
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "saving the sync pause failed: a restart would apply the source's newest revision");
+            json!({ "error": e })
+        }
+    }
 }
 
 /// The approver's token name: valid, with the `sync` role, and another person than the
@@ -387,6 +419,7 @@ pub async fn resume_sync(
     driver: Option<&DriverHandle>,
     auth: Option<&AdminAuth>,
     audit: &Audit,
+    store: &PauseStore,
     notes: &OperatorNotes,
     req: SyncRequest<'_>,
 ) -> Result<Value, Refused> {
@@ -417,6 +450,10 @@ pub async fn resume_sync(
         Some(d) if !pinned.is_empty() => release_pins(d, notes, by, pinned).await?,
         _ => Vec::new(),
     };
+    // Forgotten before the source is applied: a restart from here on must not pause again.
+    if let Err(e) = store.clear() {
+        tracing::error!(error = %e, "removing the saved sync pause failed: a restart would come back paused");
+    }
     let outcome = reloader.resume_sync().await;
     let state = reloader.sync_state();
     let entry = json!({

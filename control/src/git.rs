@@ -244,16 +244,11 @@ impl GitSource {
         };
         let signers = format!("gpg.ssh.allowedSignersFile={}", signers.display());
         let args = ["-c", "gpg.format=ssh", "-c", &signers, "verify-commit", sha];
-        self.cli.run(&args, None).await.map(drop).map_err(|e| {
-            // git names the command by its first argument (`-c`); an unsigned commit fails
-            // without any message.
-            let msg = e.strip_prefix("git -c: ").unwrap_or(&e);
-            if msg == cli::NO_MESSAGE {
-                "no signature".to_owned()
-            } else {
-                msg.to_owned()
-            }
-        })
+        self.cli
+            .run(&args, None)
+            .await
+            .map(drop)
+            .map_err(|e| verify_refusal(&e))
     }
 
     /// Triggers a reload every poll interval (±10% jitter) until the funnel is gone.
@@ -272,6 +267,33 @@ impl GitSource {
     ) {
         registry.register_collector(Box::new(GitCollector(self.clone())));
     }
+}
+
+/// Why `git verify-commit` refused, from its error. git names the command by its first
+/// argument (`-c`); an unsigned commit fails without any message. A key missing from the
+/// allowed signers reads `Good "git" signature with … key SHA256:… / No principal matched.`:
+/// the "Good" is about the signature's maths, not the key, and read as a success, so that case
+/// is said in words and git's line about it is left out.
+fn verify_refusal(error: &str) -> String {
+    let msg = error.strip_prefix("git -c: ").unwrap_or(error);
+    if msg == cli::NO_MESSAGE {
+        return "no signature".to_owned();
+    }
+    let mut parts = msg.split(" / ");
+    let Some(good) = parts
+        .next()
+        .filter(|_| msg.contains("No principal matched"))
+    else {
+        return msg.to_owned();
+    };
+    let Some(key) = good.strip_prefix("Good \"git\" signature with ") else {
+        return format!("signed by a key not in the allowed signers (git: {msg})");
+    };
+    let rest: Vec<&str> = parts.collect();
+    format!(
+        "signed by {key}, which is not in the allowed signers (git: {})",
+        rest.join(" / ")
+    )
 }
 
 /// `every` scaled by a factor in `[0.9, 1.1)` given `unit` in `[0, 1)`.
@@ -345,6 +367,32 @@ impl Collector for GitCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refused_signature_says_why_in_words() {
+        let cases = [
+            ("git -c: failed (no message)", "no signature"),
+            (
+                "git -c: Good \"git\" signature with ED25519 key SHA256:Xk/P78 / No principal matched.",
+                "signed by ED25519 key SHA256:Xk/P78, which is not in the allowed signers \
+                 (git: No principal matched.)",
+            ),
+            // A shape git may change: still said in words, with git's whole text.
+            (
+                "git -c: No principal matched.",
+                "signed by a key not in the allowed signers (git: No principal matched.)",
+            ),
+            (
+                "git -c: Could not verify signature.",
+                "Could not verify signature.",
+            ),
+        ];
+        for (error, want) in cases {
+            let got = verify_refusal(error);
+            assert_eq!(got, want, "{error}");
+            assert!(!got.starts_with("Good"), "{got}");
+        }
+    }
 
     #[test]
     fn jitter_stays_within_ten_percent() {

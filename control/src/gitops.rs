@@ -38,6 +38,7 @@ mod status;
 pub use argo::{web_metric, WebMetric};
 pub use flagger::{Answer, Hook, Payload};
 pub use flux::{event as flux_event, Event as FluxEvent};
+pub(crate) use status::hold;
 pub use status::{
     build, condition, phase_name, verdict, ConditionClock, Context, ModelStatus, StatusCondition,
     Verdict,
@@ -339,7 +340,9 @@ impl Gitops {
                 continue;
             }
             seen = Some(inputs);
-            for (model, status) in self.statuses() {
+            let statuses = self.statuses();
+            let restored = self.restored(statuses.keys().filter(|m| !last.contains_key(*m)));
+            for (model, status) in statuses {
                 let previous = last.get(&model);
                 if previous.is_some_and(|p| !changed(p, &status)) {
                     continue;
@@ -349,8 +352,11 @@ impl Gitops {
                     status: status.clone(),
                     previous: previous.cloned(),
                 };
-                let quiet =
-                    previous.is_none() && status.phase == "Idle" && !status::is_held(&status);
+                // A first status is quiet when Idle and not held, or when it only restates a
+                // phase restored at startup (a restart must not announce a rollback again).
+                let quiet = previous.is_none()
+                    && ((status.phase == "Idle" && !status::is_held(&status))
+                        || restored.contains(&model));
                 for sink in &sinks {
                     if sink.initial || !quiet {
                         sink.offer(change.clone());
@@ -359,6 +365,20 @@ impl Gitops {
                 last.insert(model, status);
             }
         }
+    }
+
+    /// Of `first` (models about to be published for the first time), those whose rollout is
+    /// still in the phase restored from the state file. One read of the driver's statuses, and
+    /// only while some model has not been published yet.
+    fn restored<'a>(&self, first: impl Iterator<Item = &'a String>) -> HashSet<String> {
+        let first: HashSet<&String> = first.collect();
+        let Some(driver) = self.driver.as_ref().filter(|_| !first.is_empty()) else {
+            return HashSet::new();
+        };
+        (driver.status().into_iter())
+            .filter(|r| first.contains(&r.model) && driver.is_restored(r))
+            .map(|r| r.model)
+            .collect()
     }
 }
 

@@ -694,3 +694,159 @@ async fn a_start_warns_when_two_approvers_cannot_be_found_among_named_tokens() {
     }
     stable.shutdown().await;
 }
+
+/// Pauses sync with alice and bob's tokens; the answer.
+async fn pause_two_person(gw: &Gateway) -> Value {
+    let r = call(
+        gw,
+        "POST",
+        "/sync/pause",
+        Some("alice-secret"),
+        Some("bob-secret"),
+        r#"{"reason":"incident 42: bad merge"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Stops `gw` (SIGTERM, a clean exit) and starts it again on the same config file.
+async fn restart(mut gw: Gateway) -> (Gateway, Gateway) {
+    gw.signal("TERM");
+    let exit = gw.wait(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}; logs:\n{}", gw.logs());
+    let again = gw.start_again();
+    // The stopped gateway owns the config's temp dir until the end of the test.
+    (gw, again)
+}
+
+/// A restart during a sync pause comes back paused on the revision the pause held (saved in
+/// `state_dir`), says so in its log and in `/status`; the commit made meanwhile waits for the
+/// resume, which also forgets the saved pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_comes_back_paused_on_the_revision_the_pause_held() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let dir = Scratch(temp_dir("breakglass-restart"));
+    let dir = &dir.0;
+    let admin = admin_section(dir, 2);
+    let state = dir.join("state");
+    let yaml = |weight: &str| {
+        with_admin(
+            &config(
+                &stable,
+                Some(&candidate),
+                &format!("    weight: {weight}\n"),
+                &format!("state_dir: {state:?}\n"),
+            ),
+            &admin,
+        )
+    };
+    let gw = Gateway::start(&yaml("10%"));
+    let held = gw.status().await["revision"].clone();
+    let paused = pause_two_person(&gw).await;
+    assert_eq!(
+        paused["saved"].as_str(),
+        state.join("sync-pause.json").to_str(),
+        "{paused:#}"
+    );
+    gw.write_config(&yaml("30%"));
+    assert_eq!(gw.reload().await["result"], "unchanged");
+
+    let (_stopped, gw) = restart(gw).await;
+    let s = gw.status().await;
+    assert_eq!(s["revision"], held, "the held revision serves: {s:#}");
+    assert_eq!(s["models"][0]["weight"], "10%", "{s:#}");
+    let sync = wait_status(&gw, "the source read", |s| {
+        s["sync"]["desired"].is_string() && s["sync"]["desired"] != held
+    })
+    .await["sync"]
+        .clone();
+    assert_eq!(sync["status"], "OutOfSync", "{sync:#}");
+    assert_eq!(sync["paused"]["by"], "alice", "{sync:#}");
+    assert_eq!(sync["paused"]["approver"], "bob");
+    assert_eq!(sync["paused"]["reason"], "incident 42: bad merge");
+    assert!(
+        sync["reasons"]
+            .to_string()
+            .contains("sync paused by alice (approved by bob)"),
+        "{sync:#}"
+    );
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("sync was paused before this start"))
+        .unwrap_or_else(|| panic!("no restore line in:\n{logs}"));
+    assert!(
+        line.contains("WARN") && line.contains("alice") && line.contains("incident 42"),
+        "{line}"
+    );
+    // The file watcher does not apply the newer file either.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(gw.status().await["models"][0]["weight"], "10%");
+
+    // Resume applies the source and forgets the pause: the next restart is not paused.
+    let r = call(&gw, "POST", "/sync/resume", Some("bob-secret"), None, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(gw.status().await["models"][0]["weight"], "30%");
+    assert!(!state.join("sync-pause.json").exists());
+    let (_stopped_again, gw) = restart(gw).await;
+    let s = gw.status().await;
+    assert_eq!(s["models"][0]["weight"], "30%", "{s:#}");
+    assert!(s["sync"]["paused"].is_null(), "{:#}", s["sync"]);
+    assert!(!gw.logs().contains("sync was paused before this start"));
+}
+
+/// Without `state_dir` the pause is not saved, but the audit log names it: the restart serves
+/// the source (the held revision was not kept), comes back paused, logs an error naming who
+/// paused, when and why, and `/status` says what the restart did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_without_state_dir_stays_paused_and_says_the_held_revision_was_lost() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let candidate = start_sim("candidate", "m", |_| {}).await;
+    let dir = Scratch(temp_dir("breakglass-restart-audit"));
+    let dir = &dir.0;
+    let admin = admin_section(dir, 2);
+    let yaml = |weight: &str| {
+        with_admin(
+            &config(
+                &stable,
+                Some(&candidate),
+                &format!("    weight: {weight}\n"),
+                "",
+            ),
+            &admin,
+        )
+    };
+    let gw = Gateway::start(&yaml("10%"));
+    let held = gw.status().await["revision"].clone();
+    let paused = pause_two_person(&gw).await;
+    assert!(paused["saved"].is_null(), "{paused:#}");
+    gw.write_config(&yaml("30%"));
+
+    let (_stopped, gw) = restart(gw).await;
+    let s = gw.status().await;
+    assert_ne!(s["revision"], held);
+    let sync = &s["sync"];
+    assert_eq!(sync["paused"]["by"], "alice", "{sync:#}");
+    assert_eq!(sync["paused"]["approver"], "bob");
+    let reason = sync["paused"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("incident 42: bad merge [after a restart the revision it held, ")
+            && reason.contains("was not saved"),
+        "{reason}"
+    );
+    let logs = gw.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("unresumed pause-sync"))
+        .unwrap_or_else(|| panic!("no restore line in:\n{logs}"));
+    assert!(
+        line.contains("ERROR") && line.contains("alice") && line.contains("incident 42"),
+        "{line}"
+    );
+    // Still paused: a newer file is not applied.
+    gw.write_config(&yaml("50%"));
+    assert_eq!(gw.reload().await["result"], "unchanged");
+    assert_eq!(gw.status().await["models"][0]["weight"], "30%");
+}

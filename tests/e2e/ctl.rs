@@ -237,3 +237,37 @@ async fn ctl_output_into_a_closed_pipe_is_not_a_panic() {
     drop(gw);
     stable.shutdown().await;
 }
+
+/// Without a token ctl says how to give one (no std error tail); with an empty token file it
+/// names the file and sends nothing (the gateway's 401 would not say the file was empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_empty_token_is_named_before_any_request() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let admin = listener.local_addr().expect("addr");
+    let (code, out) = ctl(admin, None, &["pin", "m", "40%", "--reason", "qa"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("no token: pass --token-file or set ROLLGATE_ADMIN_TOKEN"),
+        "{out}"
+    );
+    assert!(!out.contains("environment variable"), "{out}");
+
+    let dir = temp_dir("ctl-empty-token");
+    let empty = dir.join("token");
+    std::fs::write(&empty, "\n").expect("token");
+    for args in [&["pin", "m", "40%", "--reason", "qa"][..], &["status"][..]] {
+        let (code, out) = ctl(admin, Some(&empty), args);
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("token file {} is empty", empty.display())),
+            "{args:?}: {out}"
+        );
+    }
+    let connected =
+        tokio::time::timeout(std::time::Duration::from_millis(100), listener.accept()).await;
+    assert!(connected.is_err(), "ctl sent a request with an empty token");
+    std::fs::remove_dir_all(&dir).ok();
+}

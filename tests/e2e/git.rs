@@ -337,6 +337,19 @@ async fn a_signed_webhook_applies_at_once_and_a_wrong_signature_is_refused() {
         "{}",
         refused.text()
     );
+    assert_eq!(
+        refused.json()["error"],
+        "X-Hub-Signature-256 does not match the body"
+    );
+    // The right HMAC without its `sha256=` prefix: the format is named, not a mismatch.
+    let bare = hex(&hmac_sha256(SECRET.as_bytes(), body.as_bytes()));
+    let unprefixed = hook(&gw, &[("x-hub-signature-256", &bare)], &body).await;
+    assert_eq!(unprefixed.status, 401, "{}", unprefixed.text());
+    let error = unprefixed.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(
+        error.contains("expected format `sha256=<64 hex digits>`"),
+        "{error}"
+    );
     let missing = hook(&gw, &[], &body).await;
     assert_eq!(missing.status, 401, "{}", missing.text());
     let bad_token = hook(&gw, &[("authorization", "Bearer nope")], &body).await;
@@ -822,6 +835,14 @@ async fn signed_mode_refuses_unsigned_commits_and_applies_signed_ones() {
             message.starts_with(&format!("commit {sha} is not signed by an allowed key: ")),
             "{what}: {message}"
         );
+        // git's `Good "git" signature … / No principal matched.` read like a success.
+        assert!(!message.contains("Good"), "{what}: {message}");
+        if what == "signed by another key" {
+            assert!(
+                message.contains("which is not in the allowed signers"),
+                "{what}: {message}"
+            );
+        }
         assert_eq!(
             s["revision"],
             first.as_str(),

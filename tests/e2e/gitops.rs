@@ -487,6 +487,14 @@ async fn kubernetes_publishing_that_cannot_work_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(stderr.contains("gitops.kubernetes"), "{stderr}");
+    // Without the feature the refusal says both ways out.
+    if !cfg!(feature = "k8s") {
+        assert!(
+            stderr.contains("remove the `gitops.kubernetes` key")
+                && stderr.contains("--features k8s"),
+            "{stderr}"
+        );
+    }
 }
 
 /// The whole chain with the `k8s` build: rollout driver → publisher → kube client → a fake

@@ -119,6 +119,7 @@ impl Fixture {
             auth,
             audit: Audit::open(Some(dir.join("audit.log"))).expect("audit file"),
             notes: OperatorNotes::default(),
+            pause_store: crate::breakglass::PauseStore::default(),
             sync_pause_approvers,
             protect_reads,
         };

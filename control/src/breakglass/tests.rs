@@ -417,6 +417,90 @@ fn notes_are_rebuilt_from_the_audit_log() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+fn pause(by: &str) -> SyncPause {
+    SyncPause {
+        by: by.into(),
+        approver: Some("bob".into()),
+        reason: "incident 42".into(),
+        since_unix: 1_700_000_000,
+    }
+}
+
+#[test]
+fn a_saved_pause_survives_a_restart_with_the_revision_it_held() {
+    let dir = std::env::temp_dir().join(format!("rollgate-held-{}", std::process::id()));
+    let store = PauseStore::new(Some(dir.join("state")));
+    assert_eq!(store.load(), Ok(None));
+    let held = HeldSync::new(&pause("alice"), "sha-1", CONFIG);
+    let path = store.save(&held).expect("save");
+    assert_eq!(path, Some(dir.join("state").join("sync-pause.json")));
+    assert_eq!(store.load(), Ok(Some(held.clone())));
+    assert_eq!(held.pause(), pause("alice"));
+    // The saved pause wins over the audit log; a resume forgets it.
+    let (restored, error) = store.restore(Some(&dir.join("missing.log")));
+    assert_eq!((restored, error), (Some(Restored::Held(held)), None));
+    store.clear().expect("clear");
+    store.clear().expect("clearing twice is fine");
+    assert_eq!(store.restore(None), (None, None));
+    // Without a state_dir nothing is saved, and nothing fails.
+    let none = PauseStore::new(None);
+    assert_eq!(none.save(&HeldSync::new(&pause("a"), "r", "t")), Ok(None));
+    assert_eq!(none.load(), Ok(None));
+    // A file that does not parse is said, and the audit log is read instead.
+    std::fs::write(dir.join("state").join("sync-pause.json"), "{").expect("corrupt");
+    let log = dir.join("audit.log");
+    std::fs::write(
+        &log,
+        r#"{"action":"pause-sync","actor":"alice","approver":"bob","reason":"x","time":5.5,"applied":"sha-0"}"#,
+    )
+    .expect("log");
+    let (restored, error) = store.restore(Some(&log));
+    assert!(
+        error.is_some_and(|e| e.contains("not a saved sync pause")),
+        "the error is named"
+    );
+    assert!(
+        matches!(restored, Some(Restored::Audited { revision: Some(ref r), .. }) if r == "sha-0")
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_audit_log_names_a_pause_no_resume_followed() {
+    let dir = std::env::temp_dir().join(format!("rollgate-unresumed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let log = dir.join("audit.log");
+    let pause_line = r#"{"action":"pause-sync","actor":"alice","approver":"bob","reason":"incident 42","time":1700000000.25,"applied":"sha-1"}"#;
+    let resume_line = r#"{"action":"resume-sync","actor":"bob"}"#;
+    let pin_line = r#"{"action":"pin","actor":"carol","model":"m","reason":"x"}"#;
+    let cases: [(&[&str], bool); 5] = [
+        (&[], false),
+        (&[pause_line, resume_line], false),
+        (&[pause_line, pin_line], true),
+        (
+            &[
+                pause_line,
+                resume_line,
+                pause_line,
+                r#"{"action":"resume-sy"#,
+            ],
+            true,
+        ),
+        (&[resume_line, pause_line, resume_line, pin_line], false),
+    ];
+    for (lines, paused) in cases {
+        std::fs::write(&log, lines.join("\n")).expect("log");
+        let found = unresumed_pause(&log);
+        assert_eq!(found.is_some(), paused, "{lines:?}");
+        if let Some((p, revision)) = found {
+            assert_eq!(p, pause("alice"), "{lines:?}");
+            assert_eq!(revision.as_deref(), Some("sha-1"));
+        }
+    }
+    assert_eq!(unresumed_pause(&dir.join("missing.log")), None);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn tokens_load_from_files_and_must_be_distinct() {
     let dir = std::env::temp_dir().join(format!("rollgate-tokens-{}", std::process::id()));

@@ -15,6 +15,10 @@ pub enum HookRefused {
     Missing,
     #[error("X-Hub-Signature-256 does not match the body")]
     BadSignature,
+    /// Not `sha256=` and 64 hex digits (e.g. the bare hex, or a `sha1=` signature): nothing to
+    /// compare, so not "does not match".
+    #[error("X-Hub-Signature-256 is not in the expected format `sha256=<64 hex digits>`")]
+    BadSignatureFormat,
     #[error("token does not match")]
     BadToken,
 }
@@ -27,7 +31,8 @@ pub fn verify(secret: &[u8], headers: &HeaderMap, body: &[u8]) -> Result<(), Hoo
             .ok()
             .and_then(|s| s.strip_prefix("sha256="))
             .and_then(hex_decode)
-            .ok_or(HookRefused::BadSignature)?;
+            .filter(|h| h.len() == 32)
+            .ok_or(HookRefused::BadSignatureFormat)?;
         return if ct_eq(&hmac_sha256(secret, body), &given) {
             Ok(())
         } else {
@@ -135,14 +140,27 @@ mod tests {
             verify(b"another secret", &h, b"Hello, World!"),
             Err(HookRefused::BadSignature)
         );
-        for bad in ["sha1=abcd", "sha256=zz", "sha256=abc", ""] {
+        // A value not in the `sha256=<hex>` format is named as such, not as a mismatch: the
+        // bare hex of the right signature included.
+        let bare = sig.trim_start_matches("sha256=");
+        for bad in [
+            bare,
+            "sha1=abcd",
+            "sha256=zz",
+            "sha256=abc",
+            "sha256=abcd",
+            "",
+        ] {
             let h = headers(&[("x-hub-signature-256", bad)]);
             assert_eq!(
-                verify(b"s", &h, b"x"),
-                Err(HookRefused::BadSignature),
+                verify(b"It's a Secret to Everybody", &h, b"Hello, World!"),
+                Err(HookRefused::BadSignatureFormat),
                 "{bad:?}"
             );
         }
+        assert!(HookRefused::BadSignatureFormat
+            .to_string()
+            .contains("`sha256=<64 hex digits>`"));
     }
 
     #[test]

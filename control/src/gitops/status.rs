@@ -244,7 +244,8 @@ fn stalled(
 }
 
 /// What keeps the rollout from moving: an operator pause or pin, or a hold on metric errors.
-fn hold(r: &RolloutStatus) -> Option<(&'static str, String)> {
+/// The driver's own conditions (`rollouts[].conditions`) hold on the same reasons.
+pub(crate) fn hold(r: &RolloutStatus) -> Option<(&'static str, String)> {
     if let Some(why) = &r.paused {
         return Some(("Paused", format!("paused by an operator: {why}")));
     }

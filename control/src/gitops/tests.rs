@@ -541,6 +541,93 @@ async fn the_publisher_sends_changes_once_and_skips_a_quiet_start_where_asked() 
     task.await.expect("publisher ends on shutdown");
 }
 
+/// Never read here: the driver is not run, its restored statuses are all the test needs.
+struct NoSignals;
+
+impl crate::rollout::SignalSource for NoSignals {
+    fn read<'a>(
+        &'a self,
+        _: &'a rollgate_config::Model,
+    ) -> std::pin::Pin<Box<dyn Future<Output = crate::rollout::ModelSignals> + Send + 'a>> {
+        Box::pin(std::future::ready(crate::rollout::ModelSignals {
+            health: crate::rollout::Health::Unknown,
+            promql: Vec::new(),
+            queue_time: Ok(None),
+            gpu_memory: Ok(None),
+        }))
+    }
+}
+
+/// A restart does not re-announce to Flux a rollback made before it: the first status of a
+/// model still in the phase restored from the state file goes to the sinks that want every
+/// first status (Kubernetes writes it), not to those that want changes (Flux events).
+#[tokio::test(start_paused = true)]
+async fn a_restart_does_not_announce_a_restored_rollback_again() {
+    use crate::rollout::{Driver, RolloutState, StateStore, SyntheticRunner, SyntheticState};
+    let yaml = "listen: 127.0.0.1:0\nmodels:\n  - name: m\n    \
+                stable: { endpoints: [\"http://127.0.0.1:9\"], engine: vllm }\n    \
+                candidate: { endpoints: [\"http://127.0.0.1:8\"], engine: vllm, revision: v2 }\n    \
+                rollout: { steps: [{ weight: 10%, for: 1m }], gates: { error_rate: { max: 1% } } }\n";
+    let dir = std::env::temp_dir().join(format!("rollgate-flux-restart-{}", std::process::id()));
+    let store = StateStore::new(Some(dir.clone()));
+    let previous = RolloutState {
+        phase: Phase::Previous,
+        entered_ms: 1_700_000_000_000,
+        reason: "rolled back: error rate 9% above 1%".into(),
+        ..RolloutState::idle()
+    };
+    store
+        .save(&BTreeMap::from([("m".to_owned(), &previous)]))
+        .expect("save");
+    let mut registry = Registry::default();
+    let proxy = ProxyHandle::new(
+        rollgate_config::parse(yaml).expect("config"),
+        "rev-1",
+        &mut registry,
+    );
+    let synthetic: SyntheticRunner =
+        Arc::new(|_| Box::pin(std::future::ready(SyntheticState::None)));
+    let (_driver, driver) = Driver::new(
+        proxy.clone(),
+        store,
+        Arc::new(NoSignals),
+        Arc::new(|_| None),
+        synthetic,
+        Duration::from_secs(3600),
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let (_reloader, handle) = crate::reload::Reloader::new(
+        crate::reload::ConfigSource::File("/nonexistent".into()),
+        yaml,
+        proxy.clone(),
+        &mut registry,
+    );
+    let gitops = Gitops::new(proxy.clone(), handle, Some(driver));
+    let (all, mut all_rx) = sink_into(true, &mut registry);
+    let (changes, mut changes_rx) = sink_into(false, &mut registry);
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(gitops.publish(vec![all, changes], stop));
+
+    let first = all_rx.recv().await.expect("initial status");
+    assert_eq!(first.status.phase, "Previous");
+    assert_eq!(
+        flux::event(&first, "ml", SystemTime::UNIX_EPOCH).severity,
+        "error",
+        "what a Flux sink would have been sent"
+    );
+    tokio::time::sleep(PUBLISH_TICK * 3).await;
+    assert!(
+        changes_rx.try_recv().is_err(),
+        "the restored rollback was announced again"
+    );
+    // A change after the restart is announced as usual.
+    proxy.apply(rollgate_config::parse(yaml).expect("config"), "rev-2");
+    let c = changes_rx.recv().await.expect("change");
+    assert_eq!(c.status.observed_revision, "rev-2");
+    stop_tx.send(true).expect("stop");
+    task.await.expect("publisher ends on shutdown");
+}
+
 #[test]
 fn kubernetes_object_names_keep_valid_names_and_map_the_rest_apart() {
     for name in ["llama", "chat-small", "qwen2.5-7b", "a"] {

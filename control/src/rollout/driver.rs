@@ -143,6 +143,9 @@ pub struct DriverHandle {
     wake: Arc<Notify>,
     stepped: Arc<Notify>,
     status: Statuses,
+    /// When each rollout restored from the state file entered its phase (unix ms): a status
+    /// still at that time restates a transition made before this process started.
+    restored: Arc<BTreeMap<String, u64>>,
 }
 
 pub struct Driver {
@@ -298,11 +301,15 @@ impl Driver {
         // Restored rollouts are visible in /status from the start.
         status.update(|s| s.extend(runs.iter().map(|(m, r)| (m.clone(), status_of(m, None, r)))));
         let stepped = Arc::new(Notify::new());
+        let restored = (runs.iter())
+            .map(|(m, r)| (m.clone(), r.state.entered_ms))
+            .collect();
         let handle = DriverHandle {
             commands: tx,
             wake: wake.clone(),
             stepped: stepped.clone(),
             status: status.clone(),
+            restored: Arc::new(restored),
         };
         let driver = Driver {
             proxy,
@@ -1009,33 +1016,7 @@ pub fn fingerprint(b: &rollgate_config::Backend) -> String {
 fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutStatus {
     let s = &run.state;
     let pct = |v: u32| Ppm::new(v).unwrap_or(Ppm::ZERO).to_string();
-    let progressing = matches!(
-        s.phase,
-        Phase::Deploy | Phase::ValidateHealth | Phase::Shadow | Phase::Canary(_) | Phase::Promote
-    );
-    // Held, and why: the same reasons as the model's kstatus object (`gitops::build`).
-    let held = if matches!(s.phase, Phase::Previous | Phase::Rollback) {
-        Some(("RolledBack", format!("candidate rolled back: {}", s.reason)))
-    } else if let Some(why) = &s.paused {
-        Some(("Paused", format!("paused by an operator: {why}")))
-    } else if let Some(w) = s.pinned {
-        Some((
-            "Pinned",
-            format!("candidate weight pinned at {} by an operator", pct(w)),
-        ))
-    } else if s.reason.starts_with("holding") {
-        Some(("Holding", s.reason.clone()))
-    } else {
-        None
-    };
-    let (phase, _) = crate::gitops::phase_name(s.phase);
-    let cond = |kind, on: bool, reason, message: &str| Condition {
-        kind,
-        status: if on { "True" } else { "False" },
-        reason,
-        message: message.to_owned(),
-    };
-    RolloutStatus {
+    let mut status = RolloutStatus {
         model: model.to_owned(),
         candidate: s.candidate.clone(),
         started_revision: s.started_revision.clone(),
@@ -1049,25 +1030,53 @@ fn status_of(model: &str, change: Option<&'static str>, run: &Run) -> RolloutSta
         since_unix_ms: s.entered_ms,
         gates: run.last_eval.clone(),
         transition_gates: run.transition_eval.clone(),
-        conditions: vec![
-            cond(
-                "Ready",
-                matches!(s.phase, Phase::Full | Phase::Idle),
-                phase,
-                &s.reason,
-            ),
-            cond(
-                "Reconciling",
-                progressing && s.paused.is_none(),
-                phase,
-                &s.reason,
-            ),
-            match &held {
-                Some((reason, message)) => cond("Stalled", true, reason, message),
-                None => cond("Stalled", false, phase, &s.reason),
-            },
-        ],
-    }
+        conditions: Vec::new(),
+    };
+    status.conditions = conditions(&status);
+    status
+}
+
+/// `Ready`, `Reconciling` and `Stalled` as docs/gitops.md's table has them, with the same
+/// reasons as the model's kstatus object (`gitops::build`; an invalid newer config, which only
+/// that object knows, aside): `Reconciling` is `False Held` while a pause, a pin or a metric
+/// hold stops a progressing rollout, `False Settled` when nothing is in progress.
+fn conditions(r: &RolloutStatus) -> Vec<Condition> {
+    let progressing = matches!(
+        r.phase,
+        Phase::Deploy | Phase::ValidateHealth | Phase::Shadow | Phase::Canary(_) | Phase::Promote
+    );
+    let rolled_back = matches!(r.phase, Phase::Previous | Phase::Rollback);
+    let hold = crate::gitops::hold(r);
+    let stalled = if rolled_back {
+        Some(("RolledBack", format!("candidate rolled back: {}", r.reason)))
+    } else {
+        hold.clone()
+    };
+    let (phase, _) = crate::gitops::phase_name(r.phase);
+    let cond = |kind, on: bool, reason, message: &str| Condition {
+        kind,
+        status: if on { "True" } else { "False" },
+        reason,
+        message: message.to_owned(),
+    };
+    let ready_reason = if rolled_back { "RolledBack" } else { phase };
+    vec![
+        cond(
+            "Ready",
+            matches!(r.phase, Phase::Full | Phase::Idle),
+            ready_reason,
+            &r.reason,
+        ),
+        match (progressing, &hold) {
+            (true, None) => cond("Reconciling", true, phase, &r.reason),
+            (true, Some((_, why))) => cond("Reconciling", false, "Held", why),
+            (false, _) => cond("Reconciling", false, "Settled", &r.reason),
+        },
+        match &stalled {
+            Some((reason, message)) => cond("Stalled", true, reason, message),
+            None => cond("Stalled", false, "Healthy", "no error and no hold"),
+        },
+    ]
 }
 
 fn unix_ms() -> u64 {
@@ -1153,6 +1162,12 @@ impl DriverHandle {
     /// the same data-plane snapshot, for Idle traffic) would read the same statuses.
     pub fn status_version(&self) -> u64 {
         self.status.version()
+    }
+
+    /// Whether `s` is still in the phase (or step) restored from the state file at startup:
+    /// entered before this process started, so not a transition to announce again.
+    pub fn is_restored(&self, s: &RolloutStatus) -> bool {
+        self.restored.get(&s.model) == Some(&s.since_unix_ms)
     }
 }
 

@@ -378,22 +378,37 @@ fn rollout_conditions_carry_a_kstatus_reason_and_the_words_apart() {
         reason: "validated; mirroring 50%".into(),
         ..RolloutState::idle()
     };
+    let holding = RolloutState {
+        reason: "holding: signals unreadable (metric errors 2 of 3)".into(),
+        ..state(Phase::Canary(1), None, None)
+    };
+    // docs/gitops.md's conditions table: a pause, a pin or a metric hold stops a progressing
+    // rollout (`Reconciling=False Held`), as the kstatus object says.
     let cases = [
         (
             state(Phase::Canary(0), None, None),
-            [("True", "Canary"), ("False", "Canary")],
+            [("True", "Canary"), ("False", "Healthy")],
         ),
         (
             state(Phase::Canary(0), Some("incident 7"), None),
-            [("False", "Canary"), ("True", "Paused")],
+            [("False", "Held"), ("True", "Paused")],
         ),
         (
             state(Phase::Shadow, None, Some(0)),
-            [("True", "Shadow"), ("True", "Pinned")],
+            [("False", "Held"), ("True", "Pinned")],
+        ),
+        (holding, [("False", "Held"), ("True", "Holding")]),
+        (
+            state(Phase::Idle, None, Some(250_000)),
+            [("False", "Settled"), ("True", "Pinned")],
         ),
         (
             state(Phase::Previous, None, None),
-            [("False", "Previous"), ("True", "RolledBack")],
+            [("False", "Settled"), ("True", "RolledBack")],
+        ),
+        (
+            state(Phase::Full, None, None),
+            [("False", "Settled"), ("False", "Healthy")],
         ),
     ];
     for (s, [reconciling, stalled]) in cases {
@@ -413,10 +428,59 @@ fn rollout_conditions_carry_a_kstatus_reason_and_the_words_apart() {
             .iter()
             .find(|c| c.kind == "Ready")
             .expect("Ready");
-        assert_eq!(
-            ready.message, "validated; mirroring 50%",
-            "the words stay in the message"
-        );
+        assert_eq!(ready.message, s.reason, "the words stay in the message");
+    }
+}
+
+/// `rollouts[].conditions` and the model's kstatus object (`/status/models/{m}`) agree on
+/// `Reconciling` and `Stalled` for every hold and phase (an invalid newer config aside, which
+/// only the kstatus object knows).
+#[test]
+fn rollout_conditions_agree_with_the_kstatus_object() {
+    let reasons = [
+        "validated",
+        "holding: signals unreadable (metric errors 2 of 3)",
+    ];
+    let phases = [
+        Phase::Idle,
+        Phase::Deploy,
+        Phase::ValidateHealth,
+        Phase::Shadow,
+        Phase::Canary(1),
+        Phase::Promote,
+        Phase::Full,
+        Phase::Rollback,
+        Phase::Previous,
+    ];
+    for phase in phases {
+        for reason in reasons {
+            for (paused, pinned) in [(None, None), (Some("qa"), None), (None, Some(100_000))] {
+                let s = RolloutState {
+                    phase,
+                    paused: paused.map(str::to_owned),
+                    pinned,
+                    reason: reason.into(),
+                    ..RolloutState::idle()
+                };
+                let status = status_of("m", None, &Run::new(s));
+                let cx = crate::gitops::Context {
+                    serving: "rev-1",
+                    latest: None,
+                    has_candidate: true,
+                    generation: 1,
+                };
+                let kstatus = crate::gitops::build(&status, cx);
+                for kind in ["Reconciling", "Stalled"] {
+                    let ours = status.conditions.iter().find(|c| c.kind == kind);
+                    let theirs = crate::gitops::condition(&kstatus, kind);
+                    assert_eq!(
+                        ours.map(|c| (c.status, c.reason)),
+                        theirs.map(|c| (c.status.as_str(), c.reason.as_str())),
+                        "{kind} at {phase:?}, {reason:?}, paused {paused:?}, pinned {pinned:?}"
+                    );
+                }
+            }
+        }
     }
 }
 
