@@ -1,6 +1,6 @@
 //! What `rollgate run` needs from this machine besides a valid config: the files the config
-//! names (TLS certificate and key, admin tokens, the audit log's and the state's directories,
-//! golden suites) and this build's features. `rollgate validate FILE` and every reload run
+//! names (TLS certificate and key, admin tokens, the audit log's, the access log's and the
+//! state's directories, golden suites) and this build's features. `rollgate validate FILE` and every reload run
 //! these checks, so that a config that could not start (or whose rollout would fail on a missing
 //! suite) is refused before it is applied, and what `validate` accepts `run` accepts. Listener
 //! addresses are not probed: only binding tells whether a port is free.
@@ -70,6 +70,11 @@ pub(crate) fn machine(config: &Config) -> Vec<String> {
     if let Some((setting, path)) = audit {
         if let Err(e) = can_hold(&path, false) {
             errors.push(format!("{setting}: the audit log {}: {e}", path.display()));
+        }
+    }
+    if let Some(rollgate_config::AccessLog::File(path)) = &config.access_log {
+        if let Err(e) = can_hold(path, false) {
+            errors.push(format!("access_log: {}: {e}", path.display()));
         }
     }
     if config.gitops.kubernetes.is_some() && !cfg!(feature = "k8s") {

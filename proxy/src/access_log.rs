@@ -233,6 +233,10 @@ fn sink(t: &Target) -> io::Result<Box<dyn Write>> {
     Ok(match t {
         Target::Stdout => Box::new(io::stdout()),
         Target::File(path) => {
+            // Its directory too, as the audit log's and the state's are made.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
             let file: File = OpenOptions::new().create(true).append(true).open(path)?;
             Box::new(io::BufWriter::with_capacity(64 * 1024, file))
         }

@@ -145,7 +145,7 @@ fn validate_checks_what_run_needs_from_this_machine() {
     std::fs::write(
         &file,
         format!(
-            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ntls: {{ cert: {d}/tls.crt, key: {d}/tls.key }}\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"] }}\n    rollout:\n      synthetic: {{ suite: golden.yaml }}\n      steps: [ {{ weight: 10%, for: 1m }} ]\n",
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ntls: {{ cert: {d}/tls.crt, key: {d}/tls.key }}\naccess_log: /dev/null/access.log\nmodels:\n  - name: m\n    stable: {{ endpoints: [\"http://127.0.0.1:1\"] }}\n    candidate: {{ endpoints: [\"http://127.0.0.1:2\"] }}\n    rollout:\n      synthetic: {{ suite: golden.yaml }}\n      steps: [ {{ weight: 10%, for: 1m }} ]\n",
             d = dir.display()
         ),
     )
@@ -160,8 +160,9 @@ fn validate_checks_what_run_needs_from_this_machine() {
         err.contains("models[0].rollout.synthetic.suite") && err.contains("golden.yaml"),
         "{err}"
     );
+    assert!(err.contains("access_log: /dev/null/access.log: "), "{err}");
     assert!(
-        err.contains("cannot start it on this machine (3 problems"),
+        err.contains("cannot start it on this machine (4 problems"),
         "{err}"
     );
     let out = Command::new(env!("CARGO_BIN_EXE_rollgate"))
