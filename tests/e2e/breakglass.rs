@@ -45,6 +45,13 @@ fn with_admin(yaml: &str, admin: &str) -> String {
     yaml.replace("admin: { listen: 127.0.0.1:0 }\n", admin)
 }
 
+/// Model `m` on `stable`, `candidate` at `weight`, with the `admin:` section given and `top`
+/// top-level lines.
+fn weighted(stable: &Sim, candidate: &Sim, admin: &str, weight: &str, top: &str) -> String {
+    let model = format!("    weight: {weight}\n");
+    with_admin(&config(stable, Some(candidate), &model, top), admin)
+}
+
 /// An admin request, with the operator token and a second approver's when given.
 pub(crate) async fn call(
     gw: &Gateway,
@@ -132,17 +139,7 @@ async fn roles_are_enforced_and_a_two_person_pause_holds_the_source_until_resume
     let dir = Scratch(temp_dir("breakglass-roles"));
     let dir = &dir.0;
     let admin = admin_section(dir, 2);
-    let yaml = |weight: &str| {
-        with_admin(
-            &config(
-                &stable,
-                Some(&candidate),
-                &format!("    weight: {weight}\n"),
-                "",
-            ),
-            &admin,
-        )
-    };
+    let yaml = |weight: &str| weighted(&stable, &candidate, &admin, weight, "");
     let gw = Gateway::start(&yaml("10%"));
     let first = gw.status().await;
     assert_eq!(first["sync"]["status"], "Synced", "{first:#}");
@@ -731,17 +728,8 @@ async fn a_restart_comes_back_paused_on_the_revision_the_pause_held() {
     let dir = &dir.0;
     let admin = admin_section(dir, 2);
     let state = dir.join("state");
-    let yaml = |weight: &str| {
-        with_admin(
-            &config(
-                &stable,
-                Some(&candidate),
-                &format!("    weight: {weight}\n"),
-                &format!("state_dir: {state:?}\n"),
-            ),
-            &admin,
-        )
-    };
+    let top = format!("state_dir: {state:?}\n");
+    let yaml = |weight: &str| weighted(&stable, &candidate, &admin, weight, &top);
     let gw = Gateway::start(&yaml("10%"));
     let held = gw.status().await["revision"].clone();
     let paused = pause_two_person(&gw).await;
@@ -807,17 +795,7 @@ async fn a_restart_without_state_dir_stays_paused_and_says_the_held_revision_was
     let dir = Scratch(temp_dir("breakglass-restart-audit"));
     let dir = &dir.0;
     let admin = admin_section(dir, 2);
-    let yaml = |weight: &str| {
-        with_admin(
-            &config(
-                &stable,
-                Some(&candidate),
-                &format!("    weight: {weight}\n"),
-                "",
-            ),
-            &admin,
-        )
-    };
+    let yaml = |weight: &str| weighted(&stable, &candidate, &admin, weight, "");
     let gw = Gateway::start(&yaml("10%"));
     let held = gw.status().await["revision"].clone();
     let paused = pause_two_person(&gw).await;

@@ -596,12 +596,17 @@ impl SignalSource for OneHangs {
         if m.name == "slow" {
             return Box::pin(std::future::pending());
         }
-        Box::pin(std::future::ready(ModelSignals {
-            health: Health::Passing,
-            promql: Vec::new(),
-            queue_time: Ok(None),
-            gpu_memory: Ok(None),
-        }))
+        Box::pin(std::future::ready(healthy()))
+    }
+}
+
+/// A reading of a healthy candidate that no signal gate needs.
+fn healthy() -> ModelSignals {
+    ModelSignals {
+        health: Health::Passing,
+        promql: Vec::new(),
+        queue_time: Ok(None),
+        gpu_memory: Ok(None),
     }
 }
 
@@ -665,12 +670,7 @@ struct Healthy;
 
 impl SignalSource for Healthy {
     fn read<'a>(&'a self, _: &'a Model) -> Pin<Box<dyn Future<Output = ModelSignals> + Send + 'a>> {
-        Box::pin(std::future::ready(ModelSignals {
-            health: Health::Passing,
-            promql: Vec::new(),
-            queue_time: Ok(None),
-            gpu_memory: Ok(None),
-        }))
+        Box::pin(std::future::ready(healthy()))
     }
 }
 
