@@ -21,10 +21,10 @@
 //!
 //! Only the first occurrence of `model` and of the wanted field counts: once a key's first value
 //! is read, later duplicates are skipped. A first `model` that is neither a string nor `null`
-//! ends the scan with [`ScanError::ModelNotString`] where the value ends. Python's `json` (so vLLM, SGLang) and `serde_json::Value`
-//! keep the last one instead, so a body with two `model` keys can be routed by one and served as
-//! the other; first-wins is what lets the scan stop early, and spotting duplicates would mean
-//! reading the whole body.
+//! ends the scan with [`ScanError::ModelNotString`] where the value ends. Python's `json` (so
+//! vLLM, SGLang) and `serde_json::Value` keep the last one instead, so a body with two `model`
+//! keys can be routed by one and served as the other; first-wins is what lets the scan stop
+//! early, and spotting duplicates would mean reading the whole body.
 
 use std::fmt;
 
