@@ -67,6 +67,17 @@ pub(crate) enum Outcome {
     Failure,
 }
 
+impl Outcome {
+    /// An answer's outcome for its endpoint's health: a 5xx is a failure.
+    pub(crate) fn of(status: u16) -> Outcome {
+        if status >= 500 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    }
+}
+
 impl std::fmt::Debug for Ring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ring")

@@ -239,11 +239,7 @@ impl Worker {
                         .contains(&resp.status().as_u16()) =>
             {
                 let status = resp.status().as_u16();
-                let outcome = if status >= 500 {
-                    Outcome::Failure
-                } else {
-                    Outcome::Success
-                };
+                let outcome = Outcome::of(status);
                 stats.record(out.endpoint(), outcome, &cfg.ejection, true);
                 drop((resp, conn, out));
                 let (parts, frames) = replay.take().expect("checked");
@@ -304,11 +300,7 @@ impl Worker {
         };
         let status = resp.status().as_u16();
         let ep = ep_out.endpoint();
-        let outcome = if status >= 500 {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
+        let outcome = Outcome::of(status);
         stats.record(ep, outcome, &cfg.ejection, variant == Variant::Candidate);
         let (mut head, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);

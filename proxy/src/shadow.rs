@@ -482,11 +482,7 @@ impl Mirror {
             };
             vs.stream_failure(why);
         }
-        let outcome = if status >= 500 {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
+        let outcome = Outcome::of(status);
         let policy = self.shared.snapshot.load().config().ejection.clone();
         // Shadow exchanges go to candidate endpoints: their failures eject them too.
         self.endpoints.stats.record(ep, outcome, &policy, true);

@@ -306,11 +306,7 @@ impl FastMirror {
                 StreamFailure::Truncated
             });
         }
-        let outcome = if rh.status >= 500 {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
+        let outcome = Outcome::of(rh.status);
         let policy = self.shared.snapshot.load().config().ejection.clone();
         // Shadow exchanges go to candidate endpoints: their failures eject them too.
         // One reading for the outcome's time and the connection's idle start.

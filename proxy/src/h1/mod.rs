@@ -651,11 +651,7 @@ impl Down<'_> {
             }
         }
         let ep = out.endpoint();
-        let outcome = if rh.status >= 500 {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        };
+        let outcome = Outcome::of(rh.status);
         // The response head's arrival, to a few µs: the outcome's time and the first body
         // bytes' (read with the head).
         let resp_at = Instant::now();
@@ -1073,11 +1069,7 @@ impl Down<'_> {
                     // (`routing.candidate_fallback_status`): nothing of it has been sent, and
                     // the whole request is in hand, so stable takes it. The answer is dropped
                     // unread; its connection is kept when the answer is whole in the buffer.
-                    let outcome = if rh.status >= 500 {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    };
+                    let outcome = Outcome::of(rh.status);
                     stats.record(ep, outcome, &cfg.ejection, candidate);
                     let whole = match rh.framing {
                         Framing::Empty => ubuf.len() == rh.len,
