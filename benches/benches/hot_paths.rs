@@ -403,6 +403,20 @@ fn shadow(c: &mut Criterion) {
         })
     });
     drop(held);
+    // The decision before admission, for a draw that needs the saturation reading (99 % of a
+    // 100 % sample under the default `saturated_sample`): the cached reading, and the kernel
+    // read when it is due (every 2 ms; the clock advanced by hand so that each call reads).
+    g.bench_function("sampled_cached_reading", |b| {
+        let now = std::time::Instant::now();
+        b.iter(|| bench_api::shadow_sampled(&snap, black_box("model-0"), now))
+    });
+    let mut clock = std::time::Instant::now();
+    g.bench_function("sampled_fresh_reading", |b| {
+        b.iter(|| {
+            clock += std::time::Duration::from_millis(2);
+            bench_api::shadow_sampled(&snap, black_box("model-0"), clock)
+        })
+    });
     g.finish();
 }
 

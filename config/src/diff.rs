@@ -215,6 +215,7 @@ fn diff_model(d: &mut Diff, path: &str, old: &Model, new: &Model) {
     match (&old.shadow, &new.shadow) {
         (Some(o), Some(n)) => fields!(d, &shadow, o, n, {
             sample: text,
+            saturated_sample: text,
             max_inflight: text,
             max_body: size,
             buffer: usize_size,

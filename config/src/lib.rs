@@ -476,6 +476,10 @@ pub enum Cohort {
 pub struct Shadow {
     /// Share of requests mirrored to the candidate.
     pub sample: Ppm,
+    /// Share mirrored while the worker handling the request is saturated (running or waiting
+    /// for a CPU nearly all the time): users' requests first. Above `sample` it has no effect.
+    /// Default 1 %.
+    pub saturated_sample: Ppm,
     /// Mirrored requests in flight per model; more are dropped and counted. Default 64.
     pub max_inflight: usize,
     /// Mirrored request bodies larger than this are abandoned and counted. Default 64 MiB.

@@ -284,6 +284,7 @@ pub(crate) struct RawCohort {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawShadow {
     pub sample: Field<Ppm>,
+    pub saturated_sample: Field<Ppm>,
     pub max_inflight: Field<usize>,
     pub max_body: Field<Bytes>,
     pub buffer: Field<Bytes>,

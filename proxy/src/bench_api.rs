@@ -78,6 +78,15 @@ pub fn shadow_admit(snap: &Snapshot, model: &str, now: Instant) -> Option<bool> 
     Some(crate::shadow::admit(route, cfg, Some(now)).is_some())
 }
 
+/// The per-request mirror decision (`shadow::sampled`: the sample's random draw and, for a draw
+/// between `saturated_sample` and `sample`, this thread's saturation reading — cached, re-read
+/// from the kernel every 2 ms). `None` when the model has no shadow.
+pub fn shadow_sampled(snap: &Snapshot, model: &str, now: std::time::Instant) -> Option<bool> {
+    let route = snap.model(model)?;
+    let cfg = route.shadow.as_ref()?;
+    Some(crate::shadow::sampled(cfg, &route.stats, || now))
+}
+
 /// Takes up to `n` of a model's in-flight mirror slots, as `n` mirrors in flight hold them,
 /// until the result is dropped.
 pub fn shadow_hold(snap: &Snapshot, model: &str, n: usize) -> ShadowSlots {

@@ -19,6 +19,7 @@ mod error;
 mod fasthash;
 pub mod h1;
 mod handle;
+mod load;
 mod observe;
 mod pool;
 pub mod scan;

@@ -58,6 +58,8 @@ pub enum ShadowDrop {
     UpstreamError,
     /// The mirrored exchange exceeded `shadow.timeout`.
     Timeout,
+    /// Sampled while the worker was saturated, over `shadow.saturated_sample` (see `load`).
+    Saturated,
 }
 
 /// Counters and histograms of one (model, variant).
@@ -192,8 +194,8 @@ impl StreamFailure {
 // === impl ShadowDrop ===
 
 impl ShadowDrop {
-    pub const COUNT: usize = 7;
-    pub const ALL: [ShadowDrop; 7] = [
+    pub const COUNT: usize = 8;
+    pub const ALL: [ShadowDrop; 8] = [
         ShadowDrop::Inflight,
         ShadowDrop::Paced,
         ShadowDrop::Backpressure,
@@ -201,6 +203,7 @@ impl ShadowDrop {
         ShadowDrop::PrimaryAborted,
         ShadowDrop::UpstreamError,
         ShadowDrop::Timeout,
+        ShadowDrop::Saturated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -212,6 +215,7 @@ impl ShadowDrop {
             ShadowDrop::PrimaryAborted => "primary_aborted",
             ShadowDrop::UpstreamError => "upstream_error",
             ShadowDrop::Timeout => "timeout",
+            ShadowDrop::Saturated => "saturated",
         }
     }
 }
@@ -260,7 +264,7 @@ impl VariantStats {
 // === impl ModelStats ===
 
 impl ModelStats {
-    fn new(name: Arc<str>, breach: Arc<tokio::sync::Notify>) -> Self {
+    pub(crate) fn new(name: Arc<str>, breach: Arc<tokio::sync::Notify>) -> Self {
         ModelStats {
             name,
             variants: Default::default(),

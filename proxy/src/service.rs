@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use rollgate_config::{Cohort, Config, PPM_MAX};
+use rollgate_config::{Cohort, Config};
 use tokio::time::Instant;
 
 use crate::access_log::Entry;
@@ -189,7 +189,7 @@ impl Worker {
             .as_ref()
             .filter(|_| variant == Variant::Stable)
         {
-            if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
+            if crate::shadow::sampled(shadow, &r.route.stats, std::time::Instant::now) {
                 if let Some(admitted) = crate::shadow::admit(&r.route, shadow, None) {
                     let mirror = Mirror {
                         parts: clone_parts(&parts),

@@ -502,6 +502,26 @@ pub(crate) struct Admitted {
 /// bound refuses on a plain load (no atomic read-modify-write) and a refusal reads no clock
 /// when the caller has one: `now` is the request's clock reading, or `None` to read the clock
 /// only when the pace needs it (the bound refuses or is more than half used).
+/// Whether a stable-bound request is mirrored: `shadow.sample` of requests, or
+/// `shadow.saturated_sample` of them while this worker is saturated (`load`), the rest of the
+/// sample counted as `saturated` drops. `now` is asked for only when the answer hangs on it.
+#[inline]
+pub(crate) fn sampled(
+    cfg: &Shadow,
+    stats: &ModelStats,
+    now: impl FnOnce() -> std::time::Instant,
+) -> bool {
+    let r = fastrand::u32(..rollgate_config::PPM_MAX);
+    if r >= cfg.sample.get() {
+        return false;
+    }
+    if r < cfg.saturated_sample.get() || !crate::load::saturated(now()) {
+        return true;
+    }
+    stats.shadow_dropped(ShadowDrop::Saturated);
+    false
+}
+
 pub(crate) fn admit(
     route: &crate::snapshot::ModelRoute,
     cfg: &Shadow,

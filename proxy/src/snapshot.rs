@@ -69,6 +69,7 @@ impl Directive {
             },
             None => Shadow {
                 sample: self.mirror,
+                saturated_sample: Shadow::DEFAULT_SATURATED_SAMPLE,
                 max_inflight: Shadow::DEFAULT_MAX_INFLIGHT,
                 max_body: Shadow::DEFAULT_MAX_BODY,
                 buffer: Shadow::DEFAULT_BUFFER,

@@ -33,7 +33,8 @@ fn split_yaml(stable: &Sim, candidate: &Sim, dir: &Path, weight: &str, with_n: b
         dir.join("audit.log"),
         dir.join("state"),
     );
-    let model = format!("    weight: {weight}\n    shadow: {{ sample: 100% }}\n");
+    let model =
+        format!("    weight: {weight}\n    shadow: {{ sample: 100%, saturated_sample: 100% }}\n");
     let mut yaml = config(stable, Some(candidate), &model, &top)
         .replace("admin: { listen: 127.0.0.1:0 }\n", "");
     if with_n {

@@ -31,12 +31,16 @@ const LONG: &str = "60s";
 /// A config for model `m`: stable simulator, candidate endpoint URL, cohorts by `x-user-id`,
 /// and the given rollout `plan` (a YAML flow mapping). The candidate's own page is also its GPU
 /// memory page (`gpu_metrics`): vLLM reports none, the simulator and a merged agent page do.
+/// The model's own `shadow` section only keeps the plan's Shadow-phase mirrors while a worker is
+/// saturated (`saturated_sample: 100%`): these tests wait for pairs, and a debug build on a loaded
+/// host can read as saturated and, by default, mirror 1 % of the sample meanwhile.
 fn rollout_config(stable: &Sim, candidate: &str, plan: &str) -> String {
     format!(
         "listen: 127.0.0.1:0\nworkers: 2\nadmin: {{ listen: 127.0.0.1:0 }}\n\
          models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"], engine: vllm }}\n    \
          candidate: {{ endpoints: [\"{candidate}\"], engine: vllm, revision: v2, gpu_metrics: [\"{candidate}/metrics\"] }}\n    \
-         cohort: {{ header: x-user-id }}\n    rollout: {plan}\n",
+         cohort: {{ header: x-user-id }}\n    shadow: {{ sample: 0%, saturated_sample: 100% }}\n    \
+         rollout: {plan}\n",
         stable.url()
     )
 }

@@ -64,7 +64,7 @@ async fn promtool_accepts_the_metrics_page() {
     let gw = Gateway::start(&config(
         &stable,
         Some(&cand),
-        "    shadow: { sample: 100% }\n",
+        "    shadow: { sample: 100%, saturated_sample: 100% }\n",
         "",
     ));
     // Traffic so that every family has samples: a plain request, a stream (TTFT), both

@@ -1,6 +1,10 @@
 //! Acceptance 3 and 4: mirroring to the candidate. A large request reaches the shadow byte for
 //! byte; a stalled shadow costs the primary nothing noticeable, and what it cannot take is
 //! dropped and counted.
+//!
+//! Every shadow here sets `saturated_sample: 100%`: these tests count mirrors, and a debug build
+//! on a loaded 2-core host can read as saturated (proxy/src/load.rs) and, by default, mirror only
+//! 1 % of the sample meanwhile.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -137,7 +141,11 @@ async fn large_request_reaches_the_shadow_byte_for_byte() {
     let _heavy = heavy().await;
     let stable = start_sim("stable", "m", |_| {}).await;
     let candidate = start_sim("candidate", "m", |_| {}).await;
-    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let gw = Gateway::start(&shadow_config(
+        &stable,
+        &candidate,
+        "{ sample: 100%, saturated_sample: 100% }",
+    ));
     let url = gw.url("/v1/chat/completions");
 
     // With a content-length.
@@ -250,7 +258,7 @@ async fn stalled_shadow_leaves_primary_latency_alone_and_drops_are_counted() {
     let shadowed = Gateway::start(&shadow_config(
         &stable,
         &candidate,
-        &format!("{{ sample: 100%, max_inflight: {MAX_INFLIGHT} }}"),
+        &format!("{{ sample: 100%, saturated_sample: 100%, max_inflight: {MAX_INFLIGHT} }}"),
     ));
 
     let (b, s) = paired_latencies(
@@ -322,7 +330,11 @@ async fn mirrors_reuse_pooled_connections_and_say_so_in_metrics() {
     let _heavy = heavy().await;
     let stable = start_sim("stable", "m", |_| {}).await;
     let candidate = start_sim("candidate", "m", |_| {}).await;
-    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let gw = Gateway::start(&shadow_config(
+        &stable,
+        &candidate,
+        "{ sample: 100%, saturated_sample: 100% }",
+    ));
     let c = client();
     for _ in 0..N {
         small_chat(&c, &gw).await;
@@ -427,7 +439,7 @@ async fn a_mirror_on_a_pooled_connection_the_shadow_closed_goes_again_on_a_fresh
         "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: fast\n\
          models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"], engine: vllm }}\n    \
          candidate: {{ endpoints: [\"{shadow}\"], engine: vllm }}\n    weight: 0%\n    \
-         shadow: {{ sample: 100% }}\n",
+         shadow: {{ sample: 100%, saturated_sample: 100% }}\n",
         stable.url()
     );
     let gw = Gateway::start(&yaml);
@@ -475,7 +487,7 @@ async fn a_shadow_slower_than_its_timeout_is_counted_as_timed_out() {
     })
     .await;
     for plane in ["fast", "hyper"] {
-        let model = "    weight: 0%\n    shadow: { sample: 100%, timeout: 300ms }\n";
+        let model = "    weight: 0%\n    shadow: { sample: 100%, saturated_sample: 100%, timeout: 300ms }\n";
         let gw = Gateway::start(&config(
             &stable,
             Some(&candidate),
@@ -539,7 +551,7 @@ async fn a_shadow_failing_after_the_primary_was_answered_is_an_upstream_error() 
             "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nworkers: 1\ndata_plane: {plane}\n\
              models:\n  - name: m\n    stable: {{ endpoints: [\"{}\"] }}\n\
              \x20   candidate: {{ endpoints: [\"{shadow}\"] }}\n    weight: 0%\n\
-             \x20   shadow: {{ sample: 100% }}\n",
+             \x20   shadow: {{ sample: 100%, saturated_sample: 100% }}\n",
             stable.url()
         );
         let gw = Gateway::start(&yaml);
@@ -559,7 +571,11 @@ async fn every_shadow_pair_is_scored_or_counted_as_unscored() {
     let _heavy = heavy().await;
     let stable = start_sim("stable", "m", |_| {}).await;
     let candidate = start_sim("candidate", "m", |_| {}).await;
-    let gw = Gateway::start(&shadow_config(&stable, &candidate, "{ sample: 100% }"));
+    let gw = Gateway::start(&shadow_config(
+        &stable,
+        &candidate,
+        "{ sample: 100%, saturated_sample: 100% }",
+    ));
     let url = gw.url("/v1/chat/completions");
     let mut tasks = JoinSet::new();
     for t in 0..TASKS {

@@ -196,7 +196,7 @@ async fn scored_tool_calls(gw: &Gateway, tag: &str) -> f64 {
 async fn shadow_scoring_tells_identical_tool_calls_from_wrong_ones() {
     let stable = start_sim("stable", "m", |_| {}).await;
     let candidate: Sim = start_sim("candidate", "m", |_| {}).await;
-    let model = "    weight: 0%\n    shadow: { sample: 100% }\n";
+    let model = "    weight: 0%\n    shadow: { sample: 100%, saturated_sample: 100% }\n";
     let gw = Gateway::start(&config(&stable, Some(&candidate), model, ""));
 
     let right = scored_tool_calls(&gw, "right").await;

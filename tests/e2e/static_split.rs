@@ -13,7 +13,8 @@ use crate::support::*;
 const RATIO: &str = "rollgate_rollout_candidate_weight_ratio{model=\"m\"}";
 
 fn static_config(stable: &Sim, candidate: &Sim, weight: &str) -> String {
-    let model = format!("    weight: {weight}\n    shadow: {{ sample: 100% }}\n");
+    let model =
+        format!("    weight: {weight}\n    shadow: {{ sample: 100%, saturated_sample: 100% }}\n");
     config(stable, Some(candidate), &model, "")
 }
 

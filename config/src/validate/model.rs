@@ -358,6 +358,12 @@ impl Shadow {
     pub const DEFAULT_BUFFER: usize = 4 << 20;
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
     pub const DEFAULT_CAPTURE: usize = 256 << 10;
+    /// 1 %: against a saturated gateway that is a few hundred mirrors a second, enough to
+    /// score, at ≈ 1 % of its throughput (a mirror costs ≈ 1.3 plain requests' CPU).
+    pub const DEFAULT_SATURATED_SAMPLE: Ppm = match Ppm::new(10_000) {
+        Some(p) => p,
+        None => Ppm::FULL,
+    };
     /// The most `max_inflight` may be: each mirror holds an upstream request and up to
     /// `buffer` bytes, so more than this is no bound at all (and past 2^63 the proxy's
     /// signed count would refuse every mirror).
@@ -370,6 +376,9 @@ impl TryFrom<RawShadow> for Shadow {
     fn try_from(raw: RawShadow) -> Result<Self, Errors> {
         let mut c = Collect::default();
         let sample = c.required("sample", raw.sample);
+        let saturated_sample = c
+            .take("saturated_sample", raw.saturated_sample)
+            .unwrap_or(Shadow::DEFAULT_SATURATED_SAMPLE);
         let max_inflight = c.positive(
             "max_inflight",
             raw.max_inflight,
@@ -390,6 +399,7 @@ impl TryFrom<RawShadow> for Shadow {
         let capture = c.size("capture", raw.capture, Shadow::DEFAULT_CAPTURE);
         let shadow = sample.map(|sample| Shadow {
             sample,
+            saturated_sample,
             max_inflight,
             max_body,
             buffer,

@@ -31,7 +31,7 @@ models:
     candidate: { endpoints: ["http://10.0.0.2:8000"], engine: vllm, revision: v2 }
     weight: 10%
     cohort: { header: X-User-Id }
-    shadow: { sample: 20%, max_inflight: 8, max_body: 1MiB, buffer: 64KiB, timeout: 10s, capture: 4KiB }
+    shadow: { sample: 20%, saturated_sample: 0.5%, max_inflight: 8, max_body: 1MiB, buffer: 64KiB, timeout: 10s, capture: 4KiB }
     affinity: { load_factor: 1.5 }
   - name: embed
     stable: { endpoints: ["http://[fd00::1]:9000"], engine: tgi }
@@ -124,6 +124,7 @@ fn full_example() {
     assert_eq!(chat.cohort, Cohort::Header("x-user-id".to_owned()));
     let shadow = Shadow {
         sample: Ppm::new(200_000).expect("ppm"),
+        saturated_sample: Ppm::new(5_000).expect("ppm"),
         max_inflight: 8,
         max_body: 1 << 20,
         buffer: 64 << 10,

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use hyper::StatusCode;
 use hyper_util::server::conn::auto;
-use rollgate_config::{Cohort, Config, PPM_MAX};
+use rollgate_config::{Cohort, Config};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -523,7 +523,7 @@ impl Down<'_> {
         let mut tee = None;
         let mut pair = None;
         if let Some(shadow) = route.shadow.as_ref().filter(|_| variant == Variant::Stable) {
-            if fastrand::u32(..PPM_MAX) < shadow.sample.get() {
+            if crate::shadow::sampled(shadow, &route.stats, || now.into_std()) {
                 if let Some(admitted) = crate::shadow::admit(&route, shadow, Some(now)) {
                     // A body already in the buffer goes out with the mirror's head; the tee
                     // carries the rest of a body still to be read.

@@ -12,6 +12,7 @@ use super::*;
 fn cfg(buffer: usize, max_body: u64) -> Shadow {
     Shadow {
         sample: Ppm::default(),
+        saturated_sample: Ppm::default(),
         max_inflight: 64,
         max_body,
         buffer,
@@ -277,4 +278,38 @@ fn the_pace_follows_the_shadows_exchange_time() {
         .filter(|i| pace.admit(64, t0 + Duration::from_micros(10) * *i))
         .count();
     assert!((1_850..=1_930).contains(&n), "{n}");
+}
+
+/// While a worker is saturated it mirrors `saturated_sample` of the requests, not `sample`, and
+/// counts the rest of the sample as `saturated` drops; otherwise the sample stands.
+#[test]
+fn a_saturated_worker_mirrors_only_its_saturated_sample() {
+    let stats = ModelStats::new(Arc::from("m"), Default::default());
+    let cfg = Shadow {
+        sample: Ppm::new(500_000).expect("ppm"),
+        saturated_sample: Ppm::new(10_000).expect("ppm"),
+        ..cfg(1024, 1024)
+    };
+    let mirrored = |n: usize| {
+        (0..n)
+            .filter(|_| sampled(&cfg, &stats, std::time::Instant::now))
+            .count()
+    };
+    let drops = || stats.observe().shadow_drops[ShadowDrop::Saturated as usize];
+    crate::load::force(Some(false));
+    let calm = mirrored(100_000);
+    assert!((48_000..52_000).contains(&calm), "50 % sampled: {calm}");
+    assert_eq!(drops(), 0);
+    crate::load::force(Some(true));
+    let busy = mirrored(100_000);
+    assert!(
+        (700..1_300).contains(&busy),
+        "1 % sampled while saturated: {busy}"
+    );
+    let shed = drops();
+    assert!(
+        (47_000..52_000).contains(&shed),
+        "the rest of the 50 % counted as saturated drops: {shed}"
+    );
+    crate::load::force(None);
 }

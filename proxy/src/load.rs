@@ -1,0 +1,223 @@
+//! Whether this worker thread is saturated: over the last 2–10 ms it was running, or runnable
+//! and waiting for a CPU, at least 90 % of the time. Mirrors are optional work; while users'
+//! requests queue for the CPU a worker sheds most of them (`shadow.saturated_sample`).
+//!
+//! Two clocks of the thread, both exact: its CPU time (`CLOCK_THREAD_CPUTIME_ID`) and the time it
+//! spent runnable on a run queue (`/proc/thread-self/schedstat`, second field; the kernel adds a
+//! wait when the thread gets the CPU, so read by the running thread it is current — the first
+//! field, run time, lags by up to a scheduler tick, hence the CPU clock). A worker alone on its
+//! core runs nearly all the time at saturation; one sharing the core with its upstream (the
+//! comparison's setup, benches/compare) ran 65 % and waited 33 %: both read ≈ 1, where the same
+//! worker at 5k req/s read 0.2–0.5 and at 20k (≈ 60 % of its capacity) 0.5–0.9 (200 ms windows).
+//! Cgroup CPU throttling counts as waiting.
+//!
+//! Read at most every 2 ms and only when asked (a mirror is being sampled), so an idle worker
+//! reads nothing; a reading is a `clock_gettime` and a `pread` of the open file, ≈ 1 µs
+//! (`shadow/sampled_fresh_reading`): at most 0.05 % of a saturated worker. A worker that turns
+//! saturated reads so 2–4 ms later (the first reading after a quiet spell has no recent one to
+//! compare with). A first version judged over the last three readings 10 ms apart: against the
+//! comparison's alternating 250 ms slices of load the first 20–30 ms of each went unshed, and
+//! twice as many mirrors were answered as the 1 % of requests. Where the file is missing or reads
+//! `0 0 0` (not Linux, a kernel without `CONFIG_SCHED_INFO`), a worker is never saturated.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+/// A worker is saturated when it ran or waited to run for at least this share of the window.
+const SATURATED: f64 = 0.9;
+/// Readings are at least this far apart.
+const EVERY: Duration = Duration::from_millis(2);
+/// The window: the span from the oldest reading at most this old to the newest.
+const WINDOW: Duration = Duration::from_millis(10);
+
+thread_local! {
+    static WORKER: Load = Load::default();
+}
+
+#[cfg(test)]
+thread_local! {
+    static FORCED: Cell<Option<bool>> = const { Cell::new(None) };
+}
+
+/// Whether the calling thread is saturated as of `now` (judged at most [`EVERY`] before).
+pub(crate) fn saturated(now: Instant) -> bool {
+    #[cfg(test)]
+    if let Some(forced) = FORCED.get() {
+        return forced;
+    }
+    WORKER.with(|load| load.saturated(now))
+}
+
+/// Tests: the calling thread reads as saturated (`Some(true)`), not (`Some(false)`), or as
+/// measured (`None`).
+#[cfg(test)]
+pub(crate) fn force(saturated: Option<bool>) {
+    FORCED.set(saturated);
+}
+
+#[derive(Default)]
+struct Load {
+    saturated: Cell<bool>,
+    /// When the next reading is due; `None` before the first.
+    due: Cell<Option<Instant>>,
+    state: RefCell<State>,
+}
+
+#[derive(Default)]
+struct State {
+    source: Source,
+    window: Window,
+}
+
+#[derive(Default)]
+enum Source {
+    #[default]
+    Unopened,
+    Open(File),
+    /// No scheduler statistics here: never saturated.
+    Missing,
+}
+
+/// The readings within [`WINDOW`]: when, and the thread's run plus run-queue time by then.
+#[derive(Debug, Default)]
+struct Window(VecDeque<(Instant, Duration)>);
+
+// === impl Load ===
+
+impl Load {
+    fn saturated(&self, now: Instant) -> bool {
+        if self.due.get().is_some_and(|due| now < due) {
+            return self.saturated.get();
+        }
+        self.due.set(Some(now + EVERY));
+        let mut state = self.state.borrow_mut();
+        let State { source, window } = &mut *state;
+        if let Source::Unopened = source {
+            *source =
+                File::open("/proc/thread-self/schedstat").map_or(Source::Missing, Source::Open);
+        }
+        let share = match source {
+            Source::Open(file) => match demand(file) {
+                Some(busy) => window.push(now, busy),
+                None => {
+                    *source = Source::Missing;
+                    None
+                }
+            },
+            _ => None,
+        };
+        let saturated = share.is_some_and(|s| s >= SATURATED);
+        self.saturated.set(saturated);
+        saturated
+    }
+}
+
+/// The thread's CPU time plus its time waiting on a run queue, from its `schedstat` file;
+/// `None` when either clock cannot be read.
+fn demand(schedstat: &File) -> Option<Duration> {
+    let cpu = cpu_time::ThreadTime::try_now().ok()?.as_duration();
+    let mut buf = [0u8; 80];
+    let n = schedstat.read_at(&mut buf, 0).ok()?;
+    run_delay(&buf[..n]).map(|waited| cpu + waited)
+}
+
+/// The second field of a `schedstat` line ("run_ns wait_ns slices"); `None` for an unreadable
+/// line or a kernel that keeps no statistics ("0 0 0").
+fn run_delay(line: &[u8]) -> Option<Duration> {
+    let mut fields = std::str::from_utf8(line).ok()?.split_ascii_whitespace();
+    let ran: u64 = fields.next()?.parse().ok()?;
+    let waited: u64 = fields.next()?.parse().ok()?;
+    (ran != 0 || waited != 0).then(|| Duration::from_nanos(waited))
+}
+
+// === impl Window ===
+
+impl Window {
+    /// Adds a reading; returns the share of the span since the oldest reading within
+    /// [`WINDOW`] that the thread ran or waited to run, once there is such a span.
+    fn push(&mut self, at: Instant, busy: Duration) -> Option<f64> {
+        while self
+            .0
+            .front()
+            .is_some_and(|&(t, _)| at.saturating_duration_since(t) > WINDOW)
+        {
+            self.0.pop_front();
+        }
+        self.0.push_back((at, busy));
+        let &(since, before) = self.0.front()?;
+        let span = at.checked_duration_since(since)?;
+        (!span.is_zero()).then(|| busy.saturating_sub(before).as_secs_f64() / span.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_is_taken_over_the_last_10_ms() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut window = Window::default();
+        // To a thousandth: the share is a ratio of floats.
+        let mut w = |at, busy| window.push(at, busy).map(|s| (s * 1e3).round() / 1e3);
+        assert_eq!(w(t0, ms(100)), None, "one reading is no span");
+        // 2 ms later, 1 ms more run or wait: half.
+        assert_eq!(w(t0 + ms(2), ms(101)), Some(0.5));
+        // Busy for the next 8 ms: judged from the first reading, 9 of 10 ms.
+        assert_eq!(w(t0 + ms(10), ms(109)), Some(0.9));
+        // The first reading falls out of the window: 10 of 10 ms.
+        assert_eq!(w(t0 + ms(12), ms(111)), Some(1.0));
+        // After a quiet second the readings before it are out of the window: no span yet,
+        // then the 2 ms since.
+        assert_eq!(w(t0 + ms(1012), ms(112)), None);
+        assert_eq!(w(t0 + ms(1014), ms(114)), Some(1.0));
+    }
+
+    #[test]
+    fn schedstat_lines_without_statistics_are_refused() {
+        assert_eq!(
+            run_delay(b"1234567 89012 42\n"),
+            Some(Duration::from_nanos(89_012))
+        );
+        assert_eq!(run_delay(b"0 0 0\n"), None, "CONFIG_SCHED_INFO off");
+        assert_eq!(run_delay(b"garbage"), None);
+        assert_eq!(run_delay(b""), None);
+    }
+
+    /// A thread that never sleeps is saturated within a window, however the host shares its
+    /// CPUs (waiting counts); one that mostly sleeps is not. Linux only: elsewhere there is no
+    /// schedstat file and nothing is ever saturated.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_spinning_thread_is_saturated_and_a_sleeping_one_is_not() {
+        let spinning = std::thread::spawn(|| {
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(2) {
+                if saturated(Instant::now()) && start.elapsed() > Duration::from_millis(30) {
+                    return true;
+                }
+            }
+            false
+        });
+        let sleeping = std::thread::spawn(|| {
+            let mut ever = false;
+            for _ in 0..40 {
+                std::thread::sleep(Duration::from_millis(5));
+                ever |= saturated(Instant::now());
+            }
+            ever
+        });
+        assert!(
+            spinning.join().expect("no panic"),
+            "a spinning thread read as saturated"
+        );
+        assert!(
+            !sleeping.join().expect("no panic"),
+            "a thread asleep nearly all the time never reads as saturated"
+        );
+    }
+}
