@@ -5,7 +5,9 @@
 //! (variant, status, times, bytes) when the exchange ends — and handed to the writer through a
 //! bounded channel. A full channel drops the line and counts it, so a slow disk never holds a
 //! request. Senders never wake the writer: it wakes every [`TICK`], writes what came and
-//! flushes, so a line reaches the file within about 100 ms.
+//! flushes, so a line reaches the file within about 100 ms. Every second it also checks that the
+//! configured path still names the file it has open; when the file was moved or removed (a
+//! rotation) it flushes to the old one and opens a new one at the path.
 //!
 //! With `access_log` unset nothing of this runs: a request pays one check of the config.
 
@@ -26,6 +28,8 @@ use crate::split::Variant;
 pub(crate) const QUEUE: usize = 65_536;
 /// How often the writer wakes to write and flush.
 const TICK: Duration = Duration::from_millis(100);
+/// How often, in ticks, the writer checks that its file is still at the configured path.
+const ROTATION_TICKS: u32 = 10;
 /// A line's buffer to begin with: a chat request's line is about 350 bytes.
 const LINE: usize = 512;
 
@@ -164,9 +168,24 @@ impl Writer {
 
     fn run(&self, rx: &Receiver<Vec<u8>>) {
         let mut open: Option<(Target, Box<dyn Write>)> = None;
+        // The open file's identity (device, inode), to notice that it was rotated away.
+        let mut opened: Option<(u64, u64)> = None;
         let mut batch = Vec::with_capacity(64 * 1024);
+        let mut ticks = 0u32;
         loop {
             let stopping = self.stop.load(Relaxed);
+            ticks = ticks.wrapping_add(1);
+            if ticks % ROTATION_TICKS == 0 {
+                if let (Some((Target::File(path), w)), Some(id)) = (open.as_mut(), opened) {
+                    if identity(path).ok() != Some(id) {
+                        // Moved or removed (logrotate's `create`, a `mv` by hand): what is
+                        // buffered goes to the old file, the next lines to a new one.
+                        let _ = w.flush();
+                        tracing::info!(to = %path.display(), "access log: the file was moved or removed; reopening");
+                        open = None;
+                    }
+                }
+            }
             let want = self
                 .target
                 .lock()
@@ -176,6 +195,10 @@ impl Writer {
                 open = want.and_then(|t| match sink(&t) {
                     Ok(w) => {
                         tracing::info!(to = %t, "access log: writing");
+                        opened = match &t {
+                            Target::File(path) => identity(path).ok(),
+                            Target::Stdout => None,
+                        };
                         Some((t, w))
                     }
                     Err(e) => {
@@ -227,6 +250,12 @@ impl Writer {
         count.fetch_add(lines, Relaxed);
         batch.clear();
     }
+}
+
+/// The device and inode of the file at `path`.
+fn identity(path: &std::path::Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| (m.dev(), m.ino()))
 }
 
 fn sink(t: &Target) -> io::Result<Box<dyn Write>> {

@@ -191,3 +191,63 @@ async fn a_reload_switches_the_log_and_exit_flushes_it() {
     stable.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A log file moved away (logrotate's default `create`, or a `mv` by hand) gets the lines
+/// already written; the gateway notices within about a second and writes the next lines to a
+/// new file at the configured path. No signal, no `copytruncate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_file_moved_away_is_reopened_at_its_path() {
+    let stable = start_sim("stable", "m", |_| {}).await;
+    let dir = temp_dir("access-rotate");
+    let log = dir.join("access.log");
+    let rotated = dir.join("access.log.1");
+    let gw = Gateway::start(
+        &config_with_log("fast", &stable.url(), &stable.url(), &log)
+            .replace("weight: 50%", "weight: 0%"),
+    );
+    chat_once(&gw, &[("x-request-id", "before")]).await;
+    assert_eq!(lines(&log, 1).await[0]["request_id"], "before");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    // Requests until one lands in a new file at the path (the check runs every second).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut sent = 0;
+    while !log.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no new file at {} 10 s after the rotation",
+            log.display()
+        );
+        chat_once(&gw, &[("x-request-id", &format!("after-{sent}"))]).await;
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    chat_once(&gw, &[("x-request-id", "last")]).await;
+    let new = loop {
+        let got = lines(&log, 1).await;
+        if got.iter().any(|l| l["request_id"] == "last") {
+            break got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the last request's line is not in the new file: {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let old = lines(&rotated, 1).await;
+    assert_eq!(old[0]["request_id"], "before");
+    // Every line is in exactly one of the two files.
+    let ids = |v: &[Value]| -> Vec<String> {
+        v.iter()
+            .map(|l| l["request_id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let (old, new) = (ids(&old), ids(&new));
+    assert_eq!(old.len() + new.len(), sent + 2, "old {old:?}, new {new:?}");
+    assert!(
+        new.iter().all(|id| !old.contains(id)),
+        "old {old:?}, new {new:?}"
+    );
+    drop(gw);
+    stable.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
