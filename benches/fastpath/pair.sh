@@ -9,7 +9,9 @@
 # alternating run by run, as benches/compare/run's `paired` does. The shadow is nginx with the
 # echo module (benches/compare/shadow-nginx-echo.conf; SHADOW=sim for `rollgate sim`, whose
 # added latency SHADOW_DELAY sets, default 50ms) on $SHADOW_CPU (default 1). MAX_INFLIGHT
-# sets the mirror's `max_inflight` (default: the config's default bound). Needs nginx, its echo
+# sets the mirror's `max_inflight` (default: the config's default bound), SATURATED_SAMPLE its
+# `saturated_sample` (default 1 %: a saturated gateway, as here, sheds 99 % of the sample; `100%`
+# measures what every mirror the bound admits costs). Needs nginx, its echo
 # module and curl (benches/compare/run installs them). Per run it prints B's throughput,
 # total-latency p99 and gateway CPU per request over A's (`report.py loadtest-pair`), then B's
 # mirror drops.
@@ -51,7 +53,8 @@ conf() { # CONF PORT ADMIN_PORT
     printf '  - name: m\n    default: true\n    stable: { endpoints: ["http://127.0.0.1:%s"] }\n' "$UP"
     if [ "$1" = mirror ]; then
         printf '    candidate: { endpoints: ["http://127.0.0.1:%s"] }\n' "$SHADOW_PORT"
-        printf '    weight: 0%%\n    shadow: { sample: 100%%%s }\n' "${MAX_INFLIGHT:+, max_inflight: $MAX_INFLIGHT}"
+        printf '    weight: 0%%\n    shadow: { sample: 100%%%s%s }\n' "${MAX_INFLIGHT:+, max_inflight: $MAX_INFLIGHT}" \
+            "${SATURATED_SAMPLE:+, saturated_sample: $SATURATED_SAMPLE}"
     fi
 }
 conf "$CA" "$PA" "$AA" >"$D/a.yaml"
@@ -80,5 +83,5 @@ for run in $(seq 1 "$RUNS"); do
     echo "run $run: rps ×, p99 ×, cpu/req ×, Δp50 µs, Δp99 µs (B over A):" \
         "$(python3 "$COMPARE/lib/report.py" loadtest-pair "$D/r$run.json" $order $((a1 - a0)) $((b1 - b0)))"
 done
-curl -s "http://127.0.0.1:$AB/metrics" | grep -E '^rollgate_proxy_shadow_dropped_total.*(inflight|paced)'
+curl -s "http://127.0.0.1:$AB/metrics" | grep -E '^rollgate_proxy_shadow_dropped_total.*(inflight|paced|saturated)|^rollgate_proxy_requests_total.*variant="shadow"'
 echo "files in $D"

@@ -31,7 +31,7 @@ models:
     stable: { endpoints: ["http://127.0.0.1:$S"], engine: vllm }
     candidate: { endpoints: ["http://127.0.0.1:$C"], engine: vllm }
     weight: 0%
-    shadow: { sample: 100% }
+    shadow: { sample: 100%, saturated_sample: 100% }
 C
 taskset -c 0 "$BIN" run --config "$D/rollgate.yaml" >"$D/rollgate.log" 2>&1 & pids+=($!)
 GW=$!

@@ -15,7 +15,7 @@ C
 metric() { curl -s http://127.0.0.1:18384/metrics | awk "/^$1/ {s+=\$2} END{print s+0}"; }
 accepts() { curl -s http://127.0.0.1:18381/nginx_status | awk 'NR==3{print $1}'; }
 for S in 10% 100%; do
-  printf 'listen: 127.0.0.1:18383\nadmin: { listen: 127.0.0.1:18384 }\nworkers: 1\ndata_plane: %s\nmodels:\n  - name: m\n    default: true\n    stable: { endpoints: ["http://127.0.0.1:18381"], engine: vllm }\n    candidate: { endpoints: ["http://127.0.0.1:18381"], engine: vllm }\n    weight: 10%%\n    shadow: { sample: %s }\n' "$DP" "$S" > "$D/rg.yaml"
+  printf 'listen: 127.0.0.1:18383\nadmin: { listen: 127.0.0.1:18384 }\nworkers: 1\ndata_plane: %s\nmodels:\n  - name: m\n    default: true\n    stable: { endpoints: ["http://127.0.0.1:18381"], engine: vllm }\n    candidate: { endpoints: ["http://127.0.0.1:18381"], engine: vllm }\n    weight: 10%%\n    shadow: { sample: %s, saturated_sample: 100%% }\n' "$DP" "$S" > "$D/rg.yaml"
   taskset -c 0 nginx -c "$D/up.conf" -p "$D" & U=$!
   taskset -c 0 "$BIN" run --config "$D/rg.yaml" > "$D/rg.log" 2>&1 & R=$!
   sleep 1.5

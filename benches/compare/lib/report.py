@@ -300,31 +300,44 @@ def table(path):
                     f"medians of {r.runs('shadow50', t, 'rate_p99_plain')} runs)"
                 )
             rows.append(["the same 100 % mirror at a fixed 5k req/s (`loadtest --rate`, not saturated)", *cells])
-        if r.med("shadow50", "rollgate", "rps_mirrordefault") is not None:
+        # rollgate's defaults (bound and `saturated_sample`), and since session 20 the bound alone.
+        for mode, sfx, label in (
+            ("mirrordefault", "", "the same with rollgate's defaults (64 mirrors in flight; 1 % mirrored "
+             "while a worker is saturated)"),
+            ("mirrorbound", "_bound", "the same with the in-flight bound alone (64; `saturated_sample: 100%`)"),
+        ):
+            if r.med("shadow50", "rollgate", f"rps_{mode}") is None:
+                continue
             t = "rollgate"
-
+            # Before session 20 `mirrordefault` had no shedding (there was none): the bound alone.
+            if mode == "mirrordefault" and r.med("shadow50", t, "saturated_per_s") is None:
+                label = "the same with rollgate's default in-flight bound (64 mirrors)"
             # pair_* since session 9 (`run`'s paired), cmp_* in earlier result files.
-            new = r.has_metric("shadow50", "pair_p99_mirrordefault")
-            p99m, rpsm = ("pair_p99_mirrordefault", "pair_rps_mirrordefault") if new else ("cmp_p99_ratio", "cmp_rps_ratio")
+            new = r.has_metric("shadow50", f"pair_p99_{mode}")
+            p99m, rpsm = (f"pair_p99_{mode}", f"pair_rps_{mode}") if new else ("cmp_p99_ratio", "cmp_rps_ratio")
 
             def cmp(m, fmt="{:.2f}"):
                 return pr(r.spread("shadow50", t, m), fmt)
 
-            p = r.paired("shadow50", t, "p99_mirrordefault", "p99_plain")
-            q = r.paired("shadow50", t, "rps_mirrordefault", "rps_plain")
+            p = r.paired("shadow50", t, f"p99_{mode}", "p99_plain")
+            q = r.paired("shadow50", t, f"rps_{mode}", "rps_plain")
+            shed = r.med("shadow50", t, f"saturated_per_s{sfx}")
+            answered = r.med("shadow50", t, f"pair_mirrored_{mode}")
             rows.append([
-                "the same with rollgate's default in-flight bound (64 mirrors)",
+                label,
                 "–", "–", "–",
                 f"primary p99 ×{pr(p)} (medians {f(r.med('shadow50', t, 'p99_plain'), '{:.0f}')} → "
-                f"{f(r.med('shadow50', t, 'p99_mirrordefault'), '{:.0f}')} µs), throughput ×{pr(q, '{:.3f}')}; "
-                f"{f(r.med('shadow50', t, 'mirrored_per_s'), '{:.0f}')} mirrors/s answered, "
-                f"{f(r.med('shadow50', t, 'dropped_per_s'), '{:.0f}')}/s dropped and counted"
+                f"{f(r.med('shadow50', t, f'p99_{mode}'), '{:.0f}')} µs), throughput ×{pr(q, '{:.3f}')}; "
+                f"{f(r.med('shadow50', t, f'mirrored_per_s{sfx}'), '{:.0f}')} mirrors/s answered, "
+                f"{f(r.med('shadow50', t, f'dropped_per_s{sfx}'), '{:.0f}')}/s dropped and counted"
+                + ("" if not shed else f" ({f(shed, '{:.0f}')}/s of them `saturated`)")
                 + (
                     ""
                     if r.med("shadow50", t, p99m) is None
                     else f"; `loadtest --compare` in 250 ms slices: p99 ×{cmp(p99m)}, "
                     f"throughput ×{cmp(rpsm, '{:.3f}')} (median, range of "
                     f"{r.runs('shadow50', t, p99m)} runs)"
+                    + ("" if answered is None else f", ≈ {answered:.0f} mirrors/s answered while loaded")
                 ),
             ])
 
