@@ -175,6 +175,17 @@ fn defaults() {
         (Ppm::ZERO, &Cohort::Random, &None, &None)
     );
     assert_eq!(config.default_model(), None);
+
+    // A shadow section's defaults: 1 % mirrored while a worker is saturated, and the limits.
+    let yaml = format!(
+        "{MINIMAL}    candidate: {{ endpoints: [\"http://vllm-2:8000\"] }}\n    shadow: {{ sample: 10% }}\n"
+    );
+    let config = parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let shadow = config.models[0].shadow.as_ref().expect("shadow");
+    assert_eq!(
+        (shadow.saturated_sample, shadow.max_inflight),
+        (Ppm::new(10_000).expect("ppm"), 64)
+    );
 }
 
 #[test]
@@ -280,7 +291,7 @@ models:
     default: true
     stable: { endpoints: ["http://10.0.0.1:8000", "http://10.0.0.1:8000/"], engine: vllm }
     weight: 120%
-    shadow: { sample: 20% }
+    shadow: { sample: 20%, saturated_sample: 150% }
   - name: chat-small
     default: true
     stable: { endpoints: ["https://10.0.0.3:8000"], engin: vllm }
@@ -304,6 +315,7 @@ models:
             ("upstream", "expected a mapping, found the number 5"),
             ("models[0].stable.endpoints[1]", "duplicate endpoint"),
             ("models[0].weight", "120% is above 100%"),
+            ("models[0].shadow.saturated_sample", "150% is above 100%"),
             ("models[0].shadow", "mirrors requests to the candidate"),
             (
                 "models[1].stable.engin",
