@@ -5,16 +5,22 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 /// Upper bounds in seconds. Inference latencies span a 1 ms cache hit to multi-minute
-/// generations; roughly three buckets per decade keeps p95/p99 estimates within ~25 % while
-/// the series count stays small (18 buckets × 3 histograms × 3 variants per model).
-pub const LATENCY_BUCKETS: [f64; 18] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 60.0,
-    120.0, 300.0, 600.0,
+/// generations. Between 50 ms and 2 min the bounds are the round values gates are written with
+/// (200 ms, 500 ms, 2 s, 30 s …): a gate's bound on a bucket bound counts exactly the samples
+/// above it. With session 19's 18 bounds a bound inside a bucket could not pass: a TTFT of 150 ms
+/// under `ttft_p95: { max: 200ms }` interpolated a third of the (100 ms, 250 ms] bucket above
+/// 200 ms, and Markov's bound (mean / 200 ms) proved nothing, so the gate stayed inconclusive
+/// and the rollout held. 34 buckets × 3 histograms × 3 variants per model; the old bounds are
+/// all still here, so dashboards built on them keep working.
+pub const LATENCY_BUCKETS: [f64; 34] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0,
+    1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0, 90.0, 120.0,
+    300.0, 600.0,
 ];
 
 const NB: usize = LATENCY_BUCKETS.len();
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AtomicHistogram {
     /// Non-cumulative counts; the last slot is +Inf.
     buckets: [AtomicU64; NB + 1],
@@ -32,6 +38,17 @@ pub struct HistogramSnapshot {
 }
 
 // === impl AtomicHistogram ===
+
+// By hand: `Default` for arrays stops at 32 elements.
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
 
 impl AtomicHistogram {
     pub(crate) fn observe(&self, d: Duration) {
@@ -121,6 +138,7 @@ mod tests {
         assert_eq!(s.count, 4);
         assert_eq!(s.buckets[0], (0.001, 2));
         assert_eq!(s.buckets[5], (0.05, 3));
+        assert_eq!(s.buckets[4], (0.025, 2), "30 ms is above 25 ms");
         assert_eq!(s.buckets[NB], (f64::INFINITY, 4));
         assert!((s.sum_seconds - 1000.0315).abs() < 1e-6);
     }
@@ -129,7 +147,7 @@ mod tests {
     fn quantile_interpolates_like_promql() {
         let h = AtomicHistogram::default();
         for _ in 0..100 {
-            h.observe(Duration::from_millis(200)); // bucket (0.1, 0.25]
+            h.observe(Duration::from_millis(180)); // bucket (0.15, 0.2]
         }
         let s = h.snapshot();
         let p50 = s.quantile(0.5).expect("has data");
@@ -146,6 +164,7 @@ mod tests {
         h.observe(Duration::from_secs(3));
         let d = h.snapshot().since(&a);
         assert_eq!(d.count, 2);
-        assert!((d.quantile(1.0).expect("data") - 5.0).abs() < 1e-9);
+        // The window's maximum is the top of the (2.5 s, 3 s] bucket.
+        assert!((d.quantile(1.0).expect("data") - 3.0).abs() < 1e-9);
     }
 }

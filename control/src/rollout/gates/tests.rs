@@ -373,3 +373,52 @@ fn promql_values_against_bounds_and_unanswered_queries() {
     let e = evaluate(&g, 200, &i);
     assert_eq!((e.verdict, e.metric_error), (Verdict::Inconclusive, true));
 }
+
+/// `n` samples at `secs` in the data plane's own histogram layout, as the driver reads them.
+fn gateway_dist(n: u64, secs: f64) -> Dist {
+    let buckets = rollgate_proxy::LATENCY_BUCKETS
+        .iter()
+        .chain([f64::INFINITY].iter())
+        .map(|&le| (le, if secs <= le { n } else { 0 }))
+        .collect();
+    Dist::from_histogram(&rollgate_proxy::HistogramSnapshot {
+        buckets,
+        sum_seconds: n as f64 * secs,
+        count: n,
+    })
+}
+
+/// Gates are written with round bounds, and the gateway's buckets have them: a healthy
+/// candidate under a 200 ms TTFT or 2 s latency bound passes, one above it fails, both at
+/// once. (With one bucket from 100 to 250 ms a TTFT of 150 ms stayed inconclusive: a third
+/// of that bucket interpolates above 200 ms.)
+#[test]
+fn round_bounds_in_the_gateways_buckets_give_verdicts() {
+    let gates = Gates {
+        ttft_p95: Some(LatencyGate {
+            max: Some(Duration::from_millis(200)),
+            max_ratio_vs_stable: None,
+        }),
+        latency_p99: Some(LatencyGate {
+            max: Some(Duration::from_secs(2)),
+            max_ratio_vs_stable: None,
+        }),
+        ..Default::default()
+    };
+    let w = |ttft: f64, latency: f64| VariantWindow {
+        requests: 400,
+        failures: 0,
+        latency: gateway_dist(400, latency),
+        ttft: gateway_dist(400, ttft),
+    };
+    let stable = w(0.05, 0.5);
+    assert_eq!(
+        one(&gates, &inputs(stable.clone(), w(0.15, 1.55))),
+        Verdict::Pass
+    );
+    assert_eq!(
+        one(&gates, &inputs(stable.clone(), w(0.24, 1.55))),
+        Verdict::Fail
+    );
+    assert_eq!(one(&gates, &inputs(stable, w(0.15, 2.4))), Verdict::Fail);
+}
