@@ -27,6 +27,11 @@ fn dist(n: u64, secs: f64) -> Dist {
         5.0,
         f64::INFINITY,
     ];
+    dist_over(&bounds, n, secs)
+}
+
+/// `n` samples at `secs` over the bucket bounds `bounds` (the last one `+Inf`).
+fn dist_over(bounds: &[f64], n: u64, secs: f64) -> Dist {
     let buckets = bounds
         .iter()
         .map(|&le| (le, if secs <= le { n as f64 } else { 0.0 }))
@@ -374,18 +379,11 @@ fn promql_values_against_bounds_and_unanswered_queries() {
     assert_eq!((e.verdict, e.metric_error), (Verdict::Inconclusive, true));
 }
 
-/// `n` samples at `secs` in the data plane's own histogram layout, as the driver reads them.
+/// `n` samples at `secs` in the data plane's own histogram layout.
 fn gateway_dist(n: u64, secs: f64) -> Dist {
-    let buckets = rollgate_proxy::LATENCY_BUCKETS
-        .iter()
-        .chain([f64::INFINITY].iter())
-        .map(|&le| (le, if secs <= le { n } else { 0 }))
-        .collect();
-    Dist::from_histogram(&rollgate_proxy::HistogramSnapshot {
-        buckets,
-        sum_seconds: n as f64 * secs,
-        count: n,
-    })
+    let mut bounds = rollgate_proxy::LATENCY_BUCKETS.to_vec();
+    bounds.push(f64::INFINITY);
+    dist_over(&bounds, n, secs)
 }
 
 /// Gates are written with round bounds, and the gateway's buckets have them: a healthy
